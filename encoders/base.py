@@ -1,0 +1,75 @@
+"""What every encoder declares and implements.
+
+An encoder is a small ``torch.nn.Module`` whose ``forward`` takes a float batch B×3×H×W with
+values in [0, 255] (already resized by the data workers as ``preprocess`` says, unless
+``preprocess.resize == "none"``) and returns a dict of named 2-D outputs (``features`` always;
+``logits``, ``spatial``, ``embedding`` when it has them), all from one forward pass.
+Normalisation (scaling, mean/std) happens inside the module, on the device.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping
+
+import torch
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How data workers turn a decoded RGB uint8 image into the encoder's input.
+
+    ``resize``: ``"clean"`` (PIL bicubic on float32 channels, antialiased, clean-fid's mode),
+    or ``"none"`` (keep native size; the encoder resizes in-network, e.g. Inception legacy).
+    ``crop``: resize the shorter side to ``size`` then centre-crop (CLIP), else resize to
+    ``size``×``size``. ``mean``/``std`` are applied inside the encoder, recorded for the cache key.
+    """
+
+    size: int
+    resize: str = "clean"
+    crop: bool = False
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    in_network: str = ""  # e.g. "bilinear-299" for legacy Inception
+
+    def describe(self) -> str:
+        """A stable string for result records and cache keys."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A declared weights file: official name, where it comes from, its sha256 when known."""
+
+    filename: str
+    url: str | None = None
+    sha256: str | None = None
+    hf_repo: str | None = None  # Hugging Face hub repo id (timm / open_clip caches)
+    hf_filename: str | None = None
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Registry metadata of an encoder, readable without building a model."""
+
+    name: str
+    factory: Callable[..., "Encoder"]
+    description: str
+    archs: tuple[str, ...]
+    default_arch: str
+    outputs: Mapping[str, Mapping[str, int]]  # arch -> {output name: dim}
+    weights: Mapping[str, WeightsSpec | None] = field(default_factory=dict)  # arch -> weights
+    input_size: Mapping[str, int] = field(default_factory=dict)  # arch -> size
+
+
+class Encoder(torch.nn.Module):
+    """Base class: subclasses set the attributes below in ``__init__`` and define ``forward``."""
+
+    name: str = ""
+    arch: str = ""
+    preprocess: Preprocess
+    outputs: dict[str, int]
+    weights_sha256: str | None = None  # sha256 of the weights file loaded (None: random/none)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError

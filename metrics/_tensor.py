@@ -1,0 +1,37 @@
+"""Small torch helpers shared by the metric functions (no engine imports)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from evalkit.errors import MetricInputError
+
+
+def resolve_device(device: Any = None) -> torch.device:
+    """``None``/"auto" -> cuda when available else cpu; strings and devices pass through."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def as_tensor(x: Any, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A 2-D (or 1-D) array as a torch tensor of ``dtype`` on ``device``."""
+    dev = resolve_device(device)
+    if isinstance(x, torch.Tensor):
+        return x.to(device=dev, dtype=dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
+
+
+def require_samples(metric: str, n: int, minimum: int, which: str = "generated") -> None:
+    """Raise MetricInputError when a set is too small for ``metric``."""
+    if n < minimum:
+        raise MetricInputError(
+            f"{metric} needs at least {minimum} {which} samples, got {n}"
+        )
+
+
+def seeded_generator(seed: int) -> np.random.Generator:
+    """The one way metrics draw random numbers: a numpy Generator from the run's seed."""
+    return np.random.default_rng(seed)

@@ -1,0 +1,10 @@
+"""STUB: to be implemented."""
+
+def fls(*args, **kwargs):
+    raise NotImplementedError
+
+
+def fls_pog(*args, **kwargs):
+    raise NotImplementedError
+
+

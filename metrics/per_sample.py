@@ -1,0 +1,6 @@
+"""STUB: to be implemented."""
+
+def per_sample(*args, **kwargs):
+    raise NotImplementedError
+
+

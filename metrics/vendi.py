@@ -1,0 +1,6 @@
+"""STUB: to be implemented."""
+
+def vendi(*args, **kwargs):
+    raise NotImplementedError
+
+
