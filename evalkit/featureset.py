@@ -30,6 +30,8 @@ class FeatureSet:
     labels: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    files: list[str] | None = None  # per-row image locators ("dir/a.png", "x.zip::a.png"), if images
+
 
     @property
     def n(self) -> int:
@@ -49,6 +51,7 @@ class FeatureSet:
             None if self.labels is None else self.labels[index],
             dict(self.meta),
             self.source,
+            None if self.files is None else [self.files[i] for i in index],
         )
 
 
