@@ -1,0 +1,40 @@
+"""`evalkit metrics` and `evalkit encoders`: list the registries (no model is built)."""
+from __future__ import annotations
+
+import click
+
+from evalkit.cli import main
+
+
+@main.command("metrics")
+def metrics_command():
+    """List metric keys with their inputs, direction and description."""
+    from evalkit.metrics import METRICS
+
+    rows = [("key", "needs", "better", "description")]
+    for name, spec in METRICS.items():
+        needs = [spec.array] + (["test"] if spec.needs_test else []) + \
+            (["labels"] if spec.needs_labels else [])
+        rows.append((name, "+".join(needs), spec.directions[spec.keys[0]], spec.description))
+    _print_rows(rows)
+
+
+@main.command("encoders")
+def encoders_command():
+    """List encoders with their variants, outputs and input size."""
+    from evalkit.encoders import get_encoder_spec, list_encoders
+
+    rows = [("name", "archs (default first)", "outputs", "description")]
+    for name in list_encoders():
+        spec = get_encoder_spec(name)
+        archs = [spec.default_arch] + [a for a in spec.archs if a != spec.default_arch]
+        outs = spec.outputs.get(spec.default_arch, {})
+        rows.append((name, ",".join(archs), ",".join(f"{k}:{v}" for k, v in outs.items()),
+                     spec.description))
+    _print_rows(rows)
+
+
+def _print_rows(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]))
