@@ -1,0 +1,192 @@
+"""`evalkit score` on feature files: records, tables, determinism, bad input (exit 2)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from evalkit.cli import main
+from evalkit.featureset import FeatureSet, save_feature_file
+from evalkit.record import SCHEMA, load_records
+
+D = 16
+
+
+def _write(path, feats, **extra):
+    arrays = {"features": feats.astype(np.float32)}
+    arrays.update({k: v for k, v in extra.items() if k != "labels"})
+    save_feature_file(FeatureSet(arrays, extra.get("labels")), path)
+    return str(path)
+
+
+@pytest.fixture
+def sets(tmp_path):
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, D))
+    fake = rng.normal(size=(250, D)) + 0.3
+    test = rng.normal(size=(200, D))
+    logits = rng.normal(size=(250, 10))
+    labels = rng.integers(0, 3, size=250)
+    return {
+        "real": _write(tmp_path / "real.npz", real),
+        "fake": _write(tmp_path / "fake.npz", fake, logits=logits, labels=labels),
+        "fake2": _write(tmp_path / "fake2.npz", real[:250] + 0.01),
+        "test": _write(tmp_path / "test.npz", test),
+        "dir": tmp_path,
+    }
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_score_writes_spec_record_and_table(sets):
+    out = sets["dir"] / "r.json"
+    res = run("score", sets["fake"], "--ref", sets["real"], "--test", sets["test"],
+              "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    assert rec["schema"] == SCHEMA and rec["name"] == "fake"
+    assert rec["samples"]["n"] == 250 and rec["reference"]["n"] == 300 and rec["test"]["n"] == 200
+    m = rec["metrics"]
+    for key in ("fd", "fd_inf", "kd", "kd_std", "is", "is_std", "precision", "recall", "density",
+                "coverage", "realism", "vendi", "vendi_per_class", "authpct", "ct", "fls",
+                "fls_pog", "sw_approx", "cmmd"):
+        assert key in m, key
+    assert "sfid" in rec["skipped"]  # no spatial arrays
+    assert "fd" in res.output and "precision" in res.output
+    # the numbers are the library's numbers
+    from evalkit import metrics
+    expected = metrics.fd(np.load(sets["real"])["features"], np.load(sets["fake"])["features"])
+    assert m["fd"] == pytest.approx(expected["fd"], rel=1e-12)
+
+
+def test_same_seed_same_record_different_seed_differs(sets):
+    def metrics_for(seed):
+        out = sets["dir"] / f"r{seed}.json"
+        run("score", sets["fake"], "--ref", sets["real"], "--test", sets["test"], "--seed", seed,
+            "--out", out, "--quiet")
+        rec = json.loads(out.read_text())
+        return rec["metrics"]
+
+    a, b, c = metrics_for(0), metrics_for(0), metrics_for(1)
+    assert a == b
+    assert a["kd"] != c["kd"]  # subsets depend on the seed
+    assert a["is"] == c["is"]  # IS uses torch-fidelity's fixed permutation by contract
+
+
+def test_several_sample_sets_share_one_reference(sets):
+    out = sets["dir"] / "many.json"
+    res = run("score", sets["fake"], sets["fake2"], "--ref", sets["real"], "--metrics", "fd,kd",
+              "--out", out)
+    assert res.exit_code == 0, res.output
+    recs = load_records(out)
+    assert [r["name"] for r in recs] == ["fake", "fake2"]
+    assert recs[1]["metrics"]["fd"] < recs[0]["metrics"]["fd"]
+    assert set(recs[0]["metrics"]) == {"fd", "kd", "kd_std"}
+
+
+def test_per_sample_csv(sets):
+    csv_path = sets["dir"] / "ps.csv"
+    out = sets["dir"] / "r.json"
+    res = run("score", sets["fake"], "--ref", sets["real"], "--metrics", "realism,authpct",
+              "--per-sample", csv_path, "--out", out)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 250
+    real = np.load(sets["real"])["features"].astype(np.float64)
+    fake = np.load(sets["fake"])["features"].astype(np.float64)
+    d = np.sqrt(((fake[:5, None, :] - real[None]) ** 2).sum(-1))
+    for i in range(5):
+        assert int(rows[i]["nn_index"]) == int(d[i].argmin())
+        assert float(rows[i]["nn_distance"]) == pytest.approx(d[i].min(), rel=1e-4)
+    rec = json.loads(out.read_text())
+    assert rec["per_sample"] == "ps.csv"
+    authentic = np.mean([int(r["authentic"]) for r in rows]) * 100
+    assert authentic == pytest.approx(rec["metrics"]["authpct"], abs=1e-6)
+
+
+def test_bootstrap_interval_contains_estimate(sets):
+    out = sets["dir"] / "b.json"
+    res = run("score", sets["fake"], "--ref", sets["real"], "--metrics", "fd,precision",
+              "--bootstrap", 10, "--out", out)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    lo, hi = rec["metrics_ci"]["precision"]
+    assert lo <= hi and 0 <= lo <= 1
+    assert rec["metrics_ci"]["fd"][0] < rec["metrics_ci"]["fd"][1]
+
+
+def test_nsample_subsamples_each_set(sets):
+    out = sets["dir"] / "n.json"
+    run("score", sets["fake"], "--ref", sets["real"], "--metrics", "fd", "--nsample", 100,
+        "--out", out)
+    rec = json.loads(out.read_text())
+    assert rec["samples"]["n"] == 100 and rec["reference"]["n"] == 100
+
+
+def _bad(tmp_path, name, **arrays):
+    p = tmp_path / name
+    np.savez(p, **arrays)
+    return str(p)
+
+
+@pytest.mark.parametrize("case", ["missing", "nofeatures", "dims", "nan", "unknown_metric",
+                                  "needs_test", "too_few", "not_npz"])
+def test_bad_input_exits_2_with_one_line(sets, tmp_path, case):
+    real, fake = sets["real"], sets["fake"]
+    args = ["score", fake, "--ref", real, "--quiet"]
+    expect = None
+    if case == "missing":
+        args[1], expect = str(tmp_path / "nope.npz"), "nope.npz"
+    elif case == "nofeatures":
+        args[1] = expect = _bad(tmp_path, "x.npz", logits=np.zeros((5, 3)))
+    elif case == "dims":
+        args[1] = expect = _bad(tmp_path, "d.npz", features=np.zeros((50, D + 1)))
+    elif case == "nan":
+        f = np.zeros((50, D)); f[3, 2] = np.nan
+        args[1] = expect = _bad(tmp_path, "nan.npz", features=f)
+    elif case == "unknown_metric":
+        args += ["--metrics", "fid"]; expect = "fid"
+    elif case == "needs_test":
+        args += ["--metrics", "ct"]; expect = "--test"
+    elif case == "too_few":
+        args[1] = _bad(tmp_path, "few.npz", features=np.random.default_rng(0).normal(size=(3, D)))
+        args += ["--metrics", "precision"]; expect = "precision"
+    elif case == "not_npz":
+        p = tmp_path / "junk.npz"; p.write_text("hello")
+        args[1] = expect = str(p)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    lines = [l for l in res.output.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert expect.split("/")[-1] in lines[0]
+
+
+def test_failed_run_leaves_existing_output_untouched(sets, tmp_path):
+    out = tmp_path / "keep.json"
+    out.write_text("precious")
+    res = CliRunner().invoke(main, ["score", sets["fake"], "--ref", sets["real"], "--metrics",
+                                    "ct", "--out", str(out)])
+    assert res.exit_code == 2
+    assert out.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".keep")] == []
+
+
+def test_metrics_command_lists_every_spec_key():
+    res = run("metrics")
+    for key in ("fd", "fd_inf", "sfid", "kd", "is", "precision", "recall", "density", "coverage",
+                "realism", "vendi", "authpct", "ct", "fls", "fls_pog", "sw_approx", "cmmd"):
+        assert any(line.split()[0] == key for line in res.output.splitlines()[1:]), key
+
+
+def test_python_api_matches_cli(sets):
+    import evalkit
+    out = sets["dir"] / "api.json"
+    run("score", sets["fake"], "--ref", sets["real"], "--metrics", "fd,kd,vendi", "--out", out)
+    res = evalkit.score(sets["fake"], sets["real"], metrics="fd,kd,vendi")
+    assert res.metrics == json.loads(out.read_text())["metrics"]
+    arr = evalkit.score(np.load(sets["fake"])["features"], np.load(sets["real"])["features"],
+                        metrics=["fd"])
+    assert arr["fd"] == pytest.approx(res["fd"], rel=1e-6)
