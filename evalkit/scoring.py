@@ -71,6 +71,8 @@ def _missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet | None,
                      ("test set", test if spec.needs_test else None)):
         if fs is not None and _array_for(spec, fs) is None:
             return f"needs '{spec.array}' arrays in the {role} (use an encoder that has them)"
+        if fs is not None and fs.n < spec.min_samples:
+            return f"needs at least {spec.min_samples} samples, the {role} has {fs.n}"
     return None
 
 
