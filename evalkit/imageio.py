@@ -1,0 +1,214 @@
+"""Image decoding, RGB conversion and clean resizing, the same way for every input.
+
+Every image that enters an encoder goes through three steps, all here:
+
+1. :func:`decode_image` turns file bytes into a fully loaded PIL image; anything that is not a
+   readable image (zero bytes, truncated data, a text file named ``.png``, a decompression bomb)
+   is an :class:`~evalkit.errors.InputError` naming the file.
+2. :func:`to_rgb_uint8` turns any PIL mode into an H×W×3 uint8 array by one documented rule
+   per mode (see its docstring).
+3. :func:`clean_resize` resizes with PIL bicubic on float32 channels, antialiased and without
+   re-quantisation: clean-fid's ``clean`` mode (Parmar et al., "On Aliased Resizing and
+   Surprising Subtleties in GAN Evaluation", CVPR 2022), equal to
+   ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))``.
+
+:func:`open_image` gives a PIL image back for a locator stored in ``FeatureSet.files``
+(used by the HTML report for galleries).
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from evalkit.errors import InputError
+
+JPEG_FORMATS = ("JPEG", "MPO")
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decode ``data`` into a fully loaded PIL image (first frame for multi-frame files).
+
+    Args:
+        data: the file's bytes.
+        name: how to name the file in error messages (path or locator).
+
+    Raises:
+        InputError: zero-byte file, not an image, truncated or corrupt data, or more pixels than
+            ``PIL.Image.MAX_IMAGE_PIXELS`` (PIL's decompression-bomb limit; its warning is an
+            error here too).
+    """
+    if len(data) == 0:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise InputError(f"{name}: refused as a decompression bomb ({exc})") from None
+        except Image.UnidentifiedImageError:
+            raise InputError(f"{name}: not an image file PIL can read") from None
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+            raise InputError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
+    return img
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any mode to an H×W×3 uint8 array, the same way every time.
+
+    Rules (alpha is dropped, never composited: that is what ``convert("RGB")`` in clean-fid,
+    pytorch-fid and dgm-eval does, so the colour values match theirs):
+
+    * ``RGB``: as is. ``L``: grey copied to the three channels. ``1``: 0 -> 0, 1 -> 255.
+    * ``P`` (with or without transparency), ``PA``: the palette colour of each pixel.
+    * ``RGBA``, ``LA``, ``RGBa``, ``La``: colour channels, alpha dropped (premultiplied modes
+      are un-premultiplied first, as PIL does).
+    * ``I;16`` / ``I;16L`` / ``I;16B`` / ``I;16N`` (16-bit): rounded ``v / 257``, i.e. the full
+      0..65535 range scaled to 0..255 (not clipped; 257·k maps back to k exactly).
+    * ``I`` (32-bit int): taken as 16-bit data (how PIL stores 16-bit PNG/TIFF samples), clipped
+      to 0..65535 then scaled like ``I;16``.
+    * ``F`` (32-bit float): PIL's own ``F -> L`` convention (the 0..255 scale of ``L``): NaN ->
+      0, rounded, clipped to 0..255.
+    * ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and any other mode: PIL's ``convert("RGB")``.
+
+    EXIF orientation is not applied (no anchor applies it).
+    """
+    mode = img.mode
+    if mode == "RGB":
+        arr = np.asarray(img)
+    elif mode == "L":
+        arr = np.repeat(np.asarray(img)[:, :, None], 3, axis=2)
+    elif mode == "1":
+        arr = np.repeat(np.asarray(img.convert("L"))[:, :, None], 3, axis=2)
+    elif mode in ("P", "PA", "RGBA", "LA", "RGBa", "La"):
+        arr = np.asarray(img.convert("RGBA"))[:, :, :3]
+    elif mode.startswith("I;16") or mode == "I":
+        v = np.asarray(img).astype(np.int64)
+        v = np.clip(v, 0, 65535)
+        grey = ((v + 128) // 257).astype(np.uint8)
+        arr = np.repeat(grey[:, :, None], 3, axis=2)
+    elif mode == "F":
+        v = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        grey = np.clip(np.round(v), 0, 255).astype(np.uint8)
+        arr = np.repeat(grey[:, :, None], 3, axis=2)
+    else:
+        arr = np.asarray(img.convert("RGB"))
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def array_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
+    """An H×W×C uint8 array (C = 1, 3 or 4) as H×W×3: grey copied, alpha dropped."""
+    c = arr.shape[2]
+    if c == 3:
+        return np.ascontiguousarray(arr)
+    if c == 1:
+        return np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def _resize_channel(ch: np.ndarray, width: int, height: int) -> np.ndarray:
+    img = Image.fromarray(np.ascontiguousarray(ch, dtype=np.float32))  # mode "F"
+    return np.asarray(img.resize((width, height), resample=Image.BICUBIC))
+
+
+def clean_resize(arr: np.ndarray, size: int, crop: bool = False) -> np.ndarray:
+    """Resize an H×W×3 uint8 image to a 3×S×S float32 array in [0, 255], clean-fid style.
+
+    Each channel becomes a float32 PIL image (mode ``F``) resized with PIL's antialiased
+    bicubic filter; values are clipped to [0, 255] and never re-quantised. Without ``crop`` this
+    equals ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))`` (Parmar et al.
+    2022). With ``crop`` (CLIP-style) the shorter side is resized to ``S`` (the longer one to
+    ``int(S * long / short)``, torchvision's ``Resize(S)`` rule) and the centre S×S is cut out
+    with torchvision's ``CenterCrop`` offsets.
+    """
+    h, w = arr.shape[:2]
+    if crop:
+        if w <= h:
+            tw, th = size, int(size * h / w)
+        else:
+            tw, th = int(size * w / h), size
+    else:
+        tw, th = size, size
+    if (tw, th) == (w, h):
+        out = arr.astype(np.float32).transpose(2, 0, 1)
+    else:
+        out = np.stack([_resize_channel(arr[:, :, c], tw, th) for c in range(3)])
+        np.clip(out, 0, 255, out=out)
+    if crop:
+        top = int(round((th - size) / 2.0))
+        left = int(round((tw - size) / 2.0))
+        out = out[:, top:top + size, left:left + size]
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def prepare(arr: np.ndarray, preprocess) -> np.ndarray:
+    """Apply an encoder's ``Preprocess`` to an H×W×3 uint8 image: 3×H'×W' float32 in [0, 255].
+
+    ``resize == "clean"``: :func:`clean_resize` to ``preprocess.size`` (with its ``crop``);
+    ``resize == "none"``: native size (the encoder resizes in-network).
+    """
+    if preprocess.resize == "none":
+        return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+    if preprocess.resize == "clean":
+        return clean_resize(arr, preprocess.size, crop=preprocess.crop)
+    raise ValueError(f"unknown Preprocess.resize {preprocess.resize!r} (clean | none)")
+
+
+_ZIP_LOCATOR = re.compile(r"^(?P<container>.+?\.zip)::(?P<member>.+)$", re.IGNORECASE)
+_ARRAY_LOCATOR = re.compile(r"^(?P<container>.+\.np[yz])\[(?P<index>\d+)\]$", re.IGNORECASE)
+
+
+def open_image(locator: str | os.PathLike, root: str | os.PathLike | None = None) -> Image.Image:
+    """A PIL RGB image for a path or a locator from ``FeatureSet.files``.
+
+    Locators: ``"rel/path.png"`` (relative to the source folder ``root``), ``"x.zip::member"``,
+    ``"x.npz[i]"`` / ``"x.npy[i]"``. When ``root`` is the zip or array file itself, it is used
+    as the container (so locators stay valid after the source moved). The image is converted by
+    :func:`to_rgb_uint8`, exactly as the encoder saw it before resizing.
+    """
+    text = os.fspath(locator)
+    root_path = Path(root) if root is not None else None
+    m = _ZIP_LOCATOR.match(text)
+    if m:
+        container = _container(m.group("container"), root_path, (".zip",))
+        member = m.group("member")
+        try:
+            with zipfile.ZipFile(container) as zf:
+                data = zf.read(member)
+        except (OSError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:
+            raise InputError(f"{container}::{member}: cannot read ({_reason(exc)})") from None
+        return Image.fromarray(to_rgb_uint8(decode_image(data, text)))
+    m = _ARRAY_LOCATOR.match(text)
+    if m:
+        from evalkit.sources import resolve_source
+
+        container = _container(m.group("container"), root_path, (".npz", ".npy"))
+        src = resolve_source(str(container), fingerprint=False)
+        rgb, _, _ = src.load_rgb(int(m.group("index")))
+        return Image.fromarray(rgb)
+    path = Path(text)
+    if root_path is not None and not path.is_absolute() and root_path.is_dir():
+        path = root_path / path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({_reason(exc)})") from None
+    return Image.fromarray(to_rgb_uint8(decode_image(data, str(path))))
+
+
+def _container(text: str, root: Path | None, suffixes: tuple[str, ...]) -> Path:
+    if root is not None and root.is_file() and root.suffix.lower() in suffixes:
+        return root
+    return Path(text)
