@@ -29,6 +29,13 @@ TINY = "tiny_test"
 TINY_BUILDS = {"n": 0}
 
 
+def tiny_preprocess(arch: str = "pool4", resize: str = "clean") -> Preprocess:
+    """The tiny encoder's preprocessing, known without building it."""
+    legacy = resize == "legacy"
+    return Preprocess(size=16, resize="none" if legacy else "clean",
+                      in_network="bilinear-16" if legacy else "")
+
+
 class TinyEncoder(Encoder):
     """4×4 average pooling of a 16×16 image (features, 48-d) and a fixed projection (logits)."""
 
@@ -38,9 +45,7 @@ class TinyEncoder(Encoder):
 
     def __init__(self, resize: str = "clean"):
         super().__init__()
-        legacy = resize == "legacy"
-        self.preprocess = Preprocess(size=16, resize="none" if legacy else "clean",
-                                     in_network="bilinear-16" if legacy else "")
+        self.preprocess = tiny_preprocess("pool4", resize)
         self.outputs = {"features": 48, "logits": 5}
         gen = torch.Generator().manual_seed(0)
         self.register_buffer("proj", torch.randn(48, 5, generator=gen))
@@ -63,7 +68,7 @@ if TINY not in ENCODERS:
         name=TINY, factory=build_tiny, description="test-only: 4x4 pooled pixels",
         archs=("pool4",), default_arch="pool4",
         outputs={"pool4": {"features": 48, "logits": 5}}, weights={"pool4": None},
-        input_size={"pool4": 16}))
+        input_size={"pool4": 16}), preprocess=tiny_preprocess)
 
 
 def write_images(root, n, size=(24, 20), classes=None, seed=0, ext="png", mode="RGB"):
