@@ -310,6 +310,10 @@ def _md(tables) -> str:
     return "\n".join(out) + "\n"
 
 
+def _csv_number(x: float) -> str:
+    return "" if x is None or math.isnan(x) else format_number(x)
+
+
 def _csv(tables) -> str:
     blocks = []
     for _, frame in tables:
@@ -318,13 +322,13 @@ def _csv(tables) -> str:
         data: dict[str, list[str]] = {"rank": [str(r) for r in frame["rank"]], "model": list(frame.index)}
         for c in cols:
             data[_header(c, dirs)] = [
-                format_number(frame.at[m, c]) + ("*" if m in frame.attrs["best"].get(c, []) else "")
+                _csv_number(frame.at[m, c]) + ("*" if m in frame.attrs["best"].get(c, []) else "")
                 for m in frame.index
             ]
             if c in frame.attrs["ci"]:
                 bounds = [frame.attrs["ci"][c].get(m, [float("nan")] * 2) for m in frame.index]
-                data[f"{c} ci_lo"] = [format_number(b[0]) for b in bounds]
-                data[f"{c} ci_hi"] = [format_number(b[1]) for b in bounds]
+                data[f"{c} ci_lo"] = [_csv_number(b[0]) for b in bounds]
+                data[f"{c} ci_hi"] = [_csv_number(b[1]) for b in bounds]
         text = pd.DataFrame(data).to_csv(index=False, lineterminator="\n")
         blocks.append(f"# {_title(frame)}; ranked by {frame.attrs['sort']}; * marks the best\n{text}")
     return "\n".join(blocks)

@@ -48,6 +48,8 @@ from evalkit.fileio import atomic_write_bytes, atomic_write_text
 from evalkit.options import ExtractOptions
 
 MANIFEST = "manifest.json"
+# Provenance kept from the loader's meta in a stored feature file (timings etc. are dropped).
+_KEEP_META = ("encoder", "precision", "versions", "classes", "n_skipped", "jpeg")
 REF_SCHEMA = "evalkit.ref/1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -258,18 +260,55 @@ def _declared_dim(encoder: str, arch: str | None) -> int | None:
         return None
 
 
-def _identity(fs_meta: dict[str, Any], options: ExtractOptions) -> dict[str, Any]:
-    """Encoder identity of extracted/imported features: the file's meta first, then options."""
-    encoder = _meta_field(fs_meta, "encoder") or options.encoder
-    arch = _meta_field(fs_meta, "arch") or options.arch or _default_arch(encoder)
+def _identity(fs_meta: dict[str, Any], options: ExtractOptions, extracted: bool) -> dict[str, Any]:
+    """Encoder identity of extracted/imported features: the file's meta first, then options.
+
+    ``resize`` (the extraction option) is known only when evalkit extracted the features now,
+    or when the features carry no encoder identity and the options are all there is.
+    """
+    from_meta = _meta_field(fs_meta, "encoder") is not None
+    encoder = str(_meta_field(fs_meta, "encoder") or options.encoder)
     return {
-        "encoder": str(encoder),
-        "arch": arch,
-        "weights_sha256": _meta_field(fs_meta, "weights_sha256", "weights"),
+        "encoder": encoder,
+        "arch": _meta_field(fs_meta, "arch") or options.arch or _default_arch(encoder),
+        "weights_sha256": _meta_field(fs_meta, "weights_sha256"),
         "preprocess": _meta_field(fs_meta, "preprocess", "preprocessing"),
-        "resize": _meta_field(fs_meta, "resize") or options.resize,
-        "identity_from": "meta" if _meta_field(fs_meta, "encoder") else "options",
+        "resize": options.resize if extracted or not from_meta else None,
+        "identity_from": "meta" if from_meta else "options",
     }
+
+
+def _wanted_identity(options: ExtractOptions) -> dict[str, Any] | None:
+    """The identity ``options`` would extract with, known without building or downloading.
+
+    Like ``evalkit.encoders.encoder_identity`` but never downloads: the weights digest is
+    that of ``options.weights``, else of the locally cached official file, else the declared
+    sha256, else unknown (None matches any stored digest).
+    """
+    try:
+        from evalkit import encoders
+        from evalkit.encoders.weights import file_sha256, local_weights
+
+        spec = encoders.get_encoder_spec(options.encoder)
+        arch = options.arch or spec.default_arch
+        pre = encoders.encoder_preprocess(options.encoder, arch, options.resize)
+        wspec = encoders.encoder_weights_spec(options.encoder, arch)
+    except Exception:  # encoder layer unavailable or unknown encoder: options only
+        return None
+    sha = None
+    try:
+        if options.weights:
+            sha = file_sha256(Path(options.weights))
+        elif wspec is not None:
+            local = local_weights(wspec)
+            if local is not None:
+                sha = file_sha256(local)
+            elif wspec.sha256 and len(wspec.sha256) == 64:
+                sha = wspec.sha256.lower()
+    except Exception:
+        sha = None
+    return {"name": options.encoder, "arch": arch, "weights_sha256": sha,
+            "preprocess": pre.describe() if hasattr(pre, "describe") else pre}
 
 
 def _entry_file(ident: dict[str, Any], stats_only: bool) -> str:
@@ -285,6 +324,16 @@ def _same_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 # ----------------------------------------------------------------------------- loading sources
+
+
+def is_stats_file(path: str | os.PathLike) -> bool:
+    """True for an ``.npz`` with ``mu``/``sigma`` and no images or features (pytorch-fid, ADM)."""
+    return _stats_npz_keys(Path(path)) is not None
+
+
+def load_stats_file(path: str | os.PathLike) -> ReferenceStats:
+    """Read a statistics ``.npz`` (``mu``, ``sigma``, optional ``mu_s``/``sigma_s``, ``n``)."""
+    return _load_stats(Path(path))
 
 
 def _stats_npz_keys(path: Path) -> set[str] | None:
@@ -337,7 +386,11 @@ def _load_source(source: str, options: ExtractOptions) -> FeatureSet:
 
 
 def _source_fingerprint(fs_meta: dict[str, Any], source: str) -> str | None:
-    return _meta_field(fs_meta, "source_fingerprint", "fingerprint") or _fingerprint_path(source)
+    """The loader's content fingerprint (``meta["source"]["fingerprint"]``), else a file hash."""
+    src = fs_meta.get("source")
+    if isinstance(src, dict) and src.get("fingerprint"):
+        return str(src["fingerprint"])
+    return fs_meta.get("source_fingerprint") or _fingerprint_path(source)
 
 
 def _abs_source(source: str) -> str:
@@ -376,7 +429,7 @@ def add_reference(
     if stats_keys is not None:
         stats = _load_stats(src_path)
         fingerprint = _sha256_file(src_path)
-        ident = _identity({}, options)
+        ident = _identity({}, options, extracted=False)
         expected = _declared_dim(ident["encoder"], ident["arch"])
         if expected is not None and expected != stats.dim:
             raise InputError(
@@ -393,13 +446,16 @@ def add_reference(
     else:
         fs = _load_source(source, options)
         fingerprint = _source_fingerprint(fs.meta, str(src_path))
-        ident = _identity(fs.meta, options)
+        ident = _identity(fs.meta, options, extracted=not is_feature_file(src_path))
         entry = dict(ident, stats_only=False, n=fs.n, dim=fs.dim, arrays=sorted(fs.arrays),
-                     labels=fs.labels is not None)
-        meta = dict(fs.meta, reference_name=name, source=_abs_source(source),
-                    source_fingerprint=fingerprint)
-        stored = FeatureSet(fs.arrays, fs.labels, meta, fs.source, fs.files)
-        writer = lambda path: _save_with_files(stored, path)  # noqa: E731
+                     labels=fs.labels is not None, files=fs.files is not None)
+        meta = {k: v for k, v in fs.meta.items() if k in _KEEP_META}
+        meta.update(reference_name=name, source={"source": _abs_source(source), "n": fs.n,
+                                                 "fingerprint": fingerprint})
+        if fs.files is not None:  # per-row image locators (pipeline convention), for galleries
+            meta["files"] = list(fs.files)
+        stored = FeatureSet(fs.arrays, fs.labels, meta, fs.source)
+        writer = lambda path: save_feature_file(stored, path)  # noqa: E731
     entry.update(file=_entry_file(ident, entry["stats_only"]), created=_now(),
                  source_fingerprint=fingerprint)
     return _store_entry(name, _abs_source(source), fingerprint, entry, writer, ref_dir, force)
@@ -413,12 +469,6 @@ def _npz_writer(payload: dict[str, np.ndarray]):
         np.savez(buf, **payload)
         atomic_write_bytes(path, buf.getvalue())
     return write
-
-
-def _save_with_files(fs: FeatureSet, path: Path) -> None:
-    save_feature_file(fs, path)
-    if fs.files is not None:  # per-row image locators, for the report's gallery
-        atomic_write_text(path.with_suffix(".files.json"), json.dumps(fs.files) + "\n")
 
 
 def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> dict[str, Any]:
@@ -437,7 +487,6 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
                     )
                 for old in manifest["entries"]:  # another source: the old features go
                     (folder / old["file"]).unlink(missing_ok=True)
-                    (folder / old["file"]).with_suffix(".files.json").unlink(missing_ok=True)
                 manifest["entries"], manifest["created"] = [], entry["created"]
             same = [e for e in manifest["entries"] if _same_identity(e, entry)]
             if same and not force:
@@ -478,18 +527,23 @@ def remove_reference(name: str, ref_dir: str | os.PathLike | None = None) -> Non
 # ----------------------------------------------------------------------------- resolving
 
 
-def _matches(entry: dict[str, Any], options: ExtractOptions) -> bool:
+def _matches(entry: dict[str, Any], options: ExtractOptions, wanted: dict[str, Any] | None) -> bool:
+    """Whether a stored entry holds what ``options`` would extract (unknown fields match)."""
     if entry.get("encoder") != options.encoder:
         return False
-    arch = options.arch or _default_arch(options.encoder)
+    arch = options.arch or (wanted or {}).get("arch") or _default_arch(options.encoder)
     if arch is not None and entry.get("arch") not in (None, arch):
         return False
     if entry.get("resize") not in (None, options.resize):
         return False
+    if wanted is not None:
+        checks = ("weights_sha256", "preprocess")
+        return all(entry.get(k) is None or wanted.get(k) is None or entry[k] == wanted[k]
+                   for k in checks)
     stored = entry.get("weights_sha256")
-    wanted = _sha256_file(Path(options.weights)) if options.weights else _declared_sha(
+    want = _sha256_file(Path(options.weights)) if options.weights else _declared_sha(
         options.encoder, arch)
-    return stored is None or wanted is None or stored == wanted
+    return stored is None or want is None or stored == want
 
 
 def find_entry(name: str, options: ExtractOptions | None = None,
@@ -500,7 +554,8 @@ def find_entry(name: str, options: ExtractOptions | None = None,
     """
     options = options or ExtractOptions()
     manifest = get_manifest(name, ref_dir)
-    cands = [e for e in manifest["entries"] if _matches(e, options)]
+    wanted = _wanted_identity(options)
+    cands = [e for e in manifest["entries"] if _matches(e, options, wanted)]
     cands.sort(key=lambda e: (not e.get("stats_only"), e.get("created", "")), reverse=True)
     return cands[0] if cands else None
 
@@ -544,22 +599,38 @@ def resolve_reference(
         stats.source = manifest["source"]
         return stats
     fs = load_feature_file(path)
-    files_path = path.with_suffix(".files.json")
-    if files_path.is_file():
-        fs.files = json.loads(files_path.read_text(encoding="utf-8"))
+    files = fs.meta.pop("files", None)
+    if isinstance(files, list) and len(files) == fs.n:
+        fs.files = [str(f) for f in files]
     fs.meta.update(_provenance(name, manifest, entry))
     fs.source = manifest["source"]
     return fs
 
 
 def _provenance(name: str, manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    return {"reference_name": name, "source": manifest["source"],
-            "source_fingerprint": manifest.get("source_fingerprint"),
-            "stats_only": bool(entry.get("stats_only")), "n": entry.get("n")}
+    """Meta of a resolved reference, in the pipeline's shape (``source`` is a dict)."""
+    return {"reference_name": name, "stats_only": bool(entry.get("stats_only")),
+            "source": {"source": manifest["source"], "n": entry.get("n"),
+                       "fingerprint": manifest.get("source_fingerprint")}}
+
+
+def _describe_entry(entry: dict[str, Any]) -> str:
+    """``encoder/arch`` plus what else tells identities apart (resize, weights, preprocessing)."""
+    extra = []
+    if entry.get("resize"):
+        extra.append(f"resize {entry['resize']}")
+    if entry.get("weights_sha256"):
+        extra.append(f"weights {str(entry['weights_sha256'])[:8]}")
+    if entry.get("preprocess"):
+        digest = hashlib.sha256(str(entry["preprocess"]).encode("utf-8")).hexdigest()[:8]
+        extra.append(f"preprocess {digest}")
+    if entry.get("stats_only"):
+        extra.append("statistics only")
+    return f"{entry['encoder']}/{entry.get('arch')}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _extract_missing(name, manifest, options, ref_dir) -> dict[str, Any]:
-    have = ", ".join(sorted({f"{e['encoder']}/{e.get('arch')}" for e in manifest["entries"]})) or "none"
+    have = "; ".join(sorted({_describe_entry(e) for e in manifest["entries"]})) or "none"
     how = (f"add them with `evalkit ref add {name} SOURCE --encoder {options.encoder}"
            f"{' --arch ' + options.arch if options.arch else ''} --force`")
     source = manifest["source"]
