@@ -1,0 +1,208 @@
+"""Leaderboards: ranks, best marks, directions, one table per protocol, formats, inputs."""
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from evalkit.cli import main
+from evalkit.leaderboard import (
+    FALLBACK_DIRECTIONS,
+    build_tables,
+    collect_records,
+    format_number,
+    metric_directions,
+    render,
+)
+from evalkit.record import METRIC_KEYS, SCHEMA
+
+
+def rec(name, encoder="dinov2", ref_fp="fpA", n=1000, ci=None, **metrics):
+    r = {"schema": SCHEMA, "name": name, "created": "2026-01-01T00:00:00+00:00",
+         "samples": {"source": f"/s/{name}", "n": n, "fingerprint": "f" + name},
+         "reference": {"source": "/data/imagenet", "name": "imagenet", "n": 5000,
+                       "fingerprint": ref_fp},
+         "test": None,
+         "encoder": {"name": encoder, "arch": "vitl14", "weights_sha256": "ab" * 32,
+                     "preprocess": json.dumps({"size": 224, "resize": "clean"})},
+         "config": {"seed": 0, "metrics": "all", "nsample": None}, "metrics": metrics}
+    if ci:
+        r["metrics_ci"] = ci
+    return r
+
+
+@pytest.fixture
+def records():
+    return [
+        rec("gan", fd=25.0, precision=0.80, recall=0.30, ct=2.0, kd=0.02, kd_std=0.001),
+        rec("diffusion", fd=12.5, precision=0.70, recall=0.60, ct=-0.5, kd=0.01, kd_std=0.002,
+            ci={"fd": [11.9, 13.2]}),
+        rec("vae", fd=80.0, precision=0.50, recall=0.65, ct=0.9, kd=0.05, kd_std=0.003),
+    ]
+
+
+def test_ranks_best_and_directions(records):
+    [(protocol, t)] = build_tables(records)
+    assert protocol["encoder"] == "dinov2" and protocol["reference"] == "fpA"
+    assert t.attrs["sort"] == "fd"
+    assert list(t.index) == ["diffusion", "gan", "vae"]           # fd: lower is better
+    assert list(t["rank"]) == [1, 2, 3]
+    best = t.attrs["best"]
+    assert best["fd"] == ["diffusion"] and best["kd"] == ["diffusion"]
+    assert best["precision"] == ["gan"]                              # higher is better
+    assert best["recall"] == ["vae"]
+    assert best["ct"] == ["diffusion"]                               # |-0.5| closest to zero
+    assert "kd_std" not in best                                      # no direction, no best
+    d = t.attrs["directions"]
+    assert (d["fd"], d["precision"], d["ct"], d["kd_std"]) == ("lower", "higher", "zero", "none")
+
+
+def test_sort_by_higher_is_better_metric(records):
+    [(_, t)] = build_tables(records, sort="precision")
+    assert list(t.index) == ["gan", "diffusion", "vae"]
+    [(_, t)] = build_tables(records, sort="ct")
+    assert list(t.index) == ["diffusion", "vae", "gan"]  # |ct| 0.5, 0.9, 2.0
+
+
+def test_ties_share_rank_and_missing_values_rank_last():
+    rs = [rec("a", fd=10.0), rec("b", fd=10.0), rec("c", fd=5.0), rec("d", precision=0.5)]
+    [(_, t)] = build_tables(rs)
+    assert dict(t["rank"]) == {"c": 1, "a": 2, "b": 2, "d": 4}
+    assert t.attrs["best"]["fd"] == ["c"]
+    assert "–" in render([(None, t)], "md").split("| d |")[1].splitlines()[0]
+
+
+def test_mixed_protocols_never_share_a_table(records):
+    others = [rec("incep_model", encoder="inception", fd=3.0),
+              rec("other_ref", ref_fp="fpB", fd=1.0),
+              rec("small_n", n=500, fd=2.0)]
+    tables = build_tables(records + others)
+    assert len(tables) == 4
+    groups = [set(t.index) for _, t in tables]
+    assert groups[0] == {"gan", "diffusion", "vae"}
+    assert {"incep_model"} in groups and {"other_ref"} in groups and {"small_n"} in groups
+    for protocol, t in tables:  # each table holds one protocol only
+        assert all(t.attrs["protocol"] == protocol for _ in t.index)
+    md = render(tables, "md")
+    blocks = md.split("**Protocol:")[1:]
+    assert len(blocks) == 4
+    assert "inception/vitl14" in blocks[1] and "incep_model" in blocks[1]
+    assert "incep_model" not in blocks[0] and "other_ref" not in blocks[0]
+
+
+def test_markdown_headers_bold_and_ci(records):
+    md = render(build_tables(records), "md")
+    lines = md.splitlines()
+    assert lines[0].startswith("**Protocol: encoder dinov2/vitl14") and "imagenet fpA" in lines[0]
+    header = next(line for line in lines if line.startswith("| rank"))
+    assert "fd ↓" in header and "precision ↑" in header and "ct →0" in header
+    assert "| kd_std |" in header                                  # no arrow without direction
+    row = next(line for line in lines if "| diffusion |" in line)
+    assert "**12.50 [11.90, 13.20]**" in row                         # best + bootstrap interval
+    assert row.startswith("| 1 |")
+    assert "**0.8000**" in next(line for line in lines if "| gan |" in line)
+
+
+def test_csv_html_latex_json(records):
+    tables = build_tables(records)
+    text = render(tables, "csv")
+    assert text.startswith("# Protocol:")
+    rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
+    by = {r["model"]: r for r in rows}
+    assert by["diffusion"]["fd ↓"] == "12.50*" and by["gan"]["fd ↓"] == "25.00"
+    assert by["diffusion"]["fd ci_lo"] == "11.90" and by["gan"]["fd ci_lo"] == ""
+    assert by["gan"]["precision ↑"] == "0.8000*"
+
+    page = render(tables, "html")
+    assert page.startswith("<!DOCTYPE html>") and "fd ↓" in page
+    assert '<td class="best">12.50 [11.90, 13.20]</td>' in page
+    assert page.index("Protocol:") < page.index("<table>")
+
+    tex = render(tables, "latex")
+    assert r"fd $\downarrow$" in tex and r"precision $\uparrow$" in tex
+    assert r"\textbf{12.50 [11.90, 13.20]}" in tex and r"kd\_std" in tex
+    assert tex.index(r"\caption{Protocol:") < tex.index(r"\begin{tabular}")
+
+    data = json.loads(render(tables, "json"))
+    assert data[0]["sort"] == "fd" and data[0]["protocol"]["encoder"] == "dinov2"
+    first = data[0]["rows"][0]
+    assert first["model"] == "diffusion" and first["rank"] == 1
+    assert first["metrics"]["fd"] == 12.5 and first["ci"]["fd"] == [11.9, 13.2]
+    assert "fd" in first["best"] and "precision" not in first["best"]
+
+
+def test_html_escapes_model_names():
+    page = render(build_tables([rec("<script>x</script>", fd=1.0)]), "html")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+@pytest.mark.parametrize("value, text", [
+    (123.456, "123.5"), (0.71234, "0.7123"), (12345.6, "12346"), (0.0012345, "0.001234"),
+    (0.00012345, "1.234e-04"), (0.0, "0"), (-2.5, "-2.500"), (9.87654, "9.877"),
+    (float("nan"), "–"), (float("inf"), "∞"),
+])
+def test_format_number_four_significant_digits(value, text):
+    assert format_number(value) == text
+
+
+def test_direction_table_covers_every_result_key_and_agrees_with_registry():
+    assert set(METRIC_KEYS) <= set(FALLBACK_DIRECTIONS)
+    live = metric_directions()
+    try:
+        from evalkit.metrics import result_directions
+        registry = result_directions()
+    except Exception:
+        registry = {}
+    for key, direction in registry.items():
+        assert live[key] == direction
+        if key in FALLBACK_DIRECTIONS:  # a disagreement means one of the two tables is wrong
+            assert FALLBACK_DIRECTIONS[key] == direction, key
+
+
+def test_duplicate_names_are_disambiguated(tmp_path):
+    a, b = rec("m", fd=1.0), rec("m", fd=2.0)
+    a["_path"], b["_path"] = str(tmp_path / "run1.json"), str(tmp_path / "run2.json")
+    [(_, t)] = build_tables([a, b])
+    assert list(t.index) == ["m [run1.json]", "m [run2.json]"]
+
+
+def _write(path, payload):
+    path.write_text(json.dumps(payload))
+    return path
+
+
+def test_cli_inputs_files_dirs_globs_and_output(tmp_path, records):
+    d = tmp_path / "results"
+    d.mkdir()
+    _write(d / "gan.json", records[0])
+    _write(d / "rest.json", records[1:])
+    _write(d / "notes.json", {"hello": 1})           # not a record: skipped inside a folder
+    (d / "per_sample.csv").write_text("index\n0\n")
+    runner = CliRunner()
+    r = runner.invoke(main, ["leaderboard", str(d)])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("| diffusion |") == 1 and "| vae |" in r.output
+    r = runner.invoke(main, ["leaderboard", str(d / "*.json"), "--format", "csv", "--sort", "recall"])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[2].startswith("1,vae,")
+    out = tmp_path / "board.tex"
+    r = runner.invoke(main, ["leaderboard", str(d / "gan.json"), str(d / "rest.json"),
+                             "--format", "latex", "-o", str(out)])
+    assert r.exit_code == 0 and r"\begin{tabular}" in out.read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(collect_records([str(d)])) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.json"], "no such file"),
+    (["{d}/*.nothing"], "no result records"),
+    (["{d}/gan.json", "--sort", "nope"], "--sort nope"),
+    (["{d}/gan.json", "--sort", "kd_std"], "no better direction"),
+    (["{d}/notes.json"], "not an evalkit result record"),
+])
+def test_cli_bad_input_exits_2(tmp_path, records, args, message):
+    _write(tmp_path / "gan.json", records[0])
+    _write(tmp_path / "notes.json", {"hello": 1})
+    r = CliRunner().invoke(main, ["leaderboard"] + [a.format(d=tmp_path) for a in args])
+    assert r.exit_code == 2 and message in r.output, r.output
