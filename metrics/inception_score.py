@@ -1,6 +1,57 @@
-"""STUB: to be implemented."""
+"""Inception Score, with torch-fidelity's conventions."""
+from __future__ import annotations
 
-def inception_score(*args, **kwargs):
-    raise NotImplementedError
+from typing import Any
+
+import numpy as np
+import torch
+
+from evalkit.errors import MetricInputError
+from evalkit.metrics._registry import register_metric
+from evalkit.metrics._tensor import as_tensor, require_samples, resolve_device
+from evalkit.metrics.frechet import F64, take_rows
+
+# torch-fidelity shuffles with its fixed rng_seed, whatever the run's seed: IS keeps that
+# convention so its numbers equal torch-fidelity's (SPEC.md's one exception to the seed rule).
+IS_SHUFFLE_SEED = 2020
 
 
+@register_metric(
+    "is", keys=("is", "is_std"), array="logits", args=("fake",), higher_is_better=True,
+    min_samples=10, description="Inception Score: exp E[KL(p(y|x) || p(y))] over 10 splits",
+)
+def inception_score(fake: Any, *, splits: int = 10, device: Any = None) -> dict[str, float]:
+    """Inception Score (Salimans et al. 2016, "Improved techniques for training GANs").
+
+    Softmax of the class ``logits`` (Inception: the 1008-way fc layer without bias), samples
+    shuffled with ``np.random.RandomState(2020).permutation``, ``splits`` consecutive splits
+    at i·N//splits, per split exp(mean KL(p(y|x) ‖ mean p(y))), softmax and log-softmax in
+    float64; mean and ``np.std`` (ddof 0) over the splits. Equals torch-fidelity's ``isc``
+    (``isc_features_to_metric``) on the same logits.
+
+    Args:
+        fake: generated logits, N×C (N >= splits).
+        splits: number of splits.
+        device: torch device.
+
+    Returns:
+        ``{"is": mean, "is_std": std}``.
+    """
+    if len(tuple(fake.shape)) != 2:
+        raise MetricInputError(f"is: logits must be a 2-D N×C array, got shape {tuple(fake.shape)}")
+    if splits < 1:
+        raise MetricInputError(f"is: splits must be >= 1, got {splits}")
+    n = int(fake.shape[0])
+    require_samples("is", n, splits, "generated")
+    dev = resolve_device(device)
+    perm = np.random.RandomState(IS_SHUFFLE_SEED).permutation(n)
+    scores = []
+    for i in range(splits):
+        logits = as_tensor(take_rows(fake, perm[i * n // splits:(i + 1) * n // splits]), dev, F64)
+        if not bool(torch.isfinite(logits).all()):
+            raise MetricInputError("is: logits contain NaN or inf")
+        p = logits.softmax(dim=1)
+        log_p = logits.log_softmax(dim=1)
+        q = p.mean(dim=0, keepdim=True)
+        scores.append(float((p * (log_p - q.log())).sum(dim=1).mean().exp()))
+    return {"is": float(np.mean(scores)), "is_std": float(np.std(scores))}
