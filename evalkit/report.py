@@ -98,17 +98,19 @@ def plot_prdc(metrics: dict[str, Any], ci: dict[str, Any] | None = None) -> str:
     colors = ["#4c72b0", "#55a868", "#c44e52", "#8172b2"][: len(keys)]
     bars = ax.bar(keys, vals, color=colors)
     ci = ci or {}
+    tops = vals.copy()
     for i, k in enumerate(keys):
         if k in ci and len(ci[k]) == 2 and all(_finite(b) for b in ci[k]):
             lo, hi = float(ci[k][0]), float(ci[k][1])
             ax.errorbar(i, vals[i], yerr=[[max(vals[i] - lo, 0)], [max(hi - vals[i], 0)]],
                         color="black", capsize=4)
-    for bar, v in zip(bars, vals):
-        ax.annotate(format_number(v), (bar.get_x() + bar.get_width() / 2, v), ha="center",
-                    va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+            tops[i] = max(vals[i], hi)
+    for bar, v, top in zip(bars, vals, tops):
+        ax.annotate(format_number(v), (bar.get_x() + bar.get_width() / 2, top), ha="center",
+                    va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-    ax.set_ylim(0, max(1.1, float(vals.max()) * 1.15))
-    ax.set_title("Fidelity (precision, density) and diversity (recall, coverage)")
+    ax.set_ylim(0, max(1.15, float(tops.max()) * 1.15))
+    ax.set_title("Fidelity (precision, density), diversity (recall, coverage)", fontsize=10)
     return _png_uri(fig)
 
 
@@ -173,19 +175,32 @@ def _resolve(locator: str, source: str | None, record_dir: Path) -> str:
     return base_path(locator)
 
 
-def open_image(locator: str):
-    """A PIL image for a locator (``path``, ``archive.zip::member``, ``file.npz[i]``), or None."""
+def open_image(locator: str, root: str | None = None, record_dir: Path | None = None):
+    """A PIL image for a locator, or None when it cannot be read.
+
+    Locators (``FeatureSet.files``, the per-sample CSV): ``rel/path.png`` relative to the
+    set's source folder ``root``, ``archive.zip::member``, ``file.npz[i]``. Uses
+    ``evalkit.imageio.open_image`` when present, then retries with the locator resolved
+    against the source, its folder and the record's folder.
+    """
     try:
         from evalkit.imageio import open_image as engine_open
     except ImportError:
         engine_open = None
-    try:
-        if engine_open is not None:
-            img = engine_open(locator)
+    attempts = []
+    if engine_open is not None:
+        attempts.append(lambda: engine_open(locator, root))
+    resolved = _resolve(locator, root, record_dir or Path.cwd())
+    if engine_open is not None:
+        attempts.append(lambda: engine_open(resolved))
+    attempts.append(lambda: _fallback_open(resolved))
+    for attempt in attempts:
+        try:
+            img = attempt()
             return img if hasattr(img, "convert") else _from_array(np.asarray(img))
-        return _fallback_open(locator)
-    except Exception:  # missing or unreadable image: the gallery shows a placeholder
-        return None
+        except Exception:  # missing or unreadable: try the next way, else a placeholder
+            continue
+    return None
 
 
 def _from_array(arr: np.ndarray):
@@ -228,7 +243,7 @@ def _thumb_uri(img) -> str:
 def _thumb_html(locator: Any, source: str | None, record_dir: Path, alt: str) -> str:
     if not isinstance(locator, str) or not locator.strip():
         return '<div class="missing">no image locator</div>'
-    img = open_image(_resolve(locator, source, record_dir))
+    img = open_image(locator, source, record_dir)
     if img is None:
         return f'<div class="missing" title="{html.escape(locator)}">image not available</div>'
     return _img(_thumb_uri(img), alt, "thumb")
@@ -366,6 +381,8 @@ def _gallery(record: dict[str, Any], k: int) -> str:
         return _note(f"Per-sample file {path} has no nn_distance column; gallery omitted.")
     table = table.assign(nn_distance=pd.to_numeric(table["nn_distance"], errors="coerce"))
     closest = table.dropna(subset=["nn_distance"]).nsmallest(k, "nn_distance", keep="first")
+    if k == 0:
+        return _note("Gallery disabled (--gallery 0).")
     if closest.empty:
         return _note("Per-sample file has no distances; gallery omitted.")
     rdir = _record_dir(record)
@@ -409,7 +426,8 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom:
 table { border-collapse: collapse; margin: 0.6em 0 1.2em; }
 th, td { border-bottom: 1px solid #e3e3e3; padding: 4px 10px; text-align: left; vertical-align: top; }
 table.metrics td:nth-child(2), table.metrics td:nth-child(3) { text-align: right;
-       font-variant-numeric: tabular-nums; }
+       font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.dir { white-space: nowrap; }
 table.metrics th { background: #f4f4f4; } td.key { font-weight: bold; } td.desc { color: #555; }
 table.prov th { color: #555; font-weight: normal; width: 9em; }
 figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
