@@ -208,13 +208,13 @@ def _fingerprint_path(source: str) -> str | None:
     """Fallback content fingerprint of a file or folder (when the loader recorded none)."""
     p = Path(source)
     if p.is_file():
-        return _sha256_file(p)
+        return "sha256:" + _sha256_file(p)
     if p.is_dir():
         h = hashlib.sha256()
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
             h.update(str(f.relative_to(p)).encode("utf-8") + b"\0")
             h.update(_sha256_file(f).encode("ascii"))
-        return h.hexdigest()
+        return "sha256:" + h.hexdigest()
     return None
 
 
@@ -428,7 +428,7 @@ def add_reference(
     stats_keys = _stats_npz_keys(src_path)
     if stats_keys is not None:
         stats = _load_stats(src_path)
-        fingerprint = _sha256_file(src_path)
+        fingerprint = "sha256:" + _sha256_file(src_path)
         ident = _identity({}, options, extracted=False)
         expected = _declared_dim(ident["encoder"], ident["arch"])
         if expected is not None and expected != stats.dim:

@@ -180,10 +180,13 @@ def test_cli_inputs_files_dirs_globs_and_output(tmp_path, records):
     _write(d / "notes.json", {"hello": 1})           # not a record: skipped inside a folder
     (d / "per_sample.csv").write_text("index\n0\n")
     runner = CliRunner()
-    r = runner.invoke(main, ["leaderboard", str(d)])
+    with pytest.warns(UserWarning, match="notes.json"):
+        r = runner.invoke(main, ["leaderboard", str(d)])
     assert r.exit_code == 0, r.output
     assert r.output.count("| diffusion |") == 1 and "| vae |" in r.output
-    r = runner.invoke(main, ["leaderboard", str(d / "*.json"), "--format", "csv", "--sort", "recall"])
+    with pytest.warns(UserWarning, match="notes.json"):
+        r = runner.invoke(main, ["leaderboard", str(d / "*.json"), "--format", "csv",
+                                 "--sort", "recall"])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines()[2].startswith("1,vae,")
     out = tmp_path / "board.tex"
@@ -191,7 +194,8 @@ def test_cli_inputs_files_dirs_globs_and_output(tmp_path, records):
                              "--format", "latex", "-o", str(out)])
     assert r.exit_code == 0 and r"\begin{tabular}" in out.read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    assert len(collect_records([str(d)])) == 3
+    with pytest.warns(UserWarning, match="skipping .*notes.json"):
+        assert len(collect_records([str(d)])) == 3
 
 
 @pytest.mark.parametrize("args, message", [
