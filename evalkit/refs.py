@@ -444,6 +444,11 @@ def add_reference(
                      arrays=sorted(payload), labels=False)
         writer = _npz_writer(payload)
     else:
+        if not force and not is_feature_file(src_path) and is_registered(name, ref_dir):
+            found = find_entry(name, options, ref_dir)  # say so before a long extraction
+            if found is not None and not found.get("stats_only"):
+                raise InputError(f"reference {name!r} already has {_describe_entry(found)} "
+                                 "features; pass --force to extract them again")
         fs = _load_source(source, options)
         fingerprint = _source_fingerprint(fs.meta, str(src_path))
         ident = _identity(fs.meta, options, extracted=not is_feature_file(src_path))

@@ -138,6 +138,8 @@ def test_image_source_extracts_missing_encoder_from_recorded_source(store, tmp_p
     add_reference("toy", str(images), TINY_OPTS)
     clean = resolve_reference("toy", TINY_OPTS)
     assert clean.n == 10 and clean.files[0] == "img000.png"
+    with pytest.raises(InputError, match="already has"):
+        add_reference("toy", str(images), TINY_OPTS)
     legacy_opts = ExtractOptions(encoder=TINY, resize="legacy", workers=0, quiet=True)
     assert find_entry("toy", legacy_opts) is None  # another preprocessing: not stored yet
     legacy = resolve_reference("toy", legacy_opts)  # extracted from the recorded folder now
