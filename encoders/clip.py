@@ -1,1 +1,280 @@
-"""STUB: to be implemented."""
+"""``clip``: open_clip image towers (Radford et al. 2021; Cherti et al. 2023), as dgm-eval and
+CMMD use them.
+
+* ``features``: dgm-eval's CLIP features, the pooled class token after ``ln_post`` and
+  *before* the projection (width of the vision transformer, 1024 for ViT-L-14);
+* ``embedding``: the projected, L2-normalised image embedding, i.e. open_clip's
+  ``encode_image(x, normalize=True)`` (768 for ViT-L-14), used by ``cmmd``.
+
+Both come from one forward of ``model.visual`` (a per-call forward hook on ``ln_post``
+captures the first). ``arch`` is an open_clip model name, optionally with a pretrained tag:
+``"ViT-L-14"`` (default tag ``datacomp_xl_s13b_b90k``, dgm-eval's) or ``"ViT-B-32:openai"``.
+Inputs: shorter side resized to the model's image size (224) with clean bicubic, centre crop,
+then OpenAI mean/std inside the module. Weights: ``--weights`` (an open_clip state dict,
+``open_clip_pytorch_model.bin`` or ``.safetensors``), else the torch hub checkpoint folder,
+else the Hugging Face cache (``laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K``), else a download
+when online. ``open_clip`` is imported only when a CLIP encoder is built.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.errors import InputError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_ARCH = "ViT-L-14"
+HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
+# dgm-eval's default tags; ViT-L-14-336 (CMMD's model) exists only as OpenAI's.
+DEFAULT_TAGS = {
+    "ViT-B-32": "laion2b_s34b_b79k",
+    "ViT-B-16": "laion2b_s34b_b88k",
+    "ViT-L-14": "datacomp_xl_s13b_b90k",
+    "ViT-L-14-336": "openai",
+    "ViT-H-14": "laion2b_s32b_b79k",
+    "ViT-bigG-14": "laion2b_s39b_b160k",
+}
+# model -> (vision width = features dim, embed dim, image size): readable without open_clip
+KNOWN = {
+    "ViT-B-32": (768, 512, 224),
+    "ViT-B-16": (768, 512, 224),
+    "ViT-L-14": (1024, 768, 224),
+    "ViT-L-14-336": (1024, 768, 336),
+    "ViT-H-14": (1280, 1024, 224),
+    "ViT-bigG-14": (1664, 1280, 224),
+}
+
+
+def _import_open_clip():
+    try:
+        import open_clip
+    except ImportError:
+        raise InputError("the clip encoder needs open_clip: pip install evalkit[models]") from None
+    return open_clip
+
+
+def split_arch(arch: str | None) -> tuple[str, str | None]:
+    """``"ViT-B-32:openai"`` -> ("ViT-B-32", "openai"); no tag -> the model's default tag."""
+    arch = arch or DEFAULT_ARCH
+    model, _, tag = arch.partition(":")
+    if not tag:
+        tag = DEFAULT_TAGS.get(model)
+        if tag is None and model not in KNOWN:
+            tags = _import_open_clip().list_pretrained_tags_by_model(model)
+            tag = tags[0] if tags else None
+    return model, tag
+
+
+def _model_config(model: str) -> tuple[int, int, int]:
+    """(features dim, embedding dim, image size) of open_clip model ``model``."""
+    if model in KNOWN:
+        return KNOWN[model]
+    open_clip = _import_open_clip()
+    cfg = open_clip.get_model_config(model)
+    if cfg is None:
+        import difflib
+
+        close = difflib.get_close_matches(model, open_clip.list_models(), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InputError(f"clip: unknown open_clip model {model!r}{hint}")
+    vision = cfg.get("vision_cfg", {})
+    if "timm_model_name" in vision or isinstance(vision.get("layers"), (list, tuple)):
+        raise InputError(f"clip: {model!r} has no open_clip VisionTransformer (ln_post); "
+                         "use a ViT-* model")
+    size = vision.get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return int(vision["width"]), int(cfg["embed_dim"]), int(size)
+
+
+def _pretrained_cfg(model: str, tag: str | None) -> dict:
+    if tag is None:
+        return {}
+    return dict(_import_open_clip().get_pretrained_cfg(model, tag))
+
+
+def clip_weights(arch: str | None) -> WeightsSpec | None:
+    """The declared weights of ``arch`` (None when open_clip knows no pretrained tag)."""
+    model, tag = split_arch(arch)
+    if tag is None:
+        return None
+    cfg = _pretrained_cfg(model, tag)
+    if not cfg:
+        raise InputError(f"clip: open_clip has no pretrained tag {tag!r} for {model!r}")
+    local_name = f"open_clip_{model}_{tag}.bin"
+    hf_hub = cfg.get("hf_hub", "").strip("/")
+    if hf_hub:
+        parts = hf_hub.split("/")
+        repo, fname = "/".join(parts[:2]), ("/".join(parts[2:]) or HF_WEIGHTS_NAME)
+        return WeightsSpec(filename=local_name, hf_repo=repo, hf_filename=fname,
+                           url=f"https://huggingface.co/{repo}/resolve/main/{fname}")
+    return WeightsSpec(filename=local_name, url=cfg.get("url") or None)
+
+
+def clip_preprocess(arch: str | None = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
+    """Shorter side to the model's size (clean bicubic) + centre crop; mean/std in-module."""
+    if resize != "clean":
+        raise InputError(f"--resize {resize} is only valid for the inception encoder "
+                         "(clip uses clean resizing)")
+    model, tag = split_arch(arch)
+    size = _model_config(model)[2]
+    mean, std = OPENAI_MEAN, OPENAI_STD
+    if tag is not None and tag != DEFAULT_TAGS.get(model):
+        cfg = _pretrained_cfg(model, tag)
+        mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+    return Preprocess(size=size, crop=True, mean=mean, std=std)
+
+
+class _LazyArchTable(Mapping):
+    """arch -> value for the known models, computed on demand for any other open_clip name."""
+
+    def __init__(self, fn: Callable[[str], object]):
+        self._fn = fn
+        self._cache: dict[str, object] = {}
+
+    def __getitem__(self, arch: str):
+        if arch not in self._cache:
+            try:
+                self._cache[arch] = self._fn(arch)
+            except InputError as exc:
+                raise KeyError(arch) from exc
+        return self._cache[arch]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(KNOWN)
+
+    def __len__(self) -> int:
+        return len(KNOWN)
+
+
+def _outputs(arch: str) -> dict[str, int]:
+    feat, emb, _ = _model_config(split_arch(arch)[0])
+    return {"features": feat, "embedding": emb}
+
+
+# --------------------------------------------------------------------------- encoder
+
+class CLIPEncoder(Encoder):
+    """open_clip image tower: ``features`` (ln_post, pre-projection), ``embedding`` (normalised)."""
+
+    name = "clip"
+
+    def __init__(self, visual: torch.nn.Module, arch: str, preprocess: Preprocess,
+                 weights_sha256: str | None = None):
+        super().__init__()
+        if not hasattr(visual, "ln_post") or getattr(visual, "attn_pool", None) is not None:
+            raise InputError(f"clip: {arch!r} is not a plain open_clip VisionTransformer "
+                             "(needs ln_post, no attentional pooling)")
+        self.arch = arch
+        self.visual = visual
+        self.preprocess = preprocess
+        self.weights_sha256 = weights_sha256
+        self.outputs = {"features": int(visual.ln_post.normalized_shape[0]),
+                        "embedding": int(visual.proj.shape[1]) if visual.proj is not None
+                        else int(visual.ln_post.normalized_shape[0])}
+        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def _pooled(self, ln_out: torch.Tensor) -> torch.Tensor:
+        if ln_out.ndim == 2:  # final_ln_after_pool: ln_post ran on the pooled token
+            return ln_out
+        if getattr(self.visual, "pool_type", "tok") == "avg":
+            return ln_out[:, 1:].mean(dim=1)
+        return ln_out[:, 0]
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """B×3×S×S in [0, 255] (S the model's image size) -> features, embedding."""
+        size = self.preprocess.size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+            raise InputError(f"clip encoder ({self.arch}) expects B×3×{size}×{size} images, "
+                             f"got {tuple(images.shape)}")
+        x = images.to(device=self.mean.device, dtype=torch.float32) / 255.0
+        x = (x - self.mean) / self.std
+        captured: list[torch.Tensor] = []  # a per-call hook: thread- and replica-safe
+        handle = self.visual.ln_post.register_forward_hook(lambda m, i, o: captured.append(o))
+        try:
+            projected = self.visual(x)
+        finally:
+            handle.remove()
+        features = self._pooled(captured[-1])
+        if isinstance(projected, tuple):  # output_tokens=True
+            projected = projected[0]
+        return {"features": features.float(), "embedding": F.normalize(projected.float(), dim=-1)}
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    """Hide open_clip's "initialized randomly" log line: evalkit loads the weights itself."""
+    root = logging.getLogger()
+    quiet = lambda record: "initialized randomly" not in record.getMessage()  # noqa: E731
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def build_clip(arch: str | None = None, weights: str | None = None, resize: str = "clean",
+               random_init: bool = False) -> CLIPEncoder:
+    """Factory registered as ``clip``: open_clip model ``arch`` with its image-tower weights.
+
+    The checkpoint is an open_clip state dict; every ``visual.*`` weight is loaded strictly
+    (the text tower is not needed and is dropped). A state dict holding only the image tower
+    (keys with or without the ``visual.`` prefix) is accepted too.
+    """
+    from evalkit.encoders.weights import (build_module, file_sha256, load_state_dict,
+                                          load_strict, resolve_weights)
+
+    arch = arch or DEFAULT_ARCH
+    preprocess = clip_preprocess(arch, resize)
+    model_name, tag = split_arch(arch)
+    open_clip = _import_open_clip()
+    pcfg = _pretrained_cfg(model_name, tag)
+    path = sd = None
+    if not random_init:
+        spec = clip_weights(arch)
+        if spec is None and weights is None:
+            raise InputError(f"clip: open_clip has no pretrained weights for {model_name!r}; "
+                             "pass --weights FILE")
+        path = resolve_weights("clip", spec or WeightsSpec(filename=model_name), weights)
+        sd = load_state_dict(path, "clip")
+    quick_gelu = bool(pcfg.get("quick_gelu", False))
+    on_meta = sd is not None  # weights to load: skip the random initialisation entirely
+    with _quiet_open_clip():
+        model = build_module(lambda: open_clip.create_model(
+            model_name, pretrained=None, force_quick_gelu=quick_gelu,
+            device="meta" if on_meta else "cpu"), random_init=not on_meta)
+    visual = model.visual
+    del model
+    sha = None
+    if sd is not None:
+        visual_sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+        if not visual_sd:
+            visual_sd = sd
+        load_strict(visual, visual_sd, "clip", path)
+        if any(t.is_meta for t in list(visual.parameters()) + list(visual.buffers())):
+            raise InputError(f"clip weights {path}: some image-tower tensors were not loaded")
+        sha = file_sha256(path)
+    enc = CLIPEncoder(visual, arch, preprocess, weights_sha256=sha)
+    return enc.eval().requires_grad_(False)
+
+
+SPEC = EncoderSpec(
+    name="clip",
+    factory=build_clip,
+    description="open_clip image tower (default ViT-L-14 datacomp_xl_s13b_b90k as dgm-eval): "
+                "features = ln_post before projection, embedding = normalised projection",
+    archs=tuple(KNOWN),
+    default_arch=DEFAULT_ARCH,
+    outputs=_LazyArchTable(_outputs),
+    weights=_LazyArchTable(clip_weights),
+    input_size=_LazyArchTable(lambda a: _model_config(split_arch(a)[0])[2]),
+)

@@ -1,0 +1,294 @@
+"""Finding, downloading, hashing and loading encoder weights.
+
+Resolution order for a declared :class:`~evalkit.encoders.base.WeightsSpec`:
+
+1. an explicit file (``--weights FILE``); a missing one is an :class:`InputError`;
+2. the torch hub checkpoint folder (``torch.hub.get_dir()/checkpoints/<filename>``), where
+   ``torch.hub`` / pytorch-fid / dgm-eval put their downloads;
+3. the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+   ``~/.cache/huggingface/hub``): ``models--org--name/snapshots/*/<file>``, where timm and
+   open_clip put theirs;
+4. a download into the torch hub checkpoint folder when online, verified against the declared
+   sha256; with no network (``HF_HUB_OFFLINE=1`` or a failed download) an
+   :class:`OfflineError` names the file and the exact path to put it at.
+
+Nothing is ever written into site-packages or /tmp. ``file_sha256`` caches digests per
+(path, size, mtime_ns) in memory and in a small JSON file in the evalkit cache folder, so the
+sha256 of a 1 GB checkpoint is computed once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from evalkit.encoders.base import WeightsSpec
+from evalkit.errors import EvalkitError, InputError, OfflineError
+
+SHA256_CACHE_FILE = "weights_sha256.json"
+_TRUE = {"1", "true", "yes", "on"}
+# A Hugging Face repo often holds the same weights in both formats.
+_HF_ALTERNATIVES = {
+    "model.safetensors": ("pytorch_model.bin",),
+    "pytorch_model.bin": ("model.safetensors",),
+    "open_clip_model.safetensors": ("open_clip_pytorch_model.bin",),
+    "open_clip_pytorch_model.bin": ("open_clip_model.safetensors",),
+}
+
+_sha_lock = threading.Lock()
+_sha_memory: dict[tuple[str, int, int], str] = {}
+
+
+# --------------------------------------------------------------------------- locations
+
+def evalkit_cache_dir() -> Path:
+    """The evalkit cache folder: ``$EVALKIT_CACHE_DIR``, else ``~/.cache/evalkit``."""
+    env = os.environ.get("EVALKIT_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "evalkit"
+
+
+def torch_hub_checkpoints_dir() -> Path:
+    """``torch.hub.get_dir()/checkpoints`` (honours ``$TORCH_HOME`` and ``$XDG_CACHE_HOME``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, resolved the way ``huggingface_hub`` does."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def is_offline() -> bool:
+    """True when the environment forbids downloads (``HF_HUB_OFFLINE``/``EVALKIT_OFFLINE``)."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE
+               for v in ("HF_HUB_OFFLINE", "EVALKIT_OFFLINE"))
+
+
+def _hf_candidates(spec: WeightsSpec) -> Iterable[Path]:
+    """Files in the HF cache that hold ``spec``'s weights, the ``main`` snapshot first."""
+    if not spec.hf_repo:
+        return []
+    repo_dir = hf_hub_cache_dir() / ("models--" + spec.hf_repo.replace("/", "--"))
+    snapshots = repo_dir / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    names = [spec.hf_filename or spec.filename]
+    names += list(_HF_ALTERNATIVES.get(names[0], ()))
+    ordered: list[Path] = []
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        ordered.append(snapshots / ref.read_text().strip())
+    others = sorted((p for p in snapshots.iterdir() if p.is_dir() and p not in ordered),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    ordered += others
+    return [snap / name for name in names for snap in ordered if (snap / name).is_file()]
+
+
+def local_weights(spec: WeightsSpec) -> Path | None:
+    """The weights file for ``spec`` already on this machine (torch hub or HF cache), or None."""
+    hub_file = torch_hub_checkpoints_dir() / spec.filename
+    if hub_file.is_file():
+        return hub_file
+    for candidate in _hf_candidates(spec):
+        return candidate
+    return None
+
+
+def resolve_weights(encoder_name: str, spec: WeightsSpec, explicit: str | os.PathLike | None,
+                    *, download: bool = True) -> Path:
+    """Find the weights file for ``encoder_name`` (see the module docstring for the order).
+
+    Args:
+        encoder_name: the encoder's registry name, used in messages.
+        spec: the declared weights (official file name, URL, sha256, HF repo).
+        explicit: a user-given file (``--weights``); when set, nothing else is looked at.
+        download: allow a download when nothing is found locally.
+
+    Returns:
+        The path of an existing file.
+
+    Raises:
+        InputError: ``explicit`` does not exist.
+        OfflineError: nothing found locally and the download is impossible or failed.
+    """
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise InputError(f"{encoder_name} weights file not found: {path} (--weights)")
+        return path
+    found = local_weights(spec)
+    if found is not None:
+        return found
+    target = torch_hub_checkpoints_dir() / spec.filename
+    hint = f"{encoder_name} weights not found: put {spec.filename} at {target} (or pass --weights FILE)"
+    if not download or not spec.url:
+        raise OfflineError(hint)
+    if is_offline():
+        raise OfflineError(hint + "; downloads are disabled (HF_HUB_OFFLINE)")
+    _download(spec, target, hint)
+    return target
+
+
+def _download(spec: WeightsSpec, target: Path, hint: str) -> None:
+    """Download ``spec.url`` to ``target`` via a partial file, verify its sha256, then rename."""
+    import torch.hub
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        torch.hub.download_url_to_file(spec.url, str(partial), progress=True)
+    except Exception as exc:  # network, DNS, HTTP, disk: all mean "not available offline"
+        partial.unlink(missing_ok=True)
+        raise OfflineError(f"{hint}; download from {spec.url} failed: {exc}") from None
+    if spec.sha256:
+        digest = _hash_file(partial)
+        if not digest.startswith(spec.sha256.lower()):
+            partial.unlink(missing_ok=True)
+            raise EvalkitError(f"downloaded {spec.filename} has sha256 {digest}, expected "
+                               f"{spec.sha256}: corrupt download or changed upstream file")
+    os.replace(partial, target)
+
+
+# --------------------------------------------------------------------------- hashing
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_sha_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of a file, cached per (absolute path, size, mtime_ns).
+
+    The cache lives in memory and in ``<evalkit cache dir>/weights_sha256.json`` (written
+    atomically; a read-only cache folder only costs re-hashing).
+    """
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _sha_lock:
+        if key in _sha_memory:
+            return _sha_memory[key]
+    json_path = Path(cache_dir).expanduser() if cache_dir else evalkit_cache_dir()
+    json_path = json_path / SHA256_CACHE_FILE
+    str_key = f"{key[0]}|{key[1]}|{key[2]}"
+    digest = _load_sha_json(json_path).get(str_key)
+    if not (isinstance(digest, str) and len(digest) == 64):
+        digest = _hash_file(p)
+        try:
+            from evalkit.fileio import atomic_write_text
+
+            table = _load_sha_json(json_path)  # re-read: another process may have added keys
+            table[str_key] = digest
+            atomic_write_text(json_path, json.dumps(table, indent=1, sort_keys=True))
+        except OSError:
+            pass
+    with _sha_lock:
+        _sha_memory[key] = digest
+    return digest
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_state_dict(path: str | os.PathLike, encoder_name: str = "encoder") -> dict:
+    """Read a checkpoint (``.safetensors`` or a torch pickle) as a flat name -> tensor dict.
+
+    Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers and a DDP ``module.``
+    prefix. Torch pickles are read with ``weights_only=True``.
+    """
+    import torch
+
+    p = Path(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(p), device="cpu")
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{encoder_name} weights {p}: cannot read ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    for wrapper in ("state_dict", "model", "teacher"):
+        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{encoder_name} weights {p}: not a state dict of tensors")
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def check_keys(encoder_name: str, path: str | os.PathLike, expected: Iterable[str],
+               found: Iterable[str]) -> None:
+    """Raise :class:`InputError` unless ``found`` and ``expected`` are the same key sets."""
+    expected, found = set(expected), set(found)
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise InputError(f"{encoder_name} weights {path}: not this architecture's checkpoint: "
+                         f"{'; '.join(parts)} keys")
+
+
+def load_strict(module, state_dict: Mapping, encoder_name: str, path: str | os.PathLike) -> None:
+    """Load ``state_dict`` into ``module`` with ``strict=True``, typed errors for mismatches.
+
+    Floating tensors are cast to float32. A module built on the ``meta`` device (see
+    :func:`build_module`) receives the checkpoint's tensors themselves (``assign=True``).
+    """
+    import torch
+
+    check_keys(encoder_name, path, module.state_dict().keys(), state_dict.keys())
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    on_meta = any(t.is_meta for t in module.state_dict().values())
+    try:
+        module.load_state_dict(sd, strict=True, assign=on_meta)
+    except RuntimeError as exc:  # shape mismatch (e.g. vitb14 weights for vitl14)
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise InputError(f"{encoder_name} weights {path}: do not fit the architecture "
+                         f"({lines[-1] if lines else exc})") from None
+
+
+def build_module(ctor, *, random_init: bool, init=None, seed: int = 0):
+    """Construct ``ctor()`` for loading or for random weights, leaving global RNG untouched.
+
+    ``random_init``: build under a forked RNG seeded with ``seed`` and apply ``init`` (so the
+    random weights are the same in every run). Otherwise build on the ``meta`` device: no
+    time or memory spent on an initialisation that the checkpoint overwrites.
+    """
+    import torch
+
+    if random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = ctor()
+            if init is not None:
+                init(module)
+        return module
+    with torch.device("meta"):
+        return ctor()

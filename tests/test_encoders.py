@@ -1,0 +1,478 @@
+"""Encoders against their reference implementations, on random weights saved in each official
+checkpoint format (no downloads): Inception vs pytorch-fid, DINOv2 vs timm and the official
+position-embedding formula, CLIP vs open_clip; weights resolution; contract tests for every
+registered encoder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import evalkit.encoders as E
+from evalkit.encoders import dinov2 as D
+from evalkit.encoders import inception as I
+from evalkit.encoders import weights as W
+from evalkit.errors import InputError, OfflineError
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+SMALL_ARCH = {"dinov2": "vits14", "clip": "ViT-B-32"}  # keep contract tests fast on CPU
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_env(tmp_path_factory):
+    """No network, empty weight caches, the sha256 cache in a temp folder."""
+    root = tmp_path_factory.mktemp("env")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(root / "torch"))
+        mp.setenv("HF_HOME", str(root / "hf"))
+        mp.delenv("HF_HUB_CACHE", raising=False)
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("EVALKIT_CACHE_DIR", str(root / "evalkit"))
+        yield root
+
+
+def images(n: int, size: int | tuple[int, int], seed: int) -> torch.Tensor:
+    """Seeded integer-valued images in [0, 255], float32 B×3×H×W."""
+    h, w = (size, size) if isinstance(size, int) else size
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, h, w), generator=g).float()
+
+
+def assert_close_scaled(actual, expected, rel=1e-4):
+    """max |actual - expected| <= rel * max |expected| (the feature scale)."""
+    actual, expected = torch.as_tensor(actual).double(), torch.as_tensor(expected).double()
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().item()
+    err = (actual - expected).abs().max().item()
+    assert err <= rel * max(scale, 1e-12), f"max abs diff {err:.3g} vs scale {scale:.3g}"
+
+
+def _randomize_norms(module: torch.nn.Module, g: torch.Generator) -> None:
+    """Non-trivial BatchNorm/LayerNorm/LayerScale values, so the test sees their use."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+            elif isinstance(m, torch.nn.LayerNorm):
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, D.LayerScale):
+                m.gamma.copy_(0.5 + torch.rand(m.gamma.shape, generator=g))
+
+
+# --------------------------------------------------------------------------- Inception
+
+@pytest.fixture(scope="module")
+def inception_files(tmp_path_factory):
+    """Random FID-Inception weights saved with and without BN ``num_batches_tracked``."""
+    net = W.build_module(I.FIDInceptionV3, random_init=True, init=I._init_random, seed=1)
+    _randomize_norms(net, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        net.fc.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(3))
+    full = {k: v.clone() for k, v in net.state_dict().items()}
+    bare = {k: v for k, v in full.items() if not k.endswith("num_batches_tracked")}
+    assert len(full) > len(bare)
+    d = tmp_path_factory.mktemp("inception")
+    torch.save(full, d / "with_nbt.pth")
+    torch.save(bare, d / "pt_inception-2015-12-05-6726825d.pth")
+    return {"with": d / "with_nbt.pth", "without": d / "pt_inception-2015-12-05-6726825d.pth",
+            "state_dict": bare}
+
+
+@pytest.fixture(scope="module")
+def pytorch_fid_models(inception_files):
+    """pytorch-fid's InceptionV3 (pool3 block), built with its FID blocks and our random
+    weights (its weight download replaced by our state dict), with and without its resize,
+    plus a forward hook on Mixed_6d.branch1x1 for sFID."""
+    import pytorch_fid.inception as pfi
+
+    sd = inception_files["state_dict"]
+    models = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pfi, "load_state_dict_from_url",
+                   lambda *a, **k: {k2: v.clone() for k2, v in sd.items()})
+        for resize_input in (False, True):
+            model = pfi.InceptionV3([3], resize_input=resize_input, normalize_input=True).eval()
+            taps = []
+            mixed_6d = model.blocks[2][6]  # Mixed_5b, 5c, 5d, 6a, 6b, 6c, 6d, 6e
+            mixed_6d.branch1x1.register_forward_hook(lambda m, i, o, t=taps: t.append(o))
+            models[resize_input] = (model, taps)
+    return models
+
+
+def _pytorch_fid_outputs(model, taps, x01, fc_weight):
+    taps.clear()
+    with torch.no_grad():
+        pool3 = model(x01)[0].squeeze(-1).squeeze(-1)
+    spatial = taps[-1][:, :7].permute(0, 2, 3, 1).reshape(x01.shape[0], -1)  # ADM: NHWC[..., :7]
+    return pool3, pool3 @ fc_weight.T, spatial
+
+
+@pytest.mark.parametrize("variant", ["with", "without"])
+def test_inception_clean_matches_pytorch_fid(inception_files, pytorch_fid_models, variant):
+    enc = E.build_encoder("inception", weights=str(inception_files[variant]))
+    assert enc.weights_sha256 == hashlib.sha256(inception_files[variant].read_bytes()).hexdigest()
+    assert enc.preprocess == E.Preprocess(size=299)
+    x = images(2, 299, seed=0)
+    with torch.no_grad():
+        out = enc(x)
+    ref_model, taps = pytorch_fid_models[False]
+    pool3, logits, spatial = _pytorch_fid_outputs(ref_model, taps, x / 255,
+                                                  inception_files["state_dict"]["fc.weight"])
+    assert {k: v.shape[1] for k, v in out.items()} == {"features": 2048, "logits": 1008,
+                                                      "spatial": 2023}
+    assert pool3.abs().max() > 1e-3  # random weights still give a non-degenerate signal
+    assert_close_scaled(out["features"], pool3)
+    assert_close_scaled(out["logits"], logits)
+    assert_close_scaled(out["spatial"], spatial)
+
+
+def test_inception_legacy_matches_pytorch_fid_resize(inception_files, pytorch_fid_models):
+    enc = E.build_encoder("inception", weights=str(inception_files["without"]), resize="legacy")
+    assert enc.preprocess.resize == "none" and enc.preprocess.in_network == "bilinear-299"
+    ref_model, taps = pytorch_fid_models[True]
+    fc = inception_files["state_dict"]["fc.weight"]
+    x = images(2, 128, seed=1)
+    with torch.no_grad():
+        out = enc(x)
+    pool3, logits, spatial = _pytorch_fid_outputs(ref_model, taps, x / 255, fc)
+    assert_close_scaled(out["features"], pool3)
+    assert_close_scaled(out["logits"], logits)
+    assert_close_scaled(out["spatial"], spatial)
+    # a list of differently sized images (legacy batches keep native sizes)
+    y = images(1, (96, 150), seed=2)[0]
+    with torch.no_grad():
+        mixed = enc([x[0], y])["features"]
+    ref_y = _pytorch_fid_outputs(ref_model, taps, y[None] / 255, fc)[0]
+    assert_close_scaled(mixed, torch.cat([pool3[:1], ref_y]))
+    # clean mode refuses a non-299 batch instead of silently computing on it
+    with pytest.raises(InputError, match="299"):
+        E.build_encoder("inception", weights=str(inception_files["without"]))(x)
+
+
+def test_inception_rejects_wrong_checkpoint(tmp_path, inception_files):
+    sd = dict(inception_files["state_dict"])
+    sd.pop("fc.bias")
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(InputError, match="missing"):
+        E.build_encoder("inception", weights=str(tmp_path / "bad.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="cannot read"):
+        E.build_encoder("inception", weights=str(tmp_path / "junk.pth"))
+
+
+# --------------------------------------------------------------------------- DINOv2
+
+@pytest.fixture(scope="module")
+def dinov2_files(tmp_path_factory):
+    """Random ViT-S/14 weights in the official format (with mask_token) and in timm's."""
+    import timm
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    net = W.build_module(lambda: D.DinoVisionTransformer("vits14"), random_init=True,
+                         init=D._init_random, seed=4)
+    g = torch.Generator().manual_seed(5)
+    _randomize_norms(net, g)
+    with torch.no_grad():
+        net.cls_token.normal_(0, 0.5, generator=g)
+        net.pos_embed.normal_(0, 0.5, generator=g)
+    official = {k: v.clone() for k, v in net.state_dict().items()}
+    official["mask_token"] = torch.zeros(1, 384)
+    d = tmp_path_factory.mktemp("dinov2")
+    torch.save(official, d / "dinov2_vits14_pretrain.pth")
+    timm_model = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=518,
+                                   num_classes=0).eval()
+    timm_sd = checkpoint_filter_fn(dict(official), timm_model)  # timm's own converter
+    timm_model.load_state_dict(timm_sd, strict=True)
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()},
+              str(d / "model.safetensors"))
+    return {"official": d / "dinov2_vits14_pretrain.pth", "timm": d / "model.safetensors",
+            "timm_model": timm_model, "state_dict": official}
+
+
+def _normalise(x):
+    return (x / 255 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def test_dinov2_native_518_matches_timm(dinov2_files):
+    enc = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["official"]))
+    x = images(2, 518, seed=3)
+    with torch.no_grad():
+        ours = enc(x)["features"]
+        ref = dinov2_files["timm_model"].forward_features(_normalise(x))[:, 0]
+    assert ours.shape == (2, 384)
+    assert_close_scaled(ours, ref)
+
+
+def test_dinov2_224_uses_official_pos_embed_formula(dinov2_files):
+    pos = dinov2_files["state_dict"]["pos_embed"]
+    grid = pos[:, 1:].reshape(1, 37, 37, 384).permute(0, 3, 1, 2)
+    official = F.interpolate(grid, scale_factor=((16 + 0.1) / 37, (16 + 0.1) / 37),
+                             mode="bicubic", antialias=False)
+    official = torch.cat([pos[:, :1], official.permute(0, 2, 3, 1).reshape(1, 256, 384)], 1)
+    ours = D.interpolate_pos_encoding(pos, 224, 224)
+    torch.testing.assert_close(ours, official, rtol=0, atol=1e-6)
+    from timm.layers import resample_abs_pos_embed
+
+    timm_default = resample_abs_pos_embed(pos, new_size=(16, 16), num_prefix_tokens=1)
+    timm_noaa = resample_abs_pos_embed(pos, new_size=(16, 16), num_prefix_tokens=1,
+                                       antialias=False)
+    scale = official.abs().max().item()
+    assert (timm_default - official).abs().max().item() > 1e-2 * scale
+    assert (timm_noaa - official).abs().max().item() > 1e-3 * scale
+    # end to end: evalkit at 224 == a 224-px timm ViT carrying the official grid
+    import timm
+
+    enc = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["official"]))
+    ref = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=224,
+                            num_classes=0).eval()
+    sd = {k: v for k, v in dinov2_files["timm_model"].state_dict().items() if k != "pos_embed"}
+    ref.load_state_dict({**sd, "pos_embed": official}, strict=True)
+    x = images(2, 224, seed=4)
+    with torch.no_grad():
+        assert_close_scaled(enc(x)["features"], ref.forward_features(_normalise(x))[:, 0])
+
+
+def test_dinov2_timm_weights_equal_official(dinov2_files):
+    a = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["official"]))
+    b = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["timm"]))
+    assert a.weights_sha256 != b.weights_sha256
+    x = images(2, 224, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x)["features"], b(x)["features"], rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="fit|missing|unexpected"):
+        E.build_encoder("dinov2", "vitb14", weights=str(dinov2_files["official"]))
+
+
+@pytest.mark.parametrize("arch", list(D.ARCHS))
+def test_dinov2_timm_key_shapes_all_archs(arch):
+    """timm's checkpoint for every arch converts to exactly our parameter names and shapes."""
+    import timm
+
+    timm_name = f"vit_{D._TIMM_NAMES[arch]}_patch14_dinov2"
+    with torch.device("meta"):
+        ref = timm.create_model(timm_name, pretrained=False, img_size=518, num_classes=0)
+        ours = D.DinoVisionTransformer(arch)
+    converted = D.convert_state_dict(dict(ref.state_dict()), arch)
+    assert {k: tuple(v.shape) for k, v in converted.items()} == \
+        {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert E.get_encoder_spec("dinov2").outputs[arch]["features"] == ours.norm.weight.shape[0]
+
+
+def test_dinov2_swiglu_matches_timm_packed():
+    from timm.layers import SwiGLUPacked
+
+    g = torch.Generator().manual_seed(6)
+    ours = D.SwiGLUFFN(48)
+    hidden = ours.w3.in_features
+    assert D.SwiGLUFFN(1536).w3.in_features == 4096  # the ViT-g FFN width
+    ref = SwiGLUPacked(48, hidden_features=2 * hidden)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    converted = D.convert_state_dict(
+        {f"blocks.0.mlp.{k}": v for k, v in ref.state_dict().items()}, "vitg14")
+    ours.load_state_dict({k[len("blocks.0.mlp."):]: v for k, v in converted.items()}, strict=True)
+    x = torch.randn(3, 5, 48, generator=g)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- CLIP
+
+@pytest.fixture(scope="module")
+def clip_files(tmp_path_factory):
+    import open_clip
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+        _randomize_norms(model.visual, torch.Generator().manual_seed(8))
+    d = tmp_path_factory.mktemp("clip")
+    sd = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    torch.save(sd, d / "open_clip_pytorch_model.bin")
+    save_file(sd, str(d / "open_clip_model.safetensors"))
+    return {"bin": d / "open_clip_pytorch_model.bin",
+            "safetensors": d / "open_clip_model.safetensors", "model": model}
+
+
+@pytest.mark.parametrize("fmt", ["bin", "safetensors"])
+def test_clip_matches_open_clip(clip_files, fmt):
+    enc = E.build_encoder("clip", "ViT-B-32", weights=str(clip_files[fmt]))
+    assert enc.preprocess.crop and enc.preprocess.size == 224
+    model = clip_files["model"]
+    taps = []
+    handle = model.visual.ln_post.register_forward_hook(lambda m, i, o: taps.append(o))
+    x = images(3, 224, seed=6)
+    mean = torch.tensor(enc.preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(enc.preprocess.std).view(1, 3, 1, 1)
+    try:
+        with torch.no_grad():
+            emb = model.encode_image((x / 255 - mean) / std, normalize=True)
+            out = enc(x)
+    finally:
+        handle.remove()
+    feats = taps[-1][:, 0]  # ln_post output, class token, before the projection
+    assert out["features"].shape == (3, 768) and out["embedding"].shape == (3, 512)
+    torch.testing.assert_close(out["embedding"], emb, rtol=0, atol=1e-5)
+    assert_close_scaled(out["features"], feats, rel=1e-5)
+    assert not torch.allclose(out["features"][:, :512], emb, atol=1e-2)
+
+
+def test_clip_known_table_matches_open_clip_configs():
+    import open_clip
+    from evalkit.encoders import clip as C
+
+    for model, (width, embed, size) in C.KNOWN.items():
+        cfg = open_clip.get_model_config(model)
+        assert (cfg["vision_cfg"]["width"], cfg["embed_dim"], cfg["vision_cfg"]["image_size"]) \
+            == (width, embed, size), model
+        assert open_clip.get_pretrained_cfg(model, C.DEFAULT_TAGS[model]), model
+    spec = C.clip_weights("ViT-L-14")
+    assert spec.hf_repo == "laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K"
+    assert spec.hf_filename == "open_clip_pytorch_model.bin"
+    assert C.split_arch("ViT-B-32:openai") == ("ViT-B-32", "openai")
+    with pytest.raises(InputError, match="unknown open_clip model"):
+        E.encoder_preprocess("clip", "ViT-Q-99")
+
+
+# --------------------------------------------------------------------------- weights
+
+def test_explicit_missing_weights_is_input_error(tmp_path):
+    with pytest.raises(InputError, match="nope.pth"):
+        W.resolve_weights("inception", I.WEIGHTS, str(tmp_path / "nope.pth"))
+    with pytest.raises(InputError, match="nope.pth"):
+        E.build_encoder("inception", weights=str(tmp_path / "nope.pth"))
+
+
+def test_offline_error_names_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    called = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: called.append(a))
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth"
+    with pytest.raises(OfflineError) as info:
+        E.build_encoder("inception")
+    msg = str(info.value)
+    assert "pt_inception-2015-12-05-6726825d.pth" in msg and str(expected) in msg
+    assert "\n" not in msg and not called
+    with pytest.raises(OfflineError, match="dinov2_vits14_pretrain.pth"):
+        E.encoder_identity("dinov2", "vits14")
+
+
+def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / I.WEIGHTS.filename).write_bytes(b"inception")
+    assert W.resolve_weights("inception", I.WEIGHTS, None) == hub / I.WEIGHTS.filename
+    ident = E.encoder_identity("inception")
+    assert ident["weights_sha256"] == hashlib.sha256(b"inception").hexdigest()
+    assert ident["arch"] == I.ARCH and ident["preprocess"] == E.Preprocess(size=299).describe()
+    # DINOv2 from timm's HF cache layout, the refs/main snapshot first
+    spec = D._weights("vits14")
+    repo = tmp_path / "hf" / "hub" / "models--timm--vit_small_patch14_dinov2.lvd142m"
+    for snap, data in (("old", b"old"), ("abc123", b"main")):
+        (repo / "snapshots" / snap).mkdir(parents=True)
+        (repo / "snapshots" / snap / "model.safetensors").write_bytes(data)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    assert W.resolve_weights("dinov2", spec, None) == repo / "snapshots/abc123/model.safetensors"
+    # HF_HUB_CACHE wins over HF_HOME
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError):
+        W.resolve_weights("dinov2", spec, None)
+
+
+def test_download_verifies_sha256(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("EVALKIT_OFFLINE", raising=False)
+    payload = b"weights!"
+
+    def fake_download(url, dst, *a, **k):
+        assert not str(dst).startswith("/tmp/") or str(tmp_path) in str(dst)
+        with open(dst, "wb") as fh:
+            fh.write(payload)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    good = E.WeightsSpec("w.pth", url="https://example.invalid/w.pth",
+                         sha256=hashlib.sha256(payload).hexdigest())
+    path = W.resolve_weights("toy", good, None)
+    assert path.read_bytes() == payload and path.parent.name == "checkpoints"
+    bad = E.WeightsSpec("v.pth", url="https://example.invalid/v.pth", sha256="0" * 64)
+    with pytest.raises(Exception, match="sha256"):
+        W.resolve_weights("toy", bad, None)
+    assert not list(path.parent.glob("v.pth*"))
+
+    def failing(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", failing)
+    with pytest.raises(OfflineError, match="u.pth"):
+        W.resolve_weights("toy", E.WeightsSpec("u.pth", url="https://example.invalid/u"), None)
+
+
+def test_sha256_cache_json_and_invalidation(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 1000)
+    assert W.file_sha256(f) == hashlib.sha256(b"a" * 1000).hexdigest()
+    table = json.loads((tmp_path / "cache" / W.SHA256_CACHE_FILE).read_text())
+    assert list(table.values()) == [hashlib.sha256(b"a" * 1000).hexdigest()]
+    f.write_bytes(b"b" * 1001)
+    os.utime(f, ns=(1, 2))
+    assert W.file_sha256(f) == hashlib.sha256(b"b" * 1001).hexdigest()
+
+
+def test_resize_legacy_only_for_inception():
+    for name in ("pixel", "dinov2", "clip"):
+        with pytest.raises(InputError, match="only valid for the inception"):
+            E.encoder_preprocess(name, SMALL_ARCH.get(name), resize="legacy")
+        with pytest.raises(InputError, match="only valid for the inception"):
+            E.build_encoder(name, SMALL_ARCH.get(name), resize="legacy", random_init=True)
+    with pytest.raises(InputError, match="vitl14"):
+        E.build_encoder("dinov2", "vitl16", random_init=True)
+    assert E.encoder_identity("pixel") == {
+        "name": "pixel", "arch": "rgb32", "weights_sha256": None,
+        "preprocess": E.Preprocess(size=32).describe()}
+
+
+# --------------------------------------------------------------------------- contract
+
+@pytest.mark.parametrize("name", E.list_encoders())
+def test_encoder_contract(name):
+    spec = E.get_encoder_spec(name)
+    arch = SMALL_ARCH.get(name, spec.default_arch)
+    assert spec.default_arch in spec.archs and spec.description
+    enc = E.build_encoder(name, arch, random_init=True)
+    assert not enc.training and enc.weights_sha256 is None
+    assert enc.preprocess == E.encoder_preprocess(name, arch)
+    assert enc.outputs == dict(spec.outputs[arch])
+    size = enc.preprocess.size
+    x = images(4, size, seed=9)
+    with torch.no_grad():
+        full = enc(x)
+        parts = [enc(x[:1]), enc(x[1:3]), enc(x[3:])]
+    assert set(full) == set(spec.outputs[arch]) and "features" in full
+    for key, dim in spec.outputs[arch].items():
+        assert full[key].shape == (4, dim) and full[key].dtype == torch.float32
+        assert torch.isfinite(full[key]).all()
+        split = torch.cat([p[key] for p in parts])
+        scale = max(full[key].abs().max().item(), 1.0)
+        assert (split - full[key]).abs().max().item() <= 1e-5 * scale, key
+    assert np.unique(full["features"].numpy().round(6), axis=0).shape[0] == 4
