@@ -49,6 +49,7 @@ class TinyEncoder(Encoder):
         self.outputs = {"features": 48, "logits": 5}
         gen = torch.Generator().manual_seed(0)
         self.register_buffer("proj", torch.randn(48, 5, generator=gen))
+        self.eval()  # built encoders come back in eval mode (the encoder contract)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = images.float() / 255.0
