@@ -42,13 +42,18 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
         return fs
     path = Path(source)
     if path.exists():
+        if role == "reference":
+            from evalkit.refs import is_stats_file, load_stats_file
+
+            if is_stats_file(path):
+                return load_stats_file(path)
         from evalkit.pipeline import load_features
 
         return load_features(str(path), options)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
         from evalkit.refs import resolve_reference
 
-        return resolve_reference(str(source), options, ref_dir)
+        return resolve_reference(str(source), options, ref_dir, allow_stats=True)
     raise InputError(f"{source}: no such file or directory")
 
 

@@ -13,12 +13,19 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from evalkit import __version__
 from evalkit.errors import InputError, MetricInputError
 from evalkit.featureset import FeatureSet
 from evalkit.record import SCHEMA
 from evalkit.metrics import METRICS, MetricSpec, get_metric
+from evalkit.metrics.frechet import frechet_from_stats, moments
+from evalkit.metrics._tensor import resolve_device
+
+# Metrics that a statistics-only reference (mu/sigma, e.g. ADM's or pytorch-fid's .npz) supports,
+# with the statistics attribute they need.
+STATS_METRICS = {"fd": "features", "sfid": "spatial"}
 
 
 @dataclass(frozen=True)
@@ -58,10 +65,19 @@ def _array_for(spec: MetricSpec, fs: FeatureSet) -> np.ndarray | None:
     return arr
 
 
+def _stats_for(stats: Any, spec: MetricSpec) -> tuple[Any, Any] | None:
+    """(mu, sigma) of a statistics-only reference for ``spec``, or None."""
+    if stats is None or spec.name not in STATS_METRICS:
+        return None
+    return (stats.mu, stats.sigma) if STATS_METRICS[spec.name] == "features" else stats.spatial
+
+
 def _missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet | None,
-                    test: FeatureSet | None) -> str | None:
+                    test: FeatureSet | None, stats: Any = None) -> str | None:
     """Why ``spec`` cannot run on these sets, or None when it can."""
-    if spec.needs_real and real is None:
+    if spec.needs_real and real is None and _stats_for(stats, spec) is None:
+        if stats is not None and spec.name in STATS_METRICS:
+            return "needs spatial statistics (mu_s/sigma_s), the reference statistics have none"
         return "needs a reference with samples (the reference has statistics only)"
     if spec.needs_test and test is None:
         return "needs --test (held-out real data)"
@@ -77,7 +93,8 @@ def _missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet | None,
 
 
 def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: FeatureSet | None,
-                 test: FeatureSet | None) -> tuple[list[MetricSpec], dict[str, str]]:
+                 test: FeatureSet | None, stats: Any = None,
+                 ) -> tuple[list[MetricSpec], dict[str, str]]:
     """Which metrics run, and which are skipped with the reason.
 
     With an explicit list, a metric whose inputs are missing is an input error; with ``all``
@@ -87,7 +104,7 @@ def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: Feat
     run, skipped = [], {}
     for name in names:
         spec = get_metric(name)
-        why = _missing_inputs(spec, fake, real, test)
+        why = _missing_inputs(spec, fake, real, test, stats)
         if why is None:
             run.append(spec)
         elif requested:
@@ -98,10 +115,15 @@ def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: Feat
 
 
 def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet | None,
-               test: FeatureSet | None) -> None:
+               test: FeatureSet | None, stats: Any = None) -> None:
     """Feature dimensions must agree between the sets a metric compares."""
     for spec in specs:
         a = _array_for(spec, fake)
+        st = _stats_for(stats, spec) if real is None else None
+        if st is not None and st[0].shape[0] != a.shape[1]:
+            raise InputError(
+                f"{spec.array} dims differ: samples {a.shape[1]} ({fake.source}) vs reference "
+                f"statistics {st[0].shape[0]} ({stats.source}) (same --encoder for both?)")
         for role, fs in (("reference", real), ("test", test)):
             if fs is None or (role == "reference" and not spec.needs_real) or \
                     (role == "test" and not spec.needs_test):
@@ -115,7 +137,7 @@ def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet |
 
 def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet | None,
                     test: FeatureSet | None, *, seed: int, device: str,
-                    overrides: dict[str, Any] | None = None,
+                    overrides: dict[str, Any] | None = None, stats: Any = None,
                     ) -> tuple[dict[str, float], dict[str, Any], dict[str, float]]:
     """Call each metric function once (metrics sharing a function share one call).
 
@@ -128,7 +150,15 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet 
     done: dict[tuple[int, str], dict[str, Any]] = {}
     for spec in specs:
         memo_key = (id(spec.fn), spec.array)
-        if memo_key not in done:
+        st = _stats_for(stats, spec) if real is None else None
+        if st is not None:
+            t0 = time.perf_counter()
+            dev = resolve_device(device)
+            mu_g, cov_g = moments(_array_for(spec, fake), dev, spec.name)
+            mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
+            done[memo_key] = {spec.name: frechet_from_stats(mu_r, cov_r, mu_g, cov_g)}
+            seconds[spec.name] = round(time.perf_counter() - t0, 4)
+        elif memo_key not in done:
             arrays: dict[str, Any] = {"fake": _array_for(spec, fake)}
             if spec.needs_real:
                 arrays["real"] = _array_for(spec, real)
@@ -151,7 +181,7 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet 
 
 def bootstrap_intervals(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet | None,
                         test: FeatureSet | None, *, rounds: int, seed: int, device: str,
-                        confidence: float = 0.95) -> dict[str, list[float]]:
+                        confidence: float = 0.95, stats: Any = None) -> dict[str, list[float]]:
     """Percentile bootstrap interval of every metric, resampling generated samples.
 
     Each round draws N generated samples with replacement (seeded from ``seed``) and recomputes
@@ -162,7 +192,7 @@ def bootstrap_intervals(specs: list[MetricSpec], fake: FeatureSet, real: Feature
     for r in range(rounds):
         idx = rng.integers(0, fake.n, size=fake.n)
         vals, _, _ = compute_metrics(specs, fake.subset(idx), real, test, seed=seed + r + 1,
-                                     device=device)
+                                     device=device, stats=stats)
         for k, v in vals.items():
             draws.setdefault(k, []).append(v)
     alpha = (1.0 - confidence) / 2
@@ -190,6 +220,10 @@ def fingerprint_of(fs: FeatureSet) -> str:
 def describe_set(fs: FeatureSet | None, name: str | None = None) -> dict[str, Any] | None:
     if fs is None:
         return None
+    if getattr(fs, "stats_only", False):
+        return {"source": fs.source, "name": name, "n": fs.n,
+                "fingerprint": (fs.meta.get("source") or {}).get("fingerprint"),
+                "stats_only": True}
     out = {"source": fs.source, "n": fs.n, "fingerprint": fingerprint_of(fs)}
     if name is not None:
         out["name"] = name
@@ -225,31 +259,33 @@ def versions() -> dict[str, str]:
 def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, config: ScoreConfig,
               *, name: str, ref_name: str | None = None) -> tuple[dict[str, Any], FeatureSet]:
     """Score one generated set; returns (record, the generated set actually scored)."""
+    stats = real if getattr(real, "stats_only", False) else None
     fake_s = subsample(fake, config.nsample, config.seed, 1)
-    real_s = subsample(real, config.nsample, config.seed, 2)
+    real_s = None if stats is not None else subsample(real, config.nsample, config.seed, 2)
     test_s = subsample(test, config.nsample, config.seed, 3) if test is not None else None
-    check_same_encoder(fake_s, real_s, "reference")
+    check_same_encoder(fake_s, real, "reference")
     check_same_encoder(fake_s, test_s, "test set")
-    specs, skipped = plan_metrics(config.metrics, fake_s, real_s, test_s)
-    check_dims(specs, fake_s, real_s, test_s)
+    specs, skipped = plan_metrics(config.metrics, fake_s, real_s, test_s, stats)
+    check_dims(specs, fake_s, real_s, test_s, stats)
     t0 = time.perf_counter()
     values, details, seconds = compute_metrics(specs, fake_s, real_s, test_s, seed=config.seed,
-                                               device=config.device, overrides=config.overrides)
+                                               device=config.device, overrides=config.overrides,
+                                               stats=stats)
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "samples": describe_set(fake_s),
-        "reference": describe_set(real_s, ref_name),
+        "reference": describe_set(real if stats is not None else real_s, ref_name),
         "test": describe_set(test_s),
-        "encoder": encoder_of(fake_s) if fake_s.meta.get("encoder") else encoder_of(real_s),
+        "encoder": encoder_of(fake_s) if fake_s.meta.get("encoder") else encoder_of(real),
         "config": config.as_dict(),
         "metrics": values,
     }
     if config.bootstrap:
         record["metrics_ci"] = bootstrap_intervals(
             specs, fake_s, real_s, test_s, rounds=config.bootstrap, seed=config.seed,
-            device=config.device, confidence=config.confidence)
+            device=config.device, confidence=config.confidence, stats=stats)
     record["skipped"] = skipped
     record["details"] = details
     record["per_sample"] = None

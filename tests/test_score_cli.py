@@ -190,3 +190,23 @@ def test_python_api_matches_cli(sets):
     arr = evalkit.score(np.load(sets["fake"])["features"], np.load(sets["real"])["features"],
                         metrics=["fd"])
     assert arr["fd"] == pytest.approx(res["fd"], rel=1e-6)
+
+
+def test_statistics_only_reference_runs_fd_and_skips_the_rest(sets, tmp_path):
+    real = np.load(sets["real"])["features"].astype(np.float64)
+    stats = tmp_path / "ref_stats.npz"
+    np.savez(stats, mu=real.mean(0), sigma=np.cov(real, rowvar=False))
+    out = tmp_path / "s.json"
+    res = run("score", sets["fake"], "--ref", stats, "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    full = run("score", sets["fake"], "--ref", sets["real"], "--metrics", "fd",
+               "--out", tmp_path / "f.json")
+    assert full.exit_code == 0
+    expected = json.loads((tmp_path / "f.json").read_text())["metrics"]["fd"]
+    assert rec["metrics"]["fd"] == pytest.approx(expected, rel=1e-9)
+    assert "precision" in rec["skipped"] and "statistics" in rec["skipped"]["precision"]
+    assert rec["reference"]["stats_only"] is True
+    res = CliRunner().invoke(main, ["score", sets["fake"], "--ref", str(stats), "--metrics",
+                                    "precision"])
+    assert res.exit_code == 2 and "statistics" in res.output
