@@ -270,8 +270,8 @@ def build_clip(arch: str | None = None, weights: str | None = None, resize: str 
 SPEC = EncoderSpec(
     name="clip",
     factory=build_clip,
-    description="open_clip image tower (default ViT-L-14 datacomp_xl_s13b_b90k as dgm-eval): "
-                "features = ln_post before projection, embedding = normalised projection",
+    description="open_clip image tower (dgm-eval's ViT-L-14 datacomp_xl_s13b_b90k): ln_post "
+                "features before the projection + normalised embedding",
     archs=tuple(KNOWN),
     default_arch=DEFAULT_ARCH,
     outputs=_LazyArchTable(_outputs),

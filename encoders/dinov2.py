@@ -278,8 +278,8 @@ def build_dinov2(arch: str | None = None, weights: str | None = None, resize: st
 SPEC = EncoderSpec(
     name="dinov2",
     factory=build_dinov2,
-    description="DINOv2 ViT/14 (Oquab et al. 2023), CLS token after the final norm, 224 px "
-                "(FD-DINOv2); archs vits14, vitb14, vitl14, vitg14",
+    description="DINOv2 ViT/14 (Oquab et al. 2023): CLS token after the final norm, 224 px "
+                "(FD-DINOv2)",
     archs=tuple(ARCHS),
     default_arch=DEFAULT_ARCH,
     outputs={a: {"features": spec[0]} for a, spec in ARCHS.items()},

@@ -322,7 +322,8 @@ def build_inception(arch: str | None = None, weights: str | None = None, resize:
 SPEC = EncoderSpec(
     name="inception",
     factory=build_inception,
-    description="FID Inception-v3 (pytorch-fid weights): pool3 2048-d, logits 1008, sFID spatial 2023",
+    description="FID Inception-v3 (pytorch-fid weights): pool3 2048-d, fc logits 1008, "
+                "sFID spatial 2023",
     archs=(ARCH,),
     default_arch=ARCH,
     outputs={ARCH: dict(OUTPUTS)},

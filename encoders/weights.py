@@ -130,7 +130,8 @@ def resolve_weights(encoder_name: str, spec: WeightsSpec, explicit: str | os.Pat
     if found is not None:
         return found
     target = torch_hub_checkpoints_dir() / spec.filename
-    hint = f"{encoder_name} weights not found: put {spec.filename} at {target} (or pass --weights FILE)"
+    hint = (f"{encoder_name} weights not found: put {spec.filename} at {target} "
+            "(or pass --weights FILE)")
     if spec.hf_repo:
         hint += (f"; or download {spec.hf_filename or spec.filename} of {spec.hf_repo} into the "
                  f"Hugging Face cache {hf_hub_cache_dir()}")

@@ -398,6 +398,13 @@ def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
     assert W.resolve_weights("dinov2", spec, None) == repo / "snapshots/abc123/model.safetensors"
+    # open_clip's safetensors twin of open_clip_pytorch_model.bin is found as well
+    clip_repo = tmp_path / "hf" / "hub" / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (clip_repo / "snapshots" / "s1").mkdir(parents=True)
+    (clip_repo / "snapshots" / "s1" / "open_clip_model.safetensors").write_bytes(b"clip")
+    ident = E.encoder_identity("clip", "ViT-B-32")
+    assert ident["weights_sha256"] == hashlib.sha256(b"clip").hexdigest()
+    assert json.loads(ident["preprocess"])["crop"] is True
     # HF_HUB_CACHE wins over HF_HOME
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
