@@ -1,8 +1,8 @@
 """Write the small example image sets used by the README's offline demo.
 
-    python examples/make_examples.py            # writes examples/real/ and examples/fake/
+    python examples/make_examples.py            # writes examples/real/, fake/ and test/
 
-``real/`` holds 64 PNGs (32×32) in two class folders, ``circles/`` and ``squares/``, so the
+``real/`` (and the held-out ``test/``) hold 64 PNGs (32×32) in two class folders, ``circles/`` and ``squares/``, so the
 demo shows labels; ``fake/`` holds 64 PNGs of the same kinds of shapes drawn a little
 differently (shifted colours, softer edges, more noise), so metrics see a small, real gap.
 Everything derives from fixed seeds: rerunning rewrites identical pixels.
@@ -60,7 +60,9 @@ def main() -> None:
     args = parser.parse_args()
     n_real = write_set(args.out / "real", fake=False, seed=0)
     n_fake = write_set(args.out / "fake", fake=True, seed=1)
-    print(f"wrote {n_real} images to {args.out / 'real'} and {n_fake} to {args.out / 'fake'}")
+    n_test = write_set(args.out / "test", fake=False, seed=2)
+    print(f"wrote {n_real} images to {args.out / 'real'}, {n_fake} to {args.out / 'fake'} "
+          f"and {n_test} held-out real images to {args.out / 'test'}")
 
 
 if __name__ == "__main__":
