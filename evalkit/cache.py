@@ -7,22 +7,30 @@ written atomically (temp file + ``os.replace``, as torch-fidelity does) and carr
 sha256 of their arrays in ``meta["cache"]``; an entry that fails to load, holds another key or
 whose arrays do not match the checksum is warned about, deleted and recomputed, never used.
 
+Shards: while an entry is being extracted, each finished shard of its images is written as
+``<key>.shard-00012-of-00030.npz`` next to where the entry will be (atomically, stamped with the
+key, its range and a sha256 of its arrays and bookkeeping), so an interrupted run resumes from
+the shards already written; once the entry is stored its shard files are deleted.
+
 Location: ``cache_dir`` argument, else ``$EVALKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/evalkit``,
 else ``~/.cache/evalkit``; entries live under ``<dir>/features/``.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from evalkit.errors import InputError
 from evalkit.featureset import FeatureSet, load_feature_file, save_feature_file
+from evalkit.fileio import atomic_write_bytes
 
 CACHE_SCHEMA = 1
 
@@ -53,14 +61,25 @@ def cache_key(fingerprint: str, encoder_identity: dict[str, Any], precision: str
 
 def arrays_checksum(fs: FeatureSet) -> str:
     """sha256 over every array (name, dtype, shape, bytes) and the labels."""
-    h = hashlib.sha256()
     items = sorted(fs.arrays.items())
     if fs.labels is not None:
         items.append(("labels", fs.labels))
+    return _hash_arrays(items).hexdigest()
+
+
+def shard_checksum(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
+    """sha256 over a shard's arrays (as :func:`arrays_checksum`) and its bookkeeping JSON."""
+    h = _hash_arrays(sorted(arrays.items()))
+    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _hash_arrays(items) -> "hashlib._Hash":
+    h = hashlib.sha256()
     for name, arr in items:
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}\n".encode())
         h.update(np.ascontiguousarray(arr).data)
-    return h.hexdigest()
+    return h
 
 
 class FeatureCache:
@@ -112,6 +131,67 @@ class FeatureCache:
         self.store(key, fs)
         fs.meta["cache_hit"] = False
         return fs
+
+    # -- shards of an entry being extracted ------------------------------------------------
+    def shard_path(self, key: str, index: int, count: int) -> Path:
+        """``<root>/features/<key>.shard-<index>-of-<count>.npz`` (indices 5 digits or more)."""
+        return self.root / "features" / f"{key}.shard-{index:05d}-of-{count:05d}.npz"
+
+    def store_shard(self, key: str, rng: Sequence[int], arrays: dict[str, np.ndarray],
+                    meta: dict[str, Any]) -> Path:
+        """Write one shard atomically, stamped with ``key``, its range and a checksum.
+
+        ``rng`` is (index, count, start, stop); ``meta`` any JSON-able bookkeeping. Unlike
+        :meth:`store`, a failure raises (OSError): a run that cannot write its shards would
+        lose them.
+        """
+        index, count, start, stop = (int(v) for v in rng)
+        stamp = {"key": key, "range": [index, count, start, stop], "schema": CACHE_SCHEMA,
+                 "checksum": shard_checksum(arrays, meta)}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays, __meta__=np.array(json.dumps({"meta": meta, "cache": stamp})))
+        path = self.shard_path(key, index, count)
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def load_shard(self, key: str, rng: Sequence[int]
+                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """(arrays, meta) of a shard written by :meth:`store_shard`, or None when absent.
+
+        A shard file that cannot be read, holds another key or range, or fails its checksum is
+        warned about, deleted and reported absent (it is extracted again).
+        """
+        index, count, start, stop = (int(v) for v in rng)
+        path = self.shard_path(key, index, count)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: np.asarray(z[k]) for k in z.files if k != "__meta__"}
+                head = json.loads(str(z["__meta__"]))
+            meta, stamp = head["meta"], head["cache"]
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+            return self._discard(path, f"unreadable: {exc}")
+        if stamp.get("key") != key or stamp.get("range") != [index, count, start, stop]:
+            return self._discard(path, "its key or range does not match its file name")
+        if stamp.get("checksum") != shard_checksum(arrays, meta):
+            return self._discard(path, "checksum mismatch")
+        return arrays, meta
+
+    def shard_files(self, key: str) -> list[Path]:
+        """The shard files of ``key`` present now (any shard layout), sorted."""
+        folder = self.root / "features"
+        if not folder.is_dir():
+            return []
+        return sorted(folder.glob(f"{key}.shard-*.npz"))
+
+    def remove_shards(self, key: str) -> None:
+        """Delete every shard file of ``key`` (after its entry was stored)."""
+        for path in self.shard_files(key):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
     def _discard(self, path: Path, why: str) -> None:
         warnings.warn(f"feature cache entry {path} is corrupt ({why}); recomputing it",

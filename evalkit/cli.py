@@ -4,7 +4,9 @@ Library code raises typed errors; here they become exit codes and one-line messa
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import sys
 
 import click
@@ -16,17 +18,48 @@ COMMAND_MODULES = ("score", "features", "listing", "refs", "leaderboard", "check
 
 
 class EvalkitGroup(click.Group):
-    """A click group that turns EvalkitError into a one-line message and exit code 2."""
+    """A click group that turns EvalkitError into a one-line message and exit code 2.
+
+    Under torchrun, ranks other than 0 print nothing (their stdout and stderr are silenced
+    while the command runs) but their own errors; an error every rank shares is printed by
+    rank 0 only.
+    """
 
     def invoke(self, ctx):
+        worker = _worker_rank()
         try:
-            return super().invoke(ctx)
+            with _silenced(worker is not None):
+                return super().invoke(ctx)
         except EvalkitError as exc:
-            click.echo(f"evalkit: error: {exc}", err=True)
+            if worker is None:
+                click.echo(f"evalkit: error: {exc}", err=True)
+            elif not getattr(exc, "reported", False):
+                click.echo(f"evalkit: error (rank {worker}): {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("evalkit: interrupted", err=True)
             sys.exit(130)
+
+
+def _worker_rank() -> int | None:
+    """This process's rank when torchrun started it as a rank other than 0, else None."""
+    from evalkit.distributed import launch_env
+
+    try:
+        env = launch_env()
+    except EvalkitError:
+        return None
+    return env.rank if env.distributed and env.rank != 0 else None
+
+
+@contextlib.contextmanager
+def _silenced(on: bool):
+    if not on:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        yield
 
 
 @click.group(cls=EvalkitGroup)

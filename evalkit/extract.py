@@ -5,6 +5,14 @@ says); the main process moves each batch to the device (pinned memory, non-block
 CUDA) and runs the encoder under ``torch.inference_mode`` (and autocast for bf16/fp16). Outputs
 are written in source order into preallocated float32 CPU arrays, so the result does not depend
 on the batch size or the number of workers (torch-fidelity's batch-size-independence property).
+
+Sharded extraction (:func:`extract` with ``shards=``): the images are cut into contiguous
+:class:`~evalkit.distributed.ShardRange` ranges (the same for any number of processes); one
+DataLoader runs over the requested shards back to back, and each shard is handed to
+``on_shard`` as a :class:`Shard` as soon as its last image is encoded, so the caller can write
+it to disk (an interrupted run then resumes from the shards written). :func:`assemble` joins
+shards into the FeatureSet that a plain :func:`extract` returns. A single process extracting
+every shard forms exactly the batches of a plain run, so its features are bit-identical.
 """
 from __future__ import annotations
 
@@ -12,13 +20,16 @@ import logging
 import sys
 import time
 import warnings
+from bisect import bisect_right
 from contextlib import nullcontext
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from evalkit.distributed import ShardRange
 from evalkit.errors import InputError
 from evalkit.featureset import FeatureSet
 from evalkit.imageio import prepare
@@ -89,10 +100,63 @@ def _collate(items) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Shard:
+    """The encoder outputs of one contiguous range ``[start, stop)`` of a source's images.
+
+    Attributes:
+        range: which shard (index, count, start, stop).
+        arrays: output name -> float32 array of the kept rows, in source order (``{}`` when no
+            image of the shard could be read before any output shape was known).
+        kept: source indices of the kept rows, or None when every image was kept.
+        digests: sha256 hex of each kept image's bytes (for the content fingerprint).
+        skipped: (source index, reason) of each unreadable image skipped (``skip_bad``).
+        jpeg: whether any kept image was a JPEG.
+        timing: seconds spent on this shard: ``data_wait_s``, ``forward_s``, ``total_s``.
+    """
+
+    range: ShardRange
+    arrays: dict[str, np.ndarray]
+    kept: list[int] | None
+    digests: list[str]
+    skipped: list[tuple[int, str]]
+    jpeg: bool
+    timing: dict[str, float]
+
+    @property
+    def n_kept(self) -> int:
+        return len(self.digests)
+
+    def to_payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, JSON-able meta): what a shard file stores."""
+        r = self.range
+        meta = {"shard": [r.index, r.count, r.start, r.stop], "kept": self.kept,
+                "digests": list(self.digests), "skipped": [[i, e] for i, e in self.skipped],
+                "jpeg": bool(self.jpeg), "timing": dict(self.timing)}
+        return dict(self.arrays), meta
+
+    @classmethod
+    def from_payload(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "Shard":
+        """Inverse of :meth:`to_payload`; ValueError/KeyError/TypeError when malformed."""
+        index, count, start, stop = (int(v) for v in meta["shard"])
+        kept = meta["kept"]
+        digests = [str(d) for d in meta["digests"]]
+        n_rows = stop - start if kept is None else len(kept)
+        if len(digests) != n_rows or any(a.ndim != 2 or a.shape[0] != n_rows
+                                         for a in arrays.values()):
+            raise ValueError("row counts disagree")
+        return cls(ShardRange(index, count, start, stop), dict(arrays),
+                   None if kept is None else [int(i) for i in kept], digests,
+                   [(int(i), str(e)) for i, e in meta["skipped"]], bool(meta["jpeg"]),
+                   {k: float(v) for k, v in meta["timing"].items()})
+
+
 def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
             device: str | torch.device = "auto", workers: int = 0, precision: str = "fp32",
-            skip_bad: bool = False, quiet: bool = False) -> FeatureSet:
-    """Run ``encoder`` over every image of ``source`` once and keep all of its outputs.
+            skip_bad: bool = False, quiet: bool = False,
+            shards: Sequence[ShardRange] | None = None,
+            on_shard: Callable[[Shard], None] | None = None) -> FeatureSet | list[Shard] | None:
+    """Run ``encoder`` over every image of ``source`` (or of ``shards``) once, keep all outputs.
 
     Args:
         source: a resolved image source (:func:`evalkit.sources.resolve_source`).
@@ -103,12 +167,18 @@ def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
         precision: ``fp32``, or ``bf16``/``fp16`` autocast (outputs are stored as float32).
         skip_bad: warn about and skip unreadable images instead of raising.
         quiet: no progress bar.
+        shards: extract only these ranges (sorted by ``start``, not overlapping), as
+            :class:`Shard` objects instead of a FeatureSet.
+        on_shard: with ``shards``, receives each :class:`Shard` as soon as its last image is
+            encoded (the shards are then not kept here).
 
     Returns:
-        A FeatureSet with one float32 array per encoder output, ``labels`` and ``files``
-        (locators) of the kept images, and ``meta`` with ``n_skipped``, ``skipped``
-        (locators), ``skipped_reasons``, ``kept`` (source indices, None when all kept),
-        ``content_fingerprint``, ``jpeg`` and ``timing`` = {data_wait_s, forward_s, total_s}.
+        Without ``shards``: a FeatureSet with one float32 array per encoder output, ``labels``
+        and ``files`` (locators) of the kept images, and ``meta`` with ``n_skipped``,
+        ``skipped`` (locators), ``skipped_reasons``, ``kept`` (source indices, None when all
+        kept), ``content_fingerprint``, ``jpeg`` and ``timing`` = {data_wait_s, forward_s,
+        total_s}. With ``shards``: the extracted Shards in the order given, or None when
+        ``on_shard`` received them.
 
     Raises:
         InputError: an unreadable image (without ``skip_bad``), or no readable image at all.
@@ -120,19 +190,39 @@ def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
     if not skip_bad and source.bad:
         first = min(source.bad)
         raise InputError(f"{source.display(first)}: {source.bad[first]}")
-    dev = resolve_device(device)
-    n = len(source)
     t_start = time.perf_counter()
+    whole = shards is None
+    ranges = [ShardRange(0, 1, 0, len(source))] if whole else list(shards)
+    done: list[Shard] = []
+    deliver = on_shard if (on_shard is not None and not whole) else done.append
+    if ranges:
+        _run(source, encoder, ranges, deliver, batch_size=batch_size, device=device,
+             workers=workers, precision=precision, skip_bad=skip_bad, quiet=quiet)
+    if not whole:
+        return None if on_shard is not None else done
+    return assemble(source, done, total_s=time.perf_counter() - t_start)
+
+
+def _run(source: Source, encoder: torch.nn.Module, ranges: list[ShardRange],
+         on_shard: Callable[[Shard], None], *, batch_size: int, device, workers: int,
+         precision: str, skip_bad: bool, quiet: bool) -> None:
+    """One DataLoader over ``ranges`` back to back; ``on_shard`` as each range completes."""
+    dev = resolve_device(device)
+    starts = [r.start for r in ranges]
+    if any(b.start < a.stop for a, b in zip(ranges, ranges[1:])):
+        raise ValueError("shards must be sorted by start and must not overlap")
+    indices = [i for r in ranges for i in range(r.start, r.stop)]
     source.open()
     encoder = encoder.to(dev).eval()
-    loader = _loader(source, encoder.preprocess, batch_size, workers, dev)
-    state = _State(n)
+    loader = _loader(source, encoder.preprocess, indices, batch_size, workers, dev)
+    run = _Run(encoder, ranges)
     autocast = (torch.autocast(device_type=dev.type, dtype=PRECISIONS[precision])
                 if PRECISIONS[precision] is not None else nullcontext())
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n, unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True,
-               desc=f"{getattr(encoder, 'name', '') or 'encode'} {source.arg}", leave=False)
+    bar = tqdm(total=len(indices), unit="img", disable=quiet, file=sys.stderr,
+               dynamic_ncols=True, leave=False,
+               desc=f"{getattr(encoder, 'name', '') or 'encode'} {source.arg}")
     try:
         batches = iter(loader)
         while True:
@@ -141,97 +231,201 @@ def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
                 batch = next(batches)
             except StopIteration:
                 break
-            state.data_wait += time.perf_counter() - t0
-            state.record_items(batch, source, skip_bad)
+            run.data_wait += time.perf_counter() - t0
+            run.record(batch, starts, skip_bad)
             for index, images in batch["groups"]:
                 t1 = time.perf_counter()
                 with torch.inference_mode(), autocast:
                     out = encoder(images.to(dev, non_blocking=True))
-                state.store(index.numpy(), out, encoder)
-                state.forward += time.perf_counter() - t1
+                run.store(index.numpy(), out, starts)
+                run.forward += time.perf_counter() - t1
+            run.advance(len(batch["index"]), on_shard)
             bar.update(len(batch["index"]))
     finally:
         bar.close()
-    return state.finish(source, time.perf_counter() - t_start)
 
 
-def _loader(source: Source, preprocess, batch_size: int, workers: int,
+def _loader(source: Source, preprocess, indices: list[int], batch_size: int, workers: int,
             dev: torch.device) -> DataLoader:
-    n_batches = -(-len(source) // batch_size)
+    n_batches = -(-len(indices) // batch_size)
     workers = max(0, min(int(workers), n_batches))
-    return DataLoader(_Images(source, preprocess), batch_size=batch_size, shuffle=False,
+    return DataLoader(_Images(source, preprocess), batch_size=batch_size, sampler=indices,
                       num_workers=workers, collate_fn=_collate,
                       pin_memory=dev.type == "cuda", drop_last=False,
                       prefetch_factor=4 if workers else None)
 
 
-class _State:
-    """Preallocated outputs and bookkeeping of one extraction."""
+class _Run:
+    """Output shapes, timing and the per-shard states of one extraction pass."""
 
-    def __init__(self, n: int):
-        self.n = n
+    def __init__(self, encoder, ranges: list[ShardRange]):
+        self.name = getattr(encoder, "name", "") or type(encoder).__name__
+        self.states = [_ShardState(r) for r in ranges]
+        self.dims: dict[str, int] | None = None
+        self.data_wait = 0.0
+        self.forward = 0.0
+        self.ends = np.cumsum([r.stop - r.start for r in ranges]).tolist()
+        self.rows_done = 0
+        self.flushed = 0
+        self.n_skipped = 0
+        self.mark = (time.perf_counter(), 0.0, 0.0)
+
+    def store(self, index: np.ndarray, out: Any, starts: list[int]) -> None:
+        """Check the encoder's outputs and copy them (as float32) into the shards' rows."""
+        if not isinstance(out, dict) or "features" not in out:
+            raise InputError(f"encoder {self.name}: forward must return a dict with 'features'")
+        if self.dims is None:
+            for key, value in out.items():
+                if value.ndim != 2:
+                    raise InputError(f"encoder {self.name}: output '{key}' has shape "
+                                     f"{tuple(value.shape)}, expected B×D")
+            self.dims = {key: int(value.shape[1]) for key, value in out.items()}
+        values = {}
+        for key, value in out.items():
+            dim = self.dims.get(key)
+            if dim is None or tuple(value.shape) != (len(index), dim):
+                raise InputError(f"encoder {self.name}: output '{key}' has shape "
+                                 f"{tuple(value.shape)}, expected ({len(index)}, {dim})")
+            values[key] = value.detach().float().cpu().numpy()
+        owner = np.searchsorted(np.asarray(starts), index, side="right") - 1
+        for sid in np.unique(owner):
+            rows = owner == sid
+            self.states[sid].store(index[rows], {k: v[rows] for k, v in values.items()},
+                                   self.dims)
+
+    def record(self, batch: dict[str, Any], starts: list[int], skip_bad: bool) -> None:
+        """Note each image's digest, or its error (raised, or skipped with a warning)."""
+        for i, digest, jpeg, err in zip(batch["index"], batch["digest"], batch["jpeg"],
+                                        batch["error"]):
+            state = self.states[bisect_right(starts, i) - 1]
+            if err is None:
+                state.digests[i - state.range.start] = digest
+                state.jpeg |= bool(jpeg)
+                continue
+            if not skip_bad:
+                raise InputError(f"{err} (pass --skip-bad to skip unreadable images)")
+            state.skipped.append((i, err))
+            self.n_skipped += 1
+            if self.n_skipped <= MAX_SKIP_WARNINGS:
+                warnings.warn(f"skipping unreadable image {err}", BadImageWarning, stacklevel=4)
+
+    def advance(self, n_rows: int, on_shard: Callable[[Shard], None]) -> None:
+        """``n_rows`` more images done; hand over every shard that is now complete."""
+        self.rows_done += n_rows
+        while self.flushed < len(self.states) and self.ends[self.flushed] <= self.rows_done:
+            now = time.perf_counter()
+            t_mark, wait_mark, fwd_mark = self.mark
+            timing = {"data_wait_s": self.data_wait - wait_mark,
+                      "forward_s": self.forward - fwd_mark, "total_s": now - t_mark}
+            self.mark = (now, self.data_wait, self.forward)
+            shard = self.states[self.flushed].finish(timing, self.dims)
+            self.states[self.flushed] = None  # free its buffers
+            self.flushed += 1
+            on_shard(shard)
+
+
+class _ShardState:
+    """Preallocated outputs and bookkeeping of one shard during extraction."""
+
+    def __init__(self, rng: ShardRange):
+        self.range = rng
+        n = rng.stop - rng.start
         self.arrays: dict[str, np.ndarray] | None = None
         self.ok = np.zeros(n, dtype=bool)
         self.digests: list[str | None] = [None] * n
         self.jpeg = False
         self.skipped: list[tuple[int, str]] = []
-        self.data_wait = 0.0
-        self.forward = 0.0
 
-    def record_items(self, batch: dict[str, Any], source: Source, skip_bad: bool) -> None:
-        for i, digest, jpeg, err in zip(batch["index"], batch["digest"], batch["jpeg"],
-                                        batch["error"]):
-            if err is None:
-                self.digests[i] = digest
-                self.jpeg |= bool(jpeg)
-                continue
-            if not skip_bad:
-                raise InputError(f"{err} (pass --skip-bad to skip unreadable images)")
-            self.skipped.append((i, err))
-            if len(self.skipped) <= MAX_SKIP_WARNINGS:
-                warnings.warn(f"skipping unreadable image {err}", BadImageWarning, stacklevel=4)
-
-    def store(self, index: np.ndarray, out: Any, encoder) -> None:
-        name = getattr(encoder, "name", "") or type(encoder).__name__
-        if not isinstance(out, dict) or "features" not in out:
-            raise InputError(f"encoder {name}: forward must return a dict with 'features'")
+    def store(self, index: np.ndarray, values: dict[str, np.ndarray],
+              dims: dict[str, int]) -> None:
         if self.arrays is None:
-            self.arrays = {}
-            for key, value in out.items():
-                if value.ndim != 2:
-                    raise InputError(f"encoder {name}: output '{key}' has shape "
-                                     f"{tuple(value.shape)}, expected B×D")
-                self.arrays[key] = np.zeros((self.n, value.shape[1]), dtype=np.float32)
-        for key, value in out.items():
-            target = self.arrays.get(key)
-            if target is None or tuple(value.shape) != (len(index), target.shape[1]):
-                raise InputError(f"encoder {name}: output '{key}' has shape "
-                                 f"{tuple(value.shape)}, expected ({len(index)}, "
-                                 f"{None if target is None else target.shape[1]})")
-            target[index] = value.detach().float().cpu().numpy()
-        self.ok[index] = True
+            n = len(self.ok)
+            self.arrays = {k: np.zeros((n, d), dtype=np.float32) for k, d in dims.items()}
+        local = index - self.range.start
+        for key, value in values.items():
+            self.arrays[key][local] = value
+        self.ok[local] = True
 
-    def finish(self, source: Source, total: float) -> FeatureSet:
-        if len(self.skipped) > MAX_SKIP_WARNINGS:
-            warnings.warn(f"skipped {len(self.skipped)} unreadable images in {source.arg} "
-                          f"(only the first {MAX_SKIP_WARNINGS} were listed)", BadImageWarning,
-                          stacklevel=3)
-        if self.arrays is None or not self.ok.any():
-            raise InputError(f"{source.arg}: none of its {self.n} images could be read")
+    def finish(self, timing: dict[str, float], dims: dict[str, int] | None) -> Shard:
         kept = np.flatnonzero(self.ok)
-        everything = len(kept) == self.n
-        arrays = self.arrays if everything else {k: v[kept] for k, v in self.arrays.items()}
-        labels = None if source.labels is None else source.labels[kept]
-        skipped = sorted(self.skipped)
-        meta = {
-            "n_skipped": len(skipped),
-            "skipped": [source.locators[i] for i, _ in skipped],
-            "skipped_reasons": [err for _, err in skipped],
-            "kept": None if everything else kept.tolist(),
-            "content_fingerprint": content_fingerprint(
-                [source.names[i] for i in kept], [self.digests[i] for i in kept]),
-            "jpeg": self.jpeg,
-            "timing": {"data_wait_s": round(self.data_wait, 4),
-                       "forward_s": round(self.forward, 4), "total_s": round(total, 4)},
-        }
-        return FeatureSet(arrays, labels, meta, source.arg, [source.locators[i] for i in kept])
+        everything = len(kept) == len(self.ok)
+        if self.arrays is None:
+            arrays = {k: np.zeros((0, d), np.float32) for k, d in (dims or {}).items()}
+        else:
+            arrays = self.arrays if everything else {k: v[kept] for k, v in self.arrays.items()}
+        return Shard(self.range, arrays,
+                     None if everything else (kept + self.range.start).tolist(),
+                     [self.digests[i] for i in kept], sorted(self.skipped), self.jpeg, timing)
+
+
+def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None = None
+             ) -> FeatureSet:
+    """Join the shards covering every image of ``source`` into one FeatureSet, in source order.
+
+    The result is what :func:`extract` returns without ``shards`` (same arrays, labels,
+    files and meta keys); ``timing`` sums the shards' data-wait and forward seconds, and
+    ``total_s`` is ``total_s`` when given, else the sum of the shards' totals. The shards are
+    consumed: each one's arrays are released once copied, so the peak memory is the result
+    plus one shard.
+
+    Raises:
+        InputError: the shards do not cover the source exactly, their outputs disagree, or
+            none of the images could be read.
+    """
+    shards = sorted(shards, key=lambda s: s.range.start)
+    n = len(source)
+    edges = [0] + [s.range.stop for s in shards]
+    if [s.range.start for s in shards] != edges[:-1] or edges[-1] != n:
+        raise InputError(f"{source.arg}: the feature shards do not cover its {n} images "
+                         "exactly (rerun with --no-cache)")
+    skipped = sorted(sk for s in shards for sk in s.skipped)
+    if len(skipped) > MAX_SKIP_WARNINGS:
+        warnings.warn(f"skipped {len(skipped)} unreadable images in {source.arg} "
+                      f"(only the first {MAX_SKIP_WARNINGS} were listed)", BadImageWarning,
+                      stacklevel=3)
+    full = [s for s in shards if s.n_kept]
+    if not full:
+        raise InputError(f"{source.arg}: none of its {n} images could be read")
+    keys = list(full[0].arrays)
+    for s in full:
+        if list(s.arrays) != keys or any(s.arrays[k].shape[1] != full[0].arrays[k].shape[1]
+                                         for k in keys):
+            raise InputError(f"{source.arg}: feature shards hold different outputs "
+                             "(rerun with --no-cache)")
+    arrays = _join([s.arrays for s in full], keys)
+    kept_parts = [np.arange(s.range.start, s.range.stop) if s.kept is None
+                  else np.asarray(s.kept, dtype=np.int64) for s in full]
+    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, np.int64)
+    everything = len(kept) == n
+    labels = None if source.labels is None else source.labels[kept]
+    digests = [d for s in full for d in s.digests]
+    timing = {k: sum(s.timing.get(k, 0.0) for s in shards)
+              for k in ("data_wait_s", "forward_s", "total_s")}
+    if total_s is not None:
+        timing["total_s"] = total_s
+    meta = {
+        "n_skipped": len(skipped),
+        "skipped": [source.locators[i] for i, _ in skipped],
+        "skipped_reasons": [err for _, err in skipped],
+        "kept": None if everything else kept.tolist(),
+        "content_fingerprint": content_fingerprint([source.names[i] for i in kept], digests),
+        "jpeg": any(s.jpeg for s in shards),
+        "timing": {k: round(v, 4) for k, v in timing.items()},
+    }
+    return FeatureSet(arrays, labels, meta, source.arg, [source.locators[i] for i in kept])
+
+
+def _join(parts: list[dict[str, np.ndarray]], keys: list[str]) -> dict[str, np.ndarray]:
+    """Rows of ``parts`` stacked per key, releasing each part's arrays once it is copied."""
+    if len(parts) == 1:
+        return {k: parts[0][k] for k in keys}
+    total = sum(p[keys[0]].shape[0] for p in parts)
+    out = {k: np.empty((total, parts[0][k].shape[1]), dtype=parts[0][k].dtype) for k in keys}
+    row = 0
+    for part in parts:
+        m = part[keys[0]].shape[0]
+        for k in keys:
+            out[k][row:row + m] = part[k]
+        part.clear()
+        row += m
+    return out

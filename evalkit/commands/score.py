@@ -8,6 +8,7 @@ import click
 from evalkit.api import default_name, load_source
 from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
+from evalkit.distributed import is_main
 from evalkit.errors import InputError
 from evalkit.outputs import metrics_table, per_sample_path, write_per_sample_csv
 from evalkit.record import write_records
@@ -46,6 +47,8 @@ def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out
     records = []
     for src, set_name in zip(samples, names):
         fake = load_source(src, options, role="samples")
+        if not is_main():  # torchrun: the other ranks only help extract
+            continue
         record, scored = score_set(fake, real, test_fs, config, name=set_name,
                                    ref_name=real.meta.get("reference_name"))
         if per_sample:
@@ -54,6 +57,8 @@ def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out
             base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
             record["per_sample"] = os.path.relpath(os.path.abspath(path), base)
         records.append(record)
+    if not is_main():
+        return
     click.echo(metrics_table(records))
     if out:
         write_records(records, out)
