@@ -79,6 +79,18 @@ def _check_finite(metric: str, value: torch.Tensor, which: str) -> None:
         raise MetricInputError(f"{metric}: {which} features contain NaN or inf")
 
 
+def _mean(x: Any, device: torch.device, metric: str, which: str) -> torch.Tensor:
+    """float64 mean of the rows of ``x``, summed over row chunks; raises on NaN/inf."""
+    n, d = int(x.shape[0]), int(x.shape[1])
+    step = _chunk_rows(d)
+    total = torch.zeros(d, dtype=F64, device=device)
+    for i in range(0, n, step):
+        total += as_tensor(x[i:i + step], device, F64).sum(0)
+    mu = total / n
+    _check_finite(metric, mu, which)
+    return mu
+
+
 def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "generated"):
     """Mean and covariance (N−1) of the rows of ``x`` in float64, accumulated over row chunks.
 
@@ -92,11 +104,7 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
         mu = xt.mean(0)
         _check_finite(metric, mu, which)
         return mu, gram_t(xt - mu) / (n - 1)
-    total = torch.zeros(d, dtype=F64, device=device)
-    for i in range(0, n, step):
-        total += as_tensor(x[i:i + step], device, F64).sum(0)
-    mu = total / n
-    _check_finite(metric, mu, which)
+    mu = _mean(x, device, metric, which)
     cov = torch.zeros(d, d, dtype=F64, device=device)
     for i in range(0, n, step):
         cov += gram_t(as_tensor(x[i:i + step], device, F64) - mu)
@@ -208,6 +216,8 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
         the report, not a result.
     """
     _, ng, d = check_pair("fd_inf", real, fake, 3)
+    if num_points < 2:
+        raise MetricInputError(f"fd_inf: num_points must be >= 2 to fit a line, got {num_points}")
     sizes = fd_inf_sizes(ng, num_points)
     if len(np.unique(sizes)) < 2:
         raise MetricInputError(
@@ -217,7 +227,7 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     mu_r, cov_r = moments(real, dev, "fd_inf", "reference")
     factor = cov_factor(cov_r)
     tr_r = float(torch.trace(cov_r))
-    mu_g, _ = _mean_only(fake, dev)
+    mu_g = _mean(fake, dev, "fd_inf", "generated")
     step = _chunk_rows(d)
     z = torch.empty(ng, d, dtype=F64, device=dev)  # Z = (X − μg) F, computed once
     for i in range(0, ng, step):
@@ -253,12 +263,3 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     return {"fd_inf": intercept, "_curve": {"n": sizes.tolist(), "fd": fds}}
 
 
-def _mean_only(x: Any, device: torch.device):
-    n, d = int(x.shape[0]), int(x.shape[1])
-    step = _chunk_rows(d)
-    total = torch.zeros(d, dtype=F64, device=device)
-    for i in range(0, n, step):
-        total += as_tensor(x[i:i + step], device, F64).sum(0)
-    mu = total / n
-    _check_finite("fd_inf", mu, "generated")
-    return mu, n

@@ -8,18 +8,14 @@ import torch
 
 from evalkit.metrics._registry import register_metric
 from evalkit.metrics._tensor import as_tensor, resolve_device
-from evalkit.metrics.frechet import F64, _check_finite, _chunk_rows, check_pair
+from evalkit.metrics.frechet import F64, _chunk_rows, _mean, check_pair
 
 
 def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor, float]:
     """Mean (float64) and m2 = mean over rows of ‖x − mean‖², divided by D; over row chunks."""
     n, d = int(x.shape[0]), int(x.shape[1])
     step = _chunk_rows(d)
-    total = torch.zeros(d, dtype=F64, device=device)
-    for i in range(0, n, step):
-        total += as_tensor(x[i:i + step], device, F64).sum(0)
-    mu = total / n
-    _check_finite("sw_approx", mu, which)
+    mu = _mean(x, device, "sw_approx", which)
     sq = torch.zeros((), dtype=F64, device=device)
     for i in range(0, n, step):
         c = as_tensor(x[i:i + step], device, F64) - mu
