@@ -154,12 +154,15 @@ class FeatureCache:
         atomic_write_bytes(path, buf.getvalue())
         return path
 
-    def load_shard(self, key: str, rng: Sequence[int]
-                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
-        """(arrays, meta) of a shard written by :meth:`store_shard`, or None when absent.
+    def load_shard(self, key: str, rng: Sequence[int],
+                   parse: Callable[[dict[str, np.ndarray], dict[str, Any]], Any] | None = None
+                   ) -> Any:
+        """(arrays, meta) of a shard written by :meth:`store_shard` (or ``parse(arrays, meta)``
+        when given), or None when absent.
 
-        A shard file that cannot be read, holds another key or range, or fails its checksum is
-        warned about, deleted and reported absent (it is extracted again).
+        A shard file that cannot be read, holds another key or range, fails its checksum, or
+        that ``parse`` rejects (ValueError, KeyError, TypeError) is warned about, deleted and
+        reported absent (it is extracted again).
         """
         index, count, start, stop = (int(v) for v in rng)
         path = self.shard_path(key, index, count)
@@ -176,7 +179,12 @@ class FeatureCache:
             return self._discard(path, "its key or range does not match its file name")
         if stamp.get("checksum") != shard_checksum(arrays, meta):
             return self._discard(path, "checksum mismatch")
-        return arrays, meta
+        if parse is None:
+            return arrays, meta
+        try:
+            return parse(arrays, meta)
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._discard(path, f"malformed: {exc}")
 
     def shard_files(self, key: str) -> list[Path]:
         """The shard files of ``key`` present now (any shard layout), sorted."""

@@ -147,20 +147,22 @@ def rank_device(device: str | torch.device = "auto", env: LaunchEnv | None = Non
 _OWNED = {"group": False}
 
 
-def setup(device: str | torch.device = "auto") -> torch.device:
+def setup(device: str | torch.device = "auto") -> torch.device | None:
     """Initialise the process group once when torchrun started several processes.
 
-    Returns this rank's device (:func:`rank_device`); on CUDA it also becomes the current
-    device, so that a plain ``cuda`` later (the metrics) means this rank's GPU.
+    Returns this rank's device (:func:`rank_device`), or None in a single process (where
+    nothing happens and the device is resolved where it is used, as before). On CUDA the
+    rank's GPU also becomes the current device, so that a plain ``cuda`` later (the metrics on
+    rank 0) means this rank's GPU.
 
     Raises:
-        InputError: torchrun's variables are incomplete (e.g. ``MASTER_ADDR`` missing) or the
-            rendezvous fails.
+        InputError: a device this machine lacks, torchrun's variables incomplete (e.g.
+            ``MASTER_ADDR`` missing), or a failed rendezvous.
     """
     env = launch_env()
-    dev = rank_device(device, env)
     if not env.distributed or not torch.distributed.is_available():
-        return dev
+        return None
+    dev = rank_device(device, env)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if torch.distributed.is_initialized():
@@ -249,7 +251,7 @@ def synced(fn: Callable[[], T]) -> T:
     if not failed:
         return result
     me = torch.distributed.get_rank()
-    exc = error if failed[0] == me else PeerError(f"{reports[failed[0]]} (rank {failed[0]})")
+    exc = error if failed[0] == me else PeerError(f"{reports[failed[0]]} (on rank {failed[0]})")
     if me != 0:
         exc.reported = True
     raise exc

@@ -37,7 +37,7 @@ import numpy as np
 
 from evalkit import __version__
 from evalkit import distributed as dist
-from evalkit.cache import CacheWarning, FeatureCache, cache_key
+from evalkit.cache import FeatureCache, cache_key
 from evalkit.errors import InputError
 from evalkit.extract import BadImageWarning, Shard, assemble, extract
 from evalkit.featureset import FeatureSet, is_feature_file, load_feature_file, save_feature_file
@@ -80,8 +80,7 @@ def load_features(source: str, options: ExtractOptions | None = None) -> Feature
     src, key = _agree(src, key)
     t0 = time.perf_counter()
     if options.use_cache or dist.active():
-        fs = _sharded(src, key, options, identity, prebuilt,
-                      device if dist.active() else options.device)
+        fs = _sharded(src, key, options, identity, prebuilt, device or options.device)
         if fs is None:
             return _placeholder(source)
     else:
@@ -261,14 +260,7 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
 
 
 def _load_shard(cache: FeatureCache, key: str, rng) -> Shard | None:
-    loaded = cache.load_shard(key, rng)
-    if loaded is None:
-        return None
-    try:
-        return Shard.from_payload(*loaded)
-    except (ValueError, KeyError, TypeError) as exc:
-        cache._discard(cache.shard_path(key, rng.index, rng.count), f"malformed: {exc}")
-        return None
+    return cache.load_shard(key, rng, parse=lambda arrays, meta: Shard.from_payload(arrays, meta))
 
 
 def _collect(plan: list, key: str, cache: FeatureCache | None,
