@@ -37,7 +37,7 @@ import numpy as np
 
 from evalkit import __version__
 from evalkit import distributed as dist
-from evalkit.cache import FeatureCache, cache_key
+from evalkit.cache import CacheWarning, FeatureCache, cache_key
 from evalkit.errors import InputError
 from evalkit.extract import BadImageWarning, Shard, assemble, extract
 from evalkit.featureset import FeatureSet, is_feature_file, load_feature_file, save_feature_file
@@ -237,16 +237,25 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
             have[rng.index] = shard
     fail_after = dist.fail_after_shards() if cache is not None else None
     written = [0]
+    unwritable: list[OSError] = []
 
     def on_shard(shard: Shard) -> None:
-        if cache is not None:
-            cache.store_shard(key, shard.range, *shard.to_payload())
+        stored = False
+        if cache is not None and not unwritable:
+            try:
+                cache.store_shard(key, shard.range, *shard.to_payload())
+                stored = True
+            except OSError as exc:  # keep going without resumability, as the cache does
+                unwritable.append(exc)
+                warnings.warn(f"could not write feature shards under {cache.root} ({exc}); "
+                              "continuing without them", CacheWarning, stacklevel=2)
+        if keep or not stored:
+            have[shard.range.index] = shard
+        if stored:
             written[0] += 1
             if fail_after is not None and written[0] >= fail_after:
                 raise RuntimeError(f"${dist.FAIL_AFTER_ENV}={fail_after}: stopping after "
                                    f"{written[0]} shards (test hook)")
-        if keep:
-            have[shard.range.index] = shard
 
     log.info("%s: rank %d extracts %d of its %d shards (%d reused)", src.arg, dist.rank(),
              len(todo), len(mine), len(mine) - len(todo))
