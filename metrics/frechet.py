@@ -74,6 +74,14 @@ def gram_t(a: torch.Tensor) -> torch.Tensor:
     return a.T @ a
 
 
+def _gram_rows2d(a: torch.Tensor) -> torch.Tensor:
+    """``a aᵀ`` (numpy ``syrk`` on CPU)."""
+    if a.device.type == "cpu":
+        an = a.contiguous().numpy()
+        return torch.from_numpy(an @ an.T)
+    return a @ a.T
+
+
 def _check_finite(metric: str, value: torch.Tensor, which: str) -> None:
     if not bool(torch.isfinite(value).all()):
         raise MetricInputError(f"{metric}: {which} features contain NaN or inf")
@@ -129,17 +137,26 @@ def trace_sqrt_eigs(m: torch.Tensor) -> float:
 def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None = None) -> float:
     """‖μr−μg‖² + Tr Σr + Tr Σg − 2 Tr (Σr Σg)^½ from float64 statistics (see module doc)."""
     f = cov_factor(cov_r) if factor_r is None else factor_r
+    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(f.T @ cov_g @ f))
+
+
+def _combine(mu_r, cov_r, mu_g, cov_g, tr_sqrt: float) -> float:
     diff = mu_r - mu_g
-    tr_sqrt = trace_sqrt_eigs(f.T @ cov_g @ f)
     return float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
 
 
 def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:
-    check_pair(metric, real, fake, 2)
+    _, ng, d = check_pair(metric, real, fake, 2)
     dev = resolve_device(device)
     mu_r, cov_r = moments(real, dev, metric, "reference")
     mu_g, cov_g = moments(fake, dev, metric, "generated")
-    return frechet_from_stats(mu_r, cov_r, mu_g, cov_g)
+    if ng >= d:
+        return frechet_from_stats(mu_r, cov_r, mu_g, cov_g)
+    # Fewer samples than dims: Fᵀ Σg F = WᵀW with W = (X − μg) F / sqrt(n−1), whose non-zero
+    # eigenvalues are those of the n×n matrix W Wᵀ: cheaper than two D×D products and a D×D
+    # eigenvalue problem.
+    w = (as_tensor(fake, dev, F64) - mu_g) @ cov_factor(cov_r)
+    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(_gram_rows2d(w) / (ng - 1)))
 
 
 @register_metric(
@@ -196,18 +213,25 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
            device: Any = None) -> dict[str, Any]:
     """FD∞ (Chong & Forsyth 2020, "Effectively unbiased FID and Inception Score and where to find them").
 
-    FD between the full reference and seeded random subsets (without replacement) of the
-    generated set at ``num_points`` sizes ``linspace(min(5000, max(Ng//10, 2)), Ng)`` floored;
-    an ordinary least-squares line of FD against 1/n; the value at 1/n = 0. Same protocol as
-    dgm-eval's ``compute_FD_infinity``, but seeded, and the reference statistics and their
-    factor F (F Fᵀ = Σr) are computed once: the generated set is projected once, Z = (X−μ)F,
-    after which each subset costs one Gram matrix of its rows of Z and one symmetric eigenvalue
-    problem (Fᵀ Σsub F is that Gram matrix, centred, over n−1).
+    FD between the full reference and seeded random subsets (without replacement, drawn
+    independently for each size) of the generated set at ``num_points`` sizes
+    ``linspace(min(5000, max(Ng//10, 2)), Ng)`` floored; an ordinary least-squares line of FD
+    against 1/n; its value at 1/n = 0. The protocol of dgm-eval's ``compute_FD_infinity``, but
+    seeded (numpy ``default_rng(seed)``, one ``choice`` per size, in order).
+
+    Fast path: the reference mean, covariance and factor F (F Fᵀ = Σr) are computed once, and
+    the generated set is projected once, Z = (X − μg) F, with its full Gram matrix Σ zzᵀ. For a
+    subset, Fᵀ Σsub F is the centred Gram matrix of its rows of Z over n−1: accumulated over
+    the subset's rows, or over the complement's and subtracted from the full one when that is
+    shorter; when n < D the n×n Gram matrix of the rows is used instead (same non-zero
+    eigenvalues). Each subset then costs at most min(n, Ng−n) rank-one updates and one
+    symmetric eigenvalue problem; subset means and traces come from one pass with an
+    indicator matrix.
 
     Args:
         real: reference features, N×D.
         fake: generated features, M×D (M >= 3).
-        seed: seeds the subsets (numpy ``default_rng``).
+        seed: seeds the subsets.
         num_points: number of sample sizes on the curve.
         device: torch device.
 
@@ -223,38 +247,45 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
         raise MetricInputError(
             f"fd_inf needs at least 2 distinct sample sizes, got {sizes.tolist()} from {ng} generated samples"
         )
+    rng = seeded_generator(seed)
+    subsets = [np.sort(rng.choice(ng, n, replace=False)) for n in sizes.tolist()]
     dev = resolve_device(device)
     mu_r, cov_r = moments(real, dev, "fd_inf", "reference")
     factor = cov_factor(cov_r)
     tr_r = float(torch.trace(cov_r))
     mu_g = _mean(fake, dev, "fd_inf", "generated")
-    step = _chunk_rows(d)
-    z = torch.empty(ng, d, dtype=F64, device=dev)  # Z = (X − μg) F, computed once
-    for i in range(0, ng, step):
-        z[i:i + step] = (as_tensor(fake[i:i + step], dev, F64) - mu_g) @ factor
 
-    rng = seeded_generator(seed)
+    # One pass over the generated set: Z, its Gram matrix, and per-subset sums of X − μg.
+    member = torch.zeros(ng, len(subsets), dtype=F64, device=dev)
+    for k, idx in enumerate(subsets):
+        member[torch.as_tensor(idx, device=dev), k] = 1.0
+    step = _chunk_rows(d)
+    z = torch.empty(ng, d, dtype=F64, device=dev)
+    gram_all = torch.zeros(d, d, dtype=F64, device=dev)
+    sum_x = torch.zeros(d, len(subsets), dtype=F64, device=dev)
+    sq_x = torch.zeros(len(subsets), dtype=F64, device=dev)
+    for i in range(0, ng, step):
+        xc = as_tensor(fake[i:i + step], dev, F64) - mu_g
+        zc = xc @ factor
+        z[i:i + step] = zc
+        gram_all += gram_t(zc)
+        sum_x += xc.T @ member[i:i + step]
+        sq_x += (xc * xc).sum(1) @ member[i:i + step]
+    del member
+    sum_z_all = z.sum(0)
+
     fds = []
-    for n in sizes.tolist():
-        idx = np.sort(rng.choice(ng, n, replace=False))
-        sum_x = torch.zeros(d, dtype=F64, device=dev)
-        sq_x = torch.zeros((), dtype=F64, device=dev)
-        sum_z = torch.zeros(d, dtype=F64, device=dev)
-        gram_z = torch.zeros(d, d, dtype=F64, device=dev)
-        for i in range(0, n, step):
-            rows = idx[i:i + step]
-            xc = as_tensor(take_rows(fake, rows), dev, F64) - mu_g
-            zc = z[torch.as_tensor(rows, device=dev)]
-            sum_x += xc.sum(0)
-            sq_x += (xc * xc).sum()
-            sum_z += zc.sum(0)
-            gram_z += gram_t(zc)
-        # Statistics centred at μg, the subset mean is a small correction (no cancellation).
-        mean_x, mean_z = sum_x / n, sum_z / n
-        tr_g = float((sq_x - n * (mean_x @ mean_x)) / (n - 1))
-        m = (gram_z - n * torch.outer(mean_z, mean_z)) / (n - 1)
+    for k, idx in enumerate(subsets):
+        n = len(idx)
+        mean_x = sum_x[:, k] / n
+        tr_g = float((sq_x[k] - n * (mean_x @ mean_x)) / (n - 1))
+        if n < d:
+            rows = z[torch.as_tensor(idx, device=dev)]
+            tr_sqrt = trace_sqrt_eigs(_gram_rows2d(rows - rows.mean(0)) / (n - 1))
+        else:
+            tr_sqrt = trace_sqrt_eigs(_subset_scatter(z, idx, gram_all, sum_z_all, step) / (n - 1))
         diff = mu_g + mean_x - mu_r
-        fds.append(float(diff @ diff) + tr_r + tr_g - 2.0 * trace_sqrt_eigs(m))
+        fds.append(float(diff @ diff) + tr_r + tr_g - 2.0 * tr_sqrt)
 
     x = 1.0 / sizes.astype(np.float64)
     y = np.asarray(fds, dtype=np.float64)
@@ -263,3 +294,21 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     return {"fd_inf": intercept, "_curve": {"n": sizes.tolist(), "fd": fds}}
 
 
+def _subset_scatter(z: torch.Tensor, idx: np.ndarray, gram_all: torch.Tensor,
+                    sum_all: torch.Tensor, step: int) -> torch.Tensor:
+    """Σ (z−z̄)(z−z̄)ᵀ over rows ``idx`` of z: from those rows, or from the full Gram matrix
+    minus the complement's when the complement is shorter (no cancellation: the subset holds
+    at least half the rows)."""
+    ng, n = z.shape[0], len(idx)
+    use_complement = ng - n < n
+    rows = np.setdiff1d(np.arange(ng), idx, assume_unique=True) if use_complement else idx
+    gram = torch.zeros_like(gram_all)
+    total = torch.zeros_like(sum_all)
+    for i in range(0, len(rows), step):
+        part = z[torch.as_tensor(rows[i:i + step], device=z.device)]
+        gram += gram_t(part)
+        total += part.sum(0)
+    if use_complement:
+        gram, total = gram_all - gram, sum_all - total
+    mean = total / n
+    return gram - n * torch.outer(mean, mean)

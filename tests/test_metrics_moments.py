@@ -139,6 +139,17 @@ def test_fd_inf_matches_reference_protocol():
     assert out["_curve"]["fd"][-1] == pytest.approx(fd(real, fake)["fd"], rel=1e-10)
 
 
+def test_fd_inf_fewer_samples_than_dims():
+    # the first sizes are below D: their FD comes from the n×n Gram matrix of the rows
+    rng = _rng(17)
+    real, fake = _gauss(rng, 300, 64, mix=0.2), _gauss(rng, 200, 64, shift=0.1)
+    out = fd_inf(real, fake, seed=0)
+    ref, sizes, fds = _fd_inf_reference(real, fake, seed=0)
+    assert sizes[0] < 64 < sizes[-1]
+    np.testing.assert_allclose(out["_curve"]["fd"], fds, rtol=1e-7)
+    assert out["fd_inf"] == pytest.approx(ref, rel=1e-6)
+
+
 def test_fd_inf_seeding():
     rng = _rng(8)
     real, fake = _gauss(rng, 400, 8), _gauss(rng, 300, 8, shift=0.1)
