@@ -101,6 +101,8 @@ def run_one(data: Path, encoder: str, procs: int, args, work: Path, weights: Pat
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: gloo on the loopback
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}",
            f"--master_port={free_port()}", "-m", "evalkit", "features", str(data), "-o",
            str(out), "--encoder", encoder, "--device", args.device, "--workers",

@@ -66,15 +66,20 @@ def _build(arch=None, weights=None, resize="clean", random_init=False, **_):
     return RandConv()
 
 
-if RAND not in ENCODERS:
-    register_encoder(EncoderSpec(
-        name=RAND, factory=_build, description="test-only: seeded random conv net",
-        archs=("c16",), default_arch="c16", outputs={"c16": {"features": 16, "logits": 10}},
-        weights={"c16": None}, input_size={"c16": 24}), preprocess=rand_preprocess)
+def register_rand() -> None:
+    """Register RAND (only when a test needs it, so other files' encoder lists stay as is)."""
+    if RAND not in ENCODERS:
+        register_encoder(EncoderSpec(
+            name=RAND, factory=_build, description="test-only: seeded random conv net",
+            archs=("c16",), default_arch="c16",
+            outputs={"c16": {"features": 16, "logits": 10}}, weights={"c16": None},
+            input_size={"c16": 24}), preprocess=rand_preprocess)
+
 
 if __name__ == "__main__":  # a torchrun worker: the evalkit CLI with RAND registered
     from evalkit.cli import main as _cli_main
 
+    register_rand()
     _cli_main(args=sys.argv[1:], prog_name="evalkit")
     sys.exit(0)
 
@@ -266,6 +271,8 @@ def _free_port() -> int:
 
 def _torchrun(args, env_extra, cwd, entry=("-m", "evalkit")):
     env = dict(os.environ, EVALKIT_SHARD_SIZE="4", OMP_NUM_THREADS="1", **env_extra)
+    if sys.platform.startswith("linux"):  # gloo on the loopback, whatever the hostname says
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -285,33 +292,28 @@ SCORE_ARGS = ("--encoder", RAND, "--device", "cpu", "--workers", "0", "--batch-s
 
 
 def test_two_process_score_equals_one_process(two_sets, monkeypatch):
+    """--no-cache: the shards travel to rank 0 through torch.distributed (no shared folder)."""
+    register_rand()
     tmp = two_sets
     res = _torchrun(["score", tmp / "samples", "--ref", tmp / "ref", *SCORE_ARGS,
-                     "--out", tmp / "r2.json", "--cache-dir", tmp / "c2"],
-                    {}, tmp, entry=(str(HERE),))
+                     "--out", tmp / "r2.json", "--no-cache"], {}, tmp, entry=(str(HERE),))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("precision") == 1, res.stdout  # only rank 0 prints the table
     assert "Traceback" not in res.stderr and "error" not in res.stderr.lower(), res.stderr
     monkeypatch.setenv(dist.SHARD_SIZE_ENV, "4")
     one = CliRunner().invoke(main, [str(a) for a in (
         "score", tmp / "samples", "--ref", tmp / "ref", *SCORE_ARGS, "--out", tmp / "r1.json",
-        "--cache-dir", tmp / "c1", "--quiet")], catch_exceptions=False)
+        "--no-cache", "--quiet")], catch_exceptions=False)
     assert one.exit_code == 0, one.output
     r1, r2 = (json.loads((tmp / f).read_text()) for f in ("r1.json", "r2.json"))
     assert set(r1["metrics"]) == set(r2["metrics"]) == {"fd", "kd", "kd_std", "is", "is_std",
                                                         "precision", "recall"}
-    for k, v in r1["metrics"].items():
+    for k, v in r1["metrics"].items():  # kd's subsets and is's splits depend on row order
         assert r2["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-9), k
+    # same images in the same order (content fingerprints hash every image's bytes in order)
     for part in ("samples", "reference", "encoder", "config"):
         assert r2[part] == r1[part], part
-    # the features rank 0 gathered (its cache entries) equal the single-process ones
-    entries = {p.name: p for p in (tmp / "c2" / "features").glob("*.npz")}
-    assert len(entries) == 2 and not any(".shard-" in n for n in entries)
-    for p1 in (tmp / "c1" / "features").glob("*.npz"):
-        a, b = load_feature_file(p1), load_feature_file(entries[p1.name])
-        assert a.n in (30, 26) and b.meta["shards"]["processes"] == 2
-        for key in a.arrays:
-            np.testing.assert_allclose(b.arrays[key], a.arrays[key], rtol=1e-5, atol=1e-6)
+    assert r1["samples"]["n"] == 30 and r1["reference"]["n"] == 26
 
 
 def test_killed_two_process_run_resumes_missing_shards_only(two_sets, monkeypatch):
