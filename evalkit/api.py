@@ -82,7 +82,8 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
         options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception").
 
     Returns:
-        a Result per sample set (a single Result when ``samples`` is one source).
+        a Result per sample set (a single Result when ``samples`` is one source). Under
+        torchrun, ranks other than 0 only extract and get ``[]`` / None.
     """
     opts = options or ExtractOptions(**extract)
     many = isinstance(samples, (list, tuple))
@@ -96,7 +97,9 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
     results = []
     for i, src in enumerate(sources):
         fake = load_source(src, opts, role="samples")
+        if fake.meta.get("placeholder"):  # a non-zero torchrun rank: rank 0 scores
+            continue
         name = names[i] if names else default_name(src)
         record, scored = score_set(fake, real, test_fs, config, name=name, ref_name=ref_name)
         results.append(Result(record, scored))
-    return results if many else results[0]
+    return results if many else (results[0] if results else None)

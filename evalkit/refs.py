@@ -450,6 +450,8 @@ def add_reference(
                 raise InputError(f"reference {name!r} already has {_describe_entry(found)} "
                                  "features; pass --force to extract them again")
         fs = _load_source(source, options)
+        if fs.meta.get("placeholder"):  # a non-zero torchrun rank: rank 0 stores the reference
+            return {}
         fingerprint = _source_fingerprint(fs.meta, str(src_path))
         ident = _identity(fs.meta, options, extracted=not is_feature_file(src_path))
         entry = dict(ident, stats_only=False, n=fs.n, dim=fs.dim, arrays=sorted(fs.arrays),
