@@ -1,7 +1,9 @@
 """Fréchet distances between Gaussian fits of two feature sets: ``fd``, ``sfid`` and ``fd_inf``.
 
 All statistics are accumulated in float64 over row chunks (no N×N matrix, no float64 copy of a
-whole set), so the same code runs on CPU and GPU with memory O(chunk·D + D²).
+whole set; only ``fd_inf`` keeps one float64 N×D projection), so the same code runs on CPU and
+GPU with memory O(chunk·D + D²). ``moments`` and ``frechet_from_stats`` are also what the scorer
+uses against statistics-only references (mu/sigma files).
 
 The matrix square-root term uses no ``sqrtm``. For any factor F with F Fᵀ = Σr,
 
@@ -100,23 +102,32 @@ def _mean(x: Any, device: torch.device, metric: str, which: str) -> torch.Tensor
 
 
 def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "generated"):
-    """Mean and covariance (N−1) of the rows of ``x`` in float64, accumulated over row chunks.
+    """Mean and covariance (N−1) of the rows of ``x`` in float64, in one pass over row chunks.
+
+    The rows are shifted by the first chunk's mean before the sums (Σ c, Σ c cᵀ), so the final
+    correction n·m mᵀ is small and cancels nothing that matters; with one chunk the shift is
+    the exact mean (the textbook two-pass formula).
 
     Returns:
         (mu, cov): float64 tensors of shape (D,) and (D, D) on ``device``.
     """
     n, d = int(x.shape[0]), int(x.shape[1])
     step = _chunk_rows(d)
-    if n <= step:  # one chunk: convert once
-        xt = as_tensor(x, device, F64)
-        mu = xt.mean(0)
-        _check_finite(metric, mu, which)
-        return mu, gram_t(xt - mu) / (n - 1)
-    mu = _mean(x, device, metric, which)
-    cov = torch.zeros(d, d, dtype=F64, device=device)
+    shift = None
+    total = torch.zeros(d, dtype=F64, device=device)
+    scatter = torch.zeros(d, d, dtype=F64, device=device)
     for i in range(0, n, step):
-        cov += gram_t(as_tensor(x[i:i + step], device, F64) - mu)
-    return mu, cov / (n - 1)
+        chunk = as_tensor(x[i:i + step], device, F64)
+        if shift is None:
+            shift = chunk.mean(0)
+            _check_finite(metric, shift, which)
+        chunk = chunk - shift  # never in place: as_tensor may share memory with the caller's array
+        total += chunk.sum(0)
+        scatter += gram_t(chunk)
+    m = total / n
+    mu = shift + m
+    _check_finite(metric, mu, which)
+    return mu, (scatter - n * torch.outer(m, m)) / (n - 1)
 
 
 def cov_factor(cov: torch.Tensor) -> torch.Tensor:
@@ -135,7 +146,17 @@ def trace_sqrt_eigs(m: torch.Tensor) -> float:
 
 
 def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None = None) -> float:
-    """‖μr−μg‖² + Tr Σr + Tr Σg − 2 Tr (Σr Σg)^½ from float64 statistics (see module doc)."""
+    """‖μr−μg‖² + Tr Σr + Tr Σg − 2 Tr (Σr Σg)^½ from float64 statistics (see module doc).
+
+    Raises:
+        MetricInputError: the means and covariances do not have matching shapes.
+    """
+    d = mu_r.shape[0]
+    if tuple(mu_g.shape) != (d,) or tuple(cov_r.shape) != (d, d) or tuple(cov_g.shape) != (d, d):
+        raise MetricInputError(
+            f"fd: statistics shapes differ: reference mu {tuple(mu_r.shape)} sigma {tuple(cov_r.shape)}, "
+            f"generated mu {tuple(mu_g.shape)} sigma {tuple(cov_g.shape)} (same encoder for both?)"
+        )
     f = cov_factor(cov_r) if factor_r is None else factor_r
     return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(f.T @ cov_g @ f))
 

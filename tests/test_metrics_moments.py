@@ -325,3 +325,14 @@ def test_cmmd_spec_and_errors():
     assert spec.array == "embedding" and spec.fallback == "features"
     with pytest.raises(MetricInputError, match="zero"):
         cmmd(np.zeros((3, 4)), np.ones((3, 4)))
+
+
+def test_frechet_from_stats_matches_fd_and_checks_shapes():
+    rng = _rng(18)
+    x, y = _gauss(rng, 200, 10, mix=0.3), _gauss(rng, 150, 10, shift=0.2)
+    dev = torch.device("cpu")
+    mu_r, cov_r = frechet_mod.moments(x, dev)
+    mu_g, cov_g = frechet_mod.moments(y, dev)
+    assert frechet_mod.frechet_from_stats(mu_r, cov_r, mu_g, cov_g) == pytest.approx(fd(x, y)["fd"], rel=1e-12)
+    with pytest.raises(MetricInputError, match="shapes differ"):
+        frechet_mod.frechet_from_stats(mu_r, cov_r, mu_g[:5], cov_g[:5, :5])
