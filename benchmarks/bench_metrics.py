@@ -333,6 +333,10 @@ def task_metric(task: dict) -> dict:
     """Child: build the arrays, reset the peak-RSS mark, run one side, time it."""
     bench = BENCHES[task["metric"]]
     n, d, n_test, seed = task["n"], task["d"], task["n_test"], task["seed"]
+    if os.environ.get("EVALKIT_BENCH_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["EVALKIT_BENCH_THREADS"]))
     if task["side"] == "evalkit":
         import torch  # noqa: F401  (imported before the timer, like the anchors' libraries)
         from evalkit.metrics import get_metric
@@ -473,6 +477,15 @@ def plan(args) -> list[tuple[str, int, int]]:
     return out
 
 
+def thread_env(threads: int | None) -> dict | None:
+    """Environment pinning the BLAS/OpenMP thread pools of a child (None: library defaults)."""
+    if not threads:
+        return None
+    v = str(threads)
+    return {"OMP_NUM_THREADS": v, "MKL_NUM_THREADS": v, "OPENBLAS_NUM_THREADS": v,
+            "EVALKIT_BENCH_THREADS": v}
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')} load {loadavg()}] {msg}", file=sys.stderr, flush=True)
 
@@ -485,9 +498,9 @@ def run_one(args, results: dict, metric: str, side: str, n: int, d: int, timeout
     task = {"kind": "metric", "metric": metric, "side": side, "n": n, "d": d,
             "n_test": args.n_test, "seed": args.seed}
     log(f"{metric} {side} N={n} D={d} ...")
-    m = measure(os.path.abspath(__file__), task, timeout=timeout)
+    m = measure(os.path.abspath(__file__), task, timeout=timeout, env=thread_env(args.threads))
     rec = {"metric": metric, "side": side, "n": n, "d": d, "n_test": args.n_test,
-           "seed": args.seed, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+           "seed": args.seed, "threads": args.threads, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     if m.get("error"):
         timed_out = "timed out" in m["error"]
         rec.update(status="timeout" if timed_out else "error", error=m["error"][-400:],
@@ -660,6 +673,9 @@ def render(results: dict, info: dict | None) -> str:
     lines = []
     if info:
         lines.append(f"Machine: {describe_machine(info)}")
+    threads = sorted({str(r.get("threads") or "default") for r in results.values() if r.get("status") == "ok"})
+    if threads:
+        lines.append(f"Threads per measurement (BLAS/OpenMP/torch): {', '.join(threads)}")
     loads = [v for r in results.values() for v in (r.get("load_before"), r.get("load_after"))
              if v is not None]
     if loads:
@@ -692,14 +708,15 @@ def full_set(args) -> str:
     log(f"evalkit score --metrics {args.full_metrics} ...")
     m = measure(script, {"kind": "full_set", "dir": str(folder), "seed": args.seed,
                          "metrics": args.full_metrics, "per_sample": args.per_sample},
-                timeout=args.full_timeout)
+                timeout=args.full_timeout, env=thread_env(args.threads))
     files = {p.name: round(p.stat().st_size / GIB, 2) for p in sorted(folder.glob("*.npz"))}
     lines = [f"`evalkit score` on feature files: {args.full_n:,} generated and {args.full_n:,} "
              f"reference samples (features D={args.full_d}, logits {LOGITS_C}, spatial {SPATIAL_D}"
              f"{f', {args.full_classes} classes' if args.full_classes else ''}), test set "
              f"{args.full_test:,} (features); --metrics {args.full_metrics}"
              f"{' --per-sample' if args.per_sample else ''}; files (GiB): {files}",
-             f"load average before/after: {m.get('load_before')} / {m.get('load_after')}", ""]
+             f"load average before/after: {m.get('load_before')} / {m.get('load_after')}; "
+             f"threads: {args.threads or 'default'}", ""]
     if m.get("error"):
         lines.append(f"FAILED: {m['error']}")
         return "\n".join(lines)
@@ -710,7 +727,9 @@ def full_set(args) -> str:
                  f"{'met' if peak < 6 else 'NOT met'}")
     lines.append("")
     per = m.get("metrics_s") or {}
-    rows = [{"metric": k, "s": v, "value": (m.get("metrics") or {}).get(k)} for k, v in per.items()]
+    vals = m.get("metrics") or {}
+    rows = [{"metric": k, "s": v, "value": vals.get(k)} for k, v in per.items()]
+    rows += [{"metric": k, "s": None, "value": v} for k, v in vals.items() if k not in per]
     lines.append(format_table(rows, [("metric", "metric"), ("s", "seconds", ".1f"),
                                      ("value", "value", ".6g")]))
     if m.get("skipped"):
@@ -732,6 +751,9 @@ def parse_args(argv=None):
     p.add_argument("--sides", default="evalkit,anchors", help="evalkit,anchors (or one of them)")
     p.add_argument("--quick", action="store_true", help="smoke run: N=2000, D=256, test 1000")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS/OpenMP/torch threads per measurement (default: the libraries' own, "
+                        "= cores); 1 is steadier on a loaded machine")
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument("--fls-timeout", type=float, default=1500, help="seconds per FLS anchor run")
     p.add_argument("--anchor-max-s", type=float, default=None,
