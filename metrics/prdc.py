@@ -1,26 +1,208 @@
-"""STUB: to be implemented."""
+"""Precision, recall, density, coverage (Naeem et al. 2020) and the realism score (Kynkäänniemi et al. 2019).
 
-def prdc(*args, **kwargs):
-    raise NotImplementedError
+Both are k-nearest-neighbour "manifold" metrics computed with the exact chunked kNN engine of
+:mod:`evalkit.metrics.knn`: no N x N matrix is held, and every comparison is decided as if all
+distances had been computed exactly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from evalkit.errors import MetricInputError
+from evalkit.metrics._registry import register_metric
+from evalkit.metrics.knn import (
+    approx_sq,
+    check_points,
+    compare_dtype,
+    exact_sq,
+    knn_self_sq,
+    prepare,
+    round_like,
+    seeded_subsets,
+    sphere_pass,
+    take,
+    chunk_rows,
+)
+
+_PRDC_KEYS = ("precision", "recall", "density", "coverage")
+_PRDC_DESCRIPTIONS = {
+    "precision": "PRDC precision: share of generated samples inside some real k-NN sphere (Naeem et al. 2020, k=5)",
+    "recall": "PRDC recall: share of real samples inside some generated k-NN sphere (Naeem et al. 2020, k=5)",
+    "density": "PRDC density: real k-NN spheres containing each generated sample, /k, averaged (Naeem et al. 2020)",
+    "coverage": "PRDC coverage: share of real k-NN spheres holding a generated sample (Naeem et al. 2020, k=5)",
+}
 
 
-def precision(*args, **kwargs):
-    raise NotImplementedError
+def _register_prdc(fn):
+    for key in _PRDC_KEYS:
+        fn = register_metric(
+            key,
+            keys=(key,),
+            higher_is_better=True,
+            min_samples=6,
+            description=_PRDC_DESCRIPTIONS[key],
+        )(fn)
+    return fn
 
 
-def recall(*args, **kwargs):
-    raise NotImplementedError
+@_register_prdc
+def prdc(
+    real: Any,
+    fake: Any,
+    *,
+    nearest_k: int = 5,
+    max_samples: int = 10000,
+    seed: int = 0,
+    device: Any = None,
+) -> dict[str, float]:
+    """Precision, recall, density and coverage of generated features against real ones.
+
+    Naeem, Oh, Uh, Choi, Yoo, "Reliable Fidelity and Diversity Metrics for Generative Models",
+    ICML 2020. The radius of each sample's sphere is the distance to its ``nearest_k``-th nearest
+    neighbour within its own set, the sample itself excluded; membership is strict ``<``:
+
+    - precision: share of generated samples inside at least one real sphere;
+    - recall: share of real samples inside at least one generated sphere;
+    - density: number of real spheres holding each generated sample, divided by k, averaged;
+    - coverage: share of real samples whose sphere holds at least one generated sample.
+
+    Equals ``prdc.compute_prdc(real, fake, nearest_k)`` of the ``prdc`` package (clovaai, v0.2)
+    exactly whenever no subsampling happens, including its float32 rounding of distances for
+    float32 features (sklearn ``pairwise_distances``). Sets larger than ``max_samples`` are
+    replaced by seeded subsets (real first, then generated, from ``numpy.random.default_rng(seed)``).
+
+    The four values come from one call; the registry lists four metrics pointing at this function.
+
+    Args:
+        real: N_r x D reference features (numpy array or tensor).
+        fake: N_g x D generated features.
+        nearest_k: k of the k-NN radii (5, as in ``prdc`` and dgm-eval).
+        max_samples: largest number of samples used from each set.
+        seed: seed of the subsets.
+        device: torch device (None: cuda when available).
+
+    Returns:
+        ``{"precision", "recall", "density", "coverage"}`` as floats; higher is better.
+    """
+    k = int(nearest_k)
+    nr = check_points("prdc", "reference", real, k + 1)
+    check_points("prdc", "generated", fake, k + 1, dim=real.shape[1])
+    nf = int(fake.shape[0])
+    ir, jf = seeded_subsets([nr, nf], max_samples, seed)
+    real_s, fake_s = take(real, ir), take(fake, jf)
+    r_cmp, f_cmp = compare_dtype(real_s), compare_dtype(fake_s)
+    cross_cmp = compare_dtype(real_s, fake_s)
+    space, (R, F) = prepare(real_s, fake_s, device=device)
+    r_sq, _ = knn_self_sq(R, space, k, kth_only=True)
+    f_sq, _ = knn_self_sq(F, space, k, kth_only=True)
+    r_rad = round_like(r_sq, r_cmp)
+    f_rad = round_like(f_sq, f_cmp)
+    counts, covered, reached = sphere_pass(
+        F, R, space, r_rad, r_cmp, p_radius=f_rad, cross_cmp=cross_cmp, p_cmp=f_cmp
+    )
+    n_fake, n_real = F.n, R.n
+    return {
+        "precision": int((counts > 0).sum()) / n_fake,
+        "recall": int(reached.sum()) / n_real,
+        "density": (1.0 / float(k)) * (int(counts.sum()) / n_fake),
+        "coverage": int(covered.sum()) / n_real,
+    }
 
 
-def density(*args, **kwargs):
-    raise NotImplementedError
+# The registry keys are the four result keys; each name is the same function object.
+precision = recall = density = coverage = prdc
 
 
-def coverage(*args, **kwargs):
-    raise NotImplementedError
+def realism_scores(
+    real: Any,
+    fake: Any,
+    *,
+    nearest_k: int = 3,
+    max_samples: int = 10000,
+    seed: int = 0,
+    eps: float = 1e-5,
+    device: Any = None,
+    metric: str = "realism",
+) -> torch.Tensor:
+    """Per-generated-sample realism scores (float64 tensor), see :func:`realism`."""
+    k = int(nearest_k)
+    nr = check_points(metric, "reference", real, k + 1)
+    check_points(metric, "generated", fake, 1, dim=real.shape[1])
+    (ir,) = seeded_subsets([nr], max_samples, seed)
+    space, (R, F) = prepare(take(real, ir), fake, device=device)
+    r_sq, _ = knn_self_sq(R, space, k, kth_only=True)
+    radius = torch.sqrt(r_sq)
+    median = torch.quantile(radius, 0.5)
+    keep = torch.nonzero(radius < median).squeeze(1)
+    if keep.numel() == 0:
+        raise MetricInputError(
+            f"{metric}: no reference k-NN radius lies below the median (duplicated reference samples?)"
+        )
+    C = R.rows(keep)
+    rad = radius[keep]
+    inv_r2 = (1.0 / rad.pow(2)).to(space.sdtype)
+    m = min(4, C.n)
+    out = torch.empty(F.n, dtype=torch.float64, device=space.device)
+    step = chunk_rows(C.n, 8)
+    for s in range(0, F.n, step):
+        e = min(s + step, F.n)
+        fc = F.rows(slice(s, e))
+        W = approx_sq(fc, C).mul_(inv_r2.unsqueeze(0))
+        _, cand = torch.topk(W, m, dim=1, largest=False)
+        del W
+        rows = torch.arange(e - s, device=space.device).repeat_interleave(m)
+        cols = cand.reshape(-1)
+        d = torch.sqrt(exact_sq(fc.raw, C.raw, rows, cols))
+        ratio = (rad[cols] / (d + eps)).view(e - s, m)
+        out[s:e] = ratio.max(1).values
+    return out
 
 
-def realism(*args, **kwargs):
-    raise NotImplementedError
+@register_metric(
+    "realism",
+    higher_is_better=True,
+    min_samples=4,
+    description="mean realism score of generated samples (Kynkäänniemi et al. 2019, k=3, spheres below the median radius)",
+)
+def realism(
+    real: Any,
+    fake: Any,
+    *,
+    nearest_k: int = 3,
+    max_samples: int = 10000,
+    seed: int = 0,
+    eps: float = 1e-5,
+    device: Any = None,
+) -> dict[str, float]:
+    """Mean realism score of the generated samples.
 
+    Kynkäänniemi, Karras, Laine, Lehtinen, Aila, "Improved Precision and Recall Metric for
+    Assessing Generative Models", NeurIPS 2019, eq. 3: for a generated feature g,
 
+        R(g) = max_r  radius_k(r) / ||g - r||
+
+    over the reference samples r whose k-NN radius (k-th neighbour, self excluded) lies strictly
+    below the median radius ("we discard half of the hyperspheres with the largest radii").
+    Conventions, as the paper writes them and dgm-eval's ``compute_prdc(realism=True)`` computes
+    them: plain (not squared) Euclidean distances, strict ``< median`` (numpy's median, i.e. the
+    mean of the two middle radii for even N). k=3 is the paper's and the official NVlabs code's
+    neighbourhood size (dgm-eval reuses its PRDC k=5 instead; pass ``nearest_k=5`` for that).
+    The NVlabs code divides *squared* distances (its score is the square of this one) and adds
+    ``eps=1e-5`` to the denominator; ``eps`` is kept here on the plain distance so that an exact
+    copy of a reference sample gets a large finite score instead of infinity.
+
+    The reference is a seeded subset of at most ``max_samples`` (the same subset
+    :func:`prdc` uses for the same seed); every generated sample is scored, in chunks. The argmax
+    is screened in float32 (top 4 candidates by ``d^2 / radius^2``) and the ratio is evaluated in
+    float64 on those candidates.
+
+    Returns:
+        ``{"realism": mean over generated samples}``; higher is better (R >= 1 means the sample
+        lies inside some kept sphere).
+    """
+    scores = realism_scores(
+        real, fake, nearest_k=nearest_k, max_samples=max_samples, seed=seed, eps=eps, device=device
+    )
+    return {"realism": float(scores.mean())}
