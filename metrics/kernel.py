@@ -26,7 +26,11 @@ CMMD_SCALE = 1000.0
 def _gram_rows(a: torch.Tensor) -> torch.Tensor:
     """``a aᵀ`` for each matrix of a (B, m, D) batch; on CPU through numpy's BLAS ``syrk``."""
     if a.device.type == "cpu":
-        return torch.stack([torch.from_numpy(x @ x.T) for x in a.contiguous().numpy()])
+        out = torch.empty(a.shape[0], a.shape[1], a.shape[1], dtype=a.dtype)
+        res = out.numpy()
+        for i, x in enumerate(a.contiguous().numpy()):
+            np.matmul(x, x.T, out=res[i])
+        return out
     return torch.bmm(a, a.transpose(1, 2))
 
 
