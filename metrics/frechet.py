@@ -166,18 +166,33 @@ def _combine(mu_r, cov_r, mu_g, cov_g, tr_sqrt: float) -> float:
     return float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
 
 
+def reference_factor(real: Any, mu_r: torch.Tensor, cov_r: torch.Tensor,
+                     dev: torch.device) -> torch.Tensor:
+    """A factor F (D×k) with F Fᵀ = Σr and as few columns as possible.
+
+    With Nr <= D samples the centred data itself is a factor, (Xr − μr)ᵀ / sqrt(Nr − 1), with
+    k = Nr columns and no D×D factorisation at all; otherwise the Cholesky (or eigen) factor.
+    """
+    nr, d = int(real.shape[0]), int(real.shape[1])
+    if nr <= d:
+        return ((as_tensor(real, dev, F64) - mu_r) / float(np.sqrt(nr - 1))).T.contiguous()
+    return cov_factor(cov_r)
+
+
 def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:
-    _, ng, d = check_pair(metric, real, fake, 2)
+    nr, ng, d = check_pair(metric, real, fake, 2)
     dev = resolve_device(device)
     mu_r, cov_r = moments(real, dev, metric, "reference")
     mu_g, cov_g = moments(fake, dev, metric, "generated")
-    if ng >= d:
+    if ng >= d and nr > d:
         return frechet_from_stats(mu_r, cov_r, mu_g, cov_g)
-    # Fewer samples than dims: Fᵀ Σg F = WᵀW with W = (X − μg) F / sqrt(n−1), whose non-zero
-    # eigenvalues are those of the n×n matrix W Wᵀ: cheaper than two D×D products and a D×D
-    # eigenvalue problem.
-    w = (as_tensor(fake, dev, F64) - mu_g) @ cov_factor(cov_r)
-    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(_gram_rows2d(w) / (ng - 1)))
+    # A set with fewer samples than dims: Fᵀ Σg F = WᵀW / (ng − 1) with W = (Xg − μg) F, whose
+    # non-zero eigenvalues are those of the smaller of WᵀW and W Wᵀ: no D×D eigenproblem.
+    f = reference_factor(real, mu_r, cov_r, dev)
+    step = _chunk_rows(d)
+    w = torch.cat([(as_tensor(fake[i:i + step], dev, F64) - mu_g) @ f for i in range(0, ng, step)])
+    small = _gram_rows2d(w) if ng <= w.shape[1] else gram_t(w)
+    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(small / (ng - 1)))
 
 
 @register_metric(
@@ -272,7 +287,8 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     subsets = [np.sort(rng.choice(ng, n, replace=False)) for n in sizes.tolist()]
     dev = resolve_device(device)
     mu_r, cov_r = moments(real, dev, "fd_inf", "reference")
-    factor = cov_factor(cov_r)
+    factor = reference_factor(real, mu_r, cov_r, dev)
+    k_cols = int(factor.shape[1])
     tr_r = float(torch.trace(cov_r))
     mu_g = _mean(fake, dev, "fd_inf", "generated")
 
@@ -281,8 +297,8 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     for k, idx in enumerate(subsets):
         member[torch.as_tensor(idx, device=dev), k] = 1.0
     step = _chunk_rows(d)
-    z = torch.empty(ng, d, dtype=F64, device=dev)
-    gram_all = torch.zeros(d, d, dtype=F64, device=dev)
+    z = torch.empty(ng, k_cols, dtype=F64, device=dev)
+    gram_all = torch.zeros(k_cols, k_cols, dtype=F64, device=dev)
     sum_x = torch.zeros(d, len(subsets), dtype=F64, device=dev)
     sq_x = torch.zeros(len(subsets), dtype=F64, device=dev)
     for i in range(0, ng, step):
@@ -300,7 +316,7 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
         n = len(idx)
         mean_x = sum_x[:, k] / n
         tr_g = float((sq_x[k] - n * (mean_x @ mean_x)) / (n - 1))
-        if n < d:
+        if n < k_cols:
             rows = z[torch.as_tensor(idx, device=dev)]
             tr_sqrt = trace_sqrt_eigs(_gram_rows2d(rows - rows.mean(0)) / (n - 1))
         else:
