@@ -210,14 +210,23 @@ def fls(
     ti = rng.choice(nt, n, replace=False)
     gi = rng.choice(ng, n, replace=False)
     ri = rng.choice(nr, 2 * n, replace=False)
-    train, base = _tensor(real, ri[:n], dev), _tensor(real, ri[n:], dev)
-    tst, gen = _tensor(test, ti, dev), _tensor(fake, gi, dev)
-    allx = torch.cat([train, base, tst, gen])
-    mean, std = allx.mean(0), allx.std(0)
+    sets = [(real, ri[:n]), (real, ri[n:]), (test, ti), (fake, gi)]
+    # joint mean and (N-1) standard deviation of the 4n rows, accumulated in float64
+    total = torch.zeros(int(real.shape[1]), dtype=torch.float64, device=dev)
+    for x, idx in sets:
+        for s in range(0, n, 4096):
+            total += _tensor(x, idx[s:s + 4096], dev).sum(0)
+    mean = total / (4 * n)
+    var = torch.zeros_like(mean)
+    for x, idx in sets:
+        for s in range(0, n, 4096):
+            var += (_tensor(x, idx[s:s + 4096], dev) - mean).pow(2).sum(0)
+    std = torch.sqrt(var / max(4 * n - 1, 1))
     std[std == 0] = 1.0
-    del allx
-    train, base, tst, gen = ((x - mean) / std for x in (train, base, tst, gen))
-    train, base, tst, gen = (x.to(torch.float32) for x in (train, base, tst, gen))
+    train, base, tst, gen = (
+        torch.cat([((_tensor(x, idx[s:s + 4096], dev) - mean) / std).to(torch.float32) for s in range(0, n, 4096)])
+        for x, idx in sets
+    )
     dim = int(train.shape[1])
 
     d_tg = _sq_dists(train, gen)

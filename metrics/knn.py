@@ -39,6 +39,8 @@ from evalkit.metrics._tensor import resolve_device
 
 # Bytes one chunk of the screening matrix may use (the dominant temporary).
 CHUNK_BYTES = 16 * 2**20
+# The same for bfloat16 screening, whose windows are wider.
+EXTRA_FAST = 24
 # Fewest rows per chunk (keeps the products efficient when rows are very wide).
 MIN_CHUNK_ROWS = 64
 # Bytes one batch of exact (float64, difference-form) pair recomputations may use.
@@ -78,6 +80,28 @@ def _eta(dim: int, dtype: torch.dtype) -> float:
     """Relative error bound of a screened squared distance, in units of |a|^2 + |b|^2."""
     nu = (dim + 16) * _unit_roundoff(dtype)
     return 1.01 * nu / (1.0 - nu) + 1e-15
+
+
+def _eta_bf16(dim: int) -> float:
+    """Error bound of a squared distance screened with a bfloat16 product (fp32 accumulation).
+
+    Rounding both inputs to bfloat16 (unit roundoff 2^-8) moves ``a.b`` by at most
+    ``(2u + u^2) |a||b|``, the float32 accumulation by ``gamma_D |a||b|``, the bfloat16 output by
+    ``u |a.b|``; ``2 |a||b| <= |a|^2 + |b|^2`` turns the ``-2 a.b`` term into the usual form.
+    """
+    u = 2.0**-8
+    return 1.01 * (3 * u + u * u + _eta(dim, torch.float32)) + 1e-12
+
+
+def bf16_products_are_fast(device: torch.device) -> bool:
+    """True on CPUs with native bfloat16 dot products (AVX512-BF16 or AMX), where a bfloat16
+    matrix product is several times faster than a float32 one and accumulates in float32."""
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except Exception:
+        return False
 
 
 def _rounding_margin(dtype: torch.dtype) -> float:
@@ -135,12 +159,19 @@ class Points:
 
 @dataclass
 class Space:
-    """Device, screening dtype and error constant shared by point sets that are compared."""
+    """Device, dtypes and error constant shared by point sets that are compared.
+
+    ``sdtype`` is the dtype of screened squared distances, ``mdtype`` the dtype of the matrix
+    products (``sdtype``, or bfloat16 for the fast nearest-neighbour searches), ``eta`` the
+    relative error bound and ``extra`` the candidates kept beyond k.
+    """
 
     device: torch.device
     sdtype: torch.dtype
     eta: float
     dim: int
+    mdtype: torch.dtype = torch.float32
+    extra: int | None = None
 
 
 def _raw_tensor(x: Any, device: torch.device) -> torch.Tensor:
@@ -160,8 +191,13 @@ def _raw_tensor(x: Any, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def prepare(*arrays: Any, device: Any = None) -> tuple[Space, list[Points]]:
-    """Centre ``arrays`` on their common mean and build screening copies on ``device``."""
+def prepare(*arrays: Any, device: Any = None, fast: bool = False) -> tuple[Space, list[Points]]:
+    """Centre ``arrays`` on their common mean and build screening copies on ``device``.
+
+    With ``fast`` the products run in bfloat16 where that is much faster (CPUs with AVX512-BF16
+    or AMX): the screening is ~100x coarser, which suits nearest-neighbour searches (a few more
+    candidates to refine) but not sphere membership counts.
+    """
     dev = resolve_device(device)
     raws = [_raw_tensor(a, dev) for a in arrays]
     dims = {int(r.shape[1]) for r in raws}
@@ -178,7 +214,9 @@ def prepare(*arrays: Any, device: Any = None) -> tuple[Space, list[Points]]:
     # Any common shift leaves distances unchanged, so the centre may be rounded to the screening
     # dtype first; the centred copy then carries only its own rounding (covered by ``eta``).
     centre = (mean / max(total, 1)).to(sdtype)
-    space = Space(dev, sdtype, _eta(dim, sdtype), dim)
+    space = Space(dev, sdtype, _eta(dim, sdtype), dim, sdtype)
+    if fast and sdtype == torch.float32 and bf16_products_are_fast(dev):
+        space = Space(dev, sdtype, _eta_bf16(dim), dim, torch.bfloat16, extra=EXTRA_FAST)
     pts = []
     for r in raws:
         scr = torch.empty(r.shape, dtype=sdtype, device=dev)
@@ -191,6 +229,8 @@ def prepare(*arrays: Any, device: Any = None) -> tuple[Space, list[Points]]:
                 c.copy_(r[s:s + step] - centre.to(r.dtype))
             c64 = c.to(torch.float64)
             sq[s:s + step] = torch.einsum("ij,ij->i", c64, c64)
+        if space.mdtype != sdtype:
+            scr = scr.to(space.mdtype)
         pts.append(Points(r, scr, sq, sq.to(sdtype)))
     return space, pts
 
@@ -210,7 +250,10 @@ def chunk_rows(n_cols: int, itemsize: int = 4, budget: int | None = None) -> int
 
 def approx_sq(a: Points, b: Points) -> torch.Tensor:
     """Screened squared distances ``|a|^2 + |b|^2 - 2 a.b`` (rows of ``a`` x rows of ``b``)."""
-    s = torch.addmm(b.sq_s.unsqueeze(0), a.scr, b.scr.T, beta=1.0, alpha=-2.0)
+    if a.scr.dtype == torch.bfloat16:
+        s = torch.add(b.sq_s.unsqueeze(0), torch.mm(a.scr, b.scr.T), alpha=-2.0)
+    else:
+        s = torch.addmm(b.sq_s.unsqueeze(0), a.scr, b.scr.T, beta=1.0, alpha=-2.0)
     s += a.sq_s.unsqueeze(1)
     return s
 
@@ -275,7 +318,7 @@ def knn_sq(
     nb = base.n - (0 if exclude is None else 1)
     if k > nb:
         raise ValueError(f"k={k} neighbours requested from {nb} points")
-    kp = min(k + EXTRA, nb)
+    kp = min(k + (EXTRA if space.extra is None else space.extra), nb)
     b_max = float(base.sq.max())
     out_v = torch.empty(query.n, k, dtype=torch.float64, device=space.device)
     out_i = torch.empty(query.n, k, dtype=torch.int64, device=space.device)
@@ -341,7 +384,7 @@ def knn_self_sq(
     n = points.n
     if k > n - 1:
         raise ValueError(f"k={k} neighbours requested from {n - 1} other points")
-    kp = min(k + EXTRA, n - 1)
+    kp = min(k + (EXTRA if space.extra is None else space.extra), n - 1)
     dev = space.device
     inf = float("inf")
     st_v = torch.full((n, kp), inf, dtype=space.sdtype, device=dev)
@@ -444,6 +487,8 @@ def sphere_pass(
         reached: per centre, whether it lies strictly inside some point's sphere
         (``d(p, c) < p_radius[p]``), or None without ``p_radius``.
     """
+    if space.mdtype == torch.bfloat16:
+        raise ValueError("sphere_pass needs float32 or float64 screening (prepare(..., fast=False))")
     dev = space.device
     counts = torch.zeros(pts.n, dtype=torch.int64, device=dev)
     covered = torch.zeros(centres.n, dtype=torch.bool, device=dev)
@@ -513,7 +558,7 @@ def kth_neighbour_distance(
             n = len(x)
             return torch.zeros(n, dtype=torch.float64, device=resolve_device(device))
         k = k - 1
-    space, (p,) = prepare(x, device=device)
+    space, (p,) = prepare(x, device=device, fast=k == 1)
     sq, _ = knn_self_sq(p, space, k, kth_only=True)
     return torch.sqrt(sq)
 
@@ -531,7 +576,7 @@ def nearest(
         (distances, indices): float64 and int64 tensors of shape ``len(query) x k``, ascending
         per row, ties broken by the lower base index.
     """
-    space, (q, b) = prepare(query, base, device=device)
+    space, (q, b) = prepare(query, base, device=device, fast=k == 1)
     sq, idx = knn_sq(q, b, space, k)
     return torch.sqrt(sq), idx
 

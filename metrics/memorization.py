@@ -33,7 +33,7 @@ def authenticity(real: Any, fake: Any, *, device: Any = None) -> tuple[torch.Ten
     Returns:
         (nn_index int64, nn_distance float64, authentic bool), one entry per generated sample.
     """
-    space, (R, F) = prepare(real, fake, device=device)
+    space, (R, F) = prepare(real, fake, device=device, fast=True)
     d_sq, idx = knn_sq(F, R, space, 1)
     d_sq, idx = d_sq[:, 0], idx[:, 0]
     hubs = torch.unique(idx)
