@@ -466,6 +466,14 @@ def knn_self_sq(
 # spheres
 
 
+def bf16_twins(space: Space, *sets: Points) -> tuple[Space, list[Points]] | None:
+    """The same prepared sets with bfloat16 product copies, where those are fast (else None)."""
+    if space.mdtype != torch.float32 or not bf16_products_are_fast(space.device):
+        return None
+    fast = Space(space.device, space.sdtype, _eta_bf16(space.dim), space.dim, torch.bfloat16, EXTRA_FAST)
+    return fast, [Points(p.raw, p.scr.to(torch.bfloat16), p.sq, p.sq_s) for p in sets]
+
+
 def sphere_pass(
     pts: Points,
     centres: Points,
@@ -475,11 +483,19 @@ def sphere_pass(
     p_radius: torch.Tensor | None = None,
     cross_cmp: torch.dtype = torch.float64,
     p_cmp: torch.dtype | None = None,
+    fast: tuple[Space, list[Points]] | None = None,
+    max_uncertain: float = 24.0,
 ):
     """Exact strict-``<`` sphere membership between two sets, in one chunked pass.
 
     ``d(p, c)`` is compared as ``round_like(d^2, cross_cmp)``; radii are given as already rounded
     distances (float64 tensors) together with the dtype they were rounded for.
+
+    With ``fast`` (bfloat16 twins of ``pts`` and ``centres`` from :func:`bf16_twins`) the chunks
+    are screened with bfloat16 products as long as the pairs left undecided stay below
+    ``max_uncertain`` per point (data whose distances spread out); once a chunk exceeds it (data
+    whose distances concentrate, where the coarse screen decides too little) the remaining chunks
+    use the float32 sets. Either way every decision is exact.
 
     Returns:
         counts: per point, the number of centres ``c`` with ``d(p, c) < c_radius[c]``;
@@ -487,8 +503,6 @@ def sphere_pass(
         reached: per centre, whether it lies strictly inside some point's sphere
         (``d(p, c) < p_radius[p]``), or None without ``p_radius``.
     """
-    if space.mdtype == torch.bfloat16:
-        raise ValueError("sphere_pass needs float32 or float64 screening (prepare(..., fast=False))")
     dev = space.device
     counts = torch.zeros(pts.n, dtype=torch.int64, device=dev)
     covered = torch.zeros(centres.n, dtype=torch.bool, device=dev)
@@ -496,39 +510,44 @@ def sphere_pass(
     margin = _rounding_margin(torch.float32 if torch.float32 in (c_cmp, cross_cmp, p_cmp) else torch.float64)
     c_sq = c_radius.to(torch.float64).pow(2)
     c_lo_base = c_sq - margin * c_sq
-    c_eta_sq = space.eta * centres.sq
     p_sq_all = None if p_radius is None else p_radius.to(torch.float64).pow(2)
+    c_max = float(centres.sq.max())
+    tier = (fast[0], fast[1][0], fast[1][1]) if fast is not None else (space, pts, centres)
     step = chunk_rows(centres.n, 4 if space.sdtype == torch.float32 else 8)
     for s in range(0, pts.n, step):
         e = min(s + step, pts.n)
-        pc = pts.rows(slice(s, e))
-        S = approx_sq(pc, centres)
-        bc = c_eta_sq + space.eta * float(pc.sq.max())
-        lo = (c_lo_base - bc).to(space.sdtype)
-        hi = (c_sq + bc).to(space.sdtype)
+        sp, pc, cc = tier[0], tier[1].rows(slice(s, e)), tier[2]
+        S = approx_sq(pc, cc)
+        bc = sp.eta * (cc.sq + float(pc.sq.max()))
+        lo = (c_lo_base - bc).to(sp.sdtype)
+        hi = (c_sq + bc).to(sp.sdtype)
         sure = S < lo.unsqueeze(0)
         maybe = S <= hi.unsqueeze(0)
         counts[s:e] += sure.sum(1)
         covered |= sure.any(0)
         unc_r, unc_c = torch.nonzero(maybe ^ sure, as_tuple=True)
-        if unc_r.numel():
-            d = round_like(exact_sq(pc.raw, centres.raw, unc_r, unc_c), cross_cmp)
+        n_unc = unc_r.numel()
+        if n_unc:
+            d = round_like(exact_sq(pc.raw, cc.raw, unc_r, unc_c), cross_cmp)
             ins = d < c_radius[unc_c]
             counts[s:e] += torch.bincount(unc_r[ins], minlength=e - s)
             covered[unc_c[ins]] = True
         if p_radius is not None:
             p_sq = p_sq_all[s:e]
-            bp = space.eta * (pc.sq + float(centres.sq.max()))
-            lo = (p_sq - margin * p_sq - bp).to(space.sdtype)
-            hi = (p_sq + bp).to(space.sdtype)
+            bp = sp.eta * (pc.sq + c_max)
+            lo = (p_sq - margin * p_sq - bp).to(sp.sdtype)
+            hi = (p_sq + bp).to(sp.sdtype)
             sure = S < lo.unsqueeze(1)
             reached |= sure.any(0)
             unc_r, unc_c = torch.nonzero((S <= hi.unsqueeze(1)) ^ sure, as_tuple=True)
+            n_unc += unc_r.numel()
             if unc_r.numel():
-                d = round_like(exact_sq(pc.raw, centres.raw, unc_r, unc_c), cross_cmp)
+                d = round_like(exact_sq(pc.raw, cc.raw, unc_r, unc_c), cross_cmp)
                 ins = d < p_radius[s:e][unc_r]
                 reached[unc_c[ins]] = True
         del S
+        if tier[0] is not space and n_unc > max_uncertain * (e - s):
+            tier = (space, pts, centres)
     return counts, covered, reached
 
 

@@ -14,6 +14,7 @@ from evalkit.errors import MetricInputError
 from evalkit.metrics._registry import register_metric
 from evalkit.metrics.knn import (
     approx_sq,
+    bf16_twins,
     check_points,
     compare_dtype,
     exact_sq,
@@ -100,7 +101,8 @@ def prdc(
     r_rad = round_like(r_sq, r_cmp)
     f_rad = round_like(f_sq, f_cmp)
     counts, covered, reached = sphere_pass(
-        F, R, space, r_rad, r_cmp, p_radius=f_rad, cross_cmp=cross_cmp, p_cmp=f_cmp
+        F, R, space, r_rad, r_cmp, p_radius=f_rad, cross_cmp=cross_cmp, p_cmp=f_cmp,
+        fast=bf16_twins(space, F, R),
     )
     n_fake, n_real = F.n, R.n
     return {

@@ -99,6 +99,29 @@ def test_chunked_knn_equals_brute_force(monkeypatch, chunk_bytes, extra, fast):
         assert np.array_equal(idx.numpy(), order_q)
 
 
+@pytest.mark.parametrize("max_uncertain", [0.0, 1e9])
+def test_sphere_pass_bf16_screen_and_fallback_are_exact(monkeypatch, max_uncertain):
+    """Sphere counts screened by bfloat16 products (kept throughout, or abandoned for float32
+    after the first chunk) equal the float32-screened ones and brute force."""
+    monkeypatch.setattr(knn, "CHUNK_BYTES", 4000)
+    monkeypatch.setattr(knn, "MIN_CHUNK_ROWS", 1)
+    g = rng(21)
+    pts, cen = g.standard_normal((150, 24)), g.standard_normal((120, 24))
+    p_rad, c_rad = np.full(150, 6.0), np.sqrt(np.sort(brute_sq(cen, cen), 1)[:, 3])
+    space, (P, C) = knn.prepare(pts, cen, device=CPU)
+    fast = knn.Space(space.device, torch.float32, knn._eta_bf16(24), 24, torch.bfloat16, knn.EXTRA_FAST)
+    twins = (fast, [knn.Points(p.raw, p.scr.to(torch.bfloat16), p.sq, p.sq_s) for p in (P, C)])
+    cr, pr = torch.as_tensor(c_rad), torch.as_tensor(p_rad)
+    ref = knn.sphere_pass(P, C, space, cr, torch.float64, p_radius=pr)
+    got = knn.sphere_pass(P, C, space, cr, torch.float64, p_radius=pr, fast=twins, max_uncertain=max_uncertain)
+    for a, b in zip(ref, got):
+        assert torch.equal(a, b)
+    d = np.sqrt(brute_sq(pts, cen))
+    assert np.array_equal(ref[0].numpy(), (d < c_rad[None, :]).sum(1))
+    assert np.array_equal(ref[1].numpy(), (d < c_rad[None, :]).any(0))
+    assert np.array_equal(ref[2].numpy(), (d < p_rad[:, None]).any(0))
+
+
 def test_kth_neighbour_distance_matches_prdc_radii():
     prdc_pkg = pytest.importorskip("prdc.prdc")
     x = rng(4).standard_normal((300, 24))
