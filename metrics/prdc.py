@@ -12,6 +12,7 @@ import torch
 
 from evalkit.errors import MetricInputError
 from evalkit.metrics._registry import register_metric
+from evalkit.metrics import knn as _knn
 from evalkit.metrics.knn import (
     approx_sq,
     bf16_twins,
@@ -117,6 +118,33 @@ def prdc(
 precision = recall = density = coverage = prdc
 
 
+def _realism_candidates(space, fc, cc, rad: torch.Tensor, eps: float):
+    """(row, column) pairs that may hold each row's maximum of ``rad / (d + eps)``.
+
+    Screens ``W = d^2 / rad^2`` (smaller is better); with ``beta`` the screening error bound
+    scaled by the largest ``1 / rad^2`` and ``e = eps / min(rad)``, every column that could win
+    satisfies ``W <= (sqrt(W_min + beta) + e)^2 + beta``.
+    """
+    inv_r2 = 1.0 / rad.pow(2)
+    W = approx_sq(fc, cc).mul_(inv_r2.to(space.sdtype).unsqueeze(0))
+    beta = space.eta * (fc.sq + float(cc.sq.max())) * float(inv_r2.max())
+    e = eps / float(rad.min())
+    kp = min(1 + (_knn.EXTRA if space.extra is None else space.extra), cc.n)
+    v, ix = torch.topk(W, kp, dim=1, largest=False, sorted=True)
+    w_min = v[:, 0].to(torch.float64).clamp_min(0)
+    thr = (torch.sqrt(w_min + beta) + e).pow(2) + beta
+    inside = v.to(torch.float64) <= thr.unsqueeze(1)
+    over = inside[:, -1].clone() if kp < cc.n else torch.zeros_like(inside[:, -1])
+    inside[over] = False
+    r1, j1 = torch.nonzero(inside, as_tuple=True)
+    rows, cols = r1, ix[r1, j1]
+    if bool(over.any()):
+        orow = torch.nonzero(over).squeeze(1)
+        r2, c2 = torch.nonzero(W[orow].to(torch.float64) <= thr[orow].unsqueeze(1), as_tuple=True)
+        rows, cols = torch.cat([rows, orow[r2]]), torch.cat([cols, c2])
+    return rows, cols
+
+
 def realism_scores(
     real: Any,
     fake: Any,
@@ -144,21 +172,20 @@ def realism_scores(
         )
     C = R.rows(keep)
     rad = radius[keep]
-    inv_r2 = (1.0 / rad.pow(2)).to(space.sdtype)
-    m = min(4, C.n)
+    twins = bf16_twins(space, F, C)
+    tier = (twins[0], twins[1][0], twins[1][1]) if twins is not None else (space, F, C)
     out = torch.empty(F.n, dtype=torch.float64, device=space.device)
     step = chunk_rows(C.n, 8)
     for s in range(0, F.n, step):
         e = min(s + step, F.n)
-        fc = F.rows(slice(s, e))
-        W = approx_sq(fc, C).mul_(inv_r2.unsqueeze(0))
-        _, cand = torch.topk(W, m, dim=1, largest=False)
-        del W
-        rows = torch.arange(e - s, device=space.device).repeat_interleave(m)
-        cols = cand.reshape(-1)
-        d = torch.sqrt(exact_sq(fc.raw, C.raw, rows, cols))
-        ratio = (rad[cols] / (d + eps)).view(e - s, m)
-        out[s:e] = ratio.max(1).values
+        sp, fc, cc = tier[0], tier[1].rows(slice(s, e)), tier[2]
+        rows, cols = _realism_candidates(sp, fc, cc, rad, eps)
+        d = torch.sqrt(exact_sq(fc.raw, cc.raw, rows, cols))
+        ratio = rad[cols] / (d + eps)
+        best = torch.full((e - s,), -torch.inf, dtype=torch.float64, device=space.device)
+        out[s:e] = best.scatter_reduce_(0, rows, ratio, reduce="amax")
+        if tier[0] is not space and rows.numel() > 32 * (e - s):  # coarse screen too coarse here
+            tier = (space, F, C)
     return out
 
 
@@ -196,9 +223,9 @@ def realism(
     copy of a reference sample gets a large finite score instead of infinity.
 
     The reference is a seeded subset of at most ``max_samples`` (the same subset
-    :func:`prdc` uses for the same seed); every generated sample is scored, in chunks. The argmax
-    is screened in float32 (top 4 candidates by ``d^2 / radius^2``) and the ratio is evaluated in
-    float64 on those candidates.
+    :func:`prdc` uses for the same seed); every generated sample is scored, in chunks. The maximum
+    is exact: ``d^2 / radius^2`` is screened with low-precision products under a rigorous error
+    bound and the ratio is evaluated in float64 for every reference sample that could attain it.
 
     Returns:
         ``{"realism": mean over generated samples}``; higher is better (R >= 1 means the sample
