@@ -20,6 +20,17 @@ more on consumer GPUs); with the refinement the float32 pass gives float64 answe
 matrix products are allowed to use reduced precision (TF32 on CUDA, bf16 in oneDNN), the screening
 runs in float64 instead, because the bound above would not hold.
 
+On CPUs with native bfloat16 dot products (AVX512-BF16, AMX) a bfloat16 product is ~4x faster
+than a float32 one. Nearest-neighbour searches (``prepare(..., fast=True)``), the PRDC cross pass
+and the realism maximum screen with it first: the bound becomes ``~3 * 2^-8`` relative (inputs and
+output rounded to bfloat16, float32 accumulation as oneDNN and torch's own kernels do), so more
+pairs are refined, and the sphere/realism passes fall back to float32 screening as soon as a chunk
+leaves too many pairs undecided (data whose distances concentrate). Answers stay exact.
+
+Exact means: as computed from the inputs in float64 in difference form. Only pairs whose exact
+distances tie (duplicated or lattice-valued points) can be decided differently from a library that
+computes ``|a|^2 + |b|^2 - 2 a.b`` in float64, whose last-bit noise breaks such ties arbitrarily.
+
 The ``prdc`` package compares sklearn ``pairwise_distances`` with strict ``<``. sklearn computes
 distances of float32 inputs in float64 and then rounds the squared distance to float32 and takes a
 float32 square root. ``round_like`` reproduces that rounding so that ties at float32 resolution
