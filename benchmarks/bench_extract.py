@@ -56,9 +56,8 @@ from _common import (Stopwatch, child_main, describe_machine, format_table,  # n
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 DATA_VERSION = "evalkit.bench.images/1"
 BASE_PIPELINES = ("evalkit", "pytorch-fid", "torch-fidelity")
-PROTOTYPES = ("evalkit+cl", "evalkit+cl+fold", "evalkit+compile", "evalkit+bf16",
-              "evalkit+cl+fold+bf16")
-VARIANT_TOKENS = {"cl", "fold", "compile", "bf16", "fp16", "legacy", "t1"}
+PROTOTYPES = ("evalkit+cl+fold", "evalkit+jit", "evalkit+compile", "evalkit+cl+fold+bf16")
+VARIANT_TOKENS = {"cl", "fold", "jit", "compile", "bf16", "fp16", "legacy", "t1"}
 
 
 # ============================================================================ data
@@ -214,14 +213,37 @@ def _torch_fidelity_model(weights: str):
                                        feature_extractor_weights_path=weights).eval()
 
 
-def apply_variants(encoder, tokens: set[str]):
+def _traced_net_class():
+    import torch
+
+    class TracedNet(torch.nn.Module):
+        """A frozen TorchScript trace of the Inception body; keeps ``fc`` for the logits."""
+
+        def __init__(self, net, example):
+            super().__init__()
+            torch.jit.enable_onednn_fusion(True)
+            with torch.no_grad():
+                self.traced = torch.jit.freeze(torch.jit.trace(net.eval(), example,
+                                                               check_trace=False))
+                for _ in range(3):  # TorchScript profiles, then fuses, on the first calls
+                    self.traced(example)
+            self.fc = net.fc
+
+        def forward(self, x):
+            return self.traced(x)
+    return TracedNet
+
+
+def apply_variants(encoder, tokens: set[str], example_batch=None):
     """Prototype changes applied to a built evalkit encoder from the outside (no evalkit edit).
 
     ``fold``: every Conv+BN pair of the Inception body becomes one conv with a bias
     (``torch.nn.utils.fusion.fuse_conv_bn_eval``). ``cl``: weights and each input batch in
     ``channels_last`` (NHWC), the layout oneDNN's CPU convolutions run fastest in.
-    ``compile``: ``torch.compile`` of the network with Inductor's ``freezing`` (compiled on
-    the warm-up batch, so the compile time shows in ``setup s``).
+    ``jit``: the network traced with TorchScript, frozen, and run with oneDNN Graph fusion
+    (``torch.jit.enable_onednn_fusion``; CPU only; conv+BN+ReLU and concat fusion, weights
+    pre-packed). ``compile``: ``torch.compile`` of the network with Inductor's ``freezing``
+    (compiled on the warm-up batch, so the compile time shows in ``setup s``).
     """
     import torch
 
@@ -237,6 +259,10 @@ def apply_variants(encoder, tokens: set[str]):
         net.to(memory_format=torch.channels_last)
         forward = net.forward
         net.forward = lambda x: forward(x.contiguous(memory_format=torch.channels_last))
+    if "jit" in tokens:
+        if example_batch is None:
+            example_batch = torch.zeros(8, 3, 299, 299)
+        encoder.net = _traced_net_class()(net, example_batch.to(net.fc.weight.device))
     if "compile" in tokens:
         import torch._inductor.config as inductor_config
 
@@ -288,10 +314,10 @@ def _setup_evalkit(task, tokens, dev):
     resize = "legacy" if "legacy" in tokens else "clean"
     precision = "bf16" if "bf16" in tokens else "fp16" if "fp16" in tokens else "fp32"
     encoder = _evalkit_encoder(task["encoder"], task.get("weights"), resize, task.get("arch"))
-    encoder = apply_variants(encoder.to(dev), tokens)
-    src = resolve_source(task["images"])
     size = encoder.preprocess.size if resize == "clean" else task["size"]
     warm = torch.rand(task["batch_size"], 3, size, size, device=dev) * 255
+    encoder = apply_variants(encoder.to(dev), tokens, 2 * warm / 255 - 1)
+    src = resolve_source(task["images"])
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16"
                                else torch.float16) if precision != "fp32" else None)
     with torch.inference_mode():
@@ -415,7 +441,8 @@ def task_profile(task: dict) -> dict:
     x299 = torch.rand(b, 3, 299, 299, device=dev) * 255
     xnat = torch.rand(b, 3, size, size, device=dev)
     fresh = lambda tokens: apply_variants(  # noqa: E731
-        _evalkit_encoder("inception", task["weights"], "clean").to(dev), tokens)
+        _evalkit_encoder("inception", task["weights"], "clean").to(dev), tokens,
+        2 * x299 / 255 - 1)
     nets = {
         "pytorch-fid InceptionV3 (+ bilinear resize in-net)":
             (_pytorch_fid_model(task["weights"]).to(dev), xnat, None),
@@ -426,25 +453,46 @@ def task_profile(task: dict) -> dict:
         "evalkit inception +cl": (fresh({"cl"}), x299, None),
         "evalkit inception +fold": (fresh({"fold"}), x299, None),
         "evalkit inception +cl+fold": (fresh({"cl", "fold"}), x299, None),
+        **({"evalkit inception +jit (oneDNN Graph)": (fresh({"jit"}), x299, None)}
+           if dev.type == "cpu" else {}),
         "evalkit inception +bf16 autocast": (enc, x299, torch.bfloat16),
         "evalkit inception +cl+fold+bf16 autocast": (fresh({"cl", "fold"}), x299,
                                                      torch.bfloat16),
     }
-    times = {name: [] for name in nets}
+    network = _time_networks(nets, dev, task["reps"])
+    network_1t = None
+    if dev.type == "cpu":  # one thread: no OpenMP barrier stalls when the machine is shared
+        torch.set_num_threads(1)
+        network_1t = _time_networks(nets, dev, task["reps"])
+        torch.set_num_threads(threads)
+    return {"data_ms_per_image": data, "network_ms_per_image": network,
+            "network_1thread_ms_per_image": network_1t,
+            "torch_threads": torch.get_num_threads(), "images": m, "net_batch": b,
+            "reps": task["reps"], "npix": int(np.prod(rgbs[0].shape))}
+
+
+def _time_networks(nets: dict, dev, reps: int) -> dict:
+    """name -> {"wall": best wall ms/img, "cpu": best process-CPU ms/img}, variants
+    interleaved so that a change of load hits all of them."""
+    import torch
+
+    walls = {name: [] for name in nets}
+    cpus = {name: [] for name in nets}
     with torch.inference_mode():
         for model, x, dtype in nets.values():  # warm-up
             with _autocast(dev, dtype):
                 model(x)
-        for _ in range(task["reps"]):  # interleaved, so load changes hit every variant
+        for _ in range(reps):
             for name, (model, x, dtype) in nets.items():
-                with Stopwatch() as sw, _autocast(dev, dtype):
+                c0, t0 = time.process_time(), time.perf_counter()
+                with _autocast(dev, dtype):
                     model(x)
-                    _sync(dev)
-                times[name].append(sw.wall_s)
-    network = {name: 1000 * min(t) / b for name, t in times.items()}
-    return {"data_ms_per_image": data, "network_ms_per_image": network,
-            "torch_threads": torch.get_num_threads(), "images": m, "net_batch": b,
-            "reps": task["reps"], "npix": int(np.prod(rgbs[0].shape))}
+                _sync(dev)
+                walls[name].append(time.perf_counter() - t0)
+                cpus[name].append(time.process_time() - c0)
+    n = next(iter(nets.values()))[1].shape[0]
+    return {name: {"wall": 1000 * min(walls[name]) / n, "cpu": 1000 * min(cpus[name]) / n}
+            for name in nets}
 
 
 def _autocast(dev, dtype):
@@ -512,12 +560,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def plan(args) -> list[tuple[str, str]]:
     """(encoder, pipeline) pairs to time; DINOv2 has no pytorch-fid/torch-fidelity pipeline
-    and no conv prototypes (cl, fold)."""
+    and no Inception-only prototypes (cl, fold, jit, legacy)."""
     pairs = []
     for enc in args.encoders:
         for pipe in args.pipelines:
             base, tokens = _parse_pipeline(pipe)
-            if enc != "inception" and (base != "evalkit" or tokens & {"cl", "fold", "legacy"}):
+            if enc != "inception" and (base != "evalkit" or tokens & {"cl", "fold", "jit", "legacy"}):
                 continue
             pairs.append((enc, pipe))
     return pairs
@@ -635,14 +683,28 @@ def summarize(args, results: dict, info: dict) -> str:
     prof = results.get("profile")
     if prof:
         drows = [{"part": k, "ms": v} for k, v in prof["data_ms_per_image"].items()]
-        nrows = [{"part": k, "ms": v} for k, v in prof["network_ms_per_image"].items()]
+        one = prof.get("network_1thread_ms_per_image") or {}
+        ref = "evalkit inception (as is)"
+        nrows = []
+        for k, v in prof["network_ms_per_image"].items():
+            row = {"part": k, "wall": v["wall"], "cpu": v["cpu"]}
+            if k in one:
+                row.update(wall1=one[k]["wall"], cpu1=one[k]["cpu"],
+                           speed1=ratio(one[ref]["cpu"], one[k]["cpu"]))
+            nrows.append(row)
+        ncols = [("part", "network"), ("wall", f"wall ms/img ({prof['torch_threads']} thr)", ".1f"),
+                 ("cpu", f"CPU ms/img ({prof['torch_threads']} thr)", ".1f")]
+        if one:
+            ncols += [("wall1", "wall ms/img (1 thr)", ".1f"), ("cpu1", "CPU ms/img (1 thr)", ".1f"),
+                      ("speed1", "speed-up vs evalkit as is (1 thr CPU)", ".2f")]
         lines += ["", f"Data path per image (one process, one torch thread as in a DataLoader "
                       f"worker, {prof['images']} images, faster of 2 passes):", "",
                   format_table(drows, [("part", "data path"), ("ms", "ms/img", ".2f")]),
-                  "", f"Network per image ({args.device}, batch {prof['net_batch']}, "
-                      f"{prof['torch_threads']} torch threads, best of {prof['reps']} "
-                      "interleaved batches after a warm-up):", "",
-                  format_table(nrows, [("part", "network"), ("ms", "ms/img", ".1f")])]
+                  "", f"Network per image ({args.device}, batch {prof['net_batch']}, best of "
+                      f"{prof['reps']} interleaved batches after a warm-up; CPU = process CPU "
+                      "time, which with one thread is the compute itself and barely depends on "
+                      "other load):", "",
+                  format_table(nrows, ncols)]
     return "\n".join(lines) + "\n"
 
 
