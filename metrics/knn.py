@@ -38,7 +38,6 @@ fall the same way as in ``prdc`` (see :mod:`evalkit.metrics.prdc`).
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -48,16 +47,16 @@ import torch
 
 from evalkit.metrics._tensor import resolve_device
 
-# Bytes one chunk of the screening matrix may use (the dominant temporary).
+# Bytes one chunk of the screening matrix may use (the dominant temporary; cache-sized).
 CHUNK_BYTES = 16 * 2**20
-# The same for bfloat16 screening, whose windows are wider.
-EXTRA_FAST = 24
 # Fewest rows per chunk (keeps the products efficient when rows are very wide).
 MIN_CHUNK_ROWS = 64
 # Bytes one batch of exact (float64, difference-form) pair recomputations may use.
 PAIR_BYTES = 8 * 2**20
 # Extra neighbours kept beyond k so that the refinement window rarely needs a second look.
 EXTRA = 4
+# The same for bfloat16 screening, whose windows are wider.
+EXTRA_FAST = 24
 
 
 # ----------------------------------------------------------------------------------------------

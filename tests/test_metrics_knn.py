@@ -313,11 +313,12 @@ def test_kmeans_finds_sklearn_partition():
     g = rng(15)
     centres = 4.0 * g.standard_normal((3, 10))
     x = blobs(g, 500, 10, centres)
-    ours = knn_labels = ((x[:, None, :] - kmeans(x, 3, seed=0)[None]) ** 2).sum(-1).argmin(1)
+    ours = ((x[:, None, :] - kmeans(x, 3, seed=0)[None]) ** 2).sum(-1).argmin(1)
     theirs = cluster.KMeans(n_clusters=3, n_init=10, random_state=0).fit_predict(x)
     # same partition up to a relabelling
     pairs = set(zip(ours.tolist(), theirs.tolist()))
-    assert len(pairs) == 3 and len(set(knn_labels.tolist())) == 3
+    assert len(pairs) == 3 and len(set(ours.tolist())) == 3
+    assert np.array_equal(kmeans(x, 3, seed=5), kmeans(x, 3, seed=5))  # seeded, bit-identical
 
 
 def ct_reference(train, test, gen):
