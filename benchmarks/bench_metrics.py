@@ -451,7 +451,10 @@ def estimate_time(results: dict, bench: Bench, anchor: Anchor, n: int, d: int, n
         s0 = anchor.size(r["n"], r["n_test"])
         t = r["wall_s"] * (size / s0) ** anchor.n_exp * (d / r["d"]) ** anchor.d_exp
         if s0 == size and r["d"] == d:
-            return t, "measured"
+            if r["n"] == n:
+                return t, "measured"
+            return t, (f"the N={r['n']} run ({r['wall_s']:.0f} s): same work, the anchor's "
+                       f"subset size is capped at {size}")
         return t, f"{r['wall_s']:.0f} s at N={r['n']}, D={r['d']} × (N ratio)^{anchor.n_exp:g}" + (
             f" × (D ratio)^{anchor.d_exp:g}" if r["d"] != d else "")
     if bench.name == "fd_inf":
