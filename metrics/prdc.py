@@ -165,11 +165,14 @@ def realism_scores(
     r_sq, _ = knn_self_sq(R, space, k, kth_only=True)
     radius = torch.sqrt(r_sq)
     median = torch.quantile(radius, 0.5)
-    keep = torch.nonzero(radius < median).squeeze(1)
-    if keep.numel() == 0:
+    below = radius < median
+    if not bool(below.any()):
         raise MetricInputError(
             f"{metric}: no reference k-NN radius lies below the median (duplicated reference samples?)"
         )
+    keep = torch.nonzero(below & (radius > 0)).squeeze(1)  # zero-radius spheres score 0 everywhere
+    if keep.numel() == 0:
+        return torch.zeros(F.n, dtype=torch.float64, device=space.device)
     C = R.rows(keep)
     rad = radius[keep]
     twins = bf16_twins(space, F, C)

@@ -215,6 +215,9 @@ def test_realism_matches_definition():
     assert realism(real, fake, nearest_k=5, eps=0.0, device=CPU)["realism"] == pytest.approx(
         realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-12
     )
+    # duplicated reference samples (zero radii) contribute nothing
+    dup = np.concatenate([real, np.repeat(real[:4], 5, axis=0)])
+    assert realism(dup, fake, device=CPU)["realism"] == pytest.approx(realism_brute(dup, fake).mean(), rel=1e-12)
     # a reference subset is seeded and reproducible
     a = realism(real, fake, max_samples=200, seed=3, device=CPU)
     assert a == realism(real, fake, max_samples=200, seed=3, device=CPU)
