@@ -18,7 +18,6 @@ sha256 of a 1 GB checkpoint is computed once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -27,6 +26,7 @@ from typing import Iterable, Mapping
 
 from evalkit.encoders.base import WeightsSpec
 from evalkit.errors import EvalkitError, InputError, OfflineError
+from evalkit.fileio import file_sha256 as _hash_file
 
 SHA256_CACHE_FILE = "weights_sha256.json"
 _TRUE = {"1", "true", "yes", "on"}
@@ -165,12 +165,6 @@ def _download(spec: WeightsSpec, target: Path, hint: str) -> None:
 
 # --------------------------------------------------------------------------- hashing
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _load_sha_json(path: Path) -> dict:

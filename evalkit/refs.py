@@ -44,7 +44,7 @@ from evalkit.featureset import (
     load_feature_file,
     save_feature_file,
 )
-from evalkit.fileio import atomic_write_bytes, atomic_write_text
+from evalkit.fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from evalkit.options import ExtractOptions
 
 MANIFEST = "manifest.json"
@@ -196,24 +196,18 @@ def _unknown_message(name: str, ref_dir) -> str:
 # ----------------------------------------------------------------------------- identities
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fingerprint_path(source: str) -> str | None:
     """Fallback content fingerprint of a file or folder (when the loader recorded none)."""
     p = Path(source)
     if p.is_file():
-        return "sha256:" + _sha256_file(p)
+        return "sha256:" + file_sha256(p)
     if p.is_dir():
         h = hashlib.sha256()
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
             h.update(str(f.relative_to(p)).encode("utf-8") + b"\0")
-            h.update(_sha256_file(f).encode("ascii"))
+            h.update(file_sha256(f).encode("ascii"))
         return "sha256:" + h.hexdigest()
     return None
 
@@ -428,7 +422,7 @@ def add_reference(
     stats_keys = _stats_npz_keys(src_path)
     if stats_keys is not None:
         stats = _load_stats(src_path)
-        fingerprint = "sha256:" + _sha256_file(src_path)
+        fingerprint = "sha256:" + file_sha256(src_path)
         ident = _identity({}, options, extracted=False)
         expected = _declared_dim(ident["encoder"], ident["arch"])
         if expected is not None and expected != stats.dim:
@@ -548,7 +542,7 @@ def _matches(entry: dict[str, Any], options: ExtractOptions, wanted: dict[str, A
         return all(entry.get(k) is None or wanted.get(k) is None or entry[k] == wanted[k]
                    for k in checks)
     stored = entry.get("weights_sha256")
-    want = _sha256_file(Path(options.weights)) if options.weights else _declared_sha(
+    want = file_sha256(Path(options.weights)) if options.weights else _declared_sha(
         options.encoder, arch)
     return stored is None or want is None or stored == want
 

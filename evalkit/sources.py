@@ -30,6 +30,7 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.featureset import is_feature_file
 from evalkit.imageio import JPEG_FORMATS, array_to_rgb_uint8, decode_image, to_rgb_uint8
+from evalkit.fileio import file_sha256
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -170,13 +171,13 @@ def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Sourc
         return _resolve_dir(text, path)
     suffix = path.suffix.lower()
     if suffix == ".npz" and is_feature_file(path):
-        return Source(text, path, "features", fingerprint=_file_sha256(path) if fingerprint else "")
+        return Source(text, path, "features", fingerprint=file_sha256(path) if fingerprint else "")
     if suffix == ".zip":
         return _resolve_zip(text, path)
     if suffix in (".npz", ".npy"):
         src = _resolve_array(text, path)
         if fingerprint:
-            src.fingerprint = _hash_lines(["array", src.array_key or "", _file_sha256(path)])
+            src.fingerprint = _hash_lines(["array", src.array_key or "", file_sha256(path)])
         return src
     raise InputError(f"{text}: unsupported source (expected an image folder, .zip, .npz or .npy)")
 
@@ -370,12 +371,6 @@ def _npz_arrays(text: str, path: Path):
     return (shape, dtype, offset, fortran), labels
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _hash_lines(lines: list[str]) -> str:
