@@ -61,6 +61,12 @@ def _gram_dual(x: Any, device: torch.device, dtype: torch.dtype) -> np.ndarray:
 
 def _gram_primal(x: Any, device: torch.device) -> np.ndarray:
     """``K / N`` with K the N x N cosine kernel, in float64."""
+    if device.type == "cpu":  # small per-class problems: a few numpy calls, no dispatch overhead
+        a = (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(np.float64)
+        norm = np.sqrt(np.einsum("ij,ij->i", a, a))
+        norm[norm == 0] = 1
+        a /= norm[:, None]
+        return a @ a.T / a.shape[0]
     t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     c = _normalised(t.to(device=device, dtype=torch.float64))
     return (c @ c.T / c.shape[0]).cpu().numpy()
