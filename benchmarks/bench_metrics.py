@@ -455,7 +455,8 @@ def estimate_time(results: dict, bench: Bench, anchor: Anchor, n: int, d: int, n
                 return t, "measured"
             return t, (f"the N={r['n']} run ({r['wall_s']:.0f} s): same work, the anchor's "
                        f"subset size is capped at {size}")
-        return t, f"{r['wall_s']:.0f} s at N={r['n']}, D={r['d']} × (N ratio)^{anchor.n_exp:g}" + (
+        what = "N" if s0 == r["n"] and size == n else "subset size"
+        return t, f"{r['wall_s']:.0f} s at N={r['n']}, D={r['d']} × ({what} ratio)^{anchor.n_exp:g}" + (
             f" × (D ratio)^{anchor.d_exp:g}" if r["d"] != d else "")
     if bench.name == "fd_inf":
         fd = results.get(_key("fd", "pytorch-fid", n, d))
@@ -612,6 +613,14 @@ def with_combined_fls(results: dict) -> dict:
                 "cpu_s": (a1.get("cpu_s") or 0) + (a2.get("cpu_s") or 0),
                 "peak_gib": max(a1["peak_gib"], a2["peak_gib"]),
                 "values": {**a1.get("values", {}), **a2.get("values", {})}}
+        elif a1 and a2 and "ok" != a1["status"] and {a1["status"], a2["status"]} <= {"ok", "estimated"}:
+            t = [a["wall_s"] if a["status"] == "ok" else a.get("est_s") for a in (a1, a2)]
+            if None not in t:
+                out[_key("fls+pog", "dgm-eval", n, d)] = {
+                    **a1, "metric": "fls+pog", "status": "estimated", "est_s": sum(t),
+                    "est_gib": max(a.get("est_gib") or a.get("peak_gib") or 0 for a in (a1, a2)),
+                    "why": "see the fls and fls_pog rows",
+                    "est_basis": "the sum of the fls and fls_pog anchor estimates"}
     return out
 
 
