@@ -688,6 +688,8 @@ def table_rows(results: dict) -> list[dict]:
             row = {"metric": metric, "N": n, "D": d, "anchor": anchor.name if anchor else "(none)"}
             e_ok = bool(ev and ev["status"] == "ok")
             row["ev_s"] = _fmt_s(ev["wall_s"]) if e_ok else (ev["status"] if ev else "-")
+            row["ev_cpu"] = _fmt_s(ev.get("cpu_s")) if e_ok else "-"
+            row["an_cpu"] = "-"
             row["ev_gib"] = f"{ev['peak_gib']:.2f}" if e_ok else "-"
             row["data_gib"] = f"{ev['data_gib']:.2f}" if e_ok else "-"
             t_ratio = m_ratio = c_ratio = None
@@ -696,6 +698,7 @@ def table_rows(results: dict) -> list[dict]:
                 row["an_s"] = row["an_gib"] = "-"
             elif an["status"] == "ok":
                 row["an_s"] = _fmt_s(an["wall_s"])
+                row["an_cpu"] = _fmt_s(an.get("cpu_s"))
                 row["an_gib"] = f"{an['peak_gib']:.2f}"
                 if e_ok:
                     t_ratio = an["wall_s"] / ev["wall_s"]
@@ -706,6 +709,7 @@ def table_rows(results: dict) -> list[dict]:
                 est = True
                 est_w, est_c, est_basis = _estimate(results, bench, anchor, an)
                 row["an_s"] = ("≈" + _fmt_s(est_w)) if est_w else "?"
+                row["an_cpu"] = ("≈" + _fmt_s(est_c)) if est_c else "-"
                 row["an_gib"] = f"≈{an['est_gib']:.0f}"
                 if e_ok and est_w:
                     t_ratio = est_w / ev["wall_s"]
@@ -756,7 +760,8 @@ def table_rows(results: dict) -> list[dict]:
 
 
 COLUMNS = [("metric", "metric"), ("N", "N"), ("D", "D"), ("anchor", "anchor"),
-           ("ev_s", "evalkit s"), ("an_s", "anchor s"), ("x_time", "× time"), ("x_cpu", "× cpu"),
+           ("ev_s", "evalkit s"), ("an_s", "anchor s"), ("x_time", "× time"),
+           ("ev_cpu", "evalkit cpu s"), ("an_cpu", "anchor cpu s"), ("x_cpu", "× cpu"),
            ("data_gib", "data GiB"), ("ev_gib", "evalkit GiB"), ("an_gib", "anchor GiB"),
            ("x_mem", "× mem"), ("target", "target"), ("met", "met")]
 
