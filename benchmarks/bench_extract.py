@@ -8,7 +8,7 @@ What it does (issue 3, "Speed"):
    (``pt_inception-2015-12-05-6726825d.pth``), the one file every pipeline loads;
 3. checks that the pipelines really run the same network (pool3 of a 299² batch);
 4. profiles the parts: per-image decode/resize cost of each pipeline's data path and per-image
-   network cost (plus prototype network variants: channels_last, BN folding, bf16);
+   network cost (evalkit's default fused network, the plain module, bf16);
 5. times extraction of all images through each pipeline, each in a fresh process with the
    same ``--workers`` and ``--batch-size``, after one untimed warm-up batch:
 
@@ -19,9 +19,8 @@ What it does (issue 3, "Speed"):
      ``ImagesPathDataset`` and ``FeatureExtractorInceptionV3`` loading our file through
      ``feature_extractor_weights_path`` (its key names equal pytorch-fid's); its DataLoader
      worker count (hard-wired to ``min(4, 2·cpus)``) is set to ``--workers``;
-   * ``evalkit+TOKENS``: prototypes of possible evalkit changes applied from outside, without
-     editing evalkit: ``cl`` (channels_last network and input), ``fold`` (BatchNorm folded
-     into the convolutions), ``compile`` (``torch.compile`` with Inductor freezing),
+   * ``evalkit+TOKENS``: variants: ``plain`` (the network module as written, without the
+     BN-folded channels_last / oneDNN Graph copy evalkit runs by default),
      ``bf16``/``fp16`` (``precision``), ``legacy`` (``--resize legacy``), ``t1`` (one torch
      thread).
 
@@ -33,7 +32,7 @@ On a GPU (``--device cuda``) it also runs DINOv2 ViT-L/14 (evalkit only) and is 
 Usage::
 
     python benchmarks/bench_extract.py                       # CPU, 1,000 images, 2 workers
-    python benchmarks/bench_extract.py --n 200 --prototypes  # quick, with the prototype rows
+    python benchmarks/bench_extract.py --n 200 --prototypes  # quick, + plain and bf16 rows
     python benchmarks/bench_extract.py --device cuda --n 50000 --workers 8 --batch-size 200 \\
         --data-dir /data/bench50k --out results_gpu.md
 """
@@ -56,8 +55,8 @@ from _common import (Stopwatch, child_main, describe_machine, format_table,  # n
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 DATA_VERSION = "evalkit.bench.images/1"
 BASE_PIPELINES = ("evalkit", "pytorch-fid", "torch-fidelity")
-PROTOTYPES = ("evalkit+cl+fold", "evalkit+jit", "evalkit+compile", "evalkit+cl+fold+bf16")
-VARIANT_TOKENS = {"cl", "fold", "jit", "compile", "bf16", "fp16", "legacy", "t1"}
+PROTOTYPES = ("evalkit+plain", "evalkit+bf16")
+VARIANT_TOKENS = {"plain", "bf16", "fp16", "legacy", "t1"}
 
 
 # ============================================================================ data
@@ -213,61 +212,11 @@ def _torch_fidelity_model(weights: str):
                                        feature_extractor_weights_path=weights).eval()
 
 
-def _traced_net_class():
-    import torch
-
-    class TracedNet(torch.nn.Module):
-        """A frozen TorchScript trace of the Inception body; keeps ``fc`` for the logits."""
-
-        def __init__(self, net, example):
-            super().__init__()
-            torch.jit.enable_onednn_fusion(True)
-            with torch.no_grad():
-                self.traced = torch.jit.freeze(torch.jit.trace(net.eval(), example,
-                                                               check_trace=False))
-                for _ in range(3):  # TorchScript profiles, then fuses, on the first calls
-                    self.traced(example)
-            self.fc = net.fc
-
-        def forward(self, x):
-            return self.traced(x)
-    return TracedNet
-
-
-def apply_variants(encoder, tokens: set[str], example_batch=None):
-    """Prototype changes applied to a built evalkit encoder from the outside (no evalkit edit).
-
-    ``fold``: every Conv+BN pair of the Inception body becomes one conv with a bias
-    (``torch.nn.utils.fusion.fuse_conv_bn_eval``). ``cl``: weights and each input batch in
-    ``channels_last`` (NHWC), the layout oneDNN's CPU convolutions run fastest in.
-    ``jit``: the network traced with TorchScript, frozen, and run with oneDNN Graph fusion
-    (``torch.jit.enable_onednn_fusion``; CPU only; conv+BN+ReLU and concat fusion, weights
-    pre-packed). ``compile``: ``torch.compile`` of the network with Inductor's ``freezing``
-    (compiled on the warm-up batch, so the compile time shows in ``setup s``).
-    """
-    import torch
-
-    net = getattr(encoder, "net", None)
-    if "fold" in tokens:
-        from evalkit.encoders.inception import BasicConv2d
-
-        for m in net.modules():
-            if isinstance(m, BasicConv2d):
-                m.conv = torch.nn.utils.fusion.fuse_conv_bn_eval(m.conv, m.bn)
-                m.bn = torch.nn.Identity()
-    if "cl" in tokens:
-        net.to(memory_format=torch.channels_last)
-        forward = net.forward
-        net.forward = lambda x: forward(x.contiguous(memory_format=torch.channels_last))
-    if "jit" in tokens:
-        if example_batch is None:
-            example_batch = torch.zeros(8, 3, 299, 299)
-        encoder.net = _traced_net_class()(net, example_batch.to(net.fc.weight.device))
-    if "compile" in tokens:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True  # constant weights: fold BN, pre-pack, pick layouts
-        encoder.net = torch.compile(net)
+def apply_variants(encoder, tokens: set[str]):
+    """``plain``: run the network module as written (``fast=False``), i.e. without evalkit's
+    BN-folded channels_last copy (and, on CPU in fp32, its oneDNN Graph fusion)."""
+    if "plain" in tokens and hasattr(encoder, "fast"):
+        encoder.fast = False
     return encoder
 
 
@@ -316,7 +265,7 @@ def _setup_evalkit(task, tokens, dev):
     encoder = _evalkit_encoder(task["encoder"], task.get("weights"), resize, task.get("arch"))
     size = encoder.preprocess.size if resize == "clean" else task["size"]
     warm = torch.rand(task["batch_size"], 3, size, size, device=dev) * 255
-    encoder = apply_variants(encoder.to(dev), tokens, 2 * warm / 255 - 1)
+    encoder = apply_variants(encoder.to(dev), tokens)
     src = resolve_source(task["images"])
     autocast = (torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16"
                                else torch.float16) if precision != "fp32" else None)
@@ -440,9 +389,8 @@ def task_profile(task: dict) -> dict:
     b, size = task["batch_size"], task["size"]
     x299 = torch.rand(b, 3, 299, 299, device=dev) * 255
     xnat = torch.rand(b, 3, size, size, device=dev)
-    fresh = lambda tokens: apply_variants(  # noqa: E731
-        _evalkit_encoder("inception", task["weights"], "clean").to(dev), tokens,
-        2 * x299 / 255 - 1)
+    plain = apply_variants(_evalkit_encoder("inception", task["weights"], "clean").to(dev),
+                           {"plain"})
 
     def build_nets() -> dict:  # built per thread setting: a jit trace specialises to it
         return {
@@ -451,15 +399,9 @@ def task_profile(task: dict) -> dict:
             "torch-fidelity InceptionV3 (+ TF1 bilinear resize in-net)":
                 (_torch_fidelity_model(task["weights"]).to(dev),
                  (xnat * 255).to(torch.uint8), None),
-            "evalkit inception (as is)": (enc.to(dev), x299, None),
-            "evalkit inception +cl": (fresh({"cl"}), x299, None),
-            "evalkit inception +fold": (fresh({"fold"}), x299, None),
-            "evalkit inception +cl+fold": (fresh({"cl", "fold"}), x299, None),
-            **({"evalkit inception +jit (oneDNN Graph)": (fresh({"jit"}), x299, None)}
-               if dev.type == "cpu" else {}),
+            "evalkit inception, plain module (fast=False)": (plain, x299, None),
+            "evalkit inception (BN folded, NHWC, CPU: oneDNN Graph)": (enc.to(dev), x299, None),
             "evalkit inception +bf16 autocast": (enc, x299, torch.bfloat16),
-            "evalkit inception +cl+fold+bf16 autocast": (fresh({"cl", "fold"}), x299,
-                                                         torch.bfloat16),
         }
     network = _time_networks(build_nets(), dev, task["reps"])
     network_1t = None
@@ -529,7 +471,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DINOv2 weights file (default: seeded random weights)")
     p.add_argument("--pipelines", default=",".join(BASE_PIPELINES),
                    help="comma list of pipelines (evalkit, pytorch-fid, torch-fidelity, "
-                        "evalkit+TOKENS with tokens cl fold compile bf16 fp16 legacy t1)")
+                        "evalkit+TOKENS with tokens plain bf16 fp16 legacy t1)")
     p.add_argument("--prototypes", action="store_true",
                    help="also time " + ", ".join(PROTOTYPES))
     p.add_argument("--rounds", type=int, default=1,
@@ -563,12 +505,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def plan(args) -> list[tuple[str, str]]:
     """(encoder, pipeline) pairs to time; DINOv2 has no pytorch-fid/torch-fidelity pipeline
-    and no Inception-only prototypes (cl, fold, jit, legacy)."""
+    and no Inception-only variants (plain, legacy)."""
     pairs = []
     for enc in args.encoders:
         for pipe in args.pipelines:
             base, tokens = _parse_pipeline(pipe)
-            inception_only = {"cl", "fold", "jit", "legacy"}
+            inception_only = {"plain", "legacy"}
             if enc != "inception" and (base != "evalkit" or tokens & inception_only):
                 continue
             pairs.append((enc, pipe))
@@ -689,7 +631,7 @@ def summarize(args, results: dict, info: dict) -> str:
     if prof:
         drows = [{"part": k, "ms": v} for k, v in prof["data_ms_per_image"].items()]
         one = prof.get("network_1thread_ms_per_image") or {}
-        ref = "evalkit inception (as is)"
+        ref = "evalkit inception, plain module (fast=False)"
         nrows = []
         for k, v in prof["network_ms_per_image"].items():
             row = {"part": k, "wall": v["wall"], "cpu": v["cpu"]}
@@ -702,7 +644,7 @@ def summarize(args, results: dict, info: dict) -> str:
         if one:
             ncols += [("wall1", "wall ms/img (1 thr)", ".1f"),
                       ("cpu1", "CPU ms/img (1 thr)", ".1f"),
-                      ("speed1", "speed-up vs evalkit as is (1 thr CPU)", ".2f")]
+                      ("speed1", "speed-up vs the plain module (1 thr CPU)", ".2f")]
         lines += ["", f"Data path per image (one process, one torch thread as in a DataLoader "
                       f"worker, {prof['images']} images, faster of 2 passes):", "",
                   format_table(drows, [("part", "data path"), ("ms", "ms/img", ".2f")]),
@@ -718,6 +660,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     info = machine_info()
     log(f"machine: {describe_machine(info)}")
+    if args.device.startswith("cuda") and not info.get("gpu"):
+        raise SystemExit(f"bench_extract: --device {args.device}, but torch sees no CUDA GPU here")
     tmp = None
     if args.data_dir:
         data_dir = Path(args.data_dir)

@@ -16,6 +16,10 @@ Input is B×3×H×W in [0, 255]. ``resize="clean"``: the data workers resized to
 bicubic, clean-fid), the network only maps x/255 to [-1, 1]. ``resize="legacy"``: pytorch-fid's
 in-network ``F.interpolate(size=(299, 299), mode="bilinear", align_corners=False)`` on x/255,
 then 2x-1; batches may then hold different native sizes, passed as a list of 3×H×W tensors.
+
+Batches run through a BatchNorm-folded ``channels_last`` copy of the network (on CPU in fp32,
+frozen and fused by oneDNN Graph; see ``encoders/runtime.py``): about 2x faster on CPU, outputs
+within 1e-6 of the plain module's. ``InceptionEncoder(fast=False)`` runs ``net`` as written.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.runtime import InferenceCopy
 from evalkit.errors import InputError
 
 ARCH = "fid_v3"
@@ -240,6 +245,10 @@ def _init_random(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _conv_bn_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    return [("conv", "bn")] if isinstance(module, BasicConv2d) else []
+
+
 # --------------------------------------------------------------------------- encoder
 
 class InceptionEncoder(Encoder):
@@ -249,8 +258,10 @@ class InceptionEncoder(Encoder):
     arch = ARCH
 
     def __init__(self, net: FIDInceptionV3, resize: str = "clean",
-                 weights_sha256: str | None = None):
+                 weights_sha256: str | None = None, fast: bool = True):
         super().__init__()
+        self.fast = fast  # run a BN-folded, channels_last (CPU: oneDNN-fused) copy of ``net``
+        self._inference = InferenceCopy(_conv_bn_pairs)
         self.preprocess = inception_preprocess(ARCH, resize)
         self.legacy = resize == "legacy"
         self.outputs = dict(OUTPUTS)
@@ -282,7 +293,7 @@ class InceptionEncoder(Encoder):
     def forward(self, images) -> dict[str, torch.Tensor]:
         """Images in [0, 255] (a batch, or in legacy mode a list of 3×H×W) -> outputs."""
         x = 2 * self._prepare(images) - 1
-        pool3, mixed_6 = self.net(x)
+        pool3, mixed_6 = self._inference(self.net, x) if self.fast else self.net(x)
         pool3 = pool3.float()
         logits = pool3 @ self.net.fc.weight.float().T
         spatial = mixed_6[:, :SPATIAL_CHANNELS].float().permute(0, 2, 3, 1).flatten(1)

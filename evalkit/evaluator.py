@@ -14,6 +14,7 @@ import torch
 
 from evalkit.api import SourceLike, load_source
 from evalkit.errors import InputError
+from evalkit.extract import precision_context
 from evalkit.featureset import FeatureSet
 from evalkit.imageio import prepare
 from evalkit.options import ExtractOptions
@@ -74,8 +75,7 @@ class Evaluator:
         """Encode one batch of generated images (B×3×H×W, uint8 or float in [0, 1])."""
         arrays = to_uint8_images(images)
         x = torch.from_numpy(np.stack([prepare(a, self.encoder.preprocess) for a in arrays]))
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.options.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with precision_context(self.device, self.options.precision):
             out = self.encoder(x.to(self.device, non_blocking=True))
         for key, value in out.items():
             self._outputs.setdefault(key, []).append(value.float().cpu().numpy())

