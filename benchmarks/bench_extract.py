@@ -21,7 +21,7 @@ What it does (issue 3, "Speed"):
      worker count (hard-wired to ``min(4, 2·cpus)``) is set to ``--workers``;
    * ``evalkit+TOKENS``: variants: ``plain`` (the network module as written, without the
      BN-folded channels_last / oneDNN Graph copy evalkit runs by default),
-     ``bf16``/``fp16`` (``precision``), ``legacy`` (``--resize legacy``), ``t1`` (one torch
+     ``tf32``/``bf16``/``fp16`` (``precision``), ``legacy`` (``--resize legacy``), ``t1`` (one torch
      thread).
 
 It prints images/s, the evalkit/pytorch-fid ratio, CPU seconds per image, evalkit's split
@@ -56,7 +56,7 @@ WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 DATA_VERSION = "evalkit.bench.images/1"
 BASE_PIPELINES = ("evalkit", "pytorch-fid", "torch-fidelity")
 PROTOTYPES = ("evalkit+plain", "evalkit+bf16")
-VARIANT_TOKENS = {"plain", "bf16", "fp16", "legacy", "t1"}
+VARIANT_TOKENS = {"plain", "tf32", "bf16", "fp16", "legacy", "t1"}
 
 
 # ============================================================================ data
@@ -111,20 +111,30 @@ def _write_one(job):
     Image.fromarray(make_image(index, size, seed)).save(os.path.join(folder, f"{index:06d}.png"))
 
 
-def ensure_images(folder: Path, n: int, size: int, seed: int, procs: int) -> float:
-    """Write the image set unless ``folder`` already holds exactly it; returns seconds spent."""
+def ensure_images(folder: Path, n: int, size: int, seed: int, procs: int,
+                  unique: int | None = None) -> float:
+    """Write the image set unless ``folder`` already holds exactly it; returns seconds spent.
+
+    With ``unique`` < n, only the first ``unique`` images are drawn and image i is a copy of
+    image i mod ``unique`` (same decode cost per file, a fraction of the time to make them).
+    """
     manifest = folder / "MANIFEST.json"
+    unique = n if unique is None else max(1, min(unique, n))
     want = {"version": DATA_VERSION, "n": n, "size": size, "seed": seed}
+    if unique < n:
+        want["unique"] = unique
     if manifest.is_file() and json.loads(manifest.read_text()) == want:
         return 0.0
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     t0 = time.perf_counter()
-    jobs = [(i, size, seed, str(folder)) for i in range(n)]
+    jobs = [(i, size, seed, str(folder)) for i in range(unique)]
     with Pool(max(1, procs)) as pool:
         for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
             pass
+    for i in range(unique, n):
+        shutil.copyfile(folder / f"{i % unique:06d}.png", folder / f"{i:06d}.png")
     manifest.write_text(json.dumps(want))  # not an image: every pipeline ignores it
     return time.perf_counter() - t0
 
@@ -261,20 +271,16 @@ def _setup_evalkit(task, tokens, dev):
     from evalkit.sources import resolve_source
 
     resize = "legacy" if "legacy" in tokens else "clean"
-    precision = "bf16" if "bf16" in tokens else "fp16" if "fp16" in tokens else "fp32"
+    from evalkit.extract import precision_context
+
+    precision = next((t for t in ("bf16", "fp16", "tf32") if t in tokens), "fp32")
     encoder = _evalkit_encoder(task["encoder"], task.get("weights"), resize, task.get("arch"))
     size = encoder.preprocess.size if resize == "clean" else task["size"]
     warm = torch.rand(task["batch_size"], 3, size, size, device=dev) * 255
     encoder = apply_variants(encoder.to(dev), tokens)
     src = resolve_source(task["images"])
-    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16 if precision == "bf16"
-                               else torch.float16) if precision != "fp32" else None)
-    with torch.inference_mode():
-        if autocast is None:
-            encoder(warm)
-        else:
-            with autocast:
-                encoder(warm)
+    with torch.inference_mode(), precision_context(dev, precision):
+        encoder(warm)
     _sync(dev)
 
     def run():
@@ -458,6 +464,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="number of images")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--unique", type=int, default=None,
+                   help="draw only this many distinct images; the rest are file copies")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers for every pipeline (default: 2 on CPU, "
                         "min(8, cpus) on CUDA)")
@@ -471,7 +479,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DINOv2 weights file (default: seeded random weights)")
     p.add_argument("--pipelines", default=",".join(BASE_PIPELINES),
                    help="comma list of pipelines (evalkit, pytorch-fid, torch-fidelity, "
-                        "evalkit+TOKENS with tokens plain bf16 fp16 legacy t1)")
+                        "evalkit+TOKENS with tokens plain tf32 bf16 fp16 legacy t1)")
     p.add_argument("--prototypes", action="store_true",
                    help="also time " + ", ".join(PROTOTYPES))
     p.add_argument("--rounds", type=int, default=1,
@@ -518,9 +526,11 @@ def plan(args) -> list[tuple[str, str]]:
 
 
 def run_all(args, data_dir: Path) -> dict:
-    images = data_dir / f"images_{args.n}_{args.size}_{args.seed}"
+    images = data_dir / (f"images_{args.n}_{args.size}_{args.seed}"
+                         + (f"_u{args.unique}" if args.unique and args.unique < args.n else ""))
     weights = data_dir / WEIGHTS_NAME
-    gen_s = ensure_images(images, args.n, args.size, args.seed, os.cpu_count() or 1)
+    gen_s = ensure_images(images, args.n, args.size, args.seed, os.cpu_count() or 1,
+                          args.unique)
     made = f"made in {gen_s:.1f} s" if gen_s else "reused"
     log(f"images: {args.n} PNG {args.size}² in {images} ({made})")
     script = os.path.abspath(__file__)

@@ -2,7 +2,8 @@
 # The GPU checks and benchmarks of a lent GPU machine, in two phases that fit one call each.
 #
 #   benchmarks/run_gpu.sh setup-and-inception [N]   # install, CUDA test run, Inception pipelines
-#   benchmarks/run_gpu.sh dinov2 [N]                # DINOv2-L/14 fp32 and bf16 on the same images
+#   benchmarks/run_gpu.sh dinov2 [N]                # CUDA tests (no pytorch-fid calls), Inception
+#                                                   # tf32, DINOv2-L/14 bf16 and fp32
 #
 # Results go to $OUT (default benchmarks/gpu-out). Test packages missing on the machine can be
 # brought as wheels in .whl/ (installed into /tmp/site); evalkit itself is installed from the
@@ -23,7 +24,7 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-index --no-compile
   --target /tmp/evalkit-site . >/dev/null || exit 1
 export PYTHONPATH=/tmp/evalkit-site:${PYTHONPATH:-}
 BENCH=(python3 benchmarks/bench_extract.py --device cuda --n "$N" --size 256 --workers 12
-       --batch-size 200 --no-profile --timeout 420 --data-dir "$DATA")
+       --batch-size 200 --no-profile --timeout 420 --data-dir "$DATA" ${UNIQUE:+--unique $UNIQUE})
 
 case "$PHASE" in
   setup-and-inception)
@@ -37,7 +38,12 @@ case "$PHASE" in
       --out "$OUT/extract_inception.md" 2>&1 | tee "$OUT/extract_inception.log" | tail -40
     ;;
   dinov2)
-    "${BENCH[@]}" --encoders dinov2 --pipelines evalkit,evalkit+bf16 \
+    # pytorch-fid 0.3.0 passes scipy.linalg.sqrtm(disp=False), which newer scipy removed
+    timeout 80 pytest -q -p no:cacheprovider -k "not pytorch_fid" tests/test_metrics_moments.py \
+      tests/test_metrics_knn.py tests/test_encoders.py 2>&1 | tee "$OUT/tests_cuda.log" | tail -25
+    "${BENCH[@]}" --encoders inception --pipelines evalkit+tf32 \
+      --out "$OUT/extract_inception_tf32.md" 2>&1 | tee "$OUT/extract_inception_tf32.log" | tail -8
+    "${BENCH[@]}" --encoders dinov2 --pipelines evalkit+bf16,evalkit \
       --out "$OUT/extract_dinov2.md" 2>&1 | tee "$OUT/extract_dinov2.log" | tail -30
     ;;
   *) echo "unknown phase $PHASE" >&2; exit 2 ;;

@@ -36,7 +36,7 @@ from evalkit.imageio import prepare
 from evalkit.sources import Source, content_fingerprint
 
 log = logging.getLogger("evalkit")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_SKIP_WARNINGS = 20
 
 
@@ -48,7 +48,9 @@ class BadImageWarning(UserWarning):
 def precision_context(device: torch.device, precision: str):
     """The numeric mode of a forward pass: autocast for ``bf16``/``fp16``; for ``fp32``,
     true fp32 on CUDA (TF32 off for matmuls and cuDNN convolutions, whose torch default is on
-    for convolutions), restored on exit. Outputs then match a CPU run to float rounding."""
+    for convolutions), so outputs match a CPU run to float rounding; ``tf32``: TF32 on for
+    both on CUDA (pytorch-fid's and torch-fidelity's numbers on a GPU with torch's defaults
+    have TF32 convolutions), fp32 elsewhere. Global flags are restored on exit."""
     dtype = PRECISIONS[precision]
     if dtype is not None:
         with torch.autocast(device_type=device.type, dtype=dtype):
@@ -58,7 +60,8 @@ def precision_context(device: torch.device, precision: str):
         yield
         return
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     try:
         yield
     finally:
@@ -185,7 +188,8 @@ def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
         batch_size: images per forward pass (results do not depend on it).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         workers: DataLoader worker processes (0: decode in this process).
-        precision: ``fp32``, or ``bf16``/``fp16`` autocast (outputs are stored as float32).
+        precision: ``fp32`` (strict on CUDA), ``tf32`` (TF32 on CUDA), or ``bf16``/``fp16``
+            autocast (outputs are stored as float32); see :func:`precision_context`.
         skip_bad: warn about and skip unreadable images instead of raising.
         quiet: no progress bar.
         shards: extract only these ranges (sorted by ``start``, not overlapping), as
@@ -205,7 +209,7 @@ def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
         InputError: an unreadable image (without ``skip_bad``), or no readable image at all.
     """
     if precision not in PRECISIONS:
-        raise InputError(f"--precision {precision}: use fp32, bf16 or fp16")
+        raise InputError(f"--precision {precision}: use fp32, tf32, bf16 or fp16")
     if source.kind == "features":
         raise InputError(f"{source.arg}: a feature file has no images to encode")
     if not skip_bad and source.bad:

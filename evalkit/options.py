@@ -15,7 +15,7 @@ class ExtractOptions:
     batch_size: int = 64
     device: str = "auto"
     workers: int = 2
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16
     cache_dir: str | None = None
     use_cache: bool = True
     skip_bad: bool = False

@@ -22,8 +22,10 @@ def extract_options(fn):
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]"),
         click.option("--workers", type=click.IntRange(min=0), default=min(8, os.cpu_count() or 1),
                      show_default=True, help="Data-loading worker processes."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
-                     show_default=True),
+        click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
+                     default="fp32", show_default=True,
+                     help="fp32: strict (no TF32 on CUDA); tf32: TF32 convs/matmuls on CUDA; "
+                          "bf16/fp16: autocast."),
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
                      help="Feature cache folder (default: $EVALKIT_CACHE_DIR or ~/.cache/evalkit)."),
         click.option("--no-cache", is_flag=True, help="Neither read nor write the feature cache."),
