@@ -254,7 +254,8 @@ def machine_info() -> dict[str, Any]:
         "ram_gb": None if mem_kb is None else round(mem_kb / 2**20, 1),
         "os": platform.platform(), "python": platform.python_version(),
     }
-    probe = ("import json, torch; d={'torch': torch.__version__, "
+    probe = ("import json, torch, numpy, scipy; d={'torch': torch.__version__, "
+             "'numpy': numpy.__version__, 'scipy': scipy.__version__, "
              "'torch_threads': torch.get_num_threads(), "
              "'cpu_capability': torch.backends.cpu.get_cpu_capability(), "
              "'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}; "
@@ -276,6 +277,8 @@ def describe_machine(info: Mapping[str, Any]) -> str:
     parts.append(f"torch {info.get('torch')} ({info.get('torch_threads')} threads, "
                  f"{info.get('cpu_capability')})")
     parts.append(f"Python {info.get('python')}")
+    if info.get("scipy"):
+        parts.append(f"numpy {info.get('numpy')}, scipy {info['scipy']}")
     return ", ".join(parts)
 
 

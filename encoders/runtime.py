@@ -107,8 +107,8 @@ class InferenceCopy:
         if not (self.trace_cpu and x.device.type == "cpu" and not autocast
                 and x.dtype == torch.float32):
             return fused
-        try:
-            return _Traced(fused, x.contiguous(memory_format=torch.channels_last))
+        try:  # traced on one image: the trace runs the network once, and its graph is batch-free
+            return _Traced(fused, x[:1].contiguous(memory_format=torch.channels_last))
         except Exception as exc:  # tracing is an optimisation: never fail extraction for it
             if not self._warned:
                 warnings.warn(f"TorchScript/oneDNN fusion unavailable ({type(exc).__name__}: "

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -35,3 +37,22 @@ def require_samples(metric: str, n: int, minimum: int, which: str = "generated")
 def seeded_generator(seed: int) -> np.random.Generator:
     """The one way metrics draw random numbers: a numpy Generator from the run's seed."""
     return np.random.default_rng(seed)
+
+
+def fp32_matmul_is_ieee(device: torch.device) -> bool:
+    """True when float32 matrix products on ``device`` are plain IEEE float32 (no TF32/bf16)."""
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if device.type == "cuda":
+                if torch.backends.cuda.matmul.allow_tf32:
+                    return False
+                prec = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")
+                return prec in ("none", "ieee")
+            mkl = getattr(torch.backends, "mkldnn", None)
+            prec = getattr(getattr(mkl, "matmul", None), "fp32_precision", "none")
+            return prec in ("none", "ieee")
+        except Exception:  # an API that changed: be safe
+            return False

@@ -76,6 +76,69 @@ def gram_t(a: torch.Tensor) -> torch.Tensor:
     return a.T @ a
 
 
+class ScatterSum:
+    """Σ aᵀa over row chunks ``a`` (float64, D×D).
+
+    On CPU each chunk goes through BLAS ``dsyrk`` straight into one upper triangle (half the
+    flops of a matrix product, no D×D temporary per chunk; the lower triangle is mirrored once
+    at the end); elsewhere ``torch.mm``.
+    """
+
+    def __init__(self, dim: int, device: torch.device):
+        self.cpu = device.type == "cpu"
+        self.dim = dim
+        if self.cpu:
+            self.acc = np.zeros((dim, dim), dtype=np.float64, order="F")
+        else:
+            self.acc = torch.zeros(dim, dim, dtype=F64, device=device)
+
+    def add(self, a: torch.Tensor) -> None:
+        if not self.cpu:
+            self.acc += a.T @ a
+            return
+        from scipy.linalg.blas import dsyrk
+
+        at = a.contiguous().numpy().T  # D×rows, Fortran order: no copy into BLAS
+        self.acc = dsyrk(1.0, at, beta=1.0, c=self.acc, trans=0, lower=0, overwrite_c=1)
+
+    def total(self) -> torch.Tensor:
+        if not self.cpu:
+            return self.acc
+        upper = np.triu(self.acc)
+        full = upper + np.triu(self.acc, 1).T
+        return torch.from_numpy(np.ascontiguousarray(full))
+
+
+def is_lower_triangular(f: torch.Tensor) -> bool:
+    """A square factor with nothing above its diagonal (a Cholesky factor)."""
+    return f.ndim == 2 and f.shape[0] == f.shape[1] and not bool(torch.triu(f, 1).any())
+
+
+def congruence(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``fᵀ s f`` for a symmetric ``s``; with a lower-triangular ``f`` on CPU as two BLAS
+    ``dtrmm`` (half the flops of two matrix products)."""
+    if s.device.type != "cpu" or not is_lower_triangular(f):
+        return f.T @ s @ f
+    from scipy.linalg.blas import dtrmm
+
+    upper = f.contiguous().numpy().T  # U = fᵀ, Fortran order
+    sym = s.contiguous().numpy().T    # s itself (symmetric), Fortran order
+    t = dtrmm(1.0, upper, sym, side=1, lower=0, trans_a=1)          # s·Uᵀ = s f
+    t = dtrmm(1.0, upper, t, side=0, lower=0, trans_a=0, overwrite_b=1)  # U·(s f) = fᵀ s f
+    return torch.from_numpy(np.ascontiguousarray(t))
+
+
+def project(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``x f`` (rows × D times D × k); a lower-triangular ``f`` on CPU through BLAS ``dtrmm``."""
+    if x.device.type != "cpu" or not is_lower_triangular(f):
+        return x @ f
+    from scipy.linalg.blas import dtrmm
+
+    upper = f.contiguous().numpy().T
+    xt = x.contiguous().numpy().T  # D×rows, Fortran order
+    return torch.from_numpy(dtrmm(1.0, upper, xt, side=0, lower=0, trans_a=0).T)
+
+
 def _gram_rows2d(a: torch.Tensor) -> torch.Tensor:
     """``a aᵀ`` (numpy ``syrk`` on CPU)."""
     if a.device.type == "cpu":
@@ -115,7 +178,7 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     step = _chunk_rows(d)
     shift = None
     total = torch.zeros(d, dtype=F64, device=device)
-    scatter = torch.zeros(d, d, dtype=F64, device=device)
+    scatter = ScatterSum(d, device)
     for i in range(0, n, step):
         chunk = as_tensor(x[i:i + step], device, F64)
         if shift is None:
@@ -123,11 +186,11 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
             _check_finite(metric, shift, which)
         chunk = chunk - shift  # never in place: as_tensor may share memory with the caller's array
         total += chunk.sum(0)
-        scatter += gram_t(chunk)
+        scatter.add(chunk)
     m = total / n
     mu = shift + m
     _check_finite(metric, mu, which)
-    return mu, (scatter - n * torch.outer(m, m)) / (n - 1)
+    return mu, (scatter.total() - n * torch.outer(m, m)) / (n - 1)
 
 
 def cov_factor(cov: torch.Tensor) -> torch.Tensor:
@@ -158,7 +221,7 @@ def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None =
             f"generated mu {tuple(mu_g.shape)} sigma {tuple(cov_g.shape)} (same encoder for both?)"
         )
     f = cov_factor(cov_r) if factor_r is None else factor_r
-    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(f.T @ cov_g @ f))
+    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(congruence(f, cov_g)))
 
 
 def _combine(mu_r, cov_r, mu_g, cov_g, tr_sqrt: float) -> float:
@@ -298,18 +361,19 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
         member[torch.as_tensor(idx, device=dev), k] = 1.0
     step = _chunk_rows(d)
     z = torch.empty(ng, k_cols, dtype=F64, device=dev)
-    gram_all = torch.zeros(k_cols, k_cols, dtype=F64, device=dev)
+    gram_acc = ScatterSum(k_cols, dev)
     sum_x = torch.zeros(d, len(subsets), dtype=F64, device=dev)
     sq_x = torch.zeros(len(subsets), dtype=F64, device=dev)
     for i in range(0, ng, step):
         xc = as_tensor(fake[i:i + step], dev, F64) - mu_g
-        zc = xc @ factor
+        zc = project(xc, factor)
         z[i:i + step] = zc
-        gram_all += gram_t(zc)
+        gram_acc.add(zc)
         sum_x += xc.T @ member[i:i + step]
         sq_x += (xc * xc).sum(1) @ member[i:i + step]
     del member
     sum_z_all = z.sum(0)
+    gram_all = gram_acc.total()
 
     fds = []
     for k, idx in enumerate(subsets):
@@ -339,12 +403,13 @@ def _subset_scatter(z: torch.Tensor, idx: np.ndarray, gram_all: torch.Tensor,
     ng, n = z.shape[0], len(idx)
     use_complement = ng - n < n
     rows = np.setdiff1d(np.arange(ng), idx, assume_unique=True) if use_complement else idx
-    gram = torch.zeros_like(gram_all)
+    acc = ScatterSum(gram_all.shape[0], z.device)
     total = torch.zeros_like(sum_all)
     for i in range(0, len(rows), step):
         part = z[torch.as_tensor(rows[i:i + step], device=z.device)]
-        gram += gram_t(part)
+        acc.add(part)
         total += part.sum(0)
+    gram = acc.total()
     if use_complement:
         gram, total = gram_all - gram, sum_all - total
     mean = total / n

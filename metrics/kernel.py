@@ -1,8 +1,10 @@
 """Kernel two-sample distances: ``kd`` (KID) and ``cmmd`` (CLIP-MMD).
 
-Both work in float64 and never build an N×N matrix over a whole set: KID works on subsets
-(gathered with stacked index arrays, a batch of subsets at a time), CMMD sums its kernel means
-over row blocks.
+Neither builds an N×N matrix over a whole set: KID works on subsets (gathered with stacked
+index arrays, a batch of subsets at a time), CMMD sums its kernel means over row blocks. CMMD
+runs in float64; KID forms its inner products in the features' own precision (float32 for
+float32 features, as torch-fidelity and dgm-eval do) and everything after them (kernel, sums,
+estimator) in float64.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import torch
 
 from evalkit.errors import MetricInputError
 from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import as_tensor, resolve_device, seeded_generator
+from evalkit.metrics._tensor import (as_tensor, fp32_matmul_is_ieee, resolve_device,
+                                     seeded_generator)
 from evalkit.metrics.frechet import F64, check_pair, take_rows
 
 _BATCH_ELEMENTS = 1 << 26  # float64 elements held per batch (512 MiB)
@@ -24,7 +27,8 @@ CMMD_SCALE = 1000.0
 
 
 def _gram_rows(a: torch.Tensor) -> torch.Tensor:
-    """``a aᵀ`` for each matrix of a (B, m, D) batch; on CPU through numpy's BLAS ``syrk``."""
+    """``a aᵀ`` for each matrix of a (B, m, D) batch, in a's dtype; on CPU through numpy's
+    BLAS ``syrk``."""
     if a.device.type == "cpu":
         out = torch.empty(a.shape[0], a.shape[1], a.shape[1], dtype=a.dtype)
         res = out.numpy()
@@ -42,17 +46,25 @@ def _poly_(g: torch.Tensor, dim: int) -> torch.Tensor:
 def poly_mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Unbiased MMD² with k(a,b) = (aᵀb/D + 1)³ for each pair of a (B, m, D) batch.
 
+    The inner products are computed in the inputs' dtype, the kernel and the sums in float64.
     Returns a (B,) float64 tensor: (ΣKxx − diag + ΣKyy − diag)/(m(m−1)) − 2 ΣKxy / m².
     """
     b, m, d = x.shape
-    kxx = _poly_(_gram_rows(x), d)
+    kxx = _poly_(_gram_rows(x).to(F64), d)
     sxx = kxx.sum((1, 2)) - kxx.diagonal(dim1=1, dim2=2).sum(1)
     del kxx
-    kyy = _poly_(_gram_rows(y), d)
+    kyy = _poly_(_gram_rows(y).to(F64), d)
     syy = kyy.sum((1, 2)) - kyy.diagonal(dim1=1, dim2=2).sum(1)
     del kyy
-    sxy = _poly_(torch.bmm(x, y.transpose(1, 2)), d).sum((1, 2))
+    sxy = _poly_(torch.bmm(x, y.transpose(1, 2)).to(F64), d).sum((1, 2))
     return (sxx + syy) / (m * (m - 1)) - 2.0 * sxy / (m * m)
+
+
+def _gram_dtype(device: torch.device, *arrays: Any) -> torch.dtype:
+    """float32 when every input is float32 (feature files are) and float32 products on
+    ``device`` are IEEE (no TF32/bf16 mode switched on), else float64."""
+    f32 = all(a.dtype in (np.float32, torch.float32) for a in arrays)
+    return torch.float32 if f32 and fp32_matmul_is_ieee(device) else F64
 
 
 @register_metric(
@@ -66,8 +78,14 @@ def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, see
     Unbiased MMD² with the polynomial kernel k(x, y) = (xᵀy/D + 1)³, averaged over ``subsets``
     pairs of subsets of size m = min(subset_size, Nr, Ng), each drawn without replacement from
     its set with numpy ``default_rng(seed)``. Same estimator as torch-fidelity's ``kid`` (and
-    dgm-eval's), including the std (``np.std``, ddof 0); everything here runs in float64,
-    where torch-fidelity's float32 kernels lose about 1e-3 relative when the sets are close.
+    dgm-eval's), including the std (``np.std``, ddof 0).
+
+    Precision: the inner products xᵀy are formed in the features' dtype (float32 features:
+    float32 matrix products, the anchors' cost; the within-set ones through ``syrk``, half a
+    product), then kernel, sums and estimator in float64, where torch-fidelity stays in float32
+    throughout. Measured against an all-float64 computation at m=1000, D=2048: |Δkd| ≈ 1e-10
+    (relative 2e-6 at kd ≈ 3e-5 and 2e-8 at kd ≈ 7e-3), four orders below the subset noise
+    ``kd_std``. float64 features give float64 products.
 
     Args:
         real: reference features, N×D.
@@ -91,12 +109,13 @@ def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, see
         idx_r[s] = rng.choice(nr, m, replace=False)
         idx_g[s] = rng.choice(ng, m, replace=False)
     dev = resolve_device(device)
+    dtype = _gram_dtype(dev, real, fake)
     per = max(1, _BATCH_ELEMENTS // (2 * m * d + 2 * m * m))
     mmds = []
     for s0 in range(0, subsets, per):
         ir, ig = idx_r[s0:s0 + per], idx_g[s0:s0 + per]
-        x = as_tensor(take_rows(real, ir.ravel()), dev, F64).view(len(ir), m, d)
-        y = as_tensor(take_rows(fake, ig.ravel()), dev, F64).view(len(ig), m, d)
+        x = as_tensor(take_rows(real, ir.ravel()), dev, dtype).view(len(ir), m, d)
+        y = as_tensor(take_rows(fake, ig.ravel()), dev, dtype).view(len(ig), m, d)
         mmds.append(poly_mmd2_unbiased(x, y))
     values = torch.cat(mmds)
     return {"kd": float(values.mean()), "kd_std": float(values.std(correction=0))}

@@ -45,7 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from evalkit.metrics._tensor import resolve_device
+from evalkit.metrics._tensor import fp32_matmul_is_ieee, resolve_device
 
 # Bytes one chunk of the screening matrix may use (the dominant temporary; cache-sized).
 CHUNK_BYTES = 16 * 2**20
@@ -61,25 +61,6 @@ EXTRA_FAST = 24
 
 # ----------------------------------------------------------------------------------------------
 # precision helpers
-
-
-def fp32_matmul_is_ieee(device: torch.device) -> bool:
-    """True when float32 matrix products on ``device`` are plain IEEE float32 (no TF32/bf16)."""
-    if torch.get_float32_matmul_precision() != "highest":
-        return False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if device.type == "cuda":
-                if torch.backends.cuda.matmul.allow_tf32:
-                    return False
-                prec = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")
-                return prec in ("none", "ieee")
-            mkl = getattr(torch.backends, "mkldnn", None)
-            prec = getattr(getattr(mkl, "matmul", None), "fp32_precision", "none")
-            return prec in ("none", "ieee")
-        except Exception:  # an API that changed: be safe
-            return False
 
 
 def _unit_roundoff(dtype: torch.dtype) -> float:

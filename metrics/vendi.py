@@ -8,8 +8,8 @@ import scipy.linalg
 import torch
 
 from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import resolve_device
-from evalkit.metrics.knn import check_points, fp32_matmul_is_ieee
+from evalkit.metrics._tensor import fp32_matmul_is_ieee, resolve_device
+from evalkit.metrics.knn import check_points
 
 # Rows normalised and multiplied per step of the D x D Gram accumulation.
 _ROWS = 8192

@@ -191,12 +191,20 @@ def _tf_kid(x, y, subsets, size):
 def test_kd_matches_torch_fidelity(m, d, shift):
     # Sets of exactly the subset size: every subset is the whole set, the value deterministic.
     rng = _rng(m + d)
-    x = np.maximum(rng.standard_normal((m, d)) * 0.6 + 0.3, 0).astype(np.float32)
-    y = np.maximum(rng.standard_normal((m, d)) * 0.6 + 0.3 + shift, 0).astype(np.float32)
-    ref_mean, _ = _tf_kid(x.astype(np.float64), y.astype(np.float64), 3, m)
+    x = np.maximum(rng.standard_normal((m, d)) * 0.6 + 0.3, 0)
+    y = np.maximum(rng.standard_normal((m, d)) * 0.6 + 0.3 + shift, 0)
+    ref_mean, _ = _tf_kid(x, y, 3, m)  # float64 features: torch-fidelity's numpy in float64
     out = kd(x, y, subsets=3, subset_size=1000)
-    assert out["kd"] == pytest.approx(ref_mean, rel=1e-6)
+    assert out["kd"] == pytest.approx(ref_mean, rel=1e-10)
     assert out["kd_std"] < 1e-12 * max(abs(ref_mean), 1e-30) + 1e-15
+    # float32 features: float32 inner products, float64 kernel and sums (module docstring);
+    # within 1e-9 + 1e-8·|kd| of the float64 value; torch-fidelity (all float32) is further off
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    exact = kd(x32.astype(np.float64), y32.astype(np.float64), subsets=3, subset_size=1000)["kd"]
+    ours = kd(x32, y32, subsets=3, subset_size=1000)["kd"]
+    theirs, _ = _tf_kid(x32, y32, 3, m)
+    assert abs(ours - exact) <= 1e-9 + 1e-8 * abs(exact)
+    assert abs(ours - exact) <= abs(theirs - exact) + 1e-12
 
 
 def _kd_naive(x, y, subsets, size, seed):
