@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.linalg.blas import dsyrk, dtrmm
 
 from evalkit.errors import MetricInputError
 from evalkit.metrics._registry import register_metric
@@ -96,17 +97,18 @@ class ScatterSum:
         if not self.cpu:
             self.acc += a.T @ a
             return
-        from scipy.linalg.blas import dsyrk
-
         at = a.contiguous().numpy().T  # D×rows, Fortran order: no copy into BLAS
         self.acc = dsyrk(1.0, at, beta=1.0, c=self.acc, trans=0, lower=0, overwrite_c=1)
 
-    def total(self) -> torch.Tensor:
+    def total(self, mirror: bool = True) -> torch.Tensor:
+        """The sum; with ``mirror=False`` only its lower triangle is guaranteed (on CPU the
+        upper one is zero), enough for :func:`trace_sqrt_eigs`, which reads nothing else."""
         if not self.cpu:
             return self.acc
-        upper = np.triu(self.acc)
-        full = upper + np.triu(self.acc, 1).T
-        return torch.from_numpy(np.ascontiguousarray(full))
+        if not mirror:
+            return torch.from_numpy(self.acc.T)  # C order: the filled upper becomes the lower
+        full = self.acc + np.triu(self.acc, 1).T  # strictly-lower part of acc is still zero
+        return torch.from_numpy(full.T if full.flags.f_contiguous else full)  # symmetric
 
 
 def is_lower_triangular(f: torch.Tensor) -> bool:
@@ -119,8 +121,6 @@ def congruence(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     ``dtrmm`` (half the flops of two matrix products)."""
     if s.device.type != "cpu" or not is_lower_triangular(f):
         return f.T @ s @ f
-    from scipy.linalg.blas import dtrmm
-
     upper = f.contiguous().numpy().T  # U = fᵀ, Fortran order
     sym = s.contiguous().numpy().T    # s itself (symmetric), Fortran order
     t = dtrmm(1.0, upper, sym, side=1, lower=0, trans_a=1)          # s·Uᵀ = s f
@@ -132,8 +132,6 @@ def project(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """``x f`` (rows × D times D × k); a lower-triangular ``f`` on CPU through BLAS ``dtrmm``."""
     if x.device.type != "cpu" or not is_lower_triangular(f):
         return x @ f
-    from scipy.linalg.blas import dtrmm
-
     upper = f.contiguous().numpy().T
     xt = x.contiguous().numpy().T  # D×rows, Fortran order
     return torch.from_numpy(dtrmm(1.0, upper, xt, side=0, lower=0, trans_a=0).T)
@@ -179,18 +177,26 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     shift = None
     total = torch.zeros(d, dtype=F64, device=device)
     scatter = ScatterSum(d, device)
+    on_host = device.type == "cpu" and not isinstance(x, torch.Tensor)
     for i in range(0, n, step):
-        chunk = as_tensor(x[i:i + step], device, F64)
-        if shift is None:
-            shift = chunk.mean(0)
-            _check_finite(metric, shift, which)
-        chunk = chunk - shift  # never in place: as_tensor may share memory with the caller's array
+        if on_host:  # numpy on CPU: convert and centre in one pass, straight into BLAS
+            raw = np.asarray(x[i:i + step])
+            if shift is None:
+                shift = torch.from_numpy(np.asarray(raw.mean(0, dtype=np.float64)))
+                _check_finite(metric, shift, which)
+            chunk = torch.from_numpy(np.subtract(raw, shift.numpy(), dtype=np.float64))
+        else:
+            chunk = as_tensor(x[i:i + step], device, F64)
+            if shift is None:
+                shift = chunk.mean(0)
+                _check_finite(metric, shift, which)
+            chunk = chunk - shift  # not in place: as_tensor may share the caller's memory
         total += chunk.sum(0)
         scatter.add(chunk)
     m = total / n
     mu = shift + m
     _check_finite(metric, mu, which)
-    return mu, (scatter.total() - n * torch.outer(m, m)) / (n - 1)
+    return mu, torch.addr(scatter.total(), m, m, beta=1.0 / (n - 1), alpha=-n / (n - 1))
 
 
 def cov_factor(cov: torch.Tensor) -> torch.Tensor:
@@ -203,9 +209,11 @@ def cov_factor(cov: torch.Tensor) -> torch.Tensor:
 
 
 def trace_sqrt_eigs(m: torch.Tensor) -> float:
-    """Σ sqrt(λ) over the eigenvalues of a symmetric PSD matrix, rounding negatives clamped to 0."""
-    m = (m + m.T) * 0.5
-    return float(torch.linalg.eigvalsh(m).clamp_min(0).sqrt().sum())
+    """Σ sqrt(λ) over the eigenvalues of a symmetric PSD matrix, rounding negatives clamped to 0.
+
+    Only the lower triangle of ``m`` is read (LAPACK ``syevd`` with UPLO='L').
+    """
+    return float(torch.linalg.eigvalsh(m, UPLO="L").clamp_min(0).sqrt().sum())
 
 
 def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None = None) -> float:
@@ -373,7 +381,7 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
         sq_x += (xc * xc).sum(1) @ member[i:i + step]
     del member
     sum_z_all = z.sum(0)
-    gram_all = gram_acc.total()
+    gram_all = gram_acc.total(mirror=False)
 
     fds = []
     for k, idx in enumerate(subsets):
@@ -399,7 +407,8 @@ def _subset_scatter(z: torch.Tensor, idx: np.ndarray, gram_all: torch.Tensor,
                     sum_all: torch.Tensor, step: int) -> torch.Tensor:
     """Σ (z−z̄)(z−z̄)ᵀ over rows ``idx`` of z: from those rows, or from the full Gram matrix
     minus the complement's when the complement is shorter (no cancellation: the subset holds
-    at least half the rows)."""
+    at least half the rows). On CPU only the lower triangle is filled (what
+    :func:`trace_sqrt_eigs` reads)."""
     ng, n = z.shape[0], len(idx)
     use_complement = ng - n < n
     rows = np.setdiff1d(np.arange(ng), idx, assume_unique=True) if use_complement else idx
@@ -409,7 +418,7 @@ def _subset_scatter(z: torch.Tensor, idx: np.ndarray, gram_all: torch.Tensor,
         part = z[torch.as_tensor(rows[i:i + step], device=z.device)]
         acc.add(part)
         total += part.sum(0)
-    gram = acc.total()
+    gram = acc.total(mirror=False)
     if use_complement:
         gram, total = gram_all - gram, sum_all - total
     mean = total / n
