@@ -191,7 +191,7 @@ def child_main(handlers: Mapping[str, Callable[[dict], Mapping[str, Any]]],
 # ---------------------------------------------------------------------------- parent side
 
 def measure(script: str, task: Mapping[str, Any], *, timeout: float | None = None,
-            env: Mapping[str, str] | None = None, interval: float = 0.2) -> dict[str, Any]:
+            env: Mapping[str, str] | None = None, interval: float | None = None) -> dict[str, Any]:
     """Run ``task`` in ``python script --_bench-task JSON`` and measure it from outside.
 
     Returns the child's result dict plus ``process_wall_s`` (the whole child, imports
@@ -199,6 +199,8 @@ def measure(script: str, task: Mapping[str, Any], *, timeout: float | None = Non
     ``max_processes``, ``load_before``/``load_after`` (1-minute load averages), and ``error``
     (None, or the tail of stderr when the child failed or printed no result).
     """
+    if interval is None:  # reading a tree's PSS takes its page-table locks: not too often
+        interval = float(os.environ.get("EVALKIT_BENCH_MEM_INTERVAL", "0.2"))
     cmd = [sys.executable, script, TASK_FLAG, json.dumps(dict(task))]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = loadavg()

@@ -57,6 +57,10 @@ DATA_VERSION = "evalkit.bench.images/1"
 BASE_PIPELINES = ("evalkit", "pytorch-fid", "torch-fidelity")
 PROTOTYPES = ("evalkit+plain", "evalkit+bf16")
 VARIANT_TOKENS = {"plain", "tf32", "bf16", "fp16", "legacy", "t1"}
+# Seconds between samples of the process tree's PSS during a timed extraction. Reading PSS
+# walks the target's page tables under its memory-map lock: every 0.2 s it slowed evalkit's
+# extraction by 15 % here (22.3 vs 26.0 images/s), so sample rarely; runs last >= 40 s.
+MEM_SAMPLE_S = 2.0
 
 
 # ============================================================================ data
@@ -559,7 +563,7 @@ def run_all(args, data_dir: Path) -> dict:
                     "arch": args.dinov2_arch if enc == "dinov2" else None}
             if enc == "dinov2":
                 task["weights"] = args.dinov2_weights
-            m = measure(script, task, timeout=args.timeout, env=env)
+            m = measure(script, task, timeout=args.timeout, env=env, interval=MEM_SAMPLE_S)
             m.update(round=r, encoder=enc, pipeline=pipe)
             rows.append(m)
             log(f"round {r} {enc:9s} {pipe:24s} " + (

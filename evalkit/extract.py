@@ -275,7 +275,7 @@ def _loader(source: Source, preprocess, indices: list[int], batch_size: int, wor
     return DataLoader(_Images(source, preprocess), batch_size=batch_size, sampler=indices,
                       num_workers=workers, collate_fn=_collate,
                       pin_memory=dev.type == "cuda", drop_last=False,
-                      prefetch_factor=4 if workers else None)
+                      prefetch_factor=(2 if dev.type == "cuda" else 4) if workers else None)
 
 
 class _Run:
