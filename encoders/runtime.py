@@ -61,6 +61,7 @@ class _Traced(nn.Module):
 
     def __init__(self, net: nn.Module, example: torch.Tensor):
         super().__init__()
+        self.eager = net  # what runs instead if the fused graph ever fails
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             example = example.clone()
@@ -99,7 +100,21 @@ class InferenceCopy:
             self._run, self._key = None, None
             self._run = self._build(net, x, autocast[0])
             self._key = key
-        return self._run(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            return self._run(x)
+        except Exception as exc:
+            if not isinstance(self._run, _Traced):
+                raise
+            self._fallback(exc)
+            self._run = self._run.eager
+            return self._run(x)
+
+    def _fallback(self, exc: Exception) -> None:
+        if not self._warned:
+            warnings.warn(f"TorchScript/oneDNN fusion unavailable ({type(exc).__name__}: "
+                          f"{exc}); running the eager network", RuntimeWarning)
+            self._warned = True
 
     def _build(self, net: nn.Module, x: torch.Tensor, autocast: bool) -> Callable:
         fused = fold_batchnorm(copy.deepcopy(net).eval(), self.fold_pairs)
@@ -110,8 +125,5 @@ class InferenceCopy:
         try:  # traced on one image: the trace runs the network once, and its graph is batch-free
             return _Traced(fused, x[:1].contiguous(memory_format=torch.channels_last))
         except Exception as exc:  # tracing is an optimisation: never fail extraction for it
-            if not self._warned:
-                warnings.warn(f"TorchScript/oneDNN fusion unavailable ({type(exc).__name__}: "
-                              f"{exc}); running the eager network", RuntimeWarning)
-                self._warned = True
+            self._fallback(exc)
             return fused

@@ -163,6 +163,35 @@ def test_inception_fast_path_equals_plain_and_follows_new_weights(inception_file
         assert_close_scaled(fast_new[key], plain_new[key])
 
 
+@pytest.mark.parametrize("where", ["trace", "run"])
+def test_inception_fast_path_falls_back_to_eager_with_a_warning(inception_files, monkeypatch,
+                                                                where):
+    """A TorchScript/oneDNN failure (at trace time or in the fused run) never fails extraction:
+    one RuntimeWarning, then the eager folded copy, same outputs."""
+    from evalkit.encoders import runtime
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("no oneDNN Graph here")
+
+    if where == "trace":
+        monkeypatch.setattr(torch.jit, "trace", boom)
+    else:
+        monkeypatch.setattr(runtime._Traced, "forward", boom)
+    enc = E.build_encoder("inception", weights=str(inception_files["without"]))
+    x = images(2, 299, seed=5)
+    with torch.inference_mode():
+        enc.fast = False
+        plain = enc(x)
+        enc.fast = True
+        with pytest.warns(RuntimeWarning, match="no oneDNN Graph here"):
+            first = enc(x)
+        second = enc(x)
+    for key in plain:
+        assert_close_scaled(first[key], plain[key])
+        assert_close_scaled(second[key], plain[key])
+    assert not isinstance(enc._inference._run, runtime._Traced)
+
+
 def test_inception_loads_with_and_without_num_batches_tracked(inception_files):
     a = E.build_encoder("inception", weights=str(inception_files["with"]))
     b = E.build_encoder("inception", weights=str(inception_files["without"]))
