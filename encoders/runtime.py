@@ -21,7 +21,9 @@ canonical module is always honoured.
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 import torch
@@ -62,18 +64,66 @@ class _Traced(nn.Module):
     def __init__(self, net: nn.Module, example: torch.Tensor):
         super().__init__()
         self.eager = net  # what runs instead if the fused graph ever fails
+        self._calls: dict[tuple, int] = {}  # slice shape -> calls so far
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             example = example.clone()
             self.traced = torch.jit.freeze(torch.jit.trace(net, example, check_trace=False))
 
-    def forward(self, x: torch.Tensor):
-        previous = torch.jit.onednn_fusion_enabled()
+    def forward(self, x: torch.Tensor, parts: int = 1):
+        """``net(x)``; with ``parts`` > 1 as that many equal batch slices run concurrently
+        (rows left over run after them). A slice shape runs its first two calls (TorchScript
+        profiles, then compiles the fused partitions) one at a time: compiling concurrently
+        is not safe."""
+        previous = torch.jit.onednn_fusion_enabled()  # a global flag: set here, once per call
         torch.jit.enable_onednn_fusion(True)
         try:
-            return self.traced(x)
+            if parts == 1:
+                return self.traced(x)
+            size = x.shape[0] // parts
+            shape = (size,) + tuple(x.shape[1:])
+            warm = self._calls.get(shape, 0) >= 2
+            self._calls[shape] = self._calls.get(shape, 0) + 1
+            outs = _split_run(self.traced, list(x[:size * parts].split(size)), warm)
+            if size * parts < x.shape[0]:
+                outs.append(self.traced(x[size * parts:]))
+            return tuple(torch.cat(items) for items in zip(*outs))
         finally:
             torch.jit.enable_onednn_fusion(previous)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        if n not in _POOLS:
+            _POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix="evalkit-encoder")
+        return _POOLS[n]
+
+
+def _split_run(run: Callable, chunks: list[torch.Tensor], concurrent: bool) -> list:
+    """``[run(c) for c in chunks]`` with one intra-op thread per call, the calls run
+    concurrently (``concurrent``) or one after the other; the caller's thread count is restored.
+
+    On CPU, concurrent one-thread slices beat one call with several intra-op threads (no OpenMP
+    barrier after every operator): 34.4 -> 30.5 ms/img for the fused Inception at 2 threads,
+    identical outputs.
+    """
+    threads = torch.get_num_threads()
+
+    def one(chunk: torch.Tensor):
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            return run(chunk)
+
+    try:
+        if concurrent:
+            return list(_pool(len(chunks)).map(one, chunks))
+        return [one(c) for c in chunks]
+    finally:
+        torch.set_num_threads(threads)  # set_num_threads(1) also became the default for new threads
 
 
 class InferenceCopy:
@@ -91,17 +141,22 @@ class InferenceCopy:
         self._key: tuple | None = None
         self._run: Callable | None = None
         self._warned = False
+        self._lock = threading.Lock()
 
     def __call__(self, net: nn.Module, x: torch.Tensor):
         """``net(x)``, computed by the cached rewritten copy of ``net``."""
         autocast = _autocast_state(x.device)
-        key = (x.device, torch.get_num_threads(), autocast, _weights_version(net))
-        if key != self._key:
-            self._run, self._key = None, None
-            self._run = self._build(net, x, autocast[0])
-            self._key = key
+        threads = torch.get_num_threads()
+        key = (x.device, threads, autocast, _weights_version(net))
+        with self._lock:
+            if key != self._key:
+                self._run, self._key = None, None
+                self._run = self._build(net, x, autocast[0])
+                self._key = key
         x = x.contiguous(memory_format=torch.channels_last)
         try:
+            if isinstance(self._run, _Traced) and threads > 1 and x.shape[0] >= 2 * threads:
+                return self._run(x, parts=threads)
             return self._run(x)
         except Exception as exc:
             if not isinstance(self._run, _Traced):

@@ -163,6 +163,37 @@ def test_inception_fast_path_equals_plain_and_follows_new_weights(inception_file
         assert_close_scaled(fast_new[key], plain_new[key])
 
 
+def test_inception_fast_path_split_across_threads_equals_plain(inception_files, monkeypatch):
+    """On CPU with T intra-op threads a batch of >= 2T runs as T concurrent one-thread slices;
+    outputs equal the plain module's and the caller's thread setting is kept."""
+    from evalkit.encoders import runtime
+
+    calls = []
+    real_split = runtime._split_run
+    monkeypatch.setattr(runtime, "_split_run", lambda run, chunks, concurrent: calls.append(
+        (len(chunks), concurrent)) or real_split(run, chunks, concurrent))
+    enc = E.build_encoder("inception", weights=str(inception_files["without"]))
+    x = images(5, 299, seed=6)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            enc.fast = False
+            plain = enc(x)
+            enc.fast = True
+            fast = [enc(x) for _ in range(3)]  # profiling, compiling and fused runs
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+    # two slices of 2 rows (+ 1 row after them); the first two calls of a slice shape one at a
+    # time (profiling, compiling), then concurrently; no fallback to the eager copy
+    assert calls == [(2, False), (2, False), (2, True)]
+    assert isinstance(enc._inference._run, runtime._Traced)
+    for out in fast:
+        for key in plain:
+            assert_close_scaled(out[key], plain[key])
+
+
 @pytest.mark.parametrize("where", ["trace", "run"])
 def test_inception_fast_path_falls_back_to_eager_with_a_warning(inception_files, monkeypatch,
                                                                 where):
