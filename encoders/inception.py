@@ -18,8 +18,9 @@ in-network ``F.interpolate(size=(299, 299), mode="bilinear", align_corners=False
 then 2x-1; batches may then hold different native sizes, passed as a list of 3×H×W tensors.
 
 Batches run through a BatchNorm-folded ``channels_last`` copy of the network (on CPU in fp32,
-frozen and fused by oneDNN Graph; see ``encoders/runtime.py``): about 2x faster on CPU, outputs
-within 1e-6 of the plain module's. ``InceptionEncoder(fast=False)`` runs ``net`` as written.
+frozen, fused by oneDNN Graph and run as concurrent one-thread slices; see
+``encoders/runtime.py``): about 2x faster on CPU, outputs within 1e-6 of the plain module's.
+``InceptionEncoder(fast=False)`` runs ``net`` as written.
 """
 from __future__ import annotations
 

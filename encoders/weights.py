@@ -259,8 +259,6 @@ def load_strict(module, state_dict: Mapping, encoder_name: str, path: str | os.P
     Floating tensors are cast to float32. A module built on the ``meta`` device (see
     :func:`build_module`) receives the checkpoint's tensors themselves (``assign=True``).
     """
-    import torch
-
     check_keys(encoder_name, path, module.state_dict().keys(), state_dict.keys())
     sd = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     on_meta = any(t.is_meta for t in module.state_dict().values())
