@@ -128,9 +128,15 @@ def congruence(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(t))
 
 
-def project(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """``x f`` (rows × D times D × k); a lower-triangular ``f`` on CPU through BLAS ``dtrmm``."""
-    if x.device.type != "cpu" or not is_lower_triangular(f):
+def project(x: torch.Tensor, f: torch.Tensor, lower: bool | None = None) -> torch.Tensor:
+    """``x f`` (rows × D times D × k); a lower-triangular ``f`` on CPU through BLAS ``dtrmm``.
+
+    ``lower``: whether ``f`` is lower-triangular, when the caller already knows (a D×D check
+    per call otherwise).
+    """
+    if lower is None:
+        lower = is_lower_triangular(f)
+    if x.device.type != "cpu" or not lower:
         return x @ f
     upper = f.contiguous().numpy().T
     xt = x.contiguous().numpy().T  # D×rows, Fortran order
@@ -360,6 +366,7 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     mu_r, cov_r = moments(real, dev, "fd_inf", "reference")
     factor = reference_factor(real, mu_r, cov_r, dev)
     k_cols = int(factor.shape[1])
+    lower = is_lower_triangular(factor)
     tr_r = float(torch.trace(cov_r))
     mu_g = _mean(fake, dev, "fd_inf", "generated")
 
@@ -374,7 +381,7 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     sq_x = torch.zeros(len(subsets), dtype=F64, device=dev)
     for i in range(0, ng, step):
         xc = as_tensor(fake[i:i + step], dev, F64) - mu_g
-        zc = project(xc, factor)
+        zc = project(xc, factor, lower)
         z[i:i + step] = zc
         gram_acc.add(zc)
         sum_x += xc.T @ member[i:i + step]
