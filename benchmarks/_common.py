@@ -34,7 +34,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 RESULT_MARKER = "EVALKIT_BENCH_RESULT "
 TASK_FLAG = "--_bench-task"
@@ -44,7 +45,7 @@ TASK_FLAG = "--_bench-task"
 
 def _read_text(path: str) -> str | None:
     try:
-        with open(path, "r", encoding="ascii", errors="replace") as fh:
+        with open(path, encoding="ascii", errors="replace") as fh:
             return fh.read()
     except OSError:
         return None
@@ -152,7 +153,7 @@ class Stopwatch:
     """``with Stopwatch() as sw: ...`` -> ``sw.wall_s`` and ``sw.cpu_s`` (this process and
     the children it reaped meanwhile, e.g. DataLoader workers)."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Stopwatch:
         self._t0 = time.perf_counter()
         self._c0 = cpu_seconds()
         return self

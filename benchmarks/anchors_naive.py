@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-
 # ---------------------------------------------------------------------------- FD and FD-infinity
 
 def gaussian_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -49,8 +49,16 @@ from multiprocessing import Pool
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (Stopwatch, child_main, describe_machine, format_table,  # noqa: E402
-                     machine_info, measure, median, ratio)
+from _common import (  # noqa: E402
+    Stopwatch,
+    child_main,
+    describe_machine,
+    format_table,
+    machine_info,
+    measure,
+    median,
+    ratio,
+)
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 DATA_VERSION = "evalkit.bench.images/1"
@@ -208,8 +216,8 @@ def _evalkit_encoder(encoder: str, weights: str | None, resize: str, arch: str |
 
 
 def _pytorch_fid_model(weights: str):
-    import torch
     import pytorch_fid.inception as pfi
+    import torch
 
     original = pfi.load_state_dict_from_url
     pfi.load_state_dict_from_url = lambda *a, **k: torch.load(weights, map_location="cpu")

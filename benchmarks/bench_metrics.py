@@ -57,15 +57,14 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (child_main, describe_machine, format_table, loadavg,  # noqa: E402
-                     machine_info, measure, status_kb)
+from _common import child_main, describe_machine, format_table, loadavg, machine_info, measure, status_kb  # noqa: E402
 
 GIB = 2**30
 SPATIAL_D = 2023  # Inception mixed_6/conv, first 7 channels, 7×17×17
@@ -344,6 +343,7 @@ def task_metric(task: dict) -> dict:
         torch.set_num_threads(int(os.environ["EVALKIT_BENCH_THREADS"]))
     if task["side"] == "evalkit":
         import torch  # noqa: F401  (imported before the timer, like the anchors' libraries)
+
         from evalkit.metrics import get_metric
     real, fake, test = _arrays_for(bench, n, d, n_test, seed)
     data_bytes = sum(a.nbytes for a in (real, fake, test) if a is not None)

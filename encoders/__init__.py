@@ -12,8 +12,8 @@ building it, for cache keys and result records.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from importlib import metadata
-from typing import Callable
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec  # noqa: F401
 from evalkit.errors import InputError

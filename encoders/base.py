@@ -9,8 +9,8 @@ Normalisation (scaling, mean/std) happens inside the module, on the device.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping
 
 import torch
 
@@ -53,7 +53,7 @@ class EncoderSpec:
     """Registry metadata of an encoder, readable without building a model."""
 
     name: str
-    factory: Callable[..., "Encoder"]
+    factory: Callable[..., Encoder]
     description: str
     archs: tuple[str, ...]
     default_arch: str

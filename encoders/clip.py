@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -230,8 +229,13 @@ def build_clip(arch: str | None = None, weights: str | None = None, resize: str 
     (the text tower is not needed and is dropped). A state dict holding only the image tower
     (keys with or without the ``visual.`` prefix) is accepted too.
     """
-    from evalkit.encoders.weights import (build_module, file_sha256, load_state_dict,
-                                          load_strict, resolve_weights)
+    from evalkit.encoders.weights import (
+        build_module,
+        file_sha256,
+        load_state_dict,
+        load_strict,
+        resolve_weights,
+    )
 
     arch = arch or DEFAULT_ARCH
     preprocess = clip_preprocess(arch, resize)

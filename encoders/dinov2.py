@@ -256,8 +256,13 @@ class DINOv2Encoder(Encoder):
 def build_dinov2(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                  random_init: bool = False) -> DINOv2Encoder:
     """Factory registered as ``dinov2`` (archs vits14, vitb14, vitl14, vitg14)."""
-    from evalkit.encoders.weights import (build_module, file_sha256, load_state_dict,
-                                          load_strict, resolve_weights)
+    from evalkit.encoders.weights import (
+        build_module,
+        file_sha256,
+        load_state_dict,
+        load_strict,
+        resolve_weights,
+    )
 
     arch = arch or DEFAULT_ARCH
     dinov2_preprocess(arch, resize)  # validates arch and resize before any I/O

@@ -24,7 +24,7 @@ frozen, fused by oneDNN Graph and run as concurrent one-thread slices; see
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -309,8 +309,14 @@ def _filter_state_dict(sd: dict) -> dict:
 def build_inception(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                     random_init: bool = False) -> InceptionEncoder:
     """Factory registered as ``inception``: loads pytorch-fid's weights file strictly."""
-    from evalkit.encoders.weights import (build_module, check_keys, file_sha256,
-                                          load_state_dict, load_strict, resolve_weights)
+    from evalkit.encoders.weights import (
+        build_module,
+        check_keys,
+        file_sha256,
+        load_state_dict,
+        load_strict,
+        resolve_weights,
+    )
 
     inception_preprocess(arch or ARCH, resize)  # validates arch and resize before any I/O
     sha = None

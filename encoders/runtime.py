@@ -28,8 +28,8 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
 
 import torch
 from torch import nn

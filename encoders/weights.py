@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from evalkit.encoders.base import WeightsSpec
 from evalkit.errors import EvalkitError, InputError, OfflineError

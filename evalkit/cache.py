@@ -23,8 +23,9 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def shard_checksum(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _hash_arrays(items) -> "hashlib._Hash":
+def _hash_arrays(items) -> hashlib._Hash:
     h = hashlib.sha256()
     for name, arr in items:
         h.update(f"{name}|{arr.dtype.str}|{arr.shape}\n".encode())

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from evalkit.errors import InputError, ProtocolMismatchError
 from evalkit.leaderboard import direction_of, format_number, metric_directions, text_table

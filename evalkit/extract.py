@@ -21,9 +21,10 @@ import sys
 import time
 import warnings
 from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,7 +161,7 @@ class Shard:
         return dict(self.arrays), meta
 
     @classmethod
-    def from_payload(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "Shard":
+    def from_payload(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Shard:
         """Inverse of :meth:`to_payload`; ValueError/KeyError/TypeError when malformed."""
         index, count, start, stop = (int(v) for v in meta["shard"])
         kept = meta["kept"]

@@ -44,7 +44,7 @@ class FeatureSet:
     def get(self, kind: str) -> np.ndarray | None:
         return self.arrays.get(kind)
 
-    def subset(self, index: np.ndarray) -> "FeatureSet":
+    def subset(self, index: np.ndarray) -> FeatureSet:
         """Rows ``index`` of every array (used for --nsample and bootstrap)."""
         return FeatureSet(
             {k: v[index] for k, v in self.arrays.items()},

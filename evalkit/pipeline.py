@@ -31,7 +31,8 @@ import logging
 import platform
 import time
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from evalkit.errors import UnknownNameError
 

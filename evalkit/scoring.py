@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,10 +19,10 @@ import torch
 from evalkit import __version__
 from evalkit.errors import InputError, MetricInputError
 from evalkit.featureset import FeatureSet
-from evalkit.record import SCHEMA
 from evalkit.metrics import METRICS, MetricSpec, get_metric
-from evalkit.metrics.frechet import frechet_from_stats, moments
 from evalkit.metrics._tensor import resolve_device
+from evalkit.metrics.frechet import frechet_from_stats, moments
+from evalkit.record import SCHEMA
 
 # Metrics that a statistics-only reference (mu/sigma, e.g. ADM's or pytorch-fid's .npz) supports,
 # with the statistics attribute they need.

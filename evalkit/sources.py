@@ -29,8 +29,8 @@ import numpy as np
 
 from evalkit.errors import InputError
 from evalkit.featureset import is_feature_file
-from evalkit.imageio import JPEG_FORMATS, array_to_rgb_uint8, decode_image, to_rgb_uint8
 from evalkit.fileio import file_sha256
+from evalkit.imageio import JPEG_FORMATS, array_to_rgb_uint8, decode_image, to_rgb_uint8
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})

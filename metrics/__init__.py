@@ -11,15 +11,15 @@ from evalkit.metrics._registry import (  # noqa: F401
     register_metric,
     result_directions,
 )
-from evalkit.metrics.frechet import fd, fd_inf, sfid  # noqa: F401
-from evalkit.metrics.kernel import kd, cmmd  # noqa: F401
-from evalkit.metrics.inception_score import inception_score  # noqa: F401
-from evalkit.metrics.prdc import prdc, precision, recall, density, coverage, realism  # noqa: F401
-from evalkit.metrics.vendi import vendi  # noqa: F401
-from evalkit.metrics.memorization import authpct, ct  # noqa: F401
 from evalkit.metrics.fls import fls, fls_pog  # noqa: F401
-from evalkit.metrics.sliced import sw_approx  # noqa: F401
+from evalkit.metrics.frechet import fd, fd_inf, sfid  # noqa: F401
+from evalkit.metrics.inception_score import inception_score  # noqa: F401
+from evalkit.metrics.kernel import cmmd, kd  # noqa: F401
+from evalkit.metrics.memorization import authpct, ct  # noqa: F401
 from evalkit.metrics.per_sample import per_sample  # noqa: F401
+from evalkit.metrics.prdc import coverage, density, prdc, precision, realism, recall  # noqa: F401
+from evalkit.metrics.sliced import sw_approx  # noqa: F401
+from evalkit.metrics.vendi import vendi  # noqa: F401
 
 # `is` is a keyword in Python; the function is `inception_score`, the registry key `is`.
 globals()["is"] = inception_score

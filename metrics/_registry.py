@@ -6,8 +6,9 @@ running anything, so `evalkit metrics`, input validation and leaderboard sorting
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from evalkit.registry import Registry
 

@@ -1,9 +1,8 @@
 """Small torch helpers shared by the metric functions (no engine imports)."""
 from __future__ import annotations
 
-from typing import Any
-
 import warnings
+from typing import Any
 
 import numpy as np
 import torch

@@ -15,8 +15,7 @@ import torch
 
 from evalkit.errors import MetricInputError
 from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import (as_tensor, fp32_matmul_is_ieee, resolve_device,
-                                     seeded_generator)
+from evalkit.metrics._tensor import as_tensor, fp32_matmul_is_ieee, resolve_device, seeded_generator
 from evalkit.metrics.frechet import F64, check_pair, take_rows
 
 _BATCH_ELEMENTS = 1 << 26  # float64 elements held per batch (512 MiB)

@@ -39,8 +39,9 @@ fall the same way as in ``prdc`` (see :mod:`evalkit.metrics.prdc`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,7 +145,7 @@ class Points:
     def n(self) -> int:
         return int(self.raw.shape[0])
 
-    def rows(self, index: torch.Tensor | slice) -> "Points":
+    def rows(self, index: torch.Tensor | slice) -> Points:
         return Points(self.raw[index], self.scr[index], self.sq[index], self.sq_s[index])
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from evalkit.errors import MetricInputError
-from evalkit.metrics._registry import register_metric
 from evalkit.metrics import knn as _knn
+from evalkit.metrics._registry import register_metric
 from evalkit.metrics.knn import (
     approx_sq,
     bf16_twins,
     check_points,
+    chunk_rows,
     compare_dtype,
     exact_sq,
     knn_self_sq,
@@ -25,7 +26,6 @@ from evalkit.metrics.knn import (
     seeded_subsets,
     sphere_pass,
     take,
-    chunk_rows,
 )
 
 _PRDC_KEYS = ("precision", "recall", "density", "coverage")

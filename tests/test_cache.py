@@ -1,16 +1,14 @@
 """Feature cache and pipeline: hits skip the encoder, corrupt entries are rebuilt, identity
 changes miss; `evalkit features` writes a valid feature file; bad input exits 2 in one line."""
-import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import TINY, TINY_BUILDS, write_images
 
 import evalkit.pipeline as pipeline
-from conftest import TINY, TINY_BUILDS, write_images
-from evalkit.cache import CacheWarning, FeatureCache, cache_key, default_cache_dir
+from evalkit.cache import CacheWarning, cache_key, default_cache_dir
 from evalkit.cli import main
 from evalkit.errors import InputError
 from evalkit.featureset import load_feature_file

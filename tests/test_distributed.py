@@ -84,9 +84,9 @@ if __name__ == "__main__":  # a torchrun worker: the evalkit CLI with RAND regis
     sys.exit(0)
 
 from click.testing import CliRunner  # noqa: E402
+from conftest import TINY, write_images  # noqa: E402
 
 import evalkit.pipeline as pipeline  # noqa: E402
-from conftest import TINY, write_images  # noqa: E402
 from evalkit import distributed as dist  # noqa: E402
 from evalkit.cache import CacheWarning, FeatureCache  # noqa: E402
 from evalkit.cli import main  # noqa: E402

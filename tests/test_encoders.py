@@ -426,6 +426,7 @@ def test_clip_matches_open_clip(clip_files, fmt):
 
 def test_clip_known_table_matches_open_clip_configs():
     import open_clip
+
     from evalkit.encoders import clip as C
 
     for model, (width, embed, size) in C.KNOWN.items():

@@ -1,14 +1,14 @@
 """The extraction engine: one pass, all outputs, order, batch-size and worker independence,
 equal features from a folder, a zip and arrays, native-size batching, bad images and skip_bad."""
-import zipfile
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from conftest import TinyEncoder, write_images
 from PIL import Image
 
-from conftest import TinyEncoder, write_images
 from evalkit.errors import InputError
 from evalkit.extract import BadImageWarning, extract, resolve_device
 from evalkit.imageio import clean_resize

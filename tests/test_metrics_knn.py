@@ -17,8 +17,7 @@ import torch
 
 import evalkit.metrics  # noqa: F401  (registers every metric)
 from evalkit.errors import MetricInputError
-from evalkit.metrics import get_metric
-from evalkit.metrics import knn
+from evalkit.metrics import get_metric, knn
 from evalkit.metrics.fls import fls
 from evalkit.metrics.memorization import authpct, ct, kmeans, mann_whitney_u
 from evalkit.metrics.per_sample import per_sample

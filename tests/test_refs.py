@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import TINY, tiny_preprocess, write_images
 
 from evalkit.cli import main
 from evalkit.errors import InputError
@@ -21,8 +22,6 @@ from evalkit.refs import (
     remove_reference,
     resolve_reference,
 )
-
-from conftest import TINY, tiny_preprocess, write_images
 
 TINY_OPTS = ExtractOptions(encoder=TINY, workers=0, batch_size=8, quiet=True)
 

@@ -11,13 +11,12 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import write_images
 from PIL import Image
 
 from evalkit.cli import main
 from evalkit.record import SCHEMA, load_records
 from evalkit.report import build_report, write_report
-
-from conftest import write_images
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DATA_URI = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')

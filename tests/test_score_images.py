@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import write_images
 
 import evalkit
 import evalkit.pipeline
 from evalkit.cli import main
-from conftest import write_images
 
 
 @pytest.fixture

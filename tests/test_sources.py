@@ -6,9 +6,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import write_images
 from PIL import Image
 
-from conftest import write_images
 from evalkit.errors import InputError
 from evalkit.imageio import clean_resize, decode_image, open_image, to_rgb_uint8
 from evalkit.sources import resolve_source
