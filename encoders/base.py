@@ -21,7 +21,8 @@ class Preprocess:
 
     ``resize``: ``"clean"`` (PIL bicubic on float32 channels, antialiased, clean-fid's mode),
     or ``"none"`` (keep native size; the encoder resizes in-network, e.g. Inception legacy).
-    ``crop``: resize the shorter side to ``size`` then centre-crop (CLIP), else resize to
+    ``crop``: resize the shorter side to ``crop_from`` (0: ``size``) then centre-crop
+    ``size``×``size`` (CLIP: 224 → 224; timm/dgm-eval ConvNeXt: 256 → 224), else resize to
     ``size``×``size``. ``mean``/``std`` are applied inside the encoder, recorded for the cache key.
     """
 
@@ -31,10 +32,14 @@ class Preprocess:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     in_network: str = ""  # e.g. "bilinear-299" for legacy Inception
+    crop_from: int = 0  # with crop: shorter side resized to this first (0: size)
 
     def describe(self) -> str:
-        """A stable string for result records and cache keys."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """A stable string for result records and cache keys (``crop_from`` only when set)."""
+        fields = asdict(self)
+        if not fields["crop_from"]:
+            del fields["crop_from"]  # keeps the keys of every encoder that does not use it
+        return json.dumps(fields, sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def _resize_channel(ch: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(img.resize((width, height), resample=Image.BICUBIC))
 
 
-def clean_resize(arr: np.ndarray, size: int, crop: bool = False) -> np.ndarray:
+def clean_resize(arr: np.ndarray, size: int, crop: bool = False, crop_from: int = 0) -> np.ndarray:
     """Resize an H×W×3 uint8 image to a 3×S×S float32 array in [0, 255], clean-fid style.
 
     Each channel becomes a float32 PIL image (mode ``F``) resized with PIL's antialiased
@@ -131,14 +131,16 @@ def clean_resize(arr: np.ndarray, size: int, crop: bool = False) -> np.ndarray:
     equals ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))`` (Parmar et al.
     2022). With ``crop`` (CLIP-style) the shorter side is resized to ``S`` (the longer one to
     ``int(S * long / short)``, torchvision's ``Resize(S)`` rule) and the centre S×S is cut out
-    with torchvision's ``CenterCrop`` offsets.
+    with torchvision's ``CenterCrop`` offsets. ``crop_from`` (with ``crop``) resizes the shorter
+    side to that size first, e.g. ``Resize(256)`` + ``CenterCrop(224)``.
     """
     h, w = arr.shape[:2]
     if crop:
+        short = crop_from or size
         if w <= h:
-            tw, th = size, int(size * h / w)
+            tw, th = short, int(short * h / w)
         else:
-            tw, th = int(size * w / h), size
+            tw, th = int(short * w / h), short
     else:
         tw, th = size, size
     if (tw, th) == (w, h):
@@ -162,7 +164,8 @@ def prepare(arr: np.ndarray, preprocess) -> np.ndarray:
     if preprocess.resize == "none":
         return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
     if preprocess.resize == "clean":
-        return clean_resize(arr, preprocess.size, crop=preprocess.crop)
+        return clean_resize(arr, preprocess.size, crop=preprocess.crop,
+                            crop_from=getattr(preprocess, "crop_from", 0))
     raise ValueError(f"unknown Preprocess.resize {preprocess.resize!r} (clean | none)")
 
 
