@@ -174,12 +174,30 @@ def _check_arch(encoder: str, arch: str, archs) -> None:
 
 
 def _register_builtins() -> None:
-    from evalkit.encoders import clip, dinov2, inception, pixel
+    from evalkit.encoders import (
+        clip,
+        convnext,
+        data2vec,
+        dinov2,
+        inception,
+        mae,
+        pixel,
+        simclr,
+        swav,
+        timm_models,
+    )
 
     register_encoder(pixel.SPEC, preprocess=pixel.pixel_preprocess)
     register_encoder(inception.SPEC, preprocess=inception.inception_preprocess)
     register_encoder(dinov2.SPEC, preprocess=dinov2.dinov2_preprocess)
     register_encoder(clip.SPEC, preprocess=clip.clip_preprocess, weights=clip.clip_weights)
+    register_encoder(convnext.SPEC, preprocess=convnext.convnext_preprocess)
+    register_encoder(data2vec.SPEC, preprocess=data2vec.data2vec_preprocess)
+    register_encoder(mae.SPEC, preprocess=mae.mae_preprocess)
+    register_encoder(swav.SPEC, preprocess=swav.swav_preprocess)
+    register_encoder(simclr.SPEC, preprocess=simclr.simclr_preprocess)
+    register_encoder(timm_models.SPEC, preprocess=timm_models.timm_preprocess,
+                     weights=timm_models.timm_weights)
 
 
 _register_builtins()

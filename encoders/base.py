@@ -21,9 +21,14 @@ class Preprocess:
 
     ``resize``: ``"clean"`` (PIL bicubic on float32 channels, antialiased, clean-fid's mode),
     or ``"none"`` (keep native size; the encoder resizes in-network, e.g. Inception legacy).
+    or ``"pil"`` (dgm-eval's / timm's torchvision ``Resize`` on the 8-bit PIL image, re-quantised
+    to uint8: ``--resize legacy`` of the dgm-eval encoders).
     ``crop``: resize the shorter side to ``crop_from`` (0: ``size``) then centre-crop
-    ``size``×``size`` (CLIP: 224 → 224; timm/dgm-eval ConvNeXt: 256 → 224), else resize to
-    ``size``×``size``. ``mean``/``std`` are applied inside the encoder, recorded for the cache key.
+    ``size``×``size`` (CLIP: 224 → 224; timm/dgm-eval ConvNeXt: 256 → 224); ``keep_aspect``
+    (no crop): resize the shorter side to ``size`` and keep the aspect ratio (dgm-eval's
+    ``Resize(224)``: non-square outputs); else resize to ``size``×``size``. ``interpolation``:
+    the resampling filter (``bicubic`` or ``bilinear``). ``mean``/``std`` are applied inside the
+    encoder, recorded for the cache key.
     """
 
     size: int
@@ -33,12 +38,17 @@ class Preprocess:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     in_network: str = ""  # e.g. "bilinear-299" for legacy Inception
     crop_from: int = 0  # with crop: shorter side resized to this first (0: size)
+    interpolation: str = "bicubic"
+    keep_aspect: bool = False  # without crop: shorter side to size, aspect kept
 
     def describe(self) -> str:
-        """A stable string for result records and cache keys (``crop_from`` only when set)."""
+        """A stable string for result records and cache keys (fields added after the first
+        release only when they differ from their defaults, so older keys stay valid)."""
         fields = asdict(self)
-        if not fields["crop_from"]:
-            del fields["crop_from"]  # keeps the keys of every encoder that does not use it
+        for name, default in (("crop_from", 0), ("interpolation", "bicubic"),
+                              ("keep_aspect", False)):
+            if fields[name] == default:
+                del fields[name]  # keeps the keys of every encoder that does not use it
         return json.dumps(fields, sort_keys=True)
 
 

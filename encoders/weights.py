@@ -211,8 +211,9 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
 def load_state_dict(path: str | os.PathLike, encoder_name: str = "encoder") -> dict:
     """Read a checkpoint (``.safetensors`` or a torch pickle) as a flat name -> tensor dict.
 
-    Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers and a DDP ``module.``
-    prefix. Torch pickles are read with ``weights_only=True``.
+    Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"teacher": ...}`` containers, the
+    SimCLRv2 converter's ``{"resnet": ..., "head": ...}``, and a DDP ``module.`` prefix. Torch
+    pickles are read with ``weights_only=True``.
     """
     import torch
 
@@ -227,7 +228,7 @@ def load_state_dict(path: str | os.PathLike, encoder_name: str = "encoder") -> d
     except Exception as exc:
         raise InputError(f"{encoder_name} weights {p}: cannot read ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    for wrapper in ("state_dict", "model", "teacher"):
+    for wrapper in ("state_dict", "model", "teacher", "resnet"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -251,6 +252,17 @@ def check_keys(encoder_name: str, path: str | os.PathLike, expected: Iterable[st
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         raise InputError(f"{encoder_name} weights {path}: not this architecture's checkpoint: "
                          f"{'; '.join(parts)} keys")
+
+
+def fill_bn_counters(module, state_dict: Mapping) -> dict:
+    """``state_dict`` with BatchNorm ``num_batches_tracked`` taken from ``module`` where the
+    file lacks them (they are present in some copies of a checkpoint and not in others and
+    never change an eval-mode output)."""
+    sd = dict(state_dict)
+    for k, v in module.state_dict().items():
+        if k.endswith("num_batches_tracked") and k not in sd:
+            sd[k] = v
+    return sd
 
 
 def load_strict(module, state_dict: Mapping, encoder_name: str, path: str | os.PathLike) -> None:
