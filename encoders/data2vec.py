@@ -132,6 +132,7 @@ def build_data2vec(arch: str | None = None, weights: str | None = None, resize: 
     """Factory registered as ``data2vec``."""
     from evalkit.encoders.weights import (
         build_module,
+        check_keys,
         file_sha256,
         load_state_dict,
         load_strict,
@@ -143,11 +144,17 @@ def build_data2vec(arch: str | None = None, weights: str | None = None, resize: 
     transformers = import_transformers()
     path = None if random_init else resolve_weights("data2vec", _weights(arch), weights)
     config = load_config(arch, path)
-    model = build_module(lambda: transformers.Data2VecVisionModel(config, add_pooling_layer=True),
-                         random_init=True)
+    def make():
+        return transformers.Data2VecVisionModel(config, add_pooling_layer=True)
+
+    sd = None
+    if path is not None:  # keys checked on a meta-device model: a wrong file fails fast
+        expected = build_module(make, random_init=False).state_dict().keys()
+        sd = convert_state_dict(load_state_dict(path, "data2vec"), expected)
+        check_keys("data2vec", path, expected, sd.keys())
+    model = build_module(make, random_init=True)
     sha = None
-    if path is not None:
-        sd = convert_state_dict(load_state_dict(path, "data2vec"), model.state_dict().keys())
+    if sd is not None:
         load_strict(model, sd, "data2vec", path)
         sha = file_sha256(path)
     return Data2VecEncoder(model, arch, resize, sha).eval().requires_grad_(False)

@@ -126,9 +126,9 @@ def build_mae(arch: str | None = None, weights: str | None = None, resize: str =
 
     arch = arch or ARCH
     mae_preprocess(arch, resize)
-    net = build_module(lambda: mae_vit(**(_vit_kwargs or {})), random_init=True)
+    net = build_module(lambda: mae_vit(**(_vit_kwargs or {})), random_init=random_init)
     sha = None
-    if not random_init:
+    if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
         path = resolve_weights("mae", WEIGHTS, weights)
         load_strict(net, convert_state_dict(load_state_dict(path, "mae"), net), "mae", path)
         sha = file_sha256(path)

@@ -172,9 +172,9 @@ def build_simclr(arch: str | None = None, weights: str | None = None, resize: st
 
     arch = arch or DEFAULT_ARCH
     preprocess = simclr_preprocess(arch, resize)
-    net = build_module(lambda: SimCLRv2ResNet(arch), random_init=True, init=_init_random)
+    net = build_module(lambda: SimCLRv2ResNet(arch), random_init=random_init, init=_init_random)
     sha = None
-    if not random_init:
+    if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
         path = resolve_weights("simclr", _weights(arch), weights)
         sd = fill_bn_counters(net, load_state_dict(path, "simclr"))
         load_strict(net, sd, "simclr", path)

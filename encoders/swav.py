@@ -129,9 +129,9 @@ def build_swav(arch: str | None = None, weights: str | None = None, resize: str 
 
     arch = arch or ARCH
     preprocess = swav_preprocess(arch, resize)
-    net = build_module(lambda: PooledResNet(resnet50(weights=None)), random_init=True)
+    net = build_module(lambda: PooledResNet(resnet50(weights=None)), random_init=random_init)
     sha = None
-    if not random_init:
+    if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
         path = resolve_weights("swav", WEIGHTS, weights)
         sd = fill_bn_counters(net.resnet, swav_state_dict(load_state_dict(path, "swav")))
         load_strict(net.resnet, sd, "swav", path)

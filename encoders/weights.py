@@ -258,10 +258,12 @@ def fill_bn_counters(module, state_dict: Mapping) -> dict:
     """``state_dict`` with BatchNorm ``num_batches_tracked`` taken from ``module`` where the
     file lacks them (they are present in some copies of a checkpoint and not in others and
     never change an eval-mode output)."""
+    import torch
+
     sd = dict(state_dict)
-    for k, v in module.state_dict().items():
+    for k in module.state_dict():
         if k.endswith("num_batches_tracked") and k not in sd:
-            sd[k] = v
+            sd[k] = torch.tensor(0, dtype=torch.long)
     return sd
 
 
@@ -280,6 +282,12 @@ def load_strict(module, state_dict: Mapping, encoder_name: str, path: str | os.P
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
         raise InputError(f"{encoder_name} weights {path}: do not fit the architecture "
                          f"({lines[-1] if lines else exc})") from None
+    if on_meta:
+        left = [n for n, t in list(module.named_parameters()) + list(module.named_buffers())
+                if t.is_meta]
+        if left:
+            raise InputError(f"{encoder_name} weights {path}: {len(left)} tensors not loaded "
+                             f"(e.g. {left[0]})")
 
 
 def build_module(ctor, *, random_init: bool, init=None, seed: int = 0):

@@ -12,8 +12,13 @@ def extract_options(fn):
     """Add the encoder/extraction options; the command receives them as keyword arguments."""
     opts = [
         click.option("--encoder", default="dinov2", show_default=True,
-                     help="inception | dinov2 | clip | pixel | a plugin (`evalkit encoders`)."),
-        click.option("--arch", default=None, help="Encoder variant, e.g. vitl14 or ViT-L-14."),
+                     help="inception | dinov2 | clip | convnext | data2vec | mae | swav | simclr | "
+                          "timm | pixel | a plugin (`evalkit encoders`)."),
+        click.option("--arch", default=None,
+                     help="Encoder variant, e.g. vitl14, ViT-L-14 (clip), convnext_small.fb_in1k (timm)."),
+        click.option("--pretrained", default=None,
+                     help="Pretrained tag of --arch: open_clip (clip) or timm (timm) weights, "
+                          "e.g. laion2b_s34b_b79k."),
         click.option("--weights", default=None, type=click.Path(dir_okay=False),
                      help="Local weights file (official checkpoint formats)."),
         click.option("--resize", type=click.Choice(["clean", "legacy"]), default="clean",
@@ -40,11 +45,29 @@ def extract_options(fn):
 
 def options_from_kwargs(kwargs: dict) -> ExtractOptions:
     """Pop the extraction options out of a command's kwargs into an ExtractOptions."""
+    encoder = kwargs.pop("encoder")
     return ExtractOptions(
-        encoder=kwargs.pop("encoder"), arch=kwargs.pop("arch"), weights=kwargs.pop("weights"),
+        encoder=encoder, arch=with_pretrained(encoder, kwargs.pop("arch"), kwargs.pop("pretrained")),
+        weights=kwargs.pop("weights"),
         resize=kwargs.pop("resize"), batch_size=kwargs.pop("batch_size"),
         device=kwargs.pop("device"), workers=kwargs.pop("workers"),
         precision=kwargs.pop("precision"), cache_dir=kwargs.pop("cache_dir"),
         use_cache=not kwargs.pop("no_cache"), skip_bad=kwargs.pop("skip_bad"),
         quiet=kwargs.pop("quiet"),
     )
+
+
+def with_pretrained(encoder: str, arch: str | None, tag: str | None) -> str | None:
+    """``--arch A --pretrained T`` as one arch name: ``A:T`` for open_clip, ``A.T`` for timm."""
+    if not tag:
+        return arch
+    from evalkit.encoders import get_encoder_spec
+    from evalkit.errors import InputError
+
+    if encoder not in ("clip", "timm"):
+        raise InputError(f"--pretrained is for --encoder clip or timm, not {encoder}")
+    sep = ":" if encoder == "clip" else "."
+    base = arch or get_encoder_spec(encoder).default_arch.split(sep)[0]
+    if sep in base:
+        raise InputError(f"--arch {base} already names a pretrained tag; drop --pretrained {tag}")
+    return f"{base}{sep}{tag}"
