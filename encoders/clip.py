@@ -119,8 +119,8 @@ def clip_weights(arch: str | None) -> WeightsSpec | None:
 def clip_preprocess(arch: str | None = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
     """Shorter side to the model's size (clean bicubic) + centre crop; mean/std in-module."""
     if resize != "clean":
-        raise InputError(f"--resize {resize} is only valid for the inception encoder "
-                         "(clip uses clean resizing)")
+        raise InputError(f"--resize {resize} is only valid for the inception, convnext, "
+                         "data2vec, swav, simclr and timm encoders (clip uses clean resizing)")
     model, tag = split_arch(arch)
     size = _model_config(model)[2]
     mean, std = OPENAI_MEAN, OPENAI_STD

@@ -59,8 +59,8 @@ def dinov2_preprocess(arch: str = DEFAULT_ARCH, resize: str = "clean") -> Prepro
 
     _check_arch("dinov2", arch, tuple(ARCHS))
     if resize != "clean":
-        raise InputError(f"--resize {resize} is only valid for the inception encoder "
-                         "(dinov2 uses clean resizing)")
+        raise InputError(f"--resize {resize} is only valid for the inception, convnext, "
+                         "data2vec, swav, simclr and timm encoders (dinov2 uses clean resizing)")
     return Preprocess(size=SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 

@@ -22,8 +22,8 @@ def pixel_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
 
     _check_arch("pixel", arch, (ARCH,))
     if resize != "clean":
-        raise InputError(f"--resize {resize} is only valid for the inception encoder "
-                         "(pixel uses clean resizing)")
+        raise InputError(f"--resize {resize} is only valid for the inception, convnext, "
+                         "data2vec, swav, simclr and timm encoders (pixel uses clean resizing)")
     return Preprocess(size=SIZE)
 
 

@@ -547,9 +547,9 @@ def test_sha256_cache_json_and_invalidation(tmp_path, monkeypatch):
 
 def test_resize_legacy_only_for_inception():
     for name in ("pixel", "dinov2", "clip"):
-        with pytest.raises(InputError, match="only valid for the inception"):
+        with pytest.raises(InputError, match="only valid for the inception, convnext"):
             E.encoder_preprocess(name, SMALL_ARCH.get(name), resize="legacy")
-        with pytest.raises(InputError, match="only valid for the inception"):
+        with pytest.raises(InputError, match="only valid for the inception, convnext"):
             E.build_encoder(name, SMALL_ARCH.get(name), resize="legacy", random_init=True)
     with pytest.raises(InputError, match="vitl14"):
         E.build_encoder("dinov2", "vitl16", random_init=True)

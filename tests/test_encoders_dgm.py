@@ -195,6 +195,9 @@ def test_timm_any_model_from_hf_cache_matches_timm(tmp_path, monkeypatch):
                               )["preprocess"] != ident["preprocess"]
     with pytest.raises(InputError, match="did you mean"):
         E.encoder_preprocess("timm", "convnext_larg")
+    tv = E.encoder_preprocess("timm", "resnet18.tv_in1k")  # a bilinear pretrained config
+    assert tv.interpolation == "bilinear" and '"interpolation": "bilinear"' in tv.describe()
+    assert E.encoder_preprocess("timm", "convnext_large_in22k") == E.encoder_preprocess("convnext")
 
 
 def test_pretrained_option_joins_arch_and_tag():
@@ -246,6 +249,8 @@ def test_mae_matches_official_vit(tmp_path):
     assert_close_scaled(ours(enc, arrs), want)
     with pytest.raises(InputError, match="no --resize legacy"):
         E.encoder_preprocess("mae", resize="legacy")
+    with torch.device("meta"):
+        assert MAE.mae_vit().num_features == E.get_encoder_spec("mae").outputs["vitl16"]["features"]
 
 
 def test_mae_pos_embed_resize_is_maes_formula():
