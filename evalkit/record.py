@@ -11,6 +11,7 @@ from typing import Any
 
 from evalkit.errors import InputError
 from evalkit.fileio import atomic_write_text
+from evalkit.identity import IDENTITY_FIELDS, EncoderIdentity
 
 SCHEMA = "evalkit.result/1"
 METRIC_KEYS = (
@@ -23,15 +24,18 @@ DEPRECATED_KEYS: dict[str, str] = {}
 
 
 def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
-    """What must match for two records to be comparable: encoder + weights, reference, protocol."""
-    enc = record.get("encoder") or {}
+    """What must match for two records to be comparable: encoder identity, reference, protocol.
+
+    The encoder part is the record's :class:`~evalkit.identity.EncoderIdentity` (name as
+    ``encoder``, arch, weights sha256, preprocessing, precision).
+    """
+    ident = EncoderIdentity.from_dict(record.get("encoder"))
+    enc = ident.as_dict() if ident is not None else dict.fromkeys(IDENTITY_FIELDS)
+    enc["encoder"] = enc.pop("name")
     ref = record.get("reference") or {}
     cfg = record.get("config") or {}
     return {
-        "encoder": enc.get("name"),
-        "arch": enc.get("arch"),
-        "weights_sha256": enc.get("weights_sha256"),
-        "preprocess": enc.get("preprocess"),
+        **enc,
         "reference": ref.get("fingerprint"),
         "n": (record.get("samples") or {}).get("n"),
         "nsample": cfg.get("nsample"),
