@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,27 +59,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 class StatsOnlyReferenceError(InputError):
     """The reference holds only mean/covariance statistics, and features were asked for."""
-
-
-@dataclass
-class ReferenceStats:
-    """Mean and covariance of a statistics-only reference (no per-sample features).
-
-    ``spatial`` holds ``(mu_s, sigma_s)`` for ``sfid`` when the import had them.
-    ``n`` is None when the statistics file does not say how many images it summarises.
-    """
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    spatial: tuple[np.ndarray, np.ndarray] | None = None
-    n: int | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    stats_only: bool = True
-
-    @property
-    def dim(self) -> int:
-        return int(self.mu.shape[0])
 
 
 # ----------------------------------------------------------------------------- store paths
@@ -280,8 +259,9 @@ def is_stats_file(path: str | os.PathLike) -> bool:
     return _stats_npz_keys(Path(path)) is not None
 
 
-def load_stats_file(path: str | os.PathLike) -> ReferenceStats:
-    """Read a statistics ``.npz`` (``mu``, ``sigma``, optional ``mu_s``/``sigma_s``, ``n``)."""
+def load_stats_file(path: str | os.PathLike) -> FeatureSet:
+    """Read a statistics ``.npz`` (``mu``, ``sigma``, optional ``mu_s``/``sigma_s``, ``n``) as a
+    statistics-only :class:`FeatureSet` (moments ``features`` and, when present, ``spatial``)."""
     return _load_stats(Path(path))
 
 
@@ -299,7 +279,7 @@ def _stats_npz_keys(path: Path) -> set[str] | None:
     return None
 
 
-def _load_stats(path: Path) -> ReferenceStats:
+def _load_stats(path: Path) -> FeatureSet:
     """Read mu/sigma (and mu_s/sigma_s) from a statistics .npz, validating shapes."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -316,22 +296,10 @@ def _load_stats(path: Path) -> ReferenceStats:
                              "expected (D,) and (D, D)")
         if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
             raise InputError(f"{path}: '{m}'/'{s}' hold NaN or infinite values")
-    spatial = (arrays["mu_s"], arrays["sigma_s"]) if len(pairs) == 2 else None
-    return ReferenceStats(arrays["mu"], arrays["sigma"], spatial, n, {}, str(path))
-
-
-def _load_source(source: str, options: ExtractOptions) -> FeatureSet:
-    """Features of ``source``: feature files are read directly, everything else extracted."""
-    try:
-        from evalkit.pipeline import load_features
-    except ImportError:
-        load_features = None
-    if load_features is not None:
-        return load_features(source, options)
-    if is_feature_file(source):  # extraction pipeline not installed: feature files only
-        return load_feature_file(source)
-    raise InputError(f"{source}: cannot extract features (evalkit.pipeline is not available); "
-                     "pass a feature file (.npz with 'features')")
+    moments = {"features": (arrays["mu"], arrays["sigma"])}
+    if len(pairs) == 2:
+        moments["spatial"] = (arrays["mu_s"], arrays["sigma_s"])
+    return FeatureSet.from_moments(moments, n=n, source=str(path))
 
 
 def _source_fingerprint(fs_meta: dict[str, Any], source: str) -> str | None:
@@ -386,9 +354,10 @@ def add_reference(
                 f"{ident.arch} features have {expected}; pass the --encoder/--arch they "
                 "were computed with (pytorch-fid and ADM statistics: --encoder inception)"
             )
-        payload = {"mu": stats.mu, "sigma": stats.sigma}
-        if stats.spatial is not None:
-            payload.update(mu_s=stats.spatial[0], sigma_s=stats.spatial[1])
+        mu, sigma = stats.moments["features"]
+        payload = {"mu": mu, "sigma": sigma}
+        if "spatial" in stats.moments:
+            payload.update(mu_s=stats.moments["spatial"][0], sigma_s=stats.moments["spatial"][1])
         entry = dict(_identity_entry(ident, known), stats_only=True, n=stats.n, dim=stats.dim,
                      arrays=sorted(payload), labels=False)
         writer = _npz_writer(payload)
@@ -398,7 +367,9 @@ def add_reference(
             if found is not None and not found.get("stats_only"):
                 raise InputError(f"reference {name!r} already has {_describe_entry(found)} "
                                  "features; pass --force to extract them again")
-        fs = _load_source(source, options)
+        from evalkit.pipeline import load_features  # torch-heavy: only when extracting
+
+        fs = load_features(source, options)
         if fs.meta.get("placeholder"):  # a non-zero torchrun rank: rank 0 stores the reference
             return {}
         fingerprint = _source_fingerprint(fs.meta, str(src_path))
@@ -506,7 +477,7 @@ def resolve_reference(
     ref_dir: str | os.PathLike | None = None,
     *,
     allow_stats: bool = False,
-) -> FeatureSet | ReferenceStats:
+) -> FeatureSet:
     """Features of reference ``name`` for the encoder in ``options``.
 
     When the reference lacks that encoder, it is extracted from the recorded source if that
@@ -515,7 +486,7 @@ def resolve_reference(
     ``source_fingerprint`` for the result record's ``reference`` field.
 
     Args:
-        allow_stats: return a :class:`ReferenceStats` for a statistics-only reference
+        allow_stats: return a statistics-only :class:`FeatureSet` for such a reference
             instead of raising :class:`StatsOnlyReferenceError`.
 
     Raises:
@@ -535,7 +506,7 @@ def resolve_reference(
                 "only fd and sfid can run against it"
             )
         stats = _load_stats(path)
-        stats.meta = _provenance(name, manifest, entry)
+        stats.meta.update(_provenance(name, manifest, entry))
         stats.source = manifest["source"]
         return stats
     fs = load_feature_file(path)
@@ -603,11 +574,9 @@ def reference_stats(
     from its features. ``array="spatial"`` gives the sFID statistics (``mu_s``/``sigma_s``).
     """
     ref = resolve_reference(name, options, ref_dir, allow_stats=True)
-    if isinstance(ref, ReferenceStats):
-        if array == "features":
-            return ref.mu, ref.sigma
-        if array == "spatial" and ref.spatial is not None:
-            return ref.spatial
+    if not ref.has_samples:
+        if array in ref.moments:
+            return ref.moments[array]
         raise InputError(f"reference {name!r} has no {array} statistics (stats-only import)")
     x = ref.get(array)
     if x is None:
