@@ -49,8 +49,8 @@ class Evaluator:
                  test: SourceLike | None = None, metrics: str = "all", seed: int = 0,
                  device: str = "auto", precision: str = "fp32", name: str = "evaluator",
                  ref_dir: str | None = None, encoder_module: Any = None):
+        from evalkit.devices import resolve_device
         from evalkit.encoders import build_encoder
-        from evalkit.extract import resolve_device
         from evalkit.identity import EncoderIdentity
 
         self.options = ExtractOptions(encoder=encoder, arch=arch, weights=weights, device=device,

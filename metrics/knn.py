@@ -658,10 +658,6 @@ def take(x: Any, index: np.ndarray | None) -> Any:
     return np.asarray(x)[index]
 
 
-def n_rows(x: Any) -> int:
-    return int(x.shape[0]) if hasattr(x, "shape") else len(x)
-
-
 __all__: Sequence[str] = (
     "kth_neighbour_distance",
     "nearest",
