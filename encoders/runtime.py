@@ -163,7 +163,7 @@ class InferenceCopy:
             if isinstance(self._run, _Traced) and threads > 1 and x.shape[0] >= 2 * threads:
                 return self._run(x, parts=threads)
             return self._run(x)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — re-raised unless traced: warned, eager fallback
             if not isinstance(self._run, _Traced):
                 raise
             self._fallback(exc)
