@@ -19,6 +19,8 @@ METRIC_KEYS = (
     "coverage", "realism", "vendi", "vendi_per_class", "authpct", "ct", "fls", "fls_pog",
     "sw_approx", "cmmd",
 )
+# Wall-clock facts: the only fields two runs with the same inputs and --seed may differ in.
+VOLATILE_KEYS = ("created", "timing")
 # Renamed keys map old -> new here so old records keep loading.
 DEPRECATED_KEYS: dict[str, str] = {}
 
@@ -40,6 +42,12 @@ def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
         "n": (record.get("samples") or {}).get("n"),
         "nsample": cfg.get("nsample"),
     }
+
+
+def stable_view(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without its :data:`VOLATILE_KEYS`: equal (byte for byte as JSON) for two runs
+    with the same inputs, options and ``--seed``."""
+    return {k: v for k, v in record.items() if k not in VOLATILE_KEYS}
 
 
 def write_records(records: list[dict[str, Any]], path: str | os.PathLike) -> None:

@@ -188,7 +188,7 @@ def test_features_command_bad_input_exits_2_in_one_line(tmp_path, case, opts):
     res = _cli("features", src, "-o", out, "--encoder", TINY, "--device", "cpu", "--workers", 0,
                "--quiet", "--cache-dir", opts.cache_dir)
     assert res.exit_code == 2, res.output
-    lines = [l for l in res.output.strip().splitlines() if l.strip()]
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in res.output, res.output
     assert expect in lines[0]
     assert not out.exists()
