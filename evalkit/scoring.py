@@ -14,19 +14,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit import __version__
 from evalkit.errors import InputError, MetricInputError
 from evalkit.featureset import FeatureSet
-from evalkit.metrics import METRICS, MetricSpec, get_metric
-from evalkit.metrics._tensor import resolve_device
-from evalkit.metrics.frechet import frechet_from_stats, moments
+from evalkit.metrics import MetricSpec, get_metric, list_metrics, moments_metrics
 from evalkit.record import SCHEMA
 
 # Metrics that a statistics-only reference (mu/sigma, e.g. ADM's or pytorch-fid's .npz) supports,
-# with the statistics attribute they need.
-STATS_METRICS = {"fd": "features", "sfid": "spatial"}
+# with the array their statistics are of: those the registry declares with ``moments``.
+STATS_METRICS = moments_metrics()
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: Feat
     With an explicit list, a metric whose inputs are missing is an input error; with ``all``
     it is skipped and reported.
     """
-    names = requested or tuple(METRICS.names())
+    names = requested or tuple(list_metrics())
     run, skipped = [], {}
     for name in names:
         spec = get_metric(name)
@@ -154,10 +151,7 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet 
         st = _stats_for(stats, spec) if real is None else None
         if st is not None:
             t0 = time.perf_counter()
-            dev = resolve_device(device)
-            mu_g, cov_g = moments(_array_for(spec, fake), dev, spec.name)
-            mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
-            done[memo_key] = {spec.name: frechet_from_stats(mu_r, cov_r, mu_g, cov_g)}
+            done[memo_key] = spec.moments(*st, _array_for(spec, fake), device=device)
             seconds[spec.name] = round(time.perf_counter() - t0, 4)
         elif memo_key not in done:
             arrays: dict[str, Any] = {"fake": _array_for(spec, fake)}
