@@ -14,15 +14,27 @@ from evalkit.fileio import atomic_write_text
 from evalkit.identity import IDENTITY_FIELDS, EncoderIdentity
 
 SCHEMA = "evalkit.result/1"
-METRIC_KEYS = (
-    "fd", "fd_inf", "sfid", "kd", "kd_std", "is", "is_std", "precision", "recall", "density",
-    "coverage", "realism", "vendi", "vendi_per_class", "authpct", "ct", "fls", "fls_pog",
-    "sw_approx", "cmmd",
-)
 # Wall-clock facts: the only fields two runs with the same inputs and --seed may differ in.
 VOLATILE_KEYS = ("created", "timing")
 # Renamed keys map old -> new here so old records keep loading.
 DEPRECATED_KEYS: dict[str, str] = {}
+
+
+def metric_keys() -> tuple[str, ...]:
+    """Every result key the metric registry declares, in listing order (SPEC's table).
+
+    Derived when asked (importing the metrics pulls in torch, which reading or writing a record
+    does not need); ``METRIC_KEYS`` is the same tuple.
+    """
+    from evalkit.metrics import result_keys
+
+    return result_keys()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METRIC_KEYS":
+        return metric_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def protocol_of(record: dict[str, Any]) -> dict[str, Any]:

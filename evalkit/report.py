@@ -34,7 +34,7 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.fileio import atomic_write_text
 from evalkit.leaderboard import ARROWS, direction_of, format_number, metric_directions
-from evalkit.record import METRIC_KEYS, load_records
+from evalkit.record import load_records, metric_keys
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 THUMB = 128
@@ -230,7 +230,8 @@ def _metric_rows(record: dict[str, Any]) -> str:
     metrics = record.get("metrics") or {}
     ci = record.get("metrics_ci") or {}
     directions = metric_directions()
-    keys = [k for k in METRIC_KEYS if k in metrics] + sorted(set(metrics) - set(METRIC_KEYS))
+    order = metric_keys()
+    keys = [k for k in order if k in metrics] + sorted(set(metrics) - set(order))
     rows = []
     for k in keys:
         d = direction_of(k, directions)
@@ -249,14 +250,10 @@ def _metric_rows(record: dict[str, Any]) -> str:
 
 
 def _describe(key: str) -> str:
-    from evalkit.metrics import METRICS
+    """The registry's one-line description of a result key ("" for keys it does not declare)."""
+    from evalkit.metrics import result_descriptions
 
-    if key in METRICS:
-        return METRICS.get(key).description
-    for _, spec in METRICS.items():
-        if key in spec.keys:
-            return f"{spec.description} ({key})"
-    return ""
+    return result_descriptions().get(key, "")
 
 
 def _float(x: Any) -> float:
