@@ -150,3 +150,13 @@ def test_atomic_write_never_truncates_in_place(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_write_text(target, "new")
     assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def test_a_metrics_draws_do_not_depend_on_the_other_metrics_or_sets(sets):
+    """Each metric function has its own stream of the run seed: asking for more metrics, or
+    scoring another set in the same run, leaves its numbers as they were."""
+    alone = evalkit.score(sets["fake"], sets["real"], metrics="kd", seed=4)
+    more = evalkit.score(sets["fake"], sets["real"], metrics="fd_inf,kd,precision", seed=4)
+    assert alone["kd"] == more["kd"] and alone["kd_std"] == more["kd_std"]
+    both = evalkit.score([sets["real"], sets["fake"]], sets["real"], metrics="kd", seed=4)
+    assert both[1]["kd"] == alone["kd"]
