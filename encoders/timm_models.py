@@ -234,10 +234,15 @@ def build_timm_model(arch: str, weights, encoder_name: str, spec: WeightsSpec | 
 
 def build_timm(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                random_init: bool = False) -> TimmEncoder:
-    """Factory registered as ``timm``: any timm model, its pooled pre-logits features."""
-    arch = canonical_arch(arch)
+    """Factory registered as ``timm``: any timm model, its pooled pre-logits features.
+
+    ``encoder.arch`` is ``arch`` as given (what :func:`evalkit.encoders.encoder_identity`
+    records); timm's deprecated names are mapped only to build the model."""
+    arch = arch or DEFAULT_ARCH
     preprocess = timm_preprocess(arch, resize)
-    net, sha = build_timm_model(arch, weights, "timm", timm_weights(arch), random_init=random_init)
+    model = canonical_arch(arch)
+    net, sha = build_timm_model(model, weights, "timm", timm_weights(model),
+                                random_init=random_init)
     return TimmEncoder(net, "timm", arch, preprocess, sha).eval().requires_grad_(False)
 
 

@@ -375,6 +375,24 @@ def test_swav_matches_padded_resnet(swav_file):
     assert_close_scaled(ours(legacy, arr), want)
 
 
+def test_swav_cli_records_identity(swav_file, tmp_path):
+    import json
+
+    path, _ = swav_file
+    (tmp_path / "imgs").mkdir()
+    for i, arr in enumerate(smooth_images(2, 40, 30, 19)):
+        Image.fromarray(arr).save(tmp_path / "imgs" / f"{i}.png")
+    out = tmp_path / "f.npz"
+    res = cli("features", tmp_path / "imgs", "-o", out, "--encoder", "swav", "--weights", path,
+              "--resize", "legacy", "--workers", "0", "--quiet")
+    assert res.exit_code == 0, res.output
+    with np.load(out) as z:
+        meta = json.loads(str(z["meta"]))
+        assert z["features"].shape == (2, 2048)
+    text = json.dumps(meta)
+    assert W.file_sha256(path) in text and '"keep_aspect": true' in text.replace('\\"', '"')
+
+
 def test_wrong_weights_file_is_named(swav_file, tmp_path):
     path, _ = swav_file
     with pytest.raises(InputError, match="simclr weights .*swav_800ep_pretrain"):
