@@ -214,8 +214,7 @@ def fls(
     std = torch.sqrt(var / max(4 * n - 1, 1))
     std[std == 0] = 1.0
     train, base, tst, gen = (
-        torch.cat([((_tensor(x, idx[s:s + 4096], dev) - mean) / std).to(torch.float32)
-                   for s in range(0, n, 4096)])
+        torch.cat([((_tensor(x, idx[s:s + 4096], dev) - mean) / std).to(torch.float32) for s in range(0, n, 4096)])
         for x, idx in sets
     )
     dim = int(train.shape[1])

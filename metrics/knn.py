@@ -388,8 +388,7 @@ def knn_self_sq(
     inf = float("inf")
     st_v = torch.full((n, kp), inf, dtype=space.sdtype, device=dev)
     st_i = torch.full((n, kp), -1, dtype=torch.int64, device=dev)
-    rows = chunk_rows(n, 4 if space.sdtype == torch.float32 else 8)
-    step = max(1, min(rows, max(MIN_CHUNK_ROWS, -(-n // 16))))
+    step = max(1, min(chunk_rows(n, 4 if space.sdtype == torch.float32 else 8), max(MIN_CHUNK_ROWS, -(-n // 16))))
 
     def merge(lo: int, hi: int, v: torch.Tensor, i: torch.Tensor) -> None:
         cv = torch.cat([st_v[lo:hi], v], 1)
