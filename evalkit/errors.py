@@ -33,3 +33,7 @@ class UnknownNameError(InputError):
 
 class ProtocolMismatchError(InputError):
     """Two result records that are not comparable were asked to be compared."""
+
+
+class WeightsHashError(InputError):
+    """A weights file's sha256 differs from the one declared for it (corrupt or wrong file)."""

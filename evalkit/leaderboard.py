@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.errors import InputError
+from evalkit.formatting import format_number  # noqa: F401 (check, report, tests)
 from evalkit.record import load_records, metric_keys, protocol_of
 
 FORMATS = ("md", "csv", "html", "latex", "json")
@@ -206,20 +207,6 @@ def _sort_key(sort: str | None, cols: list[str], dirs: dict[str, str]) -> str:
 
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def format_number(x: float, digits: int = 4) -> str:
-    """``digits`` significant digits, no exponent between 1e-3 and 1e4 (integers above)."""
-    if x is None or not math.isfinite(x):
-        return "–" if x is None or math.isnan(x) else ("∞" if x > 0 else "-∞")
-    if x == 0:
-        return "0"
-    mag = math.floor(math.log10(abs(x)))
-    if mag >= digits:
-        return f"{x:.0f}"
-    if mag < -3:
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{max(0, digits - 1 - mag)}f}"
 
 
 def describe_protocol(protocol: dict[str, Any], references: Sequence[str] = ()) -> str:

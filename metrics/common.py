@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evalkit.devices import resolve_device  # noqa: F401 (the one resolver, for metric files)
 from evalkit.errors import MetricInputError
 
 F64 = torch.float64
@@ -19,13 +20,6 @@ _CHUNK_ELEMENTS = 1 << 23  # rows per chunk × D: 64 MiB of float64 per chunk
 # What a seeded metric accepts as ``seed``: an int, or a child of the run's SeedSequence, or a
 # Generator (used as it is, so its state advances).
 Seed = int | np.random.SeedSequence | np.random.Generator
-
-
-def resolve_device(device: Any = None) -> torch.device:
-    """``None``/"auto" -> cuda when available else cpu; strings and devices pass through."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def as_tensor(x: Any, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -99,7 +99,7 @@ def bf16_products_are_fast(device: torch.device) -> bool:
         return False
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except Exception:
+    except (AttributeError, RuntimeError):  # private torch API gone in this version: assume not
         return False
 
 
@@ -634,8 +634,6 @@ def seeded_subsets(sizes: Sequence[int], max_samples: int | None, seed: Seed) ->
     return out
 
 
-def n_rows(x: Any) -> int:
-    return int(x.shape[0]) if hasattr(x, "shape") else len(x)
 
 
 __all__: Sequence[str] = (
