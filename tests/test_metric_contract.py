@@ -121,6 +121,25 @@ def test_result_keys_are_unique_and_derived_tables_agree():
     assert M.moments_metrics() == {"fd": "features", "sfid": "spatial"}  # SPEC: fd, sfid from mu/sigma
 
 
+def test_register_metric_refuses_bad_declarations():
+    def f(real, fake, *, device=None):
+        return {}
+
+    good = M.Output("zz_new", "lower", "a test metric")
+    for bad in (
+        lambda: M.register_metric(M.Output("fd", "lower", "clash"))(f),  # registered name
+        lambda: M.register_metric(good, M.Output("kd_std", "none", "x", select=False))(f),  # taken key
+        lambda: M.register_metric(M.Output("zz_new", "smaller", "x"))(f),  # unknown direction
+        lambda: M.register_metric(M.Output("zz_new", "lower", " "))(f),  # no description
+        lambda: M.register_metric(good, array="pixels")(f),  # unknown array kind
+        lambda: M.register_metric(good, args=("real", "fake", "test"))(f),  # fn takes no test
+        lambda: M.register_metric()(f),  # no outputs
+    ):
+        with pytest.raises(ValueError):
+            bad()
+    assert "zz_new" not in M.METRICS
+
+
 @_param([n for n in NAMES if get_metric(n).moments is not None])
 def test_moments_capability_equals_the_full_computation(name):
     spec = get_metric(name)
