@@ -902,8 +902,10 @@ def parse_args(argv=None):
         args.fls_timeout = min(args.fls_timeout, 300)
         args.full_n, args.full_d, args.full_test = 5000, 256, 1000
         args.full_classes = min(args.full_classes, 10)
-    args.metrics = ([b for b in BENCHES if b != "fls+pog"] if args.metrics == "all"
-                    else [m.strip() for m in args.metrics.split(",")])
+    if args.metrics == "all":
+        args.metrics = [b for b in BENCHES if b != "fls+pog"]
+    else:
+        args.metrics = [m.strip() for m in args.metrics.split(",")]
     unknown = [m for m in args.metrics if m not in BENCHES or m == "fls+pog"]
     if unknown:
         p.error(f"unknown metric(s) {unknown}; known: {', '.join(BENCHES)}")

@@ -135,8 +135,10 @@ def vendi(
         per: dict[str, float] = {}
         for c in np.unique(lab):
             idx = np.nonzero(lab == c)[0]
-            rows = (fake[torch.as_tensor(idx, device=fake.device)] if isinstance(fake, torch.Tensor)
-                    else np.asarray(fake)[idx])
+            if isinstance(fake, torch.Tensor):
+                rows = fake[torch.as_tensor(idx, device=fake.device)]
+            else:
+                rows = np.asarray(fake)[idx]
             per[str(c.item() if hasattr(c, "item") else c)] = _vendi_one(rows, q, dev)
         out["vendi_per_class"] = float(np.mean(list(per.values())))
         out["_per_class"] = per
