@@ -28,3 +28,10 @@ class UnknownNameError(InputError):
 
 class ProtocolMismatchError(InputError):
     """Two result records that are not comparable were asked to be compared."""
+
+
+class OutputError(EvalkitError, OSError):
+    """An output cannot be written: an unwritable or invalid path, a full disk.
+
+    Also an ``OSError``, so code that tolerates failed writes (the feature cache) still can.
+    """

@@ -91,3 +91,13 @@ def per_sample_path(base: str, name: str, several: bool) -> Path:
     """``base`` for one set; ``base-stem.name.csv`` for each of several sets."""
     p = Path(base)
     return p.with_name(f"{p.stem}.{name}{p.suffix or '.csv'}") if several else p
+
+
+def per_sample_paths(base: str | None, names: str | None, samples) -> list[Path]:
+    """Every per-sample CSV ``score`` will write for ``samples`` (``--name`` list or stems)."""
+    if not base:
+        return []
+    from evalkit.api import default_name
+
+    labels = names.split(",") if names else [default_name(s) for s in samples]
+    return [per_sample_path(base, n, len(samples) > 1) for n in labels]

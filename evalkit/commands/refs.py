@@ -8,6 +8,7 @@ import click
 from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
 from evalkit.leaderboard import text_table
+from evalkit.paths import check_folder_writable
 from evalkit.refs import add_reference, default_ref_dir, list_references, remove_reference
 
 _REF_DIR = click.option(
@@ -28,9 +29,11 @@ def ref() -> None:
 @click.option("--force", is_flag=True, help="Re-extract features already stored, or replace the source.")
 def add(name: str, source: str, ref_dir: str | None, force: bool, **kwargs) -> None:
     """Register SOURCE (images, archive, .npz batch, feature file or mu/sigma stats) as NAME."""
+    check_folder_writable("--ref-dir", ref_dir or default_ref_dir())
     manifest = add_reference(name, source, options_from_kwargs(kwargs), ref_dir, force=force)
     entry = manifest["entries"][-1]
-    kind = "statistics only (fd/sfid)" if entry.get("stats_only") else f"{entry['n']} x {entry['dim']} features"
+    kind = ("statistics only (fd/sfid)" if entry.get("stats_only")
+            else f"{entry['n']} x {entry['dim']} features")
     click.echo(f"{name}: {entry['encoder']}/{entry.get('arch')} {kind} from {manifest['source']}")
 
 

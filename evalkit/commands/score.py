@@ -10,7 +10,8 @@ from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
 from evalkit.distributed import is_main
 from evalkit.errors import InputError
-from evalkit.outputs import metrics_table, per_sample_path, write_per_sample_csv
+from evalkit.outputs import metrics_table, per_sample_path, per_sample_paths, write_per_sample_csv
+from evalkit.paths import check_outputs
 from evalkit.record import write_records
 from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
 
@@ -23,7 +24,7 @@ from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
               help="Comma list of metric keys, or `all`.")
 @click.option("--nsample", type=click.IntRange(min=1), default=None,
               help="Use at most N images per set (seeded subsample).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0,
               help="Add a 95% bootstrap interval from B resamples of the generated set.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Result record JSON.")
@@ -37,6 +38,8 @@ def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out
                   per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
     options = options_from_kwargs(kwargs)
+    check_outputs({"--out": out, "--per-sample": per_sample_paths(per_sample, name, samples)},
+                  inputs=[*samples, ref, test])
     names = name.split(",") if name else [default_name(s) for s in samples]
     if len(names) != len(samples):
         raise InputError(f"--name: {len(names)} names for {len(samples)} sample sets")
