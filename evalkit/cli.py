@@ -49,6 +49,10 @@ class EvalkitGroup(click.Group):
             sys.exit(130)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # usage errors: click prints them and exits 2
+        except BrokenPipeError:  # `evalkit ... | head`: the reader left; stop quietly, like SIGPIPE
+            with contextlib.suppress(OSError, ValueError):  # no flush error at exit either
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except OSError as exc:  # the environment, not a bug: a file that cannot be read/written
             if exc.filename is None:
                 _internal_error(ctx, exc, worker)

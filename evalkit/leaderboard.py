@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from evalkit.errors import InputError
+from evalkit.lazy import pandas as pd
 from evalkit.record import METRIC_KEYS, load_records, protocol_of
 
 FORMATS = ("md", "csv", "html", "latex", "json")

@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit import __version__
 from evalkit.errors import InputError, MetricInputError
 from evalkit.featureset import FeatureSet
+from evalkit.lazy import torch
 from evalkit.metrics import METRICS, MetricSpec, get_metric
 from evalkit.metrics._tensor import resolve_device
 from evalkit.metrics.frechet import frechet_from_stats, moments

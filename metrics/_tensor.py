@@ -5,9 +5,9 @@ import warnings
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 
 
 def resolve_device(device: Any = None) -> torch.device:
@@ -17,8 +17,9 @@ def resolve_device(device: Any = None) -> torch.device:
     return torch.device(device)
 
 
-def as_tensor(x: Any, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A 2-D (or 1-D) array as a torch tensor of ``dtype`` on ``device``."""
+def as_tensor(x: Any, device: Any = None, dtype: Any = None) -> torch.Tensor:
+    """A 2-D (or 1-D) array as a torch tensor of ``dtype`` (default float32) on ``device``."""
+    dtype = torch.float32 if dtype is None else dtype
     dev = resolve_device(device)
     if isinstance(x, torch.Tensor):
         return x.to(device=dev, dtype=dtype)

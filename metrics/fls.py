@@ -23,8 +23,8 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
+from evalkit.lazy import torch
 from evalkit.metrics._registry import register_metric
 from evalkit.metrics._tensor import resolve_device
 from evalkit.metrics.knn import check_points

@@ -5,10 +5,9 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import register_metric
 from evalkit.metrics._tensor import resolve_device
 from evalkit.metrics.knn import check_points, knn_self_sq, knn_sq, prepare

@@ -4,11 +4,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
+from evalkit.lazy import torch
 from evalkit.metrics._registry import register_metric
 from evalkit.metrics._tensor import as_tensor, resolve_device
-from evalkit.metrics.frechet import F64, _chunk_rows, _mean, check_pair
+from evalkit.metrics.frechet import _chunk_rows, _mean, check_pair
 
 
 def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor, float]:
@@ -16,9 +15,9 @@ def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor,
     n, d = int(x.shape[0]), int(x.shape[1])
     step = _chunk_rows(d)
     mu = _mean(x, device, "sw_approx", which)
-    sq = torch.zeros((), dtype=F64, device=device)
+    sq = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(0, n, step):
-        c = as_tensor(x[i:i + step], device, F64) - mu
+        c = as_tensor(x[i:i + step], device, torch.float64) - mu
         sq += (c * c).sum()
     return mu, float(sq) / (n * d)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import torch
 
+from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import register_metric
 from evalkit.metrics._tensor import fp32_matmul_is_ieee, resolve_device
 from evalkit.metrics.knn import check_points
