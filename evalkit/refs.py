@@ -45,7 +45,7 @@ from evalkit.featureset import (
     load_feature_file,
     save_feature_file,
 )
-from evalkit.fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from evalkit.fileio import atomic_write_bytes, atomic_write_text, current_umask, file_sha256
 from evalkit.options import ExtractOptions
 
 MANIFEST = "manifest.json"
@@ -503,6 +503,7 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
             _write_manifest(folder, manifest)
             return manifest
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
         try:
             writer(tmp / entry["file"])
             manifest = {"schema": REF_SCHEMA, "name": name, "source": source,
