@@ -295,7 +295,7 @@ def _resolve_zip(text: str, path: Path, fingerprint: bool = True) -> Source:
     labels, classes = _class_labels(stripped)
     # The directory's CRCs do not cover the data: hash the file's bytes (as for arrays), so
     # members corrupted behind an intact directory never get cached features served.
-    fp = _hash_lines(["zip", file_sha256(path) if fingerprint else ""]
+    fp = _hash_lines(["zip", file_sha256(path, remember=False) if fingerprint else ""]
                      + [f"{i.filename}\t{i.CRC:08x}\t{i.file_size}" for i in keep])
     return Source(text, path, "zip", locators=[f"{text}::{m}" for m in members], names=members,
                   labels=labels, classes=classes, fingerprint=fp, bad=bad, members=members)

@@ -8,7 +8,6 @@ import click
 from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
 from evalkit.leaderboard import text_table
-from evalkit.paths import check_folder_writable
 from evalkit.refs import add_reference, default_ref_dir, list_references, remove_reference
 
 _REF_DIR = click.option(
@@ -29,12 +28,11 @@ def ref() -> None:
 @click.option("--force", is_flag=True, help="Re-extract features already stored, or replace the source.")
 def add(name: str, source: str, ref_dir: str | None, force: bool, **kwargs) -> None:
     """Register SOURCE (images, archive, .npz batch, feature file or mu/sigma stats) as NAME."""
-    check_folder_writable("--ref-dir", ref_dir or default_ref_dir())
     manifest = add_reference(name, source, options_from_kwargs(kwargs), ref_dir, force=force)
     entry = manifest["entries"][-1]
     kind = ("statistics only (fd/sfid)" if entry.get("stats_only")
             else f"{entry['n']} x {entry['dim']} features")
-    click.echo(f"{name}: {entry['encoder']}/{entry.get('arch')} {kind} from {manifest['source']}")
+    click.echo(f"{name}: {_encoder(entry)}/{entry.get('arch')} {kind} from {manifest['source']}")
 
 
 @ref.command("list")
@@ -50,7 +48,7 @@ def list_(ref_dir: str | None, as_json: bool) -> None:
         click.echo(f"no references in {ref_dir or default_ref_dir()}; "
                    "add one with `evalkit ref add NAME SOURCE`")
         return
-    rows = [[m["name"], e["encoder"], e.get("arch") or "-",
+    rows = [[m["name"], _encoder(e), e.get("arch") or "-",
              "stats" if e.get("stats_only") else "features", e.get("n") or "?", e.get("dim") or "?",
              e.get("created", "?")[:19], m["source"]]
             for m in manifests for e in m["entries"]]
@@ -64,3 +62,8 @@ def rm(name: str, ref_dir: str | None) -> None:
     """Remove reference NAME and its stored features."""
     remove_reference(name, ref_dir)
     click.echo(f"removed reference {name}")
+
+
+def _encoder(entry: dict) -> str:
+    """An entry's encoder name (``name``; manifests before EncoderIdentity said ``encoder``)."""
+    return str(entry.get("name") or entry.get("encoder"))
