@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
 from evalkit.metrics.knn import knn_self_sq, knn_sq, prepare

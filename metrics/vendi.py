@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import check_points, fp32_matmul_is_ieee, resolve_device
 
