@@ -69,7 +69,8 @@ def default_name(source: SourceLike) -> str:
 
 def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
           test: SourceLike | None = None, metrics: str | Sequence[str] = "all", seed: int = 0,
-          nsample: int | None = None, bootstrap: int = 0, names: Sequence[str] | None = None,
+          nsample: int | None = None, bootstrap: int = 0, realism_k: int = 5,
+          names: Sequence[str] | None = None,
           ref_dir: str | None = None, options: ExtractOptions | None = None,
           **extract: Any) -> Result | list[Result]:
     """Score one or several sample sets against one reference (loaded once).
@@ -80,6 +81,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
         ref: the same kinds, or a registered reference name.
         test: held-out real data for ct / fls / fls_pog.
         metrics: "all" or metric keys ("fd,kd" or a list).
+        realism_k: k of the realism score (5: dgm-eval, the default; 3: the NVlabs code).
         options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception").
 
     Returns:
@@ -91,7 +93,8 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
     sources = list(samples) if many else [samples]
     metric_names = metrics if isinstance(metrics, str) else ",".join(metrics)
     config = ScoreConfig(metrics=parse_metric_list(metric_names), seed=seed, nsample=nsample,
-                         device=opts.device, bootstrap=bootstrap)
+                         device=opts.device, bootstrap=bootstrap, realism_k=realism_k,
+                         progress=not opts.quiet)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     test_fs = load_source(test, opts, role="test") if test is not None else None
     ref_name = real.meta.get("reference_name")

@@ -19,9 +19,11 @@ import torch
 from evalkit import __version__
 from evalkit.errors import InputError, MetricInputError
 from evalkit.featureset import FeatureSet
+from evalkit.intervals import BOOTSTRAP_METHOD, bootstrap_intervals
 from evalkit.metrics import METRICS, MetricSpec, get_metric
 from evalkit.metrics._tensor import resolve_device
 from evalkit.metrics.frechet import frechet_from_stats, moments
+from evalkit.metrics.prdc import REALISM_K
 from evalkit.record import SCHEMA
 
 # Metrics that a statistics-only reference (mu/sigma, e.g. ADM's or pytorch-fid's .npz) supports,
@@ -40,11 +42,21 @@ class ScoreConfig:
     bootstrap: int = 0
     confidence: float = 0.95
     overrides: dict[str, Any] = field(default_factory=dict)
+    realism_k: int = REALISM_K
+    progress: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "metrics": list(self.metrics) if self.metrics else "all",
                 "nsample": self.nsample, "bootstrap": self.bootstrap,
-                "confidence": self.confidence if self.bootstrap else None}
+                "confidence": self.confidence if self.bootstrap else None,
+                "bootstrap_method": BOOTSTRAP_METHOD if self.bootstrap else None,
+                "realism_k": self.realism_k}
+
+    def metric_overrides(self) -> dict[str, Any]:
+        """Per-metric keyword overrides, with the realism k folded in."""
+        out = dict(self.overrides)
+        out["realism"] = {"nearest_k": self.realism_k, **out.get("realism", {})}
+        return out
 
 
 def parse_metric_list(text: str | None) -> tuple[str, ...] | None:
@@ -180,27 +192,6 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet 
     return values, details, seconds
 
 
-def bootstrap_intervals(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet | None,
-                        test: FeatureSet | None, *, rounds: int, seed: int, device: str,
-                        confidence: float = 0.95, stats: Any = None) -> dict[str, list[float]]:
-    """Percentile bootstrap interval of every metric, resampling generated samples.
-
-    Each round draws N generated samples with replacement (seeded from ``seed``) and recomputes
-    every metric against the unchanged reference/test sets.
-    """
-    rng = np.random.default_rng([seed, 0xB007])
-    draws: dict[str, list[float]] = {}
-    for r in range(rounds):
-        idx = rng.integers(0, fake.n, size=fake.n)
-        vals, _, _ = compute_metrics(specs, fake.subset(idx), real, test, seed=seed + r + 1,
-                                     device=device, stats=stats)
-        for k, v in vals.items():
-            draws.setdefault(k, []).append(v)
-    alpha = (1.0 - confidence) / 2
-    return {k: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
-            for k, v in draws.items() if len(v) == rounds}
-
-
 def subsample(fs: FeatureSet, nsample: int | None, seed: int, salt: int) -> FeatureSet:
     """At most ``nsample`` rows, drawn without replacement with a seeded generator (sorted)."""
     if nsample is None or fs.n <= nsample:
@@ -270,7 +261,7 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
     check_dims(specs, fake_s, real_s, test_s, stats)
     t0 = time.perf_counter()
     values, details, seconds = compute_metrics(specs, fake_s, real_s, test_s, seed=config.seed,
-                                               device=config.device, overrides=config.overrides,
+                                               device=config.device, overrides=config.metric_overrides(),
                                                stats=stats)
     record: dict[str, Any] = {
         "schema": SCHEMA,
@@ -285,8 +276,10 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
     }
     if config.bootstrap:
         record["metrics_ci"] = bootstrap_intervals(
-            specs, fake_s, real_s, test_s, rounds=config.bootstrap, seed=config.seed,
-            device=config.device, confidence=config.confidence, stats=stats)
+            specs, fake_s, real_s, test_s, estimates=values, rounds=config.bootstrap,
+            rng=np.random.SeedSequence([config.seed, 0xB007]), seed=config.seed,
+            device=config.device, confidence=config.confidence,
+            overrides=config.metric_overrides(), stats=stats, progress=config.progress)
     record["skipped"] = skipped
     record["details"] = details
     record["per_sample"] = None

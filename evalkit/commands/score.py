@@ -10,6 +10,7 @@ from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
 from evalkit.distributed import is_main
 from evalkit.errors import InputError
+from evalkit.intervals import check_rounds
 from evalkit.outputs import metrics_table, per_sample_path, write_per_sample_csv
 from evalkit.record import write_records
 from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
@@ -25,7 +26,9 @@ from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
               help="Use at most N images per set (seeded subsample).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0,
-              help="Add a 95% bootstrap interval from B resamples of the generated set.")
+              help="Add 95% intervals from B half-samples of the generated set (README: Intervals).")
+@click.option("--realism-k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="k of the realism score's k-NN radii (5: dgm-eval; 3: the NVlabs code).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Result record JSON.")
 @click.option("--name", default=None, help="Model name(s), comma-separated for several sets.")
 @click.option("--per-sample", default=None, type=click.Path(dir_okay=False),
@@ -33,7 +36,7 @@ from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
 @click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
               help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
 @extract_options
-def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out, name,
+def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, realism_k, out, name,
                   per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
     options = options_from_kwargs(kwargs)
@@ -41,7 +44,9 @@ def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out
     if len(names) != len(samples):
         raise InputError(f"--name: {len(names)} names for {len(samples)} sample sets")
     config = ScoreConfig(metrics=parse_metric_list(metric_list), seed=seed, nsample=nsample,
-                         device=options.device, bootstrap=bootstrap)
+                         device=options.device, bootstrap=bootstrap, realism_k=realism_k,
+                         progress=not options.quiet)
+    check_rounds(bootstrap)
     real = load_source(ref, options, role="reference", ref_dir=ref_dir)
     test_fs = load_source(test, options, role="test") if test else None
     records = []
@@ -53,7 +58,8 @@ def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out
                                    ref_name=real.meta.get("reference_name"))
         if per_sample:
             path = per_sample_path(per_sample, set_name, len(samples) > 1)
-            write_per_sample_csv(path, scored, real, seed=seed, device=options.device)
+            write_per_sample_csv(path, scored, real, seed=seed, device=options.device,
+                                 nearest_k=realism_k)
             base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
             record["per_sample"] = os.path.relpath(os.path.abspath(path), base)
         records.append(record)
