@@ -196,13 +196,16 @@ def test_prdc_input_errors():
 # ------------------------------------------------------------------------------------ realism
 
 
-def realism_brute(real, fake, k=3, eps=1e-5):
+def realism_brute(real, fake, k=5, eps=1e-5):
+    """dgm-eval's realism (its compute_prdc(realism=True)): radius_k / distance, maximised over the
+    reference samples whose radius is below the median; ``eps`` x the median radius is added to
+    the distance (0 gives dgm-eval's exact formula)."""
     sq = brute_sq(real, real)
     np.fill_diagonal(sq, np.inf)
     radius = np.sqrt(np.sort(sq, axis=1)[:, k - 1])
     keep = radius < np.median(radius)
     d = np.sqrt(brute_sq(fake, real[keep]))
-    return (radius[keep][None, :] / (d + eps)).max(1)
+    return (radius[keep][None, :] / (d + eps * np.median(radius))).max(1)
 
 
 def test_realism_matches_definition():
@@ -210,10 +213,17 @@ def test_realism_matches_definition():
     real, fake = g.standard_normal((301, 12)), 1.2 * g.standard_normal((150, 12))
     expected = realism_brute(real, fake)
     assert realism(real, fake, device=CPU)["realism"] == pytest.approx(expected.mean(), rel=1e-12)
-    # dgm-eval's variant: its PRDC k=5 and no eps
-    assert realism(real, fake, nearest_k=5, eps=0.0, device=CPU)["realism"] == pytest.approx(
+    # the default is dgm-eval's k = 5; its exact formula (no eps) differs by ~eps relative
+    assert realism(real, fake, eps=0.0, device=CPU)["realism"] == pytest.approx(
         realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-12
     )
+    assert realism(real, fake, device=CPU)["realism"] == pytest.approx(
+        realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-4
+    )
+    # the NVlabs code's k = 3 is an option, and another number
+    k3 = realism(real, fake, nearest_k=3, device=CPU)["realism"]
+    assert k3 == pytest.approx(realism_brute(real, fake, k=3).mean(), rel=1e-12)
+    assert abs(k3 - expected.mean()) > 1e-3
     # duplicated reference samples (zero radii) contribute nothing
     dup = np.concatenate([real, np.repeat(real[:4], 5, axis=0)])
     assert realism(dup, fake, device=CPU)["realism"] == pytest.approx(realism_brute(dup, fake).mean(), rel=1e-12)
@@ -222,6 +232,35 @@ def test_realism_matches_definition():
     assert a == realism(real, fake, max_samples=200, seed=3, device=CPU)
     (ir,) = knn.seeded_subsets([301], 200, 3)
     assert a["realism"] == pytest.approx(realism_brute(real[ir], fake).mean(), rel=1e-12)
+
+
+def test_realism_k_option_is_recorded_and_reaches_per_sample_csv(tmp_path):
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+    from evalkit.featureset import FeatureSet, save_feature_file
+
+    g = rng(21)
+    real, fake = g.standard_normal((200, 8)).astype(np.float32), g.standard_normal((90, 8)).astype(np.float32)
+    paths = {}
+    for name, arr in (("real", real), ("fake", fake)):
+        paths[name] = str(tmp_path / f"{name}.npz")
+        save_feature_file(FeatureSet({"features": arr}), paths[name])
+    for k in (5, 3):
+        out, ps = tmp_path / f"r{k}.json", tmp_path / f"ps{k}.csv"
+        args = ["score", paths["fake"], "--ref", paths["real"], "--metrics", "realism", "--quiet",
+                "--out", str(out), "--per-sample", str(ps)] + ([] if k == 5 else ["--realism-k", "3"])
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        rec = json.loads(out.read_text())
+        assert rec["config"]["realism_k"] == k
+        assert rec["metrics"]["realism"] == pytest.approx(realism_brute(real, fake, k=k).mean(), rel=1e-6)
+        with open(ps) as fh:
+            col = [float(r["realism"]) for r in csv.DictReader(fh)]
+        assert np.mean(col) == pytest.approx(rec["metrics"]["realism"], rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------ Vendi
