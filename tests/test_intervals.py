@@ -79,7 +79,8 @@ def test_rounds_reuse_per_sample_statistics(monkeypatch):
     g = np.random.default_rng(1)
     real, fake = _fs(g.standard_normal((200, 8))), _fs(g.standard_normal((150, 8)) + 0.2)
     specs = [get_metric(n) for n in ("precision", "density", "coverage", "realism", "authpct", "fd")]
-    estimates = {"precision": 0.5, "density": 0.5, "coverage": 0.5, "realism": 1.0, "authpct": 50.0, "fd": 1.0}
+    estimates = {"precision": 0.5, "density": 0.5, "coverage": 0.5, "realism": 1.0, "authpct": 50.0,
+                 "fd": 1.0}
     out = bootstrap_intervals(specs, fake, real, None, estimates=estimates, rounds=50, rng=0, seed=0,
                               device=CPU, progress=False)
     assert set(out) == set(estimates)
