@@ -466,6 +466,21 @@ def test_fls_matches_autograd_reference():
     assert specs[0].directions["fls"] == "higher" and specs[1].directions["fls_pog"] == "zero"
 
 
+def test_fls_rounds_inputs_to_float32_before_standardising():
+    """dgm-eval's preprocess_fls casts to float32 first, then standardises. Float64 features with
+    a large common offset lose digits in that cast; the score is the one of the float32 values."""
+    g = rng(22)
+    off = 3000.0  # float32 spacing at 3000 is 2.4e-4, 2% of the 0.012 spread below
+    real = off + 0.01 * g.standard_normal((160, 6))
+    test = off + 0.01 * g.standard_normal((80, 6))
+    fake = off + 0.012 * g.standard_normal((80, 6))
+    out = fls(real, fake, test, seed=1, steps=20, device=CPU)
+    as32 = [x.astype(np.float32) for x in (real, fake, test)]
+    assert out == fls(*as32, seed=1, steps=20, device=CPU)
+    ref_fls, ref_pog = fls_reference(real, fake, test, seed=1, steps=20)
+    assert out["fls"] == pytest.approx(ref_fls, rel=1e-4) and out["fls_pog"] == pytest.approx(ref_pog, abs=1e-9)
+
+
 # ------------------------------------------------------------------------------------ memorization scenarios
 
 
