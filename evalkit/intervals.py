@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from evalkit.errors import InputError, MetricInputError
+from evalkit.rng import RunRNG
 
 BOOTSTRAP_METHOD = "half-sampling"
 # Rounds above which a warning is printed, and the most accepted.
@@ -87,7 +88,7 @@ class _Resampler:
 
 
 def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str]) -> _Resampler:
-    from evalkit.metrics.knn import take
+    from evalkit.metrics.common import take_rows as take
     from evalkit.metrics.prdc import prdc_parts, recall_of
 
     real_a, fake_a = _array_for(spec, real), _array_for(spec, fake)
@@ -123,16 +124,17 @@ def _mean_resampler(key: str, per_sample: np.ndarray, scale: float = 1.0) -> _Re
     return _Resampler((key,), n, values)
 
 
-def _moments_resampler(spec, fake, real, stats, device: str) -> _Resampler:
-    from evalkit.metrics._tensor import resolve_device
-    from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments, take_rows
+def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
+    from evalkit.devices import resolve_device
+    from evalkit.metrics.common import take_rows
+    from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments
 
     dev = resolve_device(device)
     fake_a = _array_for(spec, fake)
-    if real is not None:
+    if real.has_samples:
         mu_r, cov_r = moments(_array_for(spec, real), dev, spec.name, "reference")
-    else:
-        st = (stats.mu, stats.sigma) if spec.array == "features" else stats.spatial
+    else:  # statistics-only reference
+        st = real.moments.get(spec.array) or real.moments.get(spec.fallback)
         mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
     factor = cov_factor(cov_r)
     n = int(fake_a.shape[0])
@@ -145,77 +147,82 @@ def _moments_resampler(spec, fake, real, stats, device: str) -> _Resampler:
     return _Resampler((spec.name,), n, values)
 
 
-def _generic_resampler(specs, fake, real, test, *, device: str, overrides, stats) -> _Resampler:
+def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
     from evalkit.scoring import compute_metrics
 
     n = fake.n
     keys = tuple(k for s in specs for k in s.keys)
+    count = [0]
 
     def values(rng: np.random.Generator) -> dict[str, float]:
         idx = np.sort(rng.choice(n, n // 2, replace=False))
-        seed = int(rng.integers(2**31 - 1))  # the metrics' own subsets vary from round to round
-        vals, _, _ = compute_metrics(list(specs), fake.subset(idx), real, test, seed=seed,
-                                     device=device, overrides=overrides, stats=stats)
+        count[0] += 1  # the metrics' own draws (kd subsets, fls splits) vary from round to round
+        vals, _, _ = compute_metrics(list(specs), fake.subset(idx), real, test, rng=run_rng,
+                                     device=device, overrides=overrides, stream=("bootstrap", count[0]))
         return vals
 
     return _Resampler(keys, n, values)
 
 
-def plan_resamplers(specs, fake, real, test, *, seed: int, device: str, overrides=None, stats=None,
-                    ) -> list[_Resampler]:
+def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=None) -> list[_Resampler]:
     """One resampler per metric group: per-sample fast paths where the metric allows, else a
-    recomputation on the subset (see the module docstring)."""
+    recomputation on the subset (see the module docstring). Per-sample statistics are computed
+    with the seed the metric itself got (``run_rng``'s metric stream), so they average to the
+    recorded values."""
     from evalkit.metrics.memorization import authenticity
     from evalkit.metrics.prdc import realism_scores
+    from evalkit.scoring import stream_name
 
     overrides = overrides or {}
     names = {s.name for s in specs}
+    samples = real is not None and real.has_samples
     out: list[_Resampler] = []
     generic = []
     prdc_done = False
     for spec in specs:
-        if spec.name in _PRDC:
-            if not prdc_done and real is not None:
+        seed = run_rng.seed_for("metric", stream_name(spec))
+        if spec.name in _PRDC and samples:
+            if not prdc_done:
                 out.append(_prdc_resampler(spec, fake, real, seed=seed, device=device,
                                            wanted=names & set(_PRDC)))
             prdc_done = True
-        elif spec.name == "realism" and real is not None:
+        elif spec.name == "realism" and samples:
             kw = {k: v for k, v in overrides.get("realism", {}).items()
                   if k in ("nearest_k", "max_samples", "eps")}
             scores = realism_scores(_array_for(spec, real), _array_for(spec, fake), seed=seed,
                                     device=device, **kw)
             out.append(_mean_resampler("realism", scores.cpu().numpy()))
-        elif spec.name == "authpct" and real is not None:
+        elif spec.name == "authpct" and samples:
             _, _, auth = authenticity(_array_for(spec, real), _array_for(spec, fake), device=device)
             out.append(_mean_resampler("authpct", auth.detach().cpu().numpy(), 100.0))
-        elif spec.name in _MOMENTS and (real is not None or stats is not None):
-            out.append(_moments_resampler(spec, fake, real, stats, device))
+        elif spec.name in _MOMENTS and real is not None:
+            out.append(_moments_resampler(spec, fake, real, device))
         else:
             generic.append(spec)
     groups: dict[tuple[int, str], list] = {}
     for spec in generic:  # metrics sharing a function (fls, fls_pog) share a call
         groups.setdefault((id(spec.fn), spec.array), []).append(spec)
     for group in groups.values():
-        out.append(_generic_resampler(group, fake, real, test, device=device, overrides=overrides,
-                                      stats=stats))
+        out.append(_generic_resampler(group, fake, real, test, run_rng=run_rng, device=device,
+                                      overrides=overrides))
     return out
 
 
 def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float], rounds: int,
-                        rng: np.random.Generator | np.random.SeedSequence | int, seed: int, device: str,
-                        confidence: float = 0.95, overrides: dict[str, Any] | None = None,
-                        stats: Any = None, progress: bool = True) -> dict[str, list[float]]:
+                        rng: RunRNG | int, device: str, confidence: float = 0.95,
+                        overrides: dict[str, Any] | None = None, progress: bool = True,
+                        ) -> dict[str, list[float]]:
     """Half-sampling intervals (module docstring) for every metric in ``specs``.
 
     Args:
         specs: the metric plan (registry specs) that produced ``estimates``.
-        fake, real, test: the feature sets scored (``real`` None for a statistics-only reference,
-            given as ``stats``).
+        fake, real, test: the feature sets scored (``real`` may be statistics-only).
         estimates: the full-sample values, each interval's centre.
         rounds: B, the number of half-samples.
-        rng: the run's generator (or a SeedSequence / int to build one) for the subsets.
-        seed: the run seed, for the metrics' own subsets in the per-sample precomputations.
+        rng: the run's :class:`~evalkit.rng.RunRNG` (or its seed): the half-samples come from
+            its ``("bootstrap", "resample")`` stream, the metrics' seeds from their own streams.
         confidence: nominal coverage (0.95).
+        overrides: per-metric keyword overrides (as for the estimates).
         progress: a tqdm bar on stderr.
 
     Returns:
@@ -227,9 +234,10 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
     check_rounds(rounds)
     if rounds == 0 or fake.n < 4:
         return {}
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    resamplers = plan_resamplers(specs, fake, real, test, seed=seed, device=device, overrides=overrides,
-                                 stats=stats)
+    run_rng = rng if isinstance(rng, RunRNG) else RunRNG(int(rng))
+    gen = run_rng.generator("bootstrap", "resample")
+    resamplers = plan_resamplers(specs, fake, real, test, run_rng=run_rng, device=device,
+                                 overrides=overrides)
     draws: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     failed: set[int] = set()

@@ -81,7 +81,7 @@ def test_rounds_reuse_per_sample_statistics(monkeypatch):
     specs = [get_metric(n) for n in ("precision", "density", "coverage", "realism", "authpct", "fd")]
     estimates = {"precision": 0.5, "density": 0.5, "coverage": 0.5, "realism": 1.0, "authpct": 50.0,
                  "fd": 1.0}
-    out = bootstrap_intervals(specs, fake, real, None, estimates=estimates, rounds=50, rng=0, seed=0,
+    out = bootstrap_intervals(specs, fake, real, None, estimates=estimates, rounds=50, rng=0,
                               device=CPU, progress=False)
     assert set(out) == set(estimates)
     assert calls["knn"] <= 5  # once per metric, not once per round
@@ -107,7 +107,7 @@ def test_fd_interval_coverage_on_gaussians():
         fake = _fs(g.standard_normal((n, d)) * np.sqrt(var_g) + mu_g)
         est = spec(real=real.arrays["features"], fake=fake.arrays["features"], device=CPU)["fd"]
         lo, hi = bootstrap_intervals([spec], fake, real, None, estimates={"fd": est}, rounds=200, rng=r,
-                                     seed=0, device=CPU, progress=False)["fd"]
+                                     device=CPU, progress=False)["fd"]
         assert lo <= est <= hi
         hits += lo <= truth <= hi
     print(f"fd coverage {hits}/{repeats}")
@@ -139,7 +139,7 @@ def test_precision_interval_coverage():
         est = float(inside(fake_x).mean())
         fake = _fs(fake_x)
         out = bootstrap_intervals([spec], fake, real, None, estimates={"precision": est}, rounds=200,
-                                  rng=r, seed=0, device=CPU, progress=False)
+                                  rng=r, device=CPU, progress=False)
         lo, hi = out["precision"]
         assert lo <= est <= hi
         hits += lo <= truth <= hi
