@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     for name in names:
         real, fake, test = (x.astype(np.float32) for x in fx[name])
-        ours = np.array([list(fls(real, fake, test, seed=s, device="cpu").values()) for s in range(args.seeds)])
+        ours = np.array([list(fls(real, fake, test, seed=s, device="cpu").values())
+                         for s in range(args.seeds)])
         theirs = np.array([dgm_run(mod, real, fake, test, s) for s in range(args.seeds)])
         for j, key in enumerate(("fls", "fls_pog")):
             a, b = ours[:, j], theirs[:, j]
