@@ -53,12 +53,12 @@ _PRDC = ("precision", "recall", "density", "coverage")
 _MOMENTS = ("fd", "sfid")
 
 
-def check_rounds(rounds: int) -> None:
-    """Refuse absurd round counts, warn about merely large ones."""
+def check_rounds(rounds: int, warn: bool = True) -> None:
+    """Refuse absurd round counts, warn about merely large ones (once: the entry point warns)."""
     if rounds < 0 or rounds > MAX_ROUNDS:
         raise InputError(f"--bootstrap {rounds}: use 0 (off) to {MAX_ROUNDS} rounds "
                          "(200-1000 give stable 95% intervals)")
-    if rounds > WARN_ROUNDS:
+    if warn and rounds > WARN_ROUNDS:
         warnings.warn(f"--bootstrap {rounds}: more than {WARN_ROUNDS} rounds rarely changes a 95% interval "
                       "and multiplies the cost", stacklevel=2)
 
@@ -231,7 +231,7 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
     """
     from tqdm.auto import tqdm
 
-    check_rounds(rounds)
+    check_rounds(rounds, warn=False)
     if rounds == 0 or fake.n < 4:
         return {}
     run_rng = rng if isinstance(rng, RunRNG) else RunRNG(int(rng))
