@@ -82,8 +82,9 @@ def _array_for(spec, fs) -> Any:
 class _Resampler:
     """One metric group's per-round computation: ``values(rng) -> {key: value}``, with its n."""
 
-    def __init__(self, keys: tuple[str, ...], n: int, fn: Callable[[np.random.Generator], dict[str, float]]):
-        self.keys, self.n, self.fn = keys, n, fn
+    def __init__(self, name: str, keys: tuple[str, ...], n: int,
+                 fn: Callable[[np.random.Generator], dict[str, float]]):
+        self.name, self.keys, self.n, self.fn = name, keys, n, fn
         self.m = n // 2
 
 
@@ -111,7 +112,7 @@ def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str
             out["recall"] = recall_of(real_used, take(fake_used, idx), nearest_k=k, device=device)
         return out
 
-    return _Resampler(_PRDC, n, values)
+    return _Resampler("prdc", _PRDC, n, values)
 
 
 def _mean_resampler(key: str, per_sample: np.ndarray, scale: float = 1.0) -> _Resampler:
@@ -121,7 +122,7 @@ def _mean_resampler(key: str, per_sample: np.ndarray, scale: float = 1.0) -> _Re
     def values(rng: np.random.Generator) -> dict[str, float]:
         return {key: scale * float(v[rng.choice(n, n // 2, replace=False)].mean())}
 
-    return _Resampler((key,), n, values)
+    return _Resampler(key, (key,), n, values)
 
 
 def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
@@ -144,11 +145,11 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
         mu_g, cov_g = moments(take_rows(fake_a, idx), dev, spec.name)
         return {spec.name: frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r=factor)}
 
-    return _Resampler((spec.name,), n, values)
+    return _Resampler(spec.name, (spec.name,), n, values)
 
 
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
-    from evalkit.scoring import compute_metrics
+    from evalkit.scoring import compute_metrics, stream_name
 
     n = fake.n
     keys = tuple(k for s in specs for k in s.keys)
@@ -161,7 +162,7 @@ def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrid
                                      device=device, overrides=overrides, stream=("bootstrap", count[0]))
         return vals
 
-    return _Resampler(keys, n, values)
+    return _Resampler(stream_name(specs[0]), keys, n, values)
 
 
 def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=None) -> list[_Resampler]:
@@ -219,8 +220,9 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
         fake, real, test: the feature sets scored (``real`` may be statistics-only).
         estimates: the full-sample values, each interval's centre.
         rounds: B, the number of half-samples.
-        rng: the run's :class:`~evalkit.rng.RunRNG` (or its seed): the half-samples come from
-            its ``("bootstrap", "resample")`` stream, the metrics' seeds from their own streams.
+        rng: the run's :class:`~evalkit.rng.RunRNG` (or its seed): each metric group's
+            half-samples come from its own ``("bootstrap", "resample", <group>)`` stream, the
+            metrics' seeds from their own streams.
         confidence: nominal coverage (0.95).
         overrides: per-metric keyword overrides (as for the estimates).
         progress: a tqdm bar on stderr.
@@ -235,9 +237,10 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
     if rounds == 0 or fake.n < 4:
         return {}
     run_rng = rng if isinstance(rng, RunRNG) else RunRNG(int(rng))
-    gen = run_rng.generator("bootstrap", "resample")
     resamplers = plan_resamplers(specs, fake, real, test, run_rng=run_rng, device=device,
                                  overrides=overrides)
+    # one stream per metric group: asking for another metric never moves these draws
+    gens = [run_rng.generator("bootstrap", "resample", res.name) for res in resamplers]
     draws: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     failed: set[int] = set()
@@ -247,7 +250,7 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
             if j in failed:
                 continue
             try:
-                vals = res.fn(gen)
+                vals = res.fn(gens[j])
             except MetricInputError:  # e.g. ct or kd needing more than n/2 samples
                 failed.add(j)
                 continue
