@@ -45,9 +45,10 @@ from evalkit.featureset import (
     load_feature_file,
     save_feature_file,
 )
-from evalkit.fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from evalkit.fileio import atomic_write_bytes, atomic_write_text, current_umask, file_sha256
 from evalkit.identity import EncoderIdentity, local_identity
 from evalkit.options import ExtractOptions
+from evalkit.paths import check_folder_writable
 
 MANIFEST = "manifest.json"
 # Provenance kept from the loader's meta in a stored feature file (timings etc. are dropped).
@@ -339,6 +340,7 @@ def add_reference(
     """
     options = options or ExtractOptions()
     validate_name(name)
+    check_folder_writable("--ref-dir", _root(ref_dir))  # before a long extraction
     src_path = Path(source).expanduser()
     if not src_path.exists():
         raise InputError(f"{source}: no such file or folder (reference source for {name!r})")
@@ -431,6 +433,7 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
             _write_manifest(folder, manifest)
             return manifest
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
         try:
             writer(tmp / entry["file"])
             manifest = {"schema": REF_SCHEMA, "name": name, "source": source,
