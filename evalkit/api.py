@@ -13,6 +13,7 @@ import numpy as np
 from evalkit.distributed import is_main
 from evalkit.errors import InputError
 from evalkit.featureset import FeatureSet, validate
+from evalkit.intervals import check_rounds
 from evalkit.metrics import get_metric
 from evalkit.options import ExtractOptions
 from evalkit.outputs import per_sample_path, write_per_sample_csv
@@ -76,7 +77,8 @@ def default_name(source: SourceLike) -> str:
 
 def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
           test: SourceLike | None = None, metrics: str | Sequence[str] = "all", seed: int = 0,
-          nsample: int | None = None, bootstrap: int = 0, names: Sequence[str] | None = None,
+          nsample: int | None = None, bootstrap: int = 0, realism_k: int = 5,
+          names: Sequence[str] | None = None,
           per_sample: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           ref_dir: str | None = None, options: ExtractOptions | None = None,
           **extract: Any) -> Result | list[Result] | None:
@@ -92,7 +94,11 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
         metrics: "all" or metric keys ("fd,kd" or a list).
         seed: the run seed: subsampling, bootstrap and every metric's draws derive from it.
         nsample: use at most this many rows of each set (seeded subsample).
-        bootstrap: B > 0 adds ``metrics_ci``, 95% percentile intervals from B resamples.
+        bootstrap: B > 0 adds ``metrics_ci``, 95% intervals from B half-samples of the
+            generated set (:mod:`evalkit.intervals`; the method is recorded in
+            ``config.bootstrap_method``).
+        realism_k: k of the realism score (5: dgm-eval, the default; 3: the NVlabs code),
+            recorded in ``config.realism_k``.
         names: model names, one per sample set (default: the sources' stems).
         per_sample: CSV path of realism, nearest reference and authenticity per generated
             sample (with several sets, one file per set: ``stem.NAME.csv``).
@@ -117,7 +123,9 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
                   inputs=[s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))])
     metric_names = metrics if isinstance(metrics, str) else ",".join(metrics)
     config = ScoreConfig(metrics=parse_metric_list(metric_names), seed=seed, nsample=nsample,
-                         device=opts.device, bootstrap=bootstrap)
+                         device=opts.device, bootstrap=bootstrap, realism_k=realism_k,
+                         progress=not opts.quiet)
+    check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     test_fs = load_source(test, opts, role="test") if test is not None else None
     results = []
@@ -146,4 +154,5 @@ def write_per_sample(path: str | os.PathLike, scored: FeatureSet, real: FeatureS
         raise InputError(f"--per-sample needs reference features; {real.source} holds "
                          "statistics only")
     seed = RunRNG(config.seed).seed_for("metric", stream_name(get_metric("realism")))
-    write_per_sample_csv(path, scored, real, seed=seed, device=config.device)
+    write_per_sample_csv(path, scored, real, seed=seed, device=config.device,
+                         nearest_k=config.realism_k)

@@ -19,6 +19,7 @@ two agree to float precision.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -158,7 +159,13 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     m = total / n
     mu = shift + m
     check_finite(metric, mu, which)
-    return mu, torch.addr(scatter.total(), m, m, beta=1.0 / (n - 1), alpha=-n / (n - 1))
+    cov = torch.addr(scatter.total(), m, m, beta=1.0 / (n - 1), alpha=-n / (n - 1))
+    if not bool(torch.isfinite(cov.diagonal()).all()):  # squares beyond 1e308
+        raise MetricInputError(
+            f"{metric}: the {which} covariance overflows float64 (features of magnitude "
+            f"{float(mu.abs().max()):.3g}); rescale the features"
+        )
+    return mu, cov
 
 
 def cov_factor(cov: torch.Tensor) -> torch.Tensor:
@@ -196,7 +203,13 @@ def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None =
 
 def _combine(mu_r, cov_r, mu_g, cov_g, tr_sqrt: float) -> float:
     diff = mu_r - mu_g
-    return float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
+    value = float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
+    if not math.isfinite(value):  # squares of features beyond ~1e154 overflow float64
+        raise MetricInputError(
+            "Fréchet distance: the feature statistics overflow float64 (features of magnitude "
+            f"{float(diff.abs().max()):.3g} or covariances beyond 1e308); rescale the features"
+        )
+    return value
 
 
 def reference_factor(real: Any, mu_r: torch.Tensor, cov_r: torch.Tensor,

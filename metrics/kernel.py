@@ -130,6 +130,14 @@ def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, see
         y = as_tensor(take_rows(fake, ig.ravel()), dev, dtype).view(len(ig), m, d)
         mmds.append(poly_mmd2_unbiased(x, y))
     values = torch.cat(mmds)
+    if not bool(torch.isfinite(values).all()):  # (x.y/D + 1)^3 overflows for huge features
+        big = max(float(as_tensor(take_rows(a, i[0]), dev, torch.float64).abs().max())
+                  for a, i in ((real, idx_r), (fake, idx_g)))
+        raise MetricInputError(
+            "kd: the polynomial kernel (x.y/D + 1)^3 overflows in "
+            f"{'float32' if dtype != torch.float64 else 'float64'} for features of magnitude {big:.3g}; "
+            "rescale the features"
+        )
     return {"kd": float(values.mean()), "kd_std": float(values.std(correction=0))}
 
 

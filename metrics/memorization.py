@@ -46,7 +46,7 @@ def authenticity(real: Any, fake: Any, *, device: Any = None,
         own_sq[hubs] = h_sq[:, 0]
     dist = torch.sqrt(d_sq)
     authentic = torch.sqrt(own_sq[idx]) < dist
-    return idx, dist, authentic
+    return idx, space.unscale(dist), authentic
 
 
 @register_metric(

@@ -20,7 +20,9 @@ from evalkit.outputs import metrics_table
               help="Use at most N images per set (seeded subsample).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0,
-              help="Add a 95% bootstrap interval from B resamples of the generated set.")
+              help="Add 95% intervals from B half-samples of the generated set (README: Intervals).")
+@click.option("--realism-k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="k of the realism score's k-NN radii (5: dgm-eval; 3: the NVlabs code).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Result record JSON.")
 @click.option("--name", default=None, help="Model name(s), comma-separated for several sets.")
 @click.option("--per-sample", default=None, type=click.Path(dir_okay=False),
@@ -28,11 +30,11 @@ from evalkit.outputs import metrics_table
 @click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
               help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
 @extract_options
-def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out, name,
+def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, realism_k, out, name,
                   per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
     results = score(list(samples), ref, test=test, metrics=metric_list, seed=seed,
-                    nsample=nsample, bootstrap=bootstrap,
+                    nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
                     names=name.split(",") if name else None, per_sample=per_sample, out=out,
                     ref_dir=ref_dir, options=options_from_kwargs(kwargs))
     if is_main():
