@@ -52,9 +52,11 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
 
         return load_features(str(path), options)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
+        from evalkit.catalog_refs import ensure
         from evalkit.refs import resolve_reference
 
-        return resolve_reference(str(source), options, ref_dir, allow_stats=True)
+        name = ensure(str(source), ref_dir, quiet=options.quiet)  # a catalog name: pulled once
+        return resolve_reference(name, options, ref_dir, allow_stats=True)
     raise InputError(f"{source}: no such file or directory")
 
 

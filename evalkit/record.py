@@ -27,7 +27,11 @@ def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
     enc = record.get("encoder") or {}
     ref = record.get("reference") or {}
     cfg = record.get("config") or {}
+    proto = record.get("protocol") or {}
     return {
+        # a paper protocol (evalkit.protocols) and whether its sample count was met
+        "protocol": proto.get("name"),
+        "protocol_complete": proto.get("complete") if proto else None,
         "encoder": enc.get("name"),
         "arch": enc.get("arch"),
         "weights_sha256": enc.get("weights_sha256"),

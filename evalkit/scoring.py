@@ -40,6 +40,9 @@ class ScoreConfig:
     bootstrap: int = 0
     confidence: float = 0.95
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Published statistics (ADM's mu/sigma inside its reference batch) that fd/sfid use
+    # instead of the reference's own features; set by a protocol (evalkit.protocols).
+    reference_stats: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "metrics": list(self.metrics) if self.metrics else "all",
@@ -120,7 +123,7 @@ def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet |
     """Feature dimensions must agree between the sets a metric compares."""
     for spec in specs:
         a = _array_for(spec, fake)
-        st = _stats_for(stats, spec) if real is None else None
+        st = _stats_for(stats, spec)
         if st is not None and st[0].shape[0] != a.shape[1]:
             raise InputError(
                 f"{spec.array} dims differ: samples {a.shape[1]} ({fake.source}) vs reference "
@@ -151,7 +154,7 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet 
     done: dict[tuple[int, str], dict[str, Any]] = {}
     for spec in specs:
         memo_key = (id(spec.fn), spec.array)
-        st = _stats_for(stats, spec) if real is None else None
+        st = _stats_for(stats, spec)
         if st is not None:
             t0 = time.perf_counter()
             dev = resolve_device(device)
@@ -260,9 +263,10 @@ def versions() -> dict[str, str]:
 def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, config: ScoreConfig,
               *, name: str, ref_name: str | None = None) -> tuple[dict[str, Any], FeatureSet]:
     """Score one generated set; returns (record, the generated set actually scored)."""
-    stats = real if getattr(real, "stats_only", False) else None
+    stats_only = getattr(real, "stats_only", False)
+    stats = real if stats_only else config.reference_stats
     fake_s = subsample(fake, config.nsample, config.seed, 1)
-    real_s = None if stats is not None else subsample(real, config.nsample, config.seed, 2)
+    real_s = None if stats_only else subsample(real, config.nsample, config.seed, 2)
     test_s = subsample(test, config.nsample, config.seed, 3) if test is not None else None
     check_same_encoder(fake_s, real, "reference")
     check_same_encoder(fake_s, test_s, "test set")
@@ -277,7 +281,7 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "samples": describe_set(fake_s),
-        "reference": describe_set(real if stats is not None else real_s, ref_name),
+        "reference": describe_set(real if stats_only else real_s, ref_name),
         "test": describe_set(test_s),
         "encoder": encoder_of(fake_s) if fake_s.meta.get("encoder") else encoder_of(real),
         "config": config.as_dict(),

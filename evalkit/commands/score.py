@@ -4,20 +4,26 @@ from __future__ import annotations
 import os
 
 import click
+from click.core import ParameterSource
 
 from evalkit.api import default_name, load_source
+from evalkit.catalog_refs import published_for
 from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
 from evalkit.distributed import is_main
 from evalkit.errors import InputError
 from evalkit.outputs import metrics_table, per_sample_path, write_per_sample_csv
+from evalkit.protocols import resolve_protocol
 from evalkit.record import write_records
 from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
 
 
 @main.command("score")
 @click.argument("samples", nargs=-1, required=True)
-@click.option("--ref", required=True, help="Reference: a source or a registered name.")
+@click.option("--ref", default=None,
+              help="Reference: a source, a registered name or a catalog name (`ref list --available`).")
+@click.option("--protocol", default=None,
+              help="Paper protocol: adm | edm2 | dgm-eval (sets encoder, resize, N, metrics, reference).")
 @click.option("--test", default=None, help="Held-out real data (ct, fls, fls_pog).")
 @click.option("--metrics", "metric_list", default="all", show_default=True,
               help="Comma list of metric keys, or `all`.")
@@ -33,16 +39,30 @@ from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
 @click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
               help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
 @extract_options
-def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out, name,
+def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, out, name,
                   per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
     options = options_from_kwargs(kwargs)
     names = name.split(",") if name else [default_name(s) for s in samples]
     if len(names) != len(samples):
         raise InputError(f"--name: {len(names)} names for {len(samples)} sample sets")
-    config = ScoreConfig(metrics=parse_metric_list(metric_list), seed=seed, nsample=nsample,
-                         device=options.device, bootstrap=bootstrap)
+    metrics, proto, published = parse_metric_list(metric_list), None, None
+    if protocol:
+        ctx = click.get_current_context()
+        explicit = {p for p in ("encoder", "arch", "resize", "nsample", "metric_list")
+                    if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)}
+        explicit |= {"metrics"} if "metric_list" in explicit else set()
+        proto = resolve_protocol(protocol, options, explicit=explicit, metrics=metrics,
+                                 nsample=nsample, ref=ref, has_test=test is not None)
+        options, ref, nsample, metrics = proto.options, proto.ref, proto.nsample, proto.metrics
+    elif not ref:
+        raise InputError("--ref is required (a source or reference name), or --protocol NAME")
     real = load_source(ref, options, role="reference", ref_dir=ref_dir)
+    if proto and proto.protocol.published_stats:
+        published = published_for(ref, options, ref_dir)
+    config = ScoreConfig(metrics=metrics, seed=seed, nsample=nsample, device=options.device,
+                         bootstrap=bootstrap, overrides=proto.overrides if proto else {},
+                         reference_stats=published)
     test_fs = load_source(test, options, role="test") if test else None
     records = []
     for src, set_name in zip(samples, names):
@@ -51,6 +71,9 @@ def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out
             continue
         record, scored = score_set(fake, real, test_fs, config, name=set_name,
                                    ref_name=real.meta.get("reference_name"))
+        warning = proto.annotate(record, published) if proto else None
+        if warning:
+            click.secho(f"evalkit: WARNING: {set_name}: {warning}", err=True, fg="red", bold=True)
         if per_sample:
             path = per_sample_path(per_sample, set_name, len(samples) > 1)
             write_per_sample_csv(path, scored, real, seed=seed, device=options.device)
