@@ -70,10 +70,15 @@ def pull(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool = F
     entry = lookup(name)
     if entry is None:
         raise InputError(f"{name!r} is not in the catalog (`evalkit ref list --available`)")
-    if refs.is_registered(entry.name, ref_dir) and not force:
-        manifest = refs.get_manifest(entry.name, ref_dir)
-        verify_stored_file(manifest, full=True)
-        return manifest
+    with refs._locked(drop_dir(ref_dir)):  # one download of a file at a time
+        if refs.is_registered(entry.name, ref_dir) and not force:
+            manifest = refs.get_manifest(entry.name, ref_dir)
+            verify_stored_file(manifest, full=True)
+            return manifest
+        return _fetch_and_register(entry, ref_dir, quiet=quiet, force=force)
+
+
+def _fetch_and_register(entry: CatalogEntry, ref_dir, *, quiet: bool, force: bool) -> dict[str, Any]:
     placed = drop_dir(ref_dir) / entry.file_name
     if placed.is_file():
         origin = f"placed by hand at {placed}"
@@ -277,10 +282,10 @@ def available() -> list[dict[str, Any]]:
     return rows
 
 
-def published_for(ref: str, options, ref_dir: str | os.PathLike | None = None):
-    """Statistics published inside registered reference ``ref``'s image batch, or None.
+def published_for(name: str | None, options, ref_dir: str | os.PathLike | None = None):
+    """Statistics published inside registered reference ``name``'s image batch, or None.
 
-    None also when ``ref`` is a path or not a catalog reference (fd then uses its features).
+    ``name`` is the reference name the scored reference resolved to (None when it was a
+    path): then, or for references without published statistics, fd uses the features.
     """
-    name = registered_name(ref, ref_dir) if refs._NAME.match(ref or "") else None
     return refs.published_stats(name, options, ref_dir) if name else None

@@ -132,6 +132,11 @@ def world(tmp_path, monkeypatch):
     server.close()
 
 
+def _leftovers(world) -> list[Path]:
+    """Files left in the drop folder (its lock file aside)."""
+    return [p for p in (world["refs"] / "_downloads").glob("*") if p.name != ".lock"]
+
+
 def _run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
@@ -154,7 +159,7 @@ def test_pull_downloads_verifies_and_registers(world):
     assert cat["sha256_origin"] == "first-use" and cat["size"] == len(world["batch"])
     assert Path(manifest["source"]).read_bytes() == world["batch"]  # moved into the store
     assert [e["role"] for e in manifest["entries"]] == ["published_stats"]
-    assert not list((world["refs"] / "_downloads").glob("*"))  # no leftovers
+    assert not _leftovers(world)  # no leftovers
     assert world["server"].requests == [("VIRTUAL_test16_labeled.npz", None)]  # mirrored name
     listing = _run("ref", "list")
     assert "first use (TOFU)" in listing.output and "published stats" in listing.output
@@ -181,7 +186,7 @@ def test_published_sha256_mismatch_rejected_nothing_registered(world):
     assert res.exit_code == 2
     assert "sha256" in res.output and "expected" in res.output
     assert not (world["refs"] / "teststats").exists()
-    assert not list((world["refs"] / "_downloads").glob("*"))
+    assert not _leftovers(world)
 
 
 def test_truncated_download_rejected_nothing_registered(world):
@@ -189,7 +194,7 @@ def test_truncated_download_rejected_nothing_registered(world):
     res = _run("ref", "pull", "teststats", "--quiet")
     assert res.exit_code == 2 and "expected" in res.output and "bytes" in res.output
     assert not (world["refs"] / "teststats").exists()
-    assert not list((world["refs"] / "_downloads").glob("*"))
+    assert not _leftovers(world)
 
 
 def test_published_hash_accepted(world):

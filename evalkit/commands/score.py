@@ -59,7 +59,7 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
         raise InputError("--ref is required (a source or reference name), or --protocol NAME")
     real = load_source(ref, options, role="reference", ref_dir=ref_dir)
     if proto and proto.protocol.published_stats:
-        published = published_for(ref, options, ref_dir)
+        published = published_for(real.meta.get("reference_name"), options, ref_dir)
     config = ScoreConfig(metrics=metrics, seed=seed, nsample=nsample, device=options.device,
                          bootstrap=bootstrap, overrides=proto.overrides if proto else {},
                          reference_stats=published)
