@@ -379,3 +379,22 @@ def test_adm_protocol_resolution():
     assert d.options.encoder == "dinov2" and "ct" in d.not_run and "fd_inf" in d.metrics
     e = protocols.resolve_protocol("edm2", ExtractOptions(encoder="dinov2"), explicit={"encoder"})
     assert (e.options.arch, e.ref, e.metrics) == ("vitl14", "edm2-img512", ("fd",))
+
+
+def test_folder_named_like_a_catalog_entry_is_a_folder(world, test_protocol, monkeypatch):
+    """`--ref testbatch` with a folder of that name in the working directory scores against
+    the folder's own features: no download, no published statistics."""
+    monkeypatch.chdir(world["tmp"])
+    write_images(world["tmp"] / "testbatch", 8, size=(16, 16), seed=9)
+    out = world["tmp"] / "r.json"
+    res = _run("score", "samples", "--protocol", "test-adm", "--ref", "testbatch", "--quiet",
+               "--out", out)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(out.read_text())
+    assert "published_stats" not in rec["protocol"] and world["server"].requests == []
+    assert rec["reference"]["n"] == 8
+
+
+def test_score_without_ref_or_protocol_is_an_input_error(world):
+    res = _run("score", world["tmp"] / "samples", "--encoder", TINY)
+    assert res.exit_code == 2 and "--ref is required" in res.output
