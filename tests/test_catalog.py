@@ -126,6 +126,8 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("EVALKIT_CATALOG", str(tmp_path / "catalog.json"))
     monkeypatch.setenv("EVALKIT_REF_DIR", str(tmp_path / "refs"))
     monkeypatch.setenv("EVALKIT_REF_MIRROR", server.url)
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)  # reach 127.0.0.1 directly, whatever CI sets
     write_images(tmp_path / "samples", 12, size=(16, 16), seed=5)
     yield {"server": server, "tmp": tmp_path, "refs": tmp_path / "refs", "published": (mu, sigma),
            "batch": batch, "stats": stats}
