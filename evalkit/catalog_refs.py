@@ -27,6 +27,7 @@ from evalkit.catalog import CatalogEntry, load_catalog, lookup
 from evalkit.download import DownloadError, download, verify_file
 from evalkit.errors import InputError, OfflineError
 from evalkit.fileio import file_sha256
+from evalkit.options import ExtractOptions
 
 DROP = "_downloads"
 
@@ -214,9 +215,9 @@ def read_stats(entry: CatalogEntry, path: Path) -> list[StatsItem]:
             _check_image_batch(path)
         stats = refs._load_stats(path)
         for decl in entry.stats:
-            payload = {"mu": stats.mu, "sigma": stats.sigma}
-            if stats.spatial is not None:
-                payload.update(mu_s=stats.spatial[0], sigma_s=stats.spatial[1])
+            payload = dict(zip(("mu", "sigma"), stats.moments["features"]))
+            if "spatial" in stats.moments:
+                payload.update(zip(("mu_s", "sigma_s"), stats.moments["spatial"]))
             out.append((decl, payload, stats.n))
         return out
     data = load_numpy_pickle(path)
@@ -253,19 +254,22 @@ def _check_image_batch(path: Path) -> None:
 def _stats_entry(entry: CatalogEntry, decl: dict[str, Any], payload: dict[str, np.ndarray],
                  n: int | None, fingerprint: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     encoder = decl["encoder"]
-    arch = decl.get("arch") or refs._default_arch(encoder)
+    # The identity evalkit's closest setting has: TF-graph Inception statistics (ADM, TTUR,
+    # EDM2) are nearest to pytorch-fid's in-network bilinear resize (`legacy`).
+    resize = decl.get("resize") or ("legacy" if encoder == "inception" else "clean")
+    ident, known = refs.local_identity(ExtractOptions(encoder=encoder, arch=decl.get("arch"),
+                                                      resize=resize))
     dim = int(payload["mu"].shape[0])
-    expected = refs._declared_dim(encoder, arch)
+    expected = refs._declared_dim(encoder, ident.arch)
     if expected is not None and expected != dim:
         raise InputError(f"{entry.file_name}: {encoder} statistics of dimension {dim}, but "
-                         f"{encoder}/{arch} features have {expected}")
-    ident = {"encoder": encoder, "arch": arch, "weights_sha256": None, "preprocess": None,
-             "resize": decl.get("resize"), "identity_from": "catalog"}
-    rec = dict(ident, stats_only=True, n=n, dim=dim, arrays=sorted(payload), labels=False,
-               made_by=decl.get("made_by"), created=refs._now(), source_fingerprint=fingerprint)
+                         f"{encoder}/{ident.arch} features have {expected}")
+    rec = dict(refs._identity_entry(ident, known), stats_only=True, n=n, dim=dim,
+               arrays=sorted(payload), labels=False, made_by=decl.get("made_by"),
+               created=refs._now(), source_fingerprint=fingerprint,
+               file=refs._entry_file(ident, True))
     if entry.kind == "images":
         rec["role"] = refs.PUBLISHED
-    rec["file"] = refs._entry_file(dict(ident, made_by=decl.get("key")), True)
     return rec, payload
 
 

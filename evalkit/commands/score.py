@@ -1,21 +1,17 @@
-"""`evalkit score`: score sample sets against a reference and write result records."""
+"""`evalkit score`: a thin shell over :func:`evalkit.api.score`."""
 from __future__ import annotations
 
-import os
+import warnings
 
 import click
 from click.core import ParameterSource
 
-from evalkit.api import default_name, load_source
-from evalkit.catalog_refs import published_for
+from evalkit.api import score
 from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
 from evalkit.distributed import is_main
-from evalkit.errors import InputError
-from evalkit.outputs import metrics_table, per_sample_path, write_per_sample_csv
-from evalkit.protocols import resolve_protocol
-from evalkit.record import write_records
-from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
+from evalkit.outputs import metrics_table
+from evalkit.protocols import ProtocolWarning
 
 
 @main.command("score")
@@ -42,46 +38,26 @@ from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, out, name,
                   per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
-    options = options_from_kwargs(kwargs)
-    names = name.split(",") if name else [default_name(s) for s in samples]
-    if len(names) != len(samples):
-        raise InputError(f"--name: {len(names)} names for {len(samples)} sample sets")
-    metrics, proto, published = parse_metric_list(metric_list), None, None
-    if protocol:
-        ctx = click.get_current_context()
-        explicit = {p for p in ("encoder", "arch", "resize", "nsample", "metric_list")
-                    if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)}
-        explicit |= {"metrics"} if "metric_list" in explicit else set()
-        proto = resolve_protocol(protocol, options, explicit=explicit, metrics=metrics,
-                                 nsample=nsample, ref=ref, has_test=test is not None)
-        options, ref, nsample, metrics = proto.options, proto.ref, proto.nsample, proto.metrics
-    elif not ref:
-        raise InputError("--ref is required (a source or reference name), or --protocol NAME")
-    real = load_source(ref, options, role="reference", ref_dir=ref_dir)
-    if proto and proto.protocol.published_stats:
-        published = published_for(real.meta.get("reference_name"), options, ref_dir)
-    config = ScoreConfig(metrics=metrics, seed=seed, nsample=nsample, device=options.device,
-                         bootstrap=bootstrap, overrides=proto.overrides if proto else {},
-                         reference_stats=published)
-    test_fs = load_source(test, options, role="test") if test else None
-    records = []
-    for src, set_name in zip(samples, names):
-        fake = load_source(src, options, role="samples")
-        if not is_main():  # torchrun: the other ranks only help extract
-            continue
-        record, scored = score_set(fake, real, test_fs, config, name=set_name,
-                                   ref_name=real.meta.get("reference_name"))
-        warning = proto.annotate(record, published) if proto else None
-        if warning:
-            click.secho(f"evalkit: WARNING: {set_name}: {warning}", err=True, fg="red", bold=True)
-        if per_sample:
-            path = per_sample_path(per_sample, set_name, len(samples) > 1)
-            write_per_sample_csv(path, scored, real, seed=seed, device=options.device)
-            base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
-            record["per_sample"] = os.path.relpath(os.path.abspath(path), base)
-        records.append(record)
-    if not is_main():
-        return
-    click.echo(metrics_table(records))
-    if out:
-        write_records(records, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProtocolWarning)  # said below, louder
+        results = score(list(samples), ref, test=test, metrics=metric_list, seed=seed,
+                        nsample=nsample, bootstrap=bootstrap,
+                        names=name.split(",") if name else None, per_sample=per_sample, out=out,
+                        ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
+                        explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}))
+    if is_main():
+        click.echo(metrics_table([r.record for r in results]))
+        for r in results:
+            proto = r.record.get("protocol") or {}
+            if proto.get("complete") is False:
+                click.secho(f"evalkit: WARNING: {r.record['name']}: PROTOCOL {proto['name'].upper()} "
+                            f"EXPECTS {proto['n_expected']} SAMPLES, GOT {r.record['samples']['n']}: "
+                            "NOT comparable with the published tables (record marked "
+                            "protocol.complete = false)", err=True, fg="red", bold=True)
+
+
+def _typed(params: set[str]) -> set[str]:
+    """The options among ``params`` given on the command line (or by environment)."""
+    ctx = click.get_current_context()
+    typed = {p for p in params if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)}
+    return typed | ({"metrics"} if "metric_list" in typed else set())
