@@ -400,3 +400,15 @@ def test_folder_named_like_a_catalog_entry_is_a_folder(world, test_protocol, mon
 def test_score_without_ref_or_protocol_is_an_input_error(world):
     res = _run("score", world["tmp"] / "samples", "--encoder", TINY)
     assert res.exit_code == 2 and "--ref is required" in res.output
+
+
+def test_python_api_protocol(world, test_protocol):
+    import evalkit
+    from evalkit.errors import InputError
+    from evalkit.protocols import ProtocolWarning
+
+    with pytest.warns(ProtocolWarning, match="EXPECTS 50 SAMPLES, GOT 12"):
+        res = evalkit.score(str(world["tmp"] / "samples"), protocol="test-adm", quiet=True)
+    assert res.record["protocol"]["name"] == "test-adm"
+    with pytest.raises(InputError, match="--resize clean"):
+        evalkit.score(str(world["tmp"] / "samples"), protocol="test-adm", resize="legacy")
