@@ -17,6 +17,7 @@ from evalkit.featureset import FeatureSet, validate
 from evalkit.metrics import get_metric
 from evalkit.options import ExtractOptions
 from evalkit.outputs import per_sample_path, write_per_sample_csv
+from evalkit.paths import check_outputs
 from evalkit.protocols import ProtocolWarning, resolve_protocol
 from evalkit.record import write_records
 from evalkit.rng import RunRNG
@@ -129,6 +130,9 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
     names = list(names) if names else [default_name(s) for s in sources]
     if len(names) != len(sources):
         raise InputError(f"--name: {len(names)} names for {len(sources)} sample sets")
+    csvs = [per_sample_path(str(per_sample), n, len(sources) > 1) for n in names] if per_sample else []
+    check_outputs({"--out": out, "--per-sample": csvs},  # before any work; never over an input
+                  inputs=[s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))])
     metric_names = metrics if isinstance(metrics, str) else ",".join(metrics)
     metric_list, proto, published = parse_metric_list(metric_names), None, None
     if protocol:

@@ -28,6 +28,7 @@ from evalkit.download import DownloadError, download, verify_file
 from evalkit.errors import InputError, OfflineError
 from evalkit.fileio import file_sha256
 from evalkit.options import ExtractOptions
+from evalkit.paths import check_folder_writable
 
 DROP = "_downloads"
 
@@ -71,6 +72,7 @@ def pull(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool = F
     entry = lookup(name)
     if entry is None:
         raise InputError(f"{name!r} is not in the catalog (`evalkit ref list --available`)")
+    check_folder_writable("--ref-dir", refs._root(ref_dir))  # before a long download
     with refs._locked(drop_dir(ref_dir)):  # one download of a file at a time
         if refs.is_registered(entry.name, ref_dir) and not force:
             manifest = refs.get_manifest(entry.name, ref_dir)

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from evalkit.errors import InputError
 from evalkit.formatting import format_number  # noqa: F401 (check, report, tests)
+from evalkit.lazy import pandas as pd
 from evalkit.record import load_records, metric_keys, protocol_of
 
 FORMATS = ("md", "csv", "html", "latex", "json")

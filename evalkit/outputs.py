@@ -78,3 +78,4 @@ def per_sample_path(base: str, name: str, several: bool) -> Path:
     """``base`` for one set; ``base-stem.name.csv`` for each of several sets."""
     p = Path(base)
     return p.with_name(f"{p.stem}.{name}{p.suffix or '.csv'}") if several else p
+

@@ -45,9 +45,10 @@ from evalkit.featureset import (
     load_feature_file,
     save_feature_file,
 )
-from evalkit.fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from evalkit.fileio import atomic_write_bytes, atomic_write_text, current_umask, file_sha256
 from evalkit.identity import EncoderIdentity, local_identity
 from evalkit.options import ExtractOptions
+from evalkit.paths import check_folder_writable
 
 MANIFEST = "manifest.json"
 # Role of a statistics entry that came inside a published image batch (ADM's mu/sigma): kept
@@ -344,6 +345,7 @@ def add_reference(
     """
     options = options or ExtractOptions()
     validate_name(name)
+    check_folder_writable("--ref-dir", _root(ref_dir))  # before a long extraction
     src_path = Path(source).expanduser()
     if not src_path.exists():
         raise InputError(f"{source}: no such file or folder (reference source for {name!r})")
@@ -436,6 +438,7 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
             _write_manifest(folder, manifest)
             return manifest
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
         try:
             writer(tmp / entry["file"])
             manifest = {"schema": REF_SCHEMA, "name": name, "source": source,
@@ -469,6 +472,7 @@ def store_file_reference(name: str, manifest: dict[str, Any], file: Path,
             raise InputError(f"reference {name!r} is already registered ({old}); "
                              f"`evalkit ref rm {name}` first or pass --force")
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
         try:
             target = tmp / file.name
             if move:

@@ -23,8 +23,8 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
+from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
 

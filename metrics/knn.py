@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 from evalkit.metrics.common import (  # noqa: F401  (check_points: re-exported)
     Seed,
     check_points,
@@ -169,7 +169,7 @@ class Space:
     sdtype: torch.dtype
     eta: float
     dim: int
-    mdtype: torch.dtype = torch.float32
+    mdtype: torch.dtype = field(default_factory=lambda: torch.float32)  # lazy: no torch at import
     extra: int | None = None
 
 
@@ -480,7 +480,7 @@ def sphere_pass(
     c_radius: torch.Tensor,
     c_cmp: torch.dtype,
     p_radius: torch.Tensor | None = None,
-    cross_cmp: torch.dtype = torch.float64,
+    cross_cmp: torch.dtype | None = None,  # None: float64
     p_cmp: torch.dtype | None = None,
     fast: tuple[Space, list[Points]] | None = None,
     max_uncertain: float = 24.0,
@@ -502,6 +502,7 @@ def sphere_pass(
         reached: per centre, whether it lies strictly inside some point's sphere
         (``d(p, c) < p_radius[p]``), or None without ``p_radius``.
     """
+    cross_cmp = torch.float64 if cross_cmp is None else cross_cmp
     dev = space.device
     counts = torch.zeros(pts.n, dtype=torch.int64, device=dev)
     covered = torch.zeros(centres.n, dtype=torch.bool, device=dev)

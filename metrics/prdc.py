@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 from evalkit.metrics import knn as _knn
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import Seed, check_points

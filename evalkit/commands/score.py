@@ -25,7 +25,7 @@ from evalkit.protocols import ProtocolWarning
               help="Comma list of metric keys, or `all`.")
 @click.option("--nsample", type=click.IntRange(min=1), default=None,
               help="Use at most N images per set (seeded subsample).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0,
               help="Add a 95% bootstrap interval from B resamples of the generated set.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Result record JSON.")
