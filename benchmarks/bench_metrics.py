@@ -773,7 +773,8 @@ def render(results: dict, info: dict | None) -> str:
     lines = []
     if info:
         lines.append(f"Machine: {describe_machine(info)}")
-    threads = sorted({str(r.get("threads") or "default") for r in results.values() if r.get("status") == "ok"})
+    threads = sorted({str(r.get("threads") or "default") for r in results.values()
+                      if r.get("status") == "ok"})
     if threads:
         lines.append(f"Threads per measurement (BLAS/OpenMP/torch): {', '.join(threads)}")
     loads = [v for r in results.values() for v in (r.get("load_before"), r.get("load_after"))
@@ -872,7 +873,8 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument("--fls-timeout", type=float, default=1500, help="seconds per FLS anchor run")
     p.add_argument("--anchor-max-s", type=float, default=None,
-                   help="estimate instead of running an anchor predicted to take longer (default: its timeout)")
+                   help="estimate instead of running an anchor predicted to take longer "
+                        "(default: its timeout)")
     p.add_argument("--mem-limit-gib", type=float, default=None,
                    help="estimate instead of running an anchor predicted to need more (default: 85%% of RAM)")
     p.add_argument("--json", default=None, help="keep/extend all measurements in this JSON file")
@@ -900,7 +902,10 @@ def parse_args(argv=None):
         args.fls_timeout = min(args.fls_timeout, 300)
         args.full_n, args.full_d, args.full_test = 5000, 256, 1000
         args.full_classes = min(args.full_classes, 10)
-    args.metrics = [b for b in BENCHES if b != "fls+pog"] if args.metrics == "all" else [m.strip() for m in args.metrics.split(",")]
+    if args.metrics == "all":
+        args.metrics = [b for b in BENCHES if b != "fls+pog"]
+    else:
+        args.metrics = [m.strip() for m in args.metrics.split(",")]
     unknown = [m for m in args.metrics if m not in BENCHES or m == "fls+pog"]
     if unknown:
         p.error(f"unknown metric(s) {unknown}; known: {', '.join(BENCHES)}")

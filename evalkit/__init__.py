@@ -6,13 +6,17 @@
 """
 __version__ = "0.1.0"
 
-from evalkit.api import Result, score  # noqa: E402,F401
+from evalkit import _source_tree  # noqa: E402
 from evalkit.errors import EvalkitError, InputError, OfflineError  # noqa: E402,F401
 
+_source_tree.install(__path__[0])  # `python -m evalkit` in a checkout: encoders/, metrics/
 
-def __getattr__(name):  # lazy: the Evaluator pulls in the extraction engine
-    if name == "Evaluator":
-        from evalkit.evaluator import Evaluator
+_LAZY = {"score": "evalkit.api", "Result": "evalkit.api", "Evaluator": "evalkit.evaluator"}
 
-        return Evaluator
-    raise AttributeError(name)
+
+def __getattr__(name):  # lazy: `import evalkit` (and the CLI) must not import torch
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'evalkit' has no attribute {name!r}")

@@ -3,7 +3,8 @@ wraps."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ import numpy as np
 from evalkit.distributed import is_main
 from evalkit.errors import InputError
 from evalkit.featureset import FeatureSet, validate
+from evalkit.intervals import check_rounds
 from evalkit.metrics import get_metric
 from evalkit.options import ExtractOptions
 from evalkit.outputs import per_sample_path, write_per_sample_csv
+from evalkit.paths import check_outputs
+from evalkit.protocols import ProtocolWarning, resolve_protocol
 from evalkit.record import write_records
 from evalkit.rng import RunRNG
 from evalkit.scoring import ScoreConfig, parse_metric_list, score_set, stream_name
@@ -58,10 +62,20 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
 
         return load_features(str(path), options)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
+        from evalkit.catalog_refs import ensure
         from evalkit.refs import resolve_reference
 
-        return resolve_reference(str(source), options, ref_dir, allow_stats=True)
+        name = ensure(str(source), ref_dir, quiet=options.quiet)  # a catalog name: pulled once
+        return resolve_reference(name, options, ref_dir, allow_stats=True)
     raise InputError(f"{source}: no such file or directory")
+
+
+def _explicit_options(opts: ExtractOptions, metrics: tuple[str, ...] | None,
+                      nsample: int | None) -> set[str]:
+    """For API callers: the options that differ from their defaults count as chosen."""
+    base = ExtractOptions()
+    chosen = {f for f in ("encoder", "arch", "resize") if getattr(opts, f) != getattr(base, f)}
+    return chosen | ({"metrics"} if metrics else set()) | ({"nsample"} if nsample else set())
 
 
 def default_name(source: SourceLike) -> str:
@@ -73,11 +87,13 @@ def default_name(source: SourceLike) -> str:
     return "samples"
 
 
-def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
+def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = None, *,
           test: SourceLike | None = None, metrics: str | Sequence[str] = "all", seed: int = 0,
-          nsample: int | None = None, bootstrap: int = 0, names: Sequence[str] | None = None,
+          nsample: int | None = None, bootstrap: int = 0, realism_k: int = 5,
+          names: Sequence[str] | None = None,
           per_sample: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           ref_dir: str | None = None, options: ExtractOptions | None = None,
+          protocol: str | None = None, explicit: Collection[str] | None = None,
           **extract: Any) -> Result | list[Result] | None:
     """Score one or several sample sets against one reference (loaded once).
 
@@ -91,12 +107,21 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
         metrics: "all" or metric keys ("fd,kd" or a list).
         seed: the run seed: subsampling, bootstrap and every metric's draws derive from it.
         nsample: use at most this many rows of each set (seeded subsample).
-        bootstrap: B > 0 adds ``metrics_ci``, 95% percentile intervals from B resamples.
+        bootstrap: B > 0 adds ``metrics_ci``, 95% intervals from B half-samples of the
+            generated set (:mod:`evalkit.intervals`; the method is recorded in
+            ``config.bootstrap_method``).
+        realism_k: k of the realism score (5: dgm-eval, the default; 3: the NVlabs code),
+            recorded in ``config.realism_k``.
         names: model names, one per sample set (default: the sources' stems).
         per_sample: CSV path of realism, nearest reference and authenticity per generated
             sample (with several sets, one file per set: ``stem.NAME.csv``).
         out: write the records here (JSON, atomically): one object, or a list for several sets.
         options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception").
+        protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``; :mod:`evalkit.protocols`):
+            sets encoder, resize, sample count, metrics and the default ``ref``; the records
+            get a ``protocol`` field. Options that contradict it raise InputError.
+        explicit: which of encoder/arch/resize/metrics/nsample the caller set on purpose
+            (the CLI passes what was typed); None: those differing from the defaults.
 
     Returns:
         a Result per sample set (a single Result when ``samples`` is one source). Under
@@ -111,10 +136,30 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
     names = list(names) if names else [default_name(s) for s in sources]
     if len(names) != len(sources):
         raise InputError(f"--name: {len(names)} names for {len(sources)} sample sets")
+    csvs = [per_sample_path(str(per_sample), n, len(sources) > 1) for n in names] if per_sample else []
+    check_outputs({"--out": out, "--per-sample": csvs},  # before any work; never over an input
+                  inputs=[s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))])
     metric_names = metrics if isinstance(metrics, str) else ",".join(metrics)
-    config = ScoreConfig(metrics=parse_metric_list(metric_names), seed=seed, nsample=nsample,
-                         device=opts.device, bootstrap=bootstrap)
+    metric_list, proto, published = parse_metric_list(metric_names), None, None
+    if protocol:
+        if explicit is None:
+            explicit = _explicit_options(opts, metric_list, nsample)
+        proto = resolve_protocol(protocol, opts, explicit=explicit, metrics=metric_list,
+                                 nsample=nsample, ref=ref, has_test=test is not None)
+        opts, ref, nsample, metric_list = proto.options, proto.ref, proto.nsample, proto.metrics
+    elif ref is None:
+        raise InputError("--ref is required (a source or reference name), or --protocol NAME")
+    config = ScoreConfig(metrics=metric_list, seed=seed, nsample=nsample, device=opts.device,
+                         bootstrap=bootstrap, realism_k=realism_k, progress=not opts.quiet,
+                         overrides=proto.overrides if proto else {})
+    check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
+    if proto and proto.protocol.published_stats and real.has_samples:
+        from evalkit.catalog_refs import published_for
+
+        published = published_for(real.meta.get("reference_name"), opts, ref_dir)
+        if published is not None:  # fd/sfid against the statistics inside the batch
+            real.moments = dict(published.moments)
     test_fs = load_source(test, opts, role="test") if test is not None else None
     results = []
     for src, name in zip(sources, names):
@@ -123,6 +168,9 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike, *,
             continue
         record, scored = score_set(fake, real, test_fs, config, name=name,
                                    ref_name=real.meta.get("reference_name"))
+        warning = proto.annotate(record, published) if proto else None
+        if warning:
+            warnings.warn(f"{name}: {warning}", ProtocolWarning, stacklevel=2)
         if per_sample is not None:
             path = per_sample_path(str(per_sample), name, len(sources) > 1)
             write_per_sample(path, scored, real, config)
@@ -142,4 +190,5 @@ def write_per_sample(path: str | os.PathLike, scored: FeatureSet, real: FeatureS
         raise InputError(f"--per-sample needs reference features; {real.source} holds "
                          "statistics only")
     seed = RunRNG(config.seed).seed_for("metric", stream_name(get_metric("realism")))
-    write_per_sample_csv(path, scored, real, seed=seed, device=config.device)
+    write_per_sample_csv(path, scored, real, seed=seed, device=config.device,
+                         nearest_k=config.realism_k)

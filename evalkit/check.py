@@ -226,18 +226,26 @@ def check(
                 raise InputError(f"--metrics {key}: the {side} record "
                                  f"{(base if side == 'baseline' else res).get('_path', '')} has no {key!r}")
             d = direction_of(key, directions)
-            b = _float(base_m.get(key))
+            b = _number(base_m.get(key), base, "baseline", key)
             if key not in now_m:
                 checks.append(MetricCheck(model, key, b, float("nan"), d, 0.0, "missing"))
                 continue
-            n = _float(now_m.get(key))
+            n = _number(now_m.get(key), res, "result", key)
             v, tol = verdict(b, n, d, rtol, atol)
             checks.append(MetricCheck(model, key, b, n, d, tol, v))
     return CheckReport(checks, protocol, rtol, atol)
 
 
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+def _number(value: Any, record: dict[str, Any], side: str, key: str) -> float:
+    """A compared metric value: a finite JSON number, else bad input (exit 2), never coerced.
+
+    A NaN or infinite baseline would turn the gate off ("improved" whatever happens); a string
+    such as "12.3" means the record was not written by evalkit: both are refused.
+    """
+    where = f"{record.get('_path', side)}: {side} metric {key!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where} is {value!r}, not a number")
+    if not math.isfinite(value):
+        raise InputError(f"{where} is {value!r}; a non-finite value cannot be compared "
+                         "(re-score it, or leave it out with --metrics)")
+    return float(value)

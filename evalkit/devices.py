@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from evalkit.errors import InputError
+from evalkit.lazy import torch
 
 
 def resolve_device(device: Any = "auto") -> torch.device:

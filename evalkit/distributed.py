@@ -37,10 +37,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
-import torch
-
 from evalkit.devices import resolve_device
 from evalkit.errors import EvalkitError, InputError
+from evalkit.lazy import torch
 
 SHARD_SIZE_ENV = "EVALKIT_SHARD_SIZE"
 TIMEOUT_ENV = "EVALKIT_DIST_TIMEOUT"

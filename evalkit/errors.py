@@ -37,3 +37,10 @@ class ProtocolMismatchError(InputError):
 
 class WeightsHashError(InputError):
     """A weights file's sha256 differs from the one declared for it (corrupt or wrong file)."""
+
+
+class OutputError(EvalkitError, OSError):
+    """An output cannot be written: an unwritable or invalid path, a full disk.
+
+    Also an ``OSError``, so code that tolerates failed writes (the feature cache) still can.
+    """

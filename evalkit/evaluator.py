@@ -20,6 +20,8 @@ from evalkit.imageio import prepare
 from evalkit.options import ExtractOptions
 from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
 
+_SLACK = 0.5 / 255  # float error within half a quantisation step rounds like a clamp
+
 
 def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
     """B×3×H×W uint8 or float in [0, 1] -> B×H×W×3 uint8 (floats rounded like a PNG writer)."""
@@ -28,8 +30,17 @@ def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
         raise InputError(f"Evaluator.update: expected a B×3×H×W image tensor, got {shape}")
     x = batch.detach()
     if x.dtype != torch.uint8:
+        if not x.is_floating_point():
+            raise InputError(f"Evaluator.update: a {x.dtype} batch; pass uint8 (0-255) or "
+                             "floats in [0, 1]")
         if not torch.isfinite(x).all():
             raise InputError("Evaluator.update: the batch has NaN or infinite values")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -_SLACK or hi > 1 + _SLACK:  # 0-255 or [-1, 1] floats would score silently wrong
+            hint = ("a [-1, 1] batch: pass (x + 1) / 2" if lo < -_SLACK and hi <= 1 + _SLACK
+                    else "a 0-255 batch: pass x / 255 or x.to(torch.uint8)")
+            raise InputError(f"Evaluator.update: float images must lie in [0, 1], got values in "
+                             f"[{lo:.4g}, {hi:.4g}] ({hint}); uint8 or [0, 1] floats only")
         x = (x.float() * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 

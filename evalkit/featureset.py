@@ -85,6 +85,7 @@ class FeatureSet:
             dict(self.meta),
             self.source,
             None if self.files is None else [self.files[i] for i in index],
+            dict(self.moments),  # statistics published for the whole set (a protocol's) stay
         )
 
 

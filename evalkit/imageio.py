@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from evalkit.errors import InputError
+from evalkit.safezip import read_member
 
 JPEG_FORMATS = ("JPEG", "MPO")
 
@@ -227,7 +228,7 @@ def open_image(locator: str | os.PathLike, root: str | os.PathLike | None = None
         member = m.group("member")
         try:
             with zipfile.ZipFile(container) as zf:
-                data = zf.read(member)
+                data = read_member(zf, member, f"{container}::{member}")
         except (OSError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:
             raise InputError(f"{container}::{member}: cannot read ({_reason(exc)})") from None
         return Image.fromarray(to_rgb_uint8(decode_image(data, text)))

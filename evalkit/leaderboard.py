@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from evalkit.errors import InputError
 from evalkit.formatting import format_number  # noqa: F401 (check, report, tests)
+from evalkit.lazy import pandas as pd
 from evalkit.record import load_records, metric_keys, protocol_of
 
 FORMATS = ("md", "csv", "html", "latex", "json")
@@ -213,6 +213,9 @@ def describe_protocol(protocol: dict[str, Any], references: Sequence[str] = ()) 
     """One line stating a table's protocol: encoder/arch, weights, preprocessing, reference, N."""
     enc = f"{protocol.get('encoder') or '?'}/{protocol.get('arch') or '?'}"
     parts = [f"encoder {enc}"]
+    if protocol.get("protocol"):
+        short = " (sample count NOT met)" if protocol.get("protocol_complete") is False else ""
+        parts.insert(0, f"paper protocol {protocol['protocol']}{short}")
     if protocol.get("weights_sha256"):
         parts.append(f"weights {str(protocol['weights_sha256'])[:12]}")
     pre = protocol.get("preprocess")

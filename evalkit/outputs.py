@@ -13,6 +13,7 @@ from evalkit.featureset import FeatureSet
 from evalkit.fileio import atomic_write_text
 from evalkit.formatting import format_number
 from evalkit.metrics import per_sample
+from evalkit.metrics.prdc import REALISM_K
 
 PER_SAMPLE_COLUMNS = ("index", "path", "realism", "nn_index", "nn_distance", "nn_path", "authentic")
 
@@ -53,9 +54,10 @@ def metrics_table(records: list[dict[str, Any]]) -> str:
 
 
 def write_per_sample_csv(path: str | os.PathLike, fake: FeatureSet, real: FeatureSet, *,
-                         seed: int, device: str) -> None:
+                         seed: int, device: str, nearest_k: int = REALISM_K) -> None:
     """Per generated sample: realism, nearest reference (index, distance, path), authenticity."""
-    arrays = per_sample(real.arrays["features"], fake.arrays["features"], seed=seed, device=device)
+    arrays = per_sample(real.arrays["features"], fake.arrays["features"], seed=seed, device=device,
+                        nearest_k=nearest_k)
     nn_index = np.asarray(arrays["nn_index"]).astype(np.int64)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -78,3 +80,4 @@ def per_sample_path(base: str, name: str, several: bool) -> Path:
     """``base`` for one set; ``base-stem.name.csv`` for each of several sets."""
     p = Path(base)
     return p.with_name(f"{p.stem}.{name}{p.suffix or '.csv'}") if several else p
+

@@ -48,7 +48,11 @@ def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
     enc["encoder"] = enc.pop("name")
     ref = record.get("reference") or {}
     cfg = record.get("config") or {}
+    proto = record.get("protocol") or {}
     return {
+        # a paper protocol (evalkit.protocols) and whether its sample count was met
+        "protocol": proto.get("name"),
+        "protocol_complete": proto.get("complete") if proto else None,
         **enc,
         "reference": ref.get("fingerprint"),
         "n": (record.get("samples") or {}).get("n"),

@@ -45,11 +45,15 @@ from evalkit.featureset import (
     load_feature_file,
     save_feature_file,
 )
-from evalkit.fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from evalkit.fileio import atomic_write_bytes, atomic_write_text, current_umask, file_sha256
 from evalkit.identity import EncoderIdentity, local_identity
 from evalkit.options import ExtractOptions
+from evalkit.paths import check_folder_writable
 
 MANIFEST = "manifest.json"
+# Role of a statistics entry that came inside a published image batch (ADM's mu/sigma): kept
+# apart from the reference's own features, used only when a protocol asks for it.
+PUBLISHED = "published_stats"
 # Provenance kept from the loader's meta in a stored feature file (timings etc. are dropped).
 _KEEP_META = ("encoder", "precision", "versions", "classes", "n_skipped", "jpeg")
 REF_SCHEMA = "evalkit.ref/1"
@@ -324,6 +328,7 @@ def add_reference(
     ref_dir: str | os.PathLike | None = None,
     *,
     force: bool = False,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Extract (or import) ``source`` and store it as reference ``name``; returns the manifest.
 
@@ -331,7 +336,8 @@ def add_reference(
     statistics (``stats_only``); any other source goes through
     ``evalkit.pipeline.load_features(source, options)``. Adding a second encoder to an
     existing name requires the same source (same fingerprint); an identity already stored is
-    replaced only with ``force``.
+    replaced only with ``force``. ``fingerprint`` overrides the source's content fingerprint
+    (a catalog reference is identified by its file's sha256, see :mod:`evalkit.catalog_refs`).
 
     Raises:
         InputError: invalid name, missing source, a different source under the same name, or
@@ -339,13 +345,14 @@ def add_reference(
     """
     options = options or ExtractOptions()
     validate_name(name)
+    check_folder_writable("--ref-dir", _root(ref_dir))  # before a long extraction
     src_path = Path(source).expanduser()
     if not src_path.exists():
         raise InputError(f"{source}: no such file or folder (reference source for {name!r})")
     stats_keys = _stats_npz_keys(src_path)
     if stats_keys is not None:
         stats = _load_stats(src_path)
-        fingerprint = "sha256:" + file_sha256(src_path)
+        fingerprint = fingerprint or "sha256:" + file_sha256(src_path)
         ident, known = _identity({}, options)
         expected = _declared_dim(ident.name, ident.arch)
         if expected is not None and expected != stats.dim:
@@ -372,7 +379,7 @@ def add_reference(
         fs = load_features(source, options)
         if fs.meta.get("placeholder"):  # a non-zero torchrun rank: rank 0 stores the reference
             return {}
-        fingerprint = _source_fingerprint(fs.meta, str(src_path))
+        fingerprint = fingerprint or _source_fingerprint(fs.meta, str(src_path))
         ident, known = _identity(fs.meta, options)
         entry = dict(_identity_entry(ident, known), stats_only=False, n=fs.n, dim=fs.dim,
                      arrays=sorted(fs.arrays),
@@ -417,20 +424,21 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
                     (folder / old["file"]).unlink(missing_ok=True)
                 manifest["entries"], manifest["created"] = [], entry["created"]
             mine = _entry_identity(entry)
-            same = [e for e in manifest["entries"] if _same_identity(_entry_identity(e), mine)]
+            same = [e for e in manifest["entries"] if e.get("role") == entry.get("role")
+                    and _same_identity(_entry_identity(e), mine)]
             if same and not force:
                 raise InputError(
                     f"reference {name!r} already has {_describe_entry(entry)} features; "
                     "pass --force to extract them again"
                 )
             writer(folder / entry["file"])
-            manifest["entries"] = [e for e in manifest["entries"]
-                                   if not _same_identity(_entry_identity(e), mine)]
+            manifest["entries"] = [e for e in manifest["entries"] if e not in same]
             manifest["entries"].append(entry)
             manifest.update(source=source, source_fingerprint=fingerprint)
             _write_manifest(folder, manifest)
             return manifest
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
         try:
             writer(tmp / entry["file"])
             manifest = {"schema": REF_SCHEMA, "name": name, "source": source,
@@ -442,6 +450,80 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return manifest
+
+
+def store_file_reference(name: str, manifest: dict[str, Any], file: Path,
+                         stats: list[tuple[dict[str, Any], dict[str, np.ndarray]]],
+                         ref_dir: str | os.PathLike | None = None, *, move: bool = False,
+                         force: bool = False) -> dict[str, Any]:
+    """Register a reference that keeps its source file (a downloaded catalog file) in its folder.
+
+    The folder ``REF_DIR/NAME`` is built in a temporary folder (the file moved or linked/copied
+    in, one statistics ``.npz`` per item of ``stats``, the manifest) and renamed into place,
+    under the store lock: readers see no reference or the complete one. ``manifest`` supplies
+    the top-level fields (``source_fingerprint``, ``catalog``...); ``source`` is set to the
+    file's final path. An existing reference of that name is replaced only with ``force``.
+    """
+    root = _root(ref_dir)
+    with _locked(root):
+        folder = root / name
+        if (folder / MANIFEST).is_file() and not force:
+            old = _read_manifest(folder)["source"]
+            raise InputError(f"reference {name!r} is already registered ({old}); "
+                             f"`evalkit ref rm {name}` first or pass --force")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
+        try:
+            target = tmp / file.name
+            if move:
+                os.replace(file, target)
+            else:
+                try:
+                    os.link(file, target)
+                except OSError:
+                    shutil.copy2(file, target)
+            entries = []
+            for entry, payload in stats:
+                _npz_writer(payload)(tmp / entry["file"])
+                entries.append(entry)
+            full = dict(manifest, schema=REF_SCHEMA, name=name, source=str(folder / file.name),
+                        created=manifest.get("created") or _now(), entries=entries)
+            _write_manifest(tmp, full)
+            if folder.exists():  # force: swap the old folder out, then drop it
+                trash = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".removing", dir=root))
+                os.replace(folder, trash / "old")
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, folder)
+        except BaseException:
+            if move and (tmp / file.name).exists() and not file.exists():
+                os.replace(tmp / file.name, file)  # give the download back for a retry
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return full
+
+
+def published_stats(name: str, options: ExtractOptions | None = None,
+                    ref_dir: str | os.PathLike | None = None) -> FeatureSet | None:
+    """The statistics published inside reference ``name``'s image batch for ``options``' encoder.
+
+    ADM's reference batches carry Inception mu/sigma (and mu_s/sigma_s) over the whole dataset
+    next to their 10,000 images; a protocol scores ``fd``/``sfid`` against these. They match
+    on encoder, arch and preprocessing (weights and precision are not theirs to say). A
+    statistics-only :class:`FeatureSet`, or None when the reference has no such entry.
+    """
+    options = options or ExtractOptions()
+    manifest = get_manifest(name, ref_dir)
+    wanted, _ = local_identity(options)
+    for entry in manifest["entries"]:
+        ident, _ = _entry_identity(entry)
+        if entry.get("role") == PUBLISHED and (ident.name, ident.arch, ident.preprocess) == (
+                wanted.name, wanted.arch, wanted.preprocess):
+            stats = _load_stats(_root(ref_dir) / name / entry["file"])
+            stats.meta.update(_provenance(name, manifest, entry), published=entry.get("made_by"),
+                              n=entry.get("n"))
+            stats.source = manifest["source"]
+            return stats
+    return None
 
 
 def remove_reference(name: str, ref_dir: str | os.PathLike | None = None) -> None:
@@ -466,7 +548,8 @@ def find_entry(name: str, options: ExtractOptions | None = None,
     options = options or ExtractOptions()
     manifest = get_manifest(name, ref_dir)
     wanted = local_identity(options)
-    cands = [e for e in manifest["entries"] if _same_identity(_entry_identity(e), wanted)]
+    cands = [e for e in manifest["entries"]
+             if e.get("role") != PUBLISHED and _same_identity(_entry_identity(e), wanted)]
     cands.sort(key=lambda e: (not e.get("stats_only"), e.get("created", "")), reverse=True)
     return cands[0] if cands else None
 
@@ -495,6 +578,10 @@ def resolve_reference(
     """
     options = options or ExtractOptions()
     manifest = get_manifest(name, ref_dir)
+    if manifest.get("catalog"):  # trust on first use: the file is still the one verified
+        from evalkit.catalog_refs import verify_stored_file
+
+        verify_stored_file(manifest, full=False)
     entry = find_entry(name, options, ref_dir)
     if entry is None:
         entry = _extract_missing(name, manifest, options, ref_dir)
@@ -548,13 +635,22 @@ def _extract_missing(name, manifest, options, ref_dir) -> dict[str, Any]:
     how = (f"add them with `evalkit ref add {name} SOURCE --encoder {options.encoder}"
            f"{' --arch ' + options.arch if options.arch else ''} --force`")
     source = manifest["source"]
+    if (manifest.get("catalog") or {}).get("kind") == "statistics":
+        raise InputError(f"reference {name!r} is a published statistics file ({have}); it has no "
+                         f"images to extract {options.encoder} features from: pass the --encoder "
+                         "(and --arch, --resize) it serves, see `evalkit ref list --available`")
     if not Path(source).exists():
         raise InputError(f"reference {name!r} has no {options.encoder} features (has: {have}) and "
                          f"its source {source} is gone; {how}")
     if is_feature_file(source) or _stats_npz_keys(Path(source)) is not None:
         raise InputError(f"reference {name!r} has no {options.encoder} features (has: {have}) and "
                          f"its source {source} holds features, not images; {how}")
-    add_reference(name, source, options, ref_dir)
+    if manifest.get("catalog"):  # a downloaded file: check it is still the one first verified
+        from evalkit.catalog_refs import verify_stored_file
+
+        verify_stored_file(manifest, full=True)
+    add_reference(name, source, options, ref_dir,
+                  fingerprint=manifest.get("source_fingerprint") if manifest.get("catalog") else None)
     entry = find_entry(name, options, ref_dir)
     if entry is None:  # the extractor reported another identity than the one asked for
         raise InputError(f"reference {name!r}: extracting {source} with {options.encoder} did not "

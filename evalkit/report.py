@@ -34,6 +34,7 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.fileio import atomic_write_text
 from evalkit.leaderboard import ARROWS, direction_of, format_number, metric_directions
+from evalkit.paths import inside
 from evalkit.record import load_records, metric_keys
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
@@ -222,8 +223,8 @@ def _per_sample_path(record: dict[str, Any]) -> Path | None:
     ref = record.get("per_sample")
     if not ref:
         return None
-    p = Path(ref).expanduser()
-    return p if p.is_absolute() else _record_dir(record) / p
+    what = f"{record.get('_path', 'record')}: per_sample"
+    return inside(_record_dir(record), str(ref), what)  # never a file outside the record's folder
 
 
 def _metric_rows(record: dict[str, Any]) -> str:

@@ -25,7 +25,9 @@ import numpy as np
 from evalkit.errors import InputError, MetricInputError
 from evalkit.featureset import FeatureSet
 from evalkit.identity import EncoderIdentity
+from evalkit.intervals import BOOTSTRAP_METHOD, bootstrap_intervals
 from evalkit.metrics import MetricSpec, get_metric, list_metrics
+from evalkit.metrics.prdc import REALISM_K
 from evalkit.provenance import versions
 from evalkit.record import SCHEMA
 from evalkit.rng import RunRNG
@@ -44,11 +46,21 @@ class ScoreConfig:
     bootstrap: int = 0
     confidence: float = 0.95
     overrides: dict[str, Any] = field(default_factory=dict)
+    realism_k: int = REALISM_K
+    progress: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "metrics": list(self.metrics) if self.metrics else "all",
                 "nsample": self.nsample, "bootstrap": self.bootstrap,
-                "confidence": self.confidence if self.bootstrap else None}
+                "confidence": self.confidence if self.bootstrap else None,
+                "bootstrap_method": BOOTSTRAP_METHOD if self.bootstrap else None,
+                "realism_k": self.realism_k}
+
+    def metric_overrides(self) -> dict[str, Any]:
+        """Per-metric keyword overrides, with the realism k folded in."""
+        out = dict(self.overrides)
+        out["realism"] = {"nearest_k": self.realism_k, **out.get("realism", {})}
+        return out
 
 
 def parse_metric_list(text: str | None) -> tuple[str, ...] | None:
@@ -127,7 +139,7 @@ def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet,
         a = _array_for(spec, fake).shape[1]
         others = []
         if spec.needs_real:
-            st = None if real.has_samples else _moments_for(spec, real)
+            st = _moments_for(spec, real)
             others.append(("reference statistics" if st is not None else "reference", real,
                            st[0].shape[0] if st is not None else _array_for(spec, real).shape[1]))
         if spec.needs_test:
@@ -162,7 +174,9 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
         memo_key = (id(spec.fn), spec.array)
         if memo_key not in done:
             t0 = time.perf_counter()
-            if real.has_samples or not spec.needs_real:
+            # moments first: a statistics-only reference, or published statistics a protocol
+            # attached to a reference with samples (ADM's batch: fd/sfid vs the whole dataset)
+            if not (spec.needs_real and _moments_for(spec, real) is not None):
                 done[memo_key] = _call(spec, fake, real, test, overrides,
                                        seed=rng.seed_for("metric", stream_name(spec), *stream),
                                        device=device)
@@ -189,28 +203,6 @@ def _call(spec: MetricSpec, fake: FeatureSet, real: FeatureSet, test: FeatureSet
         arrays["test"] = _array_for(spec, test)
     arrays.update((overrides or {}).get(spec.name, {}))
     return spec(seed=seed, device=device, **arrays)
-
-
-def bootstrap_intervals(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
-                        test: FeatureSet | None, *, rounds: int, rng: RunRNG, device: str,
-                        confidence: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap interval of every metric, resampling generated samples.
-
-    Each round draws N generated rows with replacement (``FeatureSet.subset``: labels and
-    locators follow) from the run's ``bootstrap`` stream and recomputes every metric against
-    the unchanged reference/test sets, each metric on its own stream for that round.
-    """
-    draw = rng.generator("bootstrap", "resample")
-    draws: dict[str, list[float]] = {}
-    for r in range(rounds):
-        idx = draw.integers(0, fake.n, size=fake.n)
-        vals, _, _ = compute_metrics(specs, fake.subset(idx), real, test, rng=rng,
-                                     device=device, stream=("bootstrap", r))
-        for k, v in vals.items():
-            draws.setdefault(k, []).append(v)
-    alpha = (1.0 - confidence) / 2
-    return {k: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]
-            for k, v in draws.items() if len(v) == rounds}
 
 
 def subsample(fs: FeatureSet | None, nsample: int | None, rng: RunRNG, role: str
@@ -277,7 +269,8 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
     check_dims(specs, fake_s, real_s, test_s)
     t0 = time.perf_counter()
     values, details, seconds = compute_metrics(specs, fake_s, real_s, test_s, rng=rng,
-                                               device=config.device, overrides=config.overrides)
+                                               device=config.device,
+                                               overrides=config.metric_overrides())
     ident = identity_of(fake_s) or identity_of(real_s)
     record: dict[str, Any] = {
         "schema": SCHEMA,
@@ -293,8 +286,9 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
     }
     if config.bootstrap:
         record["metrics_ci"] = bootstrap_intervals(
-            specs, fake_s, real_s, test_s, rounds=config.bootstrap, rng=rng,
-            device=config.device, confidence=config.confidence)
+            specs, fake_s, real_s, test_s, estimates=values, rounds=config.bootstrap, rng=rng,
+            device=config.device, confidence=config.confidence,
+            overrides=config.metric_overrides(), progress=config.progress)
     record["skipped"] = skipped
     record["details"] = details
     record["per_sample"] = None

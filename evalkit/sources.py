@@ -31,6 +31,7 @@ from evalkit.errors import InputError
 from evalkit.featureset import is_feature_file
 from evalkit.fileio import file_sha256
 from evalkit.imageio import JPEG_FORMATS, array_to_rgb_uint8, decode_image, to_rgb_uint8
+from evalkit.safezip import member_problem, read_member
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -58,7 +59,8 @@ class Source:
         labels: int labels (class folders or ``arr_1``), or None.
         classes: sorted class-folder names when labels come from folders.
         fingerprint: fast fingerprint for the feature-cache key (sha256 hex): dirs hash
-            (relative path, size, mtime_ns), zips (member, CRC32, size), arrays the file bytes.
+            (relative path, size, mtime_ns), zips the file bytes and (member, CRC32, size),
+            arrays the file bytes.
         bad: index -> reason for images known bad before reading (odd zip member paths).
     """
 
@@ -129,9 +131,10 @@ class Source:
                 raise InputError(f"{self.display(i)}: cannot read ({exc.strerror or exc})") from None
         if self.kind == "zip":
             try:
-                return self._zip().read(self.members[i])
-            except (OSError, KeyError, zipfile.BadZipFile, RuntimeError, EOFError) as exc:
+                zf = self._zip()
+            except (OSError, zipfile.BadZipFile) as exc:
                 raise InputError(f"{self.display(i)}: cannot read from the zip ({exc})") from None
+            return read_member(zf, self.members[i], self.display(i))
         raise InputError(f"{self.arg}: a {self.kind} source has no images")
 
     def _zip(self) -> zipfile.ZipFile:
@@ -173,7 +176,7 @@ def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Sourc
     if suffix == ".npz" and is_feature_file(path):
         return Source(text, path, "features", fingerprint=file_sha256(path) if fingerprint else "")
     if suffix == ".zip":
-        return _resolve_zip(text, path)
+        return _resolve_zip(text, path, fingerprint)
     if suffix in (".npz", ".npy"):
         src = _resolve_array(text, path)
         if fingerprint:
@@ -263,7 +266,7 @@ def _odd_member(name: str) -> bool:
     return ".." in PurePosixPath(name.replace("\\", "/")).parts
 
 
-def _resolve_zip(text: str, path: Path) -> Source:
+def _resolve_zip(text: str, path: Path, fingerprint: bool = True) -> Source:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -283,13 +286,17 @@ def _resolve_zip(text: str, path: Path) -> Source:
     members = [i.filename for i in keep]
     bad = {k: f"unsafe member path {m!r} (absolute or '..'); refusing to read it"
            for k, m in enumerate(members) if _odd_member(m)}
+    bad.update({k: why for k, i in enumerate(keep) if k not in bad and (why := member_problem(i))})
     rels = [m.replace("\\", "/") for m in members]
     tops = {r.split("/", 1)[0] for r in rels}
     stripped = rels
     if len(tops) == 1 and all("/" in r for r in rels):  # a folder that wraps everything
         stripped = [r.split("/", 1)[1] for r in rels]
     labels, classes = _class_labels(stripped)
-    fp = _hash_lines(["zip"] + [f"{i.filename}\t{i.CRC:08x}\t{i.file_size}" for i in keep])
+    # The directory's CRCs do not cover the data: hash the file's bytes (as for arrays), so
+    # members corrupted behind an intact directory never get cached features served.
+    fp = _hash_lines(["zip", file_sha256(path, remember=False) if fingerprint else ""]
+                     + [f"{i.filename}\t{i.CRC:08x}\t{i.file_size}" for i in keep])
     return Source(text, path, "zip", locators=[f"{text}::{m}" for m in members], names=members,
                   labels=labels, classes=classes, fingerprint=fp, bad=bad, members=members)
 

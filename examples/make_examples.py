@@ -2,7 +2,8 @@
 
     python examples/make_examples.py            # writes examples/real/, fake/ and test/
 
-``real/`` (and the held-out ``test/``) hold 64 PNGs (32×32) in two class folders, ``circles/`` and ``squares/``, so the
+``real/`` (and the held-out ``test/``) hold 64 PNGs (32×32) in two class folders, ``circles/``
+and ``squares/``, so the
 demo shows labels; ``fake/`` holds 64 PNGs of the same kinds of shapes drawn a little
 differently (shifted colours, softer edges, more noise), so metrics see a small, real gap.
 Everything derives from fixed seeds: rerunning rewrites identical pixels.

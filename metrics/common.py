@@ -9,12 +9,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit.devices import resolve_device  # noqa: F401 (the one resolver, for metric files)
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 
-F64 = torch.float64
 _CHUNK_ELEMENTS = 1 << 23  # rows per chunk × D: 64 MiB of float64 per chunk
 
 # What a seeded metric accepts as ``seed``: an int, or a child of the run's SeedSequence, or a
@@ -22,8 +21,9 @@ _CHUNK_ELEMENTS = 1 << 23  # rows per chunk × D: 64 MiB of float64 per chunk
 Seed = int | np.random.SeedSequence | np.random.Generator
 
 
-def as_tensor(x: Any, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A 2-D (or 1-D) array as a torch tensor of ``dtype`` on ``device``."""
+def as_tensor(x: Any, device: Any = None, dtype: Any = None) -> torch.Tensor:
+    """A 2-D (or 1-D) array as a torch tensor of ``dtype`` (default float32) on ``device``."""
+    dtype = torch.float32 if dtype is None else dtype
     dev = resolve_device(device)
     if isinstance(x, torch.Tensor):
         return x.to(device=dev, dtype=dtype)
@@ -116,9 +116,9 @@ def mean_rows(x: Any, device: torch.device, metric: str, which: str) -> torch.Te
     """float64 mean of the rows of ``x``, summed over row chunks; raises on NaN/inf."""
     n, d = int(x.shape[0]), int(x.shape[1])
     step = rows_per_chunk(d)
-    total = torch.zeros(d, dtype=F64, device=device)
+    total = torch.zeros(d, dtype=torch.float64, device=device)
     for i in range(0, n, step):
-        total += as_tensor(x[i:i + step], device, F64).sum(0)
+        total += as_tensor(x[i:i + step], device, torch.float64).sum(0)
     mu = total / n
     check_finite(metric, mu, which)
     return mu

@@ -23,8 +23,8 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 
+from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
 
@@ -40,8 +40,11 @@ def _rows(n_cols: int) -> int:
 
 
 def _tensor(x: Any, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Rows ``idx`` as float32 values (dgm-eval's ``torch.tensor(feat, dtype=float32)`` comes
+    before its standardisation), held in float64 for the moment sums."""
     i = torch.as_tensor(idx, device=x.device if isinstance(x, torch.Tensor) else "cpu")
     t = x[i] if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x)[idx])
+    t = t.to(torch.float32)
     return t.to(device=device, dtype=torch.float64)
 
 
@@ -171,8 +174,10 @@ def fls(
       ``numpy.random.default_rng(seed)``, drawn in this order) of n test, n generated and 2n
       reference samples, the latter split into n "train" and n "baseline" samples (dgm-eval draws
       the same subsets from the unseeded global numpy RNG);
-    - all 4n features standardised with their joint mean and (N-1) standard deviation (a
-      constant feature is left unscaled instead of divided by 0);
+    - the features rounded to float32 first (dgm-eval's ``torch.tensor(..., dtype=float32)``:
+      float64 inputs with a large offset lose the same digits), then all 4n standardised with
+      their joint mean and (N-1) standard deviation, in float32 arithmetic (a constant feature is
+      left unscaled instead of divided by 0, where dgm-eval returns NaN);
     - per-kernel log-bandwidths s (log of the variance) for the kernels at the generated samples,
       fit to the train samples by 100 Adam steps (lr 0.5, x0.1 after 50, init 0, clamped to
       [-100, 20]) on the NLL above; the same for kernels at the baseline samples;
@@ -213,8 +218,10 @@ def fls(
             var += (_tensor(x, idx[s:s + 4096], dev) - mean).pow(2).sum(0)
     std = torch.sqrt(var / max(4 * n - 1, 1))
     std[std == 0] = 1.0
+    mean32, std32 = mean.to(torch.float32), std.to(torch.float32)  # dgm-eval standardises in float32
     train, base, tst, gen = (
-        torch.cat([((_tensor(x, idx[s:s + 4096], dev) - mean) / std).to(torch.float32) for s in range(0, n, 4096)])
+        torch.cat([(_tensor(x, idx[s:s + 4096], dev).to(torch.float32) - mean32) / std32
+                   for s in range(0, n, 4096)])
         for x, idx in sets
     )
     dim = int(train.shape[1])

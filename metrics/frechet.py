@@ -19,16 +19,15 @@ two agree to float precision.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.linalg.blas import dsyrk, dtrmm
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import scipy_blas, torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import (
-    F64,
     Seed,
     as_tensor,
     check_finite,
@@ -66,14 +65,14 @@ class ScatterSum:
         if self.cpu:
             self.acc = np.zeros((dim, dim), dtype=np.float64, order="F")
         else:
-            self.acc = torch.zeros(dim, dim, dtype=F64, device=device)
+            self.acc = torch.zeros(dim, dim, dtype=torch.float64, device=device)
 
     def add(self, a: torch.Tensor) -> None:
         if not self.cpu:
             self.acc += a.T @ a
             return
         at = a.contiguous().numpy().T  # D×rows, Fortran order: no copy into BLAS
-        self.acc = dsyrk(1.0, at, beta=1.0, c=self.acc, trans=0, lower=0, overwrite_c=1)
+        self.acc = scipy_blas.dsyrk(1.0, at, beta=1.0, c=self.acc, trans=0, lower=0, overwrite_c=1)
 
     def total(self, mirror: bool = True) -> torch.Tensor:
         """The sum; with ``mirror=False`` only its lower triangle is guaranteed (on CPU the
@@ -98,8 +97,8 @@ def congruence(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return f.T @ s @ f
     upper = f.contiguous().numpy().T  # U = fᵀ, Fortran order
     sym = s.contiguous().numpy().T    # s itself (symmetric), Fortran order
-    t = dtrmm(1.0, upper, sym, side=1, lower=0, trans_a=1)          # s·Uᵀ = s f
-    t = dtrmm(1.0, upper, t, side=0, lower=0, trans_a=0, overwrite_b=1)  # U·(s f) = fᵀ s f
+    t = scipy_blas.dtrmm(1.0, upper, sym, side=1, lower=0, trans_a=1)          # s·Uᵀ = s f
+    t = scipy_blas.dtrmm(1.0, upper, t, side=0, lower=0, trans_a=0, overwrite_b=1)  # U·(s f) = fᵀ s f
     return torch.from_numpy(np.ascontiguousarray(t))
 
 
@@ -115,7 +114,7 @@ def project(x: torch.Tensor, f: torch.Tensor, lower: bool | None = None) -> torc
         return x @ f
     upper = f.contiguous().numpy().T
     xt = x.contiguous().numpy().T  # D×rows, Fortran order
-    return torch.from_numpy(dtrmm(1.0, upper, xt, side=0, lower=0, trans_a=0).T)
+    return torch.from_numpy(scipy_blas.dtrmm(1.0, upper, xt, side=0, lower=0, trans_a=0).T)
 
 
 def _gram_rows2d(a: torch.Tensor) -> torch.Tensor:
@@ -139,7 +138,7 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     n, d = int(x.shape[0]), int(x.shape[1])
     step = rows_per_chunk(d)
     shift = None
-    total = torch.zeros(d, dtype=F64, device=device)
+    total = torch.zeros(d, dtype=torch.float64, device=device)
     scatter = ScatterSum(d, device)
     on_host = device.type == "cpu" and not isinstance(x, torch.Tensor)
     for i in range(0, n, step):
@@ -150,7 +149,7 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
                 check_finite(metric, shift, which)
             chunk = torch.from_numpy(np.subtract(raw, shift.numpy(), dtype=np.float64))
         else:
-            chunk = as_tensor(x[i:i + step], device, F64)
+            chunk = as_tensor(x[i:i + step], device, torch.float64)
             if shift is None:
                 shift = chunk.mean(0)
                 check_finite(metric, shift, which)
@@ -160,7 +159,13 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     m = total / n
     mu = shift + m
     check_finite(metric, mu, which)
-    return mu, torch.addr(scatter.total(), m, m, beta=1.0 / (n - 1), alpha=-n / (n - 1))
+    cov = torch.addr(scatter.total(), m, m, beta=1.0 / (n - 1), alpha=-n / (n - 1))
+    if not bool(torch.isfinite(cov.diagonal()).all()):  # squares beyond 1e308
+        raise MetricInputError(
+            f"{metric}: the {which} covariance overflows float64 (features of magnitude "
+            f"{float(mu.abs().max()):.3g}); rescale the features"
+        )
+    return mu, cov
 
 
 def cov_factor(cov: torch.Tensor) -> torch.Tensor:
@@ -198,7 +203,13 @@ def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None =
 
 def _combine(mu_r, cov_r, mu_g, cov_g, tr_sqrt: float) -> float:
     diff = mu_r - mu_g
-    return float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
+    value = float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
+    if not math.isfinite(value):  # squares of features beyond ~1e154 overflow float64
+        raise MetricInputError(
+            "Fréchet distance: the feature statistics overflow float64 (features of magnitude "
+            f"{float(diff.abs().max()):.3g} or covariances beyond 1e308); rescale the features"
+        )
+    return value
 
 
 def reference_factor(real: Any, mu_r: torch.Tensor, cov_r: torch.Tensor,
@@ -210,7 +221,7 @@ def reference_factor(real: Any, mu_r: torch.Tensor, cov_r: torch.Tensor,
     """
     nr, d = int(real.shape[0]), int(real.shape[1])
     if nr <= d:
-        return ((as_tensor(real, dev, F64) - mu_r) / float(np.sqrt(nr - 1))).T.contiguous()
+        return ((as_tensor(real, dev, torch.float64) - mu_r) / float(np.sqrt(nr - 1))).T.contiguous()
     return cov_factor(cov_r)
 
 
@@ -225,7 +236,7 @@ def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:
     # non-zero eigenvalues are those of the smaller of WᵀW and W Wᵀ: no D×D eigenproblem.
     f = reference_factor(real, mu_r, cov_r, dev)
     step = rows_per_chunk(d)
-    w = torch.cat([(as_tensor(fake[i:i + step], dev, F64) - mu_g) @ f for i in range(0, ng, step)])
+    w = torch.cat([(as_tensor(fake[i:i + step], dev, torch.float64) - mu_g) @ f for i in range(0, ng, step)])
     small = _gram_rows2d(w) if ng <= w.shape[1] else gram_t(w)
     return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(small / (ng - 1)))
 
@@ -342,16 +353,16 @@ def fd_inf(real: Any, fake: Any, *, seed: Seed = 0, num_points: int = 15,
     mu_g = mean_rows(fake, dev, "fd_inf", "generated")
 
     # One pass over the generated set: Z, its Gram matrix, and per-subset sums of X − μg.
-    member = torch.zeros(ng, len(subsets), dtype=F64, device=dev)
+    member = torch.zeros(ng, len(subsets), dtype=torch.float64, device=dev)
     for k, idx in enumerate(subsets):
         member[torch.as_tensor(idx, device=dev), k] = 1.0
     step = rows_per_chunk(d)
-    z = torch.empty(ng, k_cols, dtype=F64, device=dev)
+    z = torch.empty(ng, k_cols, dtype=torch.float64, device=dev)
     gram_acc = ScatterSum(k_cols, dev)
-    sum_x = torch.zeros(d, len(subsets), dtype=F64, device=dev)
-    sq_x = torch.zeros(len(subsets), dtype=F64, device=dev)
+    sum_x = torch.zeros(d, len(subsets), dtype=torch.float64, device=dev)
+    sq_x = torch.zeros(len(subsets), dtype=torch.float64, device=dev)
     for i in range(0, ng, step):
-        xc = as_tensor(fake[i:i + step], dev, F64) - mu_g
+        xc = as_tensor(fake[i:i + step], dev, torch.float64) - mu_g
         zc = project(xc, factor, lower)
         z[i:i + step] = zc
         gram_acc.add(zc)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import F64, as_tensor, require_samples, resolve_device, take_rows
+from evalkit.metrics.common import as_tensor, require_samples, resolve_device, take_rows
 
 # torch-fidelity shuffles with its fixed rng_seed, whatever the run's seed: IS keeps that
 # convention so its numbers equal torch-fidelity's (SPEC.md's one exception to the seed rule).
@@ -47,7 +47,7 @@ def inception_score(fake: Any, *, splits: int = 10, device: Any = None) -> dict[
     perm = np.random.RandomState(IS_SHUFFLE_SEED).permutation(n)
     scores = []
     for i in range(splits):
-        logits = as_tensor(take_rows(fake, perm[i * n // splits:(i + 1) * n // splits]), dev, F64)
+        logits = as_tensor(take_rows(fake, perm[i * n // splits:(i + 1) * n // splits]), dev, torch.float64)
         if not bool(torch.isfinite(logits).all()):
             raise MetricInputError("is: logits contain NaN or inf")
         p = logits.softmax(dim=1)

@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import (
-    F64,
     Seed,
     as_tensor,
     check_pair,
@@ -40,7 +39,7 @@ def _poly_(g: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _kernel(g: torch.Tensor, dim: int) -> torch.Tensor:
     """float64 kernel values from inner products of any dtype."""
-    return _poly_(g.to(F64), dim)
+    return _poly_(g.to(torch.float64), dim)
 
 
 def poly_mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -74,7 +73,7 @@ def _gram_dtype(device: torch.device, *arrays: Any) -> torch.dtype:
     """float32 when every input is float32 (feature files are) and float32 products on
     ``device`` are IEEE (no TF32/bf16 mode switched on), else float64."""
     f32 = all(a.dtype in (np.float32, torch.float32) for a in arrays)
-    return torch.float32 if f32 and fp32_matmul_is_ieee(device) else F64
+    return torch.float32 if f32 and fp32_matmul_is_ieee(device) else torch.float64
 
 
 @register_metric(
@@ -131,11 +130,19 @@ def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, see
         y = as_tensor(take_rows(fake, ig.ravel()), dev, dtype).view(len(ig), m, d)
         mmds.append(poly_mmd2_unbiased(x, y))
     values = torch.cat(mmds)
+    if not bool(torch.isfinite(values).all()):  # (x.y/D + 1)^3 overflows for huge features
+        big = max(float(as_tensor(take_rows(a, i[0]), dev, torch.float64).abs().max())
+                  for a, i in ((real, idx_r), (fake, idx_g)))
+        raise MetricInputError(
+            "kd: the polynomial kernel (x.y/D + 1)^3 overflows in "
+            f"{'float32' if dtype != torch.float64 else 'float64'} for features of magnitude {big:.3g}; "
+            "rescale the features"
+        )
     return {"kd": float(values.mean()), "kd_std": float(values.std(correction=0))}
 
 
 def _l2_normalise(x: Any, device: torch.device, which: str) -> torch.Tensor:
-    t = as_tensor(x, device, F64)
+    t = as_tensor(x, device, torch.float64)
     norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
     if not bool(torch.isfinite(norms).all()):
         raise MetricInputError(f"cmmd: {which} embeddings contain NaN or inf")
@@ -155,7 +162,7 @@ def gaussian_kernel_mean(a: torch.Tensor, b: torch.Tensor | None, sigma: float) 
     gamma = 1.0 / (2.0 * sigma * sigma)
     na, nb = (a * a).sum(1), (b * b).sum(1)
     step = max(1, _BLOCK_ELEMENTS // len(b))
-    total = torch.zeros((), dtype=F64, device=a.device)
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
     for i in range(0, len(a), step):
         ai = a[i:i + step]
         j0 = i if same else 0

@@ -38,15 +38,16 @@ fall the same way as in ``prdc`` (see :mod:`evalkit.metrics.prdc`).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 from evalkit.metrics.common import (  # noqa: F401  (check_points: re-exported)
     Seed,
     check_points,
@@ -169,8 +170,13 @@ class Space:
     sdtype: torch.dtype
     eta: float
     dim: int
-    mdtype: torch.dtype = torch.float32
+    mdtype: torch.dtype = field(default_factory=lambda: torch.float32)  # lazy: no torch at import
     extra: int | None = None
+    scale: float = 1.0
+
+    def unscale(self, dist: torch.Tensor) -> torch.Tensor:
+        """Distances computed on the rescaled points, back in the units of the inputs."""
+        return dist if self.scale == 1.0 else dist / self.scale
 
 
 def _raw_tensor(x: Any, device: torch.device) -> torch.Tensor:
@@ -190,8 +196,36 @@ def _raw_tensor(x: Any, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
+# Largest absolute feature value kept as is: beyond it (or below its inverse) the points are
+# rescaled by a power of two, so that squared norms and distances stay far inside the float32
+# range of the screening (D * (2 * 2^32)^2 < 2^100 for any D < 2^30).
+SAFE_MAGNITUDE = 2.0**32
+
+
+def safe_scale(max_abs: float) -> float:
+    """Power of two bringing ``max_abs`` into [0.5, 1) when it lies outside the safe range, else 1.
+
+    Multiplying by a power of two is exact in floating point (barring underflow below 2^-126 of
+    the largest value), so every distance ordering, ratio and float32-rounded comparison is the
+    same as on the original points: features of magnitude 1e30 or 1e-30 give the metrics of the
+    same features at magnitude 1 instead of overflowing (inf - inf = NaN) or underflowing to 0.
+    """
+    if not math.isfinite(max_abs):
+        raise MetricInputError("features contain NaN or infinite values")
+    if max_abs == 0.0 or 1.0 / SAFE_MAGNITUDE <= max_abs <= SAFE_MAGNITUDE:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(max_abs)[1])
+
+
+def _max_abs(raws: Sequence[torch.Tensor]) -> float:
+    return max((float(r.abs().max()) for r in raws if r.numel()), default=0.0)
+
+
 def prepare(*arrays: Any, device: Any = None, fast: bool = False) -> tuple[Space, list[Points]]:
     """Centre ``arrays`` on their common mean and build screening copies on ``device``.
+
+    Points whose magnitude leaves the safe range are first multiplied by one power of two
+    (:func:`safe_scale`, recorded as ``Space.scale``): exact, so the answers do not change.
 
     With ``fast`` the products run in bfloat16 where that is much faster (CPUs with AVX512-BF16
     or AMX): the screening is ~100x coarser, which suits nearest-neighbour searches (a few more
@@ -203,6 +237,9 @@ def prepare(*arrays: Any, device: Any = None, fast: bool = False) -> tuple[Space
     if len(dims) != 1:
         raise MetricInputError(f"point sets have different dimensions: {sorted(dims)}")
     dim = dims.pop()
+    scale = safe_scale(_max_abs(raws))
+    if scale != 1.0:
+        raws = [r * scale for r in raws]
     sdtype = torch.float32 if fp32_matmul_is_ieee(dev) else torch.float64
     total = sum(r.shape[0] for r in raws)
     mean = torch.zeros(dim, dtype=torch.float64, device=dev)
@@ -213,9 +250,9 @@ def prepare(*arrays: Any, device: Any = None, fast: bool = False) -> tuple[Space
     # Any common shift leaves distances unchanged, so the centre may be rounded to the screening
     # dtype first; the centred copy then carries only its own rounding (covered by ``eta``).
     centre = (mean / max(total, 1)).to(sdtype)
-    space = Space(dev, sdtype, _eta(dim, sdtype), dim, sdtype)
+    space = Space(dev, sdtype, _eta(dim, sdtype), dim, sdtype, scale=scale)
     if fast and sdtype == torch.float32 and bf16_products_are_fast(dev):
-        space = Space(dev, sdtype, _eta_bf16(dim), dim, torch.bfloat16, extra=EXTRA_FAST)
+        space = Space(dev, sdtype, _eta_bf16(dim), dim, torch.bfloat16, extra=EXTRA_FAST, scale=scale)
     pts = []
     for r in raws:
         scr = torch.empty(r.shape, dtype=sdtype, device=dev)
@@ -388,7 +425,8 @@ def knn_self_sq(
     inf = float("inf")
     st_v = torch.full((n, kp), inf, dtype=space.sdtype, device=dev)
     st_i = torch.full((n, kp), -1, dtype=torch.int64, device=dev)
-    step = max(1, min(chunk_rows(n, 4 if space.sdtype == torch.float32 else 8), max(MIN_CHUNK_ROWS, -(-n // 16))))
+    per_chunk = chunk_rows(n, 4 if space.sdtype == torch.float32 else 8)
+    step = max(1, min(per_chunk, max(MIN_CHUNK_ROWS, -(-n // 16))))
 
     def merge(lo: int, hi: int, v: torch.Tensor, i: torch.Tensor) -> None:
         cv = torch.cat([st_v[lo:hi], v], 1)
@@ -469,7 +507,8 @@ def bf16_twins(space: Space, *sets: Points) -> tuple[Space, list[Points]] | None
     """The same prepared sets with bfloat16 product copies, where those are fast (else None)."""
     if space.mdtype != torch.float32 or not bf16_products_are_fast(space.device):
         return None
-    fast = Space(space.device, space.sdtype, _eta_bf16(space.dim), space.dim, torch.bfloat16, EXTRA_FAST)
+    fast = Space(space.device, space.sdtype, _eta_bf16(space.dim), space.dim, torch.bfloat16, EXTRA_FAST,
+                 space.scale)
     return fast, [Points(p.raw, p.scr.to(torch.bfloat16), p.sq, p.sq_s) for p in sets]
 
 
@@ -480,7 +519,7 @@ def sphere_pass(
     c_radius: torch.Tensor,
     c_cmp: torch.dtype,
     p_radius: torch.Tensor | None = None,
-    cross_cmp: torch.dtype = torch.float64,
+    cross_cmp: torch.dtype | None = None,  # None: float64
     p_cmp: torch.dtype | None = None,
     fast: tuple[Space, list[Points]] | None = None,
     max_uncertain: float = 24.0,
@@ -502,6 +541,7 @@ def sphere_pass(
         reached: per centre, whether it lies strictly inside some point's sphere
         (``d(p, c) < p_radius[p]``), or None without ``p_radius``.
     """
+    cross_cmp = torch.float64 if cross_cmp is None else cross_cmp
     dev = space.device
     counts = torch.zeros(pts.n, dtype=torch.int64, device=dev)
     covered = torch.zeros(centres.n, dtype=torch.bool, device=dev)
@@ -550,6 +590,42 @@ def sphere_pass(
     return counts, covered, reached
 
 
+def sphere_pairs(
+    pts: Points, centres: Points, space: Space, c_radius: torch.Tensor, cross_cmp: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (point, centre) pair with ``d(p, c) < c_radius[c]``, decided exactly as
+    :func:`sphere_pass` decides it (float32/float64 screening, exact refinement of the pairs near
+    a radius, ``round_like(d^2, cross_cmp)`` compared strictly).
+
+    Returns:
+        (point indices, centre indices), int64 tensors of equal length, ordered by point.
+    """
+    margin = _rounding_margin(torch.float32 if torch.float32 == cross_cmp else torch.float64)
+    c_sq = c_radius.to(torch.float64).pow(2)
+    c_lo_base = c_sq - margin * c_sq
+    out_p, out_c = [], []
+    step = chunk_rows(centres.n, 4 if space.sdtype == torch.float32 else 8)
+    for s in range(0, pts.n, step):
+        e = min(s + step, pts.n)
+        pc = pts.rows(slice(s, e))
+        S = approx_sq(pc, centres)
+        bc = space.eta * (centres.sq + float(pc.sq.max()))
+        sure = S < (c_lo_base - bc).to(space.sdtype).unsqueeze(0)
+        maybe = S <= (c_sq + bc).to(space.sdtype).unsqueeze(0)
+        r1, c1 = torch.nonzero(sure, as_tuple=True)
+        unc_r, unc_c = torch.nonzero(maybe ^ sure, as_tuple=True)
+        d = round_like(exact_sq(pc.raw, centres.raw, unc_r, unc_c), cross_cmp)
+        ins = d < c_radius[unc_c]
+        rows = torch.cat([r1, unc_r[ins]]) + s
+        cols = torch.cat([c1, unc_c[ins]])
+        o = torch.argsort(rows, stable=True)
+        out_p.append(rows[o])
+        out_c.append(cols[o])
+        del S
+    empty = torch.empty(0, dtype=torch.int64, device=space.device)
+    return (torch.cat(out_p) if out_p else empty), (torch.cat(out_c) if out_c else empty)
+
+
 # ----------------------------------------------------------------------------------------------
 # public API
 
@@ -578,7 +654,7 @@ def kth_neighbour_distance(
         k = k - 1
     space, (p,) = prepare(x, device=device, fast=k == 1)
     sq, _ = knn_self_sq(p, space, k, kth_only=True)
-    return torch.sqrt(sq)
+    return space.unscale(torch.sqrt(sq))
 
 
 def nearest(
@@ -596,7 +672,7 @@ def nearest(
     """
     space, (q, b) = prepare(query, base, device=device, fast=k == 1)
     sq, idx = knn_sq(q, b, space, k)
-    return torch.sqrt(sq), idx
+    return space.unscale(torch.sqrt(sq)), idx
 
 
 def count_within(points: Any, centres: Any, radii: Any, *, device: Any = None) -> torch.Tensor:
@@ -605,7 +681,7 @@ def count_within(points: Any, centres: Any, radii: Any, *, device: Any = None) -
     Distances are exact (float64). Returns an int64 tensor of ``len(points)``.
     """
     space, (p, c) = prepare(points, centres, device=device)
-    r = torch.as_tensor(np.asarray(radii, dtype=np.float64), device=space.device)
+    r = torch.as_tensor(np.asarray(radii, dtype=np.float64), device=space.device) * space.scale
     counts, _, _ = sphere_pass(p, c, space, r, torch.float64)
     return counts
 
@@ -613,7 +689,7 @@ def count_within(points: Any, centres: Any, radii: Any, *, device: Any = None) -
 def any_within(centres: Any, radii: Any, points: Any, *, device: Any = None) -> torch.Tensor:
     """For each sphere ``(centres[j], radii[j])``, whether some point lies strictly inside it."""
     space, (p, c) = prepare(points, centres, device=device)
-    r = torch.as_tensor(np.asarray(radii, dtype=np.float64), device=space.device)
+    r = torch.as_tensor(np.asarray(radii, dtype=np.float64), device=space.device) * space.scale
     _, covered, _ = sphere_pass(p, c, space, r, torch.float64)
     return covered
 
@@ -647,6 +723,7 @@ __all__: Sequence[str] = (
     "knn_sq",
     "knn_self_sq",
     "sphere_pass",
+    "sphere_pairs",
     "exact_sq",
     "approx_sq",
     "chunk_rows",

@@ -1,14 +1,14 @@
-"""Memorization metrics: authenticity (Alaa et al. 2022) and the C_T data-copying test (Meehan et al. 2020)."""
+"""Memorization metrics: authenticity (Alaa et al. 2022) and the C_T data-copying test
+(Meehan et al. 2020)."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
 from evalkit.metrics.knn import knn_self_sq, knn_sq, prepare
@@ -21,7 +21,8 @@ from evalkit.metrics.knn import knn_self_sq, knn_sq, prepare
 _ALL_SELF_SHARE = 0.55
 
 
-def authenticity(real: Any, fake: Any, *, device: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def authenticity(real: Any, fake: Any, *, device: Any = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Nearest reference sample of every generated sample, and whether the sample is authentic.
 
     A generated sample g with nearest reference sample r* is authentic when r*'s own nearest
@@ -45,7 +46,7 @@ def authenticity(real: Any, fake: Any, *, device: Any = None) -> tuple[torch.Ten
         own_sq[hubs] = h_sq[:, 0]
     dist = torch.sqrt(d_sq)
     authentic = torch.sqrt(own_sq[idx]) < dist
-    return idx, dist, authentic
+    return idx, space.unscale(dist), authentic
 
 
 @register_metric(
@@ -294,7 +295,8 @@ def ct(
     keep = q_share > tau
     if not keep.any():
         raise MetricInputError(
-            f"ct: no k-means cell holds more than 20 of the {m} generated samples; need more generated samples"
+            f"ct: no k-means cell holds more than 20 of the {m} generated samples; "
+            "need more generated samples"
         )
     value = float(p_share[keep].dot(zs[keep]) / p_share[keep].sum())
     return {"ct": value}

@@ -7,7 +7,7 @@ import numpy as np
 
 from evalkit.metrics.common import check_points
 from evalkit.metrics.memorization import authenticity
-from evalkit.metrics.prdc import realism_scores
+from evalkit.metrics.prdc import REALISM_K, realism_scores
 
 
 def per_sample(
@@ -15,7 +15,7 @@ def per_sample(
     fake: Any,
     *,
     seed: int = 0,
-    nearest_k: int = 3,
+    nearest_k: int = REALISM_K,
     max_samples: int = 10000,
     device: Any = None,
 ) -> dict[str, np.ndarray]:

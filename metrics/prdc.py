@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from evalkit.errors import MetricInputError
+from evalkit.lazy import torch
 from evalkit.metrics import knn as _knn
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import Seed, check_points
@@ -105,6 +104,46 @@ def prdc(
 
 
 
+def prdc_parts(
+    real: Any, fake: Any, *, nearest_k: int = 5, max_samples: int = 10000, seed: int = 0, device: Any = None
+) -> dict[str, Any]:
+    """Per-sample pieces of :func:`prdc` that stay valid when generated samples are resampled.
+
+    With the reference fixed, precision, density and coverage of any subset of the generated
+    samples follow from which real spheres each generated sample lies in (strict ``<``, the
+    same exact decisions as :func:`prdc`): precision = share of the subset inside >= 1 sphere,
+    density = mean count / k, coverage = share of spheres holding a member of the subset.
+    Recall needs the subset's own k-NN radii: :func:`recall_of`.
+
+    Returns:
+        ``fake_index`` (rows of ``fake`` used, None = all), ``real_index`` (the same for
+        ``real``), ``pairs`` ((generated position, real position) int64 arrays, positions within
+        the used rows), ``n_real`` and ``k``.
+    """
+    k = int(nearest_k)
+    nr = check_points("prdc", "reference", real, k + 1)
+    check_points("prdc", "generated", fake, k + 1, dim=real.shape[1])
+    ir, jf = seeded_subsets([nr, int(fake.shape[0])], max_samples, seed)
+    real_s, fake_s = take(real, ir), take(fake, jf)
+    space, (R, F) = prepare(real_s, fake_s, device=device)
+    r_sq, _ = knn_self_sq(R, space, k, kth_only=True)
+    r_rad = round_like(r_sq, compare_dtype(real_s))
+    p, c = _knn.sphere_pairs(F, R, space, r_rad, compare_dtype(real_s, fake_s))
+    return {"fake_index": jf, "real_index": ir, "pairs": (p.cpu().numpy(), c.cpu().numpy()),
+            "n_fake": F.n, "n_real": R.n, "k": k}
+
+
+def recall_of(real: Any, fake: Any, *, nearest_k: int = 5, device: Any = None) -> float:
+    """PRDC recall of ``fake`` against ``real`` with no subsampling (as :func:`prdc` computes it)."""
+    k = int(nearest_k)
+    check_points("prdc", "generated", fake, k + 1, dim=real.shape[1])
+    space, (R, F) = prepare(real, fake, device=device)
+    f_sq, _ = knn_self_sq(F, space, k, kth_only=True)
+    f_rad = round_like(f_sq, compare_dtype(fake))
+    counts, _, _ = sphere_pass(R, F, space, f_rad, compare_dtype(fake), cross_cmp=compare_dtype(real, fake))
+    return int((counts > 0).sum()) / R.n
+
+
 def _realism_candidates(space, fc, cc, rad: torch.Tensor, eps: float):
     """(row, column) pairs that may hold each row's maximum of ``rad / (d + eps)``.
 
@@ -132,14 +171,20 @@ def _realism_candidates(space, fc, cc, rad: torch.Tensor, eps: float):
     return rows, cols
 
 
+# The realism score's k: dgm-eval's (its PRDC k, 5); the NVlabs code and paper use 3.
+REALISM_K = 5
+# Relative regulariser of the realism denominator, in units of the median k-NN radius.
+REALISM_EPS = 1e-5
+
+
 def realism_scores(
     real: Any,
     fake: Any,
     *,
-    nearest_k: int = 3,
+    nearest_k: int = REALISM_K,
     max_samples: int = 10000,
     seed: Seed = 0,
-    eps: float = 1e-5,
+    eps: float = REALISM_EPS,
     device: Any = None,
     metric: str = "realism",
 ) -> torch.Tensor:
@@ -162,6 +207,7 @@ def realism_scores(
         return torch.zeros(F.n, dtype=torch.float64, device=space.device)
     C = R.rows(keep)
     rad = radius[keep]
+    eps_abs = float(eps) * float(median)  # scale-equivariant: the score does not depend on units
     twins = bf16_twins(space, F, C)
     tier = (twins[0], twins[1][0], twins[1][1]) if twins is not None else (space, F, C)
     out = torch.empty(F.n, dtype=torch.float64, device=space.device)
@@ -169,9 +215,9 @@ def realism_scores(
     for s in range(0, F.n, step):
         e = min(s + step, F.n)
         sp, fc, cc = tier[0], tier[1].rows(slice(s, e)), tier[2]
-        rows, cols = _realism_candidates(sp, fc, cc, rad, eps)
+        rows, cols = _realism_candidates(sp, fc, cc, rad, eps_abs)
         d = torch.sqrt(exact_sq(fc.raw, cc.raw, rows, cols))
-        ratio = rad[cols] / (d + eps)
+        ratio = rad[cols] / (d + eps_abs)
         best = torch.full((e - s,), -torch.inf, dtype=torch.float64, device=space.device)
         out[s:e] = best.scatter_reduce_(0, rows, ratio, reduce="amax")
         if tier[0] is not space and rows.numel() > 32 * (e - s):  # coarse screen too coarse here
@@ -180,18 +226,18 @@ def realism_scores(
 
 
 @register_metric(
-    Output("realism", "higher", "mean realism score of generated samples (Kynkäänniemi et al. 2019, k=3, "
-           "spheres below the median radius)"),
+    Output("realism", "higher", "mean realism score of generated samples (Kynkäänniemi et al. 2019, "
+           "k=5 as dgm-eval, spheres below the median radius)"),
     min_samples=4, position=70,
 )
 def realism(
     real: Any,
     fake: Any,
     *,
-    nearest_k: int = 3,
+    nearest_k: int = REALISM_K,
     max_samples: int = 10000,
     seed: Seed = 0,
-    eps: float = 1e-5,
+    eps: float = REALISM_EPS,
     device: Any = None,
 ) -> dict[str, float]:
     """Mean realism score of the generated samples.
@@ -205,11 +251,14 @@ def realism(
     below the median radius ("we discard half of the hyperspheres with the largest radii").
     Conventions, as the paper writes them and dgm-eval's ``compute_prdc(realism=True)`` computes
     them: plain (not squared) Euclidean distances, strict ``< median`` (numpy's median, i.e. the
-    mean of the two middle radii for even N). k=3 is the paper's and the official NVlabs code's
-    neighbourhood size (dgm-eval reuses its PRDC k=5 instead; pass ``nearest_k=5`` for that).
-    The NVlabs code divides *squared* distances (its score is the square of this one) and adds
-    ``eps=1e-5`` to the denominator; ``eps`` is kept here on the plain distance so that an exact
-    copy of a reference sample gets a large finite score instead of infinity.
+    mean of the two middle radii for even N). k=5 is dgm-eval's (the PRDC k, the contract's
+    default); the paper and the official NVlabs code use k=3 (``nearest_k=3``, recorded in the
+    result's config as ``realism_k``), which gives another number.
+    The denominator is ``d + eps * median_radius``: dgm-eval divides by the plain distance
+    (an exact copy of a reference sample scores infinity); the NVlabs code adds an absolute 1e-5 to
+    a squared distance. A regulariser relative to the median radius keeps copies finite and the
+    score independent of the features' units (scaling all features by c leaves it unchanged);
+    it moves other scores by about ``eps * median / d`` relative (1e-5 for samples near the data).
 
     The reference is a seeded subset of at most ``max_samples`` (the same subset
     :func:`prdc` uses for the same seed); every generated sample is scored, in chunks. The maximum

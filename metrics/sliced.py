@@ -4,10 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
+from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import F64, as_tensor, check_pair, mean_rows, resolve_device, rows_per_chunk
+from evalkit.metrics.common import as_tensor, check_pair, mean_rows, resolve_device, rows_per_chunk
 
 
 def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor, float]:
@@ -15,9 +14,9 @@ def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor,
     n, d = int(x.shape[0]), int(x.shape[1])
     step = rows_per_chunk(d)
     mu = mean_rows(x, device, "sw_approx", which)
-    sq = torch.zeros((), dtype=F64, device=device)
+    sq = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(0, n, step):
-        c = as_tensor(x[i:i + step], device, F64) - mu
+        c = as_tensor(x[i:i + step], device, torch.float64) - mu
         sq += (c * c).sum()
     return mu, float(sq) / (n * d)
 

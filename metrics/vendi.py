@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import torch
 
 from evalkit.errors import MetricInputError
+from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.common import check_points, fp32_matmul_is_ieee, resolve_device
 
@@ -135,7 +134,10 @@ def vendi(
         per: dict[str, float] = {}
         for c in np.unique(lab):
             idx = np.nonzero(lab == c)[0]
-            rows = fake[torch.as_tensor(idx, device=fake.device)] if isinstance(fake, torch.Tensor) else np.asarray(fake)[idx]
+            if isinstance(fake, torch.Tensor):
+                rows = fake[torch.as_tensor(idx, device=fake.device)]
+            else:
+                rows = np.asarray(fake)[idx]
             per[str(c.item() if hasattr(c, "item") else c)] = _vendi_one(rows, q, dev)
         out["vendi_per_class"] = float(np.mean(list(per.values())))
         out["_per_class"] = per

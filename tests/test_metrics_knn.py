@@ -6,14 +6,14 @@ definitions written here from the papers' formulas; analytic cases check hand-co
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import sys
 
 import numpy as np
 import pytest
 import torch
+from anchors import authentic_brute, authpct_brute, brute_sq
+from anchors import prdc_package as prdc_reference
 
 import evalkit.metrics  # noqa: F401  (registers every metric)
 from evalkit.errors import MetricInputError
@@ -31,20 +31,7 @@ def rng(seed):
     return np.random.default_rng(seed)
 
 
-def prdc_reference(real, fake, k=5):
-    prdc_pkg = pytest.importorskip("prdc")
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints the set sizes
-        out = prdc_pkg.compute_prdc(real, fake, k)
-    return {key: float(v) for key, v in out.items()}
-
-
 # ------------------------------------------------------------------------------------ kNN engine
-
-
-def brute_sq(a, b):
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
 
 
 def test_knn_hand_checked_line():
@@ -53,7 +40,8 @@ def test_knn_hand_checked_line():
     assert knn.kth_neighbour_distance(x, 1, device=CPU).tolist() == [1.0, 1.0, 2.0, 3.0, 4.0]
     assert knn.kth_neighbour_distance(x, 2, device=CPU).tolist() == [3.0, 2.0, 3.0, 4.0, 7.0]
     # counting the point itself (distance 0) as its first neighbour
-    assert knn.kth_neighbour_distance(x, 2, exclude_self=False, device=CPU).tolist() == [1.0, 1.0, 2.0, 3.0, 4.0]
+    got = knn.kth_neighbour_distance(x, 2, exclude_self=False, device=CPU).tolist()
+    assert got == [1.0, 1.0, 2.0, 3.0, 4.0]
     d, i = knn.nearest(np.array([[2.0], [7.0], [-5.0]]), x, k=2, device=CPU)
     assert i.tolist() == [[1, 2], [3, 4], [0, 1]]  # 2.0 is 1 from both 1.0 and 3.0: lower index first
     assert d.tolist() == [[1.0, 1.0], [1.0, 3.0], [5.0, 6.0]]
@@ -64,7 +52,8 @@ def test_knn_hand_checked_line():
     assert knn.any_within(centres, radii, pts, device=CPU).tolist() == [True, True, True]
 
 
-@pytest.mark.parametrize("chunk_bytes,extra,fast", [(600, 0, False), (2000, 1, True), (40_000, 4, False), (40_000, 0, True)])
+@pytest.mark.parametrize("chunk_bytes,extra,fast",
+                         [(600, 0, False), (2000, 1, True), (40_000, 4, False), (40_000, 0, True)])
 def test_chunked_knn_equals_brute_force(monkeypatch, chunk_bytes, extra, fast):
     """Chunks that do not divide N, windows that overflow the kept candidates, and the coarse
     bfloat16 screening (where the CPU has it) all give the exact neighbours."""
@@ -78,7 +67,8 @@ def test_chunked_knn_equals_brute_force(monkeypatch, chunk_bytes, extra, fast):
         x = g.standard_normal((n, d))
         if trial % 2 == 0:  # small integers: exact ties everywhere
             x = g.integers(-2, 3, size=(n, d)).astype(np.float64)
-        q = g.integers(-2, 3, size=(41, d)).astype(np.float64) if trial % 2 == 0 else g.standard_normal((41, d))
+        q = (g.integers(-2, 3, size=(41, d)).astype(np.float64) if trial % 2 == 0
+             else g.standard_normal((41, d)))
         sq = brute_sq(x, x)
         np.fill_diagonal(sq, np.inf)
         order = np.lexsort((np.broadcast_to(np.arange(n), sq.shape), sq), axis=1)[:, :k]
@@ -87,7 +77,8 @@ def test_chunked_knn_equals_brute_force(monkeypatch, chunk_bytes, extra, fast):
         assert np.array_equal(i.numpy(), order)
         np.testing.assert_allclose(v.numpy(), np.take_along_axis(sq, order, 1), rtol=1e-12, atol=1e-12)
         kth, _ = knn.knn_self_sq(p, space, k, kth_only=True)
-        np.testing.assert_allclose(kth.numpy(), np.take_along_axis(sq, order, 1)[:, -1], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(kth.numpy(), np.take_along_axis(sq, order, 1)[:, -1],
+                                   rtol=1e-12, atol=1e-12)
         sq_q = brute_sq(q, x)
         order_q = np.lexsort((np.broadcast_to(np.arange(n), sq_q.shape), sq_q), axis=1)[:, :k]
         space, (qq, pp) = knn.prepare(q, x, device=CPU, fast=fast)
@@ -112,7 +103,8 @@ def test_sphere_pass_bf16_screen_and_fallback_are_exact(monkeypatch, max_uncerta
     twins = (fast, [knn.Points(p.raw, p.scr.to(torch.bfloat16), p.sq, p.sq_s) for p in (P, C)])
     cr, pr = torch.as_tensor(c_rad), torch.as_tensor(p_rad)
     ref = knn.sphere_pass(P, C, space, cr, torch.float64, p_radius=pr)
-    got = knn.sphere_pass(P, C, space, cr, torch.float64, p_radius=pr, fast=twins, max_uncertain=max_uncertain)
+    got = knn.sphere_pass(P, C, space, cr, torch.float64, p_radius=pr, fast=twins,
+                          max_uncertain=max_uncertain)
     for a, b in zip(ref, got):
         assert torch.equal(a, b)
     d = np.sqrt(brute_sq(pts, cen))
@@ -196,13 +188,16 @@ def test_prdc_input_errors():
 # ------------------------------------------------------------------------------------ realism
 
 
-def realism_brute(real, fake, k=3, eps=1e-5):
+def realism_brute(real, fake, k=5, eps=1e-5):
+    """dgm-eval's realism (its compute_prdc(realism=True)): radius_k / distance, maximised over the
+    reference samples whose radius is below the median; ``eps`` x the median radius is added to
+    the distance (0 gives dgm-eval's exact formula)."""
     sq = brute_sq(real, real)
     np.fill_diagonal(sq, np.inf)
     radius = np.sqrt(np.sort(sq, axis=1)[:, k - 1])
     keep = radius < np.median(radius)
     d = np.sqrt(brute_sq(fake, real[keep]))
-    return (radius[keep][None, :] / (d + eps)).max(1)
+    return (radius[keep][None, :] / (d + eps * np.median(radius))).max(1)
 
 
 def test_realism_matches_definition():
@@ -210,18 +205,55 @@ def test_realism_matches_definition():
     real, fake = g.standard_normal((301, 12)), 1.2 * g.standard_normal((150, 12))
     expected = realism_brute(real, fake)
     assert realism(real, fake, device=CPU)["realism"] == pytest.approx(expected.mean(), rel=1e-12)
-    # dgm-eval's variant: its PRDC k=5 and no eps
-    assert realism(real, fake, nearest_k=5, eps=0.0, device=CPU)["realism"] == pytest.approx(
+    # the default is dgm-eval's k = 5; its exact formula (no eps) differs by ~eps relative
+    assert realism(real, fake, eps=0.0, device=CPU)["realism"] == pytest.approx(
         realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-12
     )
+    assert realism(real, fake, device=CPU)["realism"] == pytest.approx(
+        realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-4
+    )
+    # the NVlabs code's k = 3 is an option, and another number
+    k3 = realism(real, fake, nearest_k=3, device=CPU)["realism"]
+    assert k3 == pytest.approx(realism_brute(real, fake, k=3).mean(), rel=1e-12)
+    assert abs(k3 - expected.mean()) > 1e-3
     # duplicated reference samples (zero radii) contribute nothing
     dup = np.concatenate([real, np.repeat(real[:4], 5, axis=0)])
-    assert realism(dup, fake, device=CPU)["realism"] == pytest.approx(realism_brute(dup, fake).mean(), rel=1e-12)
+    assert realism(dup, fake, device=CPU)["realism"] == pytest.approx(realism_brute(dup, fake).mean(),
+                                                                     rel=1e-12)
     # a reference subset is seeded and reproducible
     a = realism(real, fake, max_samples=200, seed=3, device=CPU)
     assert a == realism(real, fake, max_samples=200, seed=3, device=CPU)
     (ir,) = knn.seeded_subsets([301], 200, 3)
     assert a["realism"] == pytest.approx(realism_brute(real[ir], fake).mean(), rel=1e-12)
+
+
+def test_realism_k_option_is_recorded_and_reaches_per_sample_csv(tmp_path):
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+    from evalkit.featureset import FeatureSet, save_feature_file
+
+    g = rng(21)
+    real, fake = g.standard_normal((200, 8)).astype(np.float32), g.standard_normal((90, 8)).astype(np.float32)
+    paths = {}
+    for name, arr in (("real", real), ("fake", fake)):
+        paths[name] = str(tmp_path / f"{name}.npz")
+        save_feature_file(FeatureSet({"features": arr}), paths[name])
+    for k in (5, 3):
+        out, ps = tmp_path / f"r{k}.json", tmp_path / f"ps{k}.csv"
+        args = ["score", paths["fake"], "--ref", paths["real"], "--metrics", "realism", "--quiet",
+                "--out", str(out), "--per-sample", str(ps)] + ([] if k == 5 else ["--realism-k", "3"])
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        rec = json.loads(out.read_text())
+        assert rec["config"]["realism_k"] == k
+        assert rec["metrics"]["realism"] == pytest.approx(realism_brute(real, fake, k=k).mean(), rel=1e-6)
+        with open(ps) as fh:
+            col = [float(r["realism"]) for r in csv.DictReader(fh)]
+        assert np.mean(col) == pytest.approx(rec["metrics"]["realism"], rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------ Vendi
@@ -272,19 +304,12 @@ def test_vendi_analytic_and_mode_collapse():
 # ------------------------------------------------------------------------------------ authpct
 
 
-def authpct_brute(real, fake):
-    rr = np.sqrt(brute_sq(real, real))
-    np.fill_diagonal(rr, np.inf)
-    rf = np.sqrt(brute_sq(real, fake))
-    r_star = rf.argmin(0)
-    return 100.0 * np.mean(rr.min(0)[r_star] < rf.min(0))
-
-
 def test_authpct_matches_definition(monkeypatch):
     g = rng(13)
     for trial in range(3):
         real, fake = g.standard_normal((350, 20)), g.standard_normal((200 + 50 * trial, 20))
-        assert authpct(real, fake, device=CPU)["authpct"] == pytest.approx(authpct_brute(real, fake), abs=1e-9)
+        expected = authpct_brute(real, fake)
+        assert authpct(real, fake, device=CPU)["authpct"] == pytest.approx(expected, abs=1e-9)
     # both branches of the reference self-distances (only the hubs / all points)
     memo = sys.modules["evalkit.metrics.memorization"]
     monkeypatch.setattr(memo, "_ALL_SELF_SHARE", 0.0)
@@ -379,7 +404,8 @@ def fls_reference(real, fake, test, seed=0, steps=100):
     nr, ng, nt = len(real), len(fake), len(test)
     n = min(10000, nr // 2, nt, ng)
     g = np.random.default_rng(seed)
-    ti, gi, ri = g.choice(nt, n, replace=False), g.choice(ng, n, replace=False), g.choice(nr, 2 * n, replace=False)
+    ti, gi = g.choice(nt, n, replace=False), g.choice(ng, n, replace=False)
+    ri = g.choice(nr, 2 * n, replace=False)
     t32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     tr, ba, te, ge = t32(real[ri[:n]]), t32(real[ri[n:]]), t32(test[ti]), t32(fake[gi])
     allf = torch.cat([tr, ba, te, ge])
@@ -427,6 +453,22 @@ def test_fls_matches_autograd_reference():
     assert specs[0].directions["fls"] == "higher" and specs[1].directions["fls_pog"] == "zero"
 
 
+def test_fls_rounds_inputs_to_float32_before_standardising():
+    """dgm-eval's preprocess_fls casts to float32 first, then standardises. Float64 features with
+    a large common offset lose digits in that cast; the score is the one of the float32 values."""
+    g = rng(22)
+    off = 3000.0  # float32 spacing at 3000 is 2.4e-4, 2% of the 0.012 spread below
+    real = off + 0.01 * g.standard_normal((160, 6))
+    test = off + 0.01 * g.standard_normal((80, 6))
+    fake = off + 0.012 * g.standard_normal((80, 6))
+    out = fls(real, fake, test, seed=1, steps=20, device=CPU)
+    as32 = [x.astype(np.float32) for x in (real, fake, test)]
+    assert out == fls(*as32, seed=1, steps=20, device=CPU)
+    ref_fls, ref_pog = fls_reference(real, fake, test, seed=1, steps=20)
+    assert out["fls"] == pytest.approx(ref_fls, rel=1e-4)
+    assert out["fls_pog"] == pytest.approx(ref_pog, abs=1e-9)
+
+
 # ------------------------------------------------------------------------------------ memorization scenarios
 
 
@@ -446,7 +488,8 @@ def test_memorised_copies_versus_fresh_samples():
     real, test = real[:340], test[:170]
     copies = real[g.permutation(340)[:170]] + 1e-3 * g.standard_normal((170, d))
     fresh = fresh[:170]
-    f_copies, f_fresh = fls(real, copies, test, steps=60, device=CPU), fls(real, fresh, test, steps=60, device=CPU)
+    f_copies = fls(real, copies, test, steps=60, device=CPU)
+    f_fresh = fls(real, fresh, test, steps=60, device=CPU)
     assert f_copies["fls_pog"] > 15.0 and abs(f_fresh["fls_pog"]) < 12.0
     assert 80.0 < f_fresh["fls"] < 125.0
     # a poor model (wrong scale and offset) scores far below a good one
@@ -466,4 +509,7 @@ def test_per_sample_columns_agree_with_metrics():
     assert out["realism"].mean() == pytest.approx(
         realism(real, fake, seed=2, max_samples=150, device=CPU)["realism"], rel=1e-12
     )
-    assert 100 * out["authentic"].mean() == pytest.approx(authpct(real, fake, device=CPU)["authpct"], abs=1e-9)
+    # per-sample flags against the brute-force definition, not against authpct (same code path)
+    flags, r_star = authentic_brute(real, fake)
+    np.testing.assert_array_equal(out["authentic"], flags)
+    np.testing.assert_array_equal(out["nn_index"], r_star)

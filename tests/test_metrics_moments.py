@@ -5,13 +5,12 @@ torch-fidelity), analytic cases with hand-checked values, plus invariances and s
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-
 import numpy as np
 import pytest
 import torch
+from anchors import cmmd_brute as _cmmd_brute
+from anchors import pytorch_fid as _pytorch_fid
+from anchors import torch_fidelity_kid as _tf_kid
 
 import evalkit.metrics as M
 from evalkit.errors import MetricInputError
@@ -31,15 +30,6 @@ def _gauss(rng, n, d, shift=0.0, mix=0.0):
     if mix:
         z = z @ (np.eye(d) + mix * np.random.default_rng(99).standard_normal((d, d)))
     return z + shift
-
-
-def _pytorch_fid(x, y):
-    from pytorch_fid.fid_score import calculate_frechet_distance
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        return float(calculate_frechet_distance(
-            x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)))
 
 
 # ---------------------------------------------------------------- fd / sfid
@@ -180,14 +170,6 @@ def test_fd_inf_too_small():
 
 # ---------------------------------------------------------------- kd
 
-def _tf_kid(x, y, subsets, size):
-    from torch_fidelity.metric_kid import kid_features_to_metric
-
-    out = kid_features_to_metric(torch.from_numpy(x), torch.from_numpy(y),
-                                 kid_subsets=subsets, kid_subset_size=size, verbose=False)
-    return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"]
-
-
 @pytest.mark.parametrize("m,d,shift", [(120, 64, 0.05), (200, 256, 0.0), (150, 32, 0.5)])
 def test_kd_matches_torch_fidelity(m, d, shift):
     # Sets of exactly the subset size: every subset is the whole set, the value deterministic.
@@ -308,16 +290,6 @@ def test_sw_approx_isotropic_gaussians():
 
 # ---------------------------------------------------------------- cmmd
 
-def _cmmd_brute(a, b, sigma=10.0):
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-
-    def k(p, q):
-        return np.exp(-((p[:, None, :] - q[None, :, :]) ** 2).sum(-1) / (2 * sigma ** 2)).mean()
-
-    return 1000 * (k(a, a) + k(b, b) - 2 * k(a, b))
-
-
 def test_cmmd_brute_force(monkeypatch):
     rng = _rng(14)
     a, b = rng.standard_normal((30, 8)), rng.standard_normal((25, 8)) + 0.4
@@ -343,6 +315,7 @@ def test_frechet_from_stats_matches_fd_and_checks_shapes():
     dev = torch.device("cpu")
     mu_r, cov_r = frechet_mod.moments(x, dev)
     mu_g, cov_g = frechet_mod.moments(y, dev)
-    assert frechet_mod.frechet_from_stats(mu_r, cov_r, mu_g, cov_g) == pytest.approx(fd(x, y)["fd"], rel=1e-12)
+    from_stats = frechet_mod.frechet_from_stats(mu_r, cov_r, mu_g, cov_g)
+    assert from_stats == pytest.approx(fd(x, y)["fd"], rel=1e-12)
     with pytest.raises(MetricInputError, match="shapes differ"):
         frechet_mod.frechet_from_stats(mu_r, cov_r, mu_g[:5], cov_g[:5, :5])

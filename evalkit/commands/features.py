@@ -5,6 +5,7 @@ import click
 
 from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
+from evalkit.paths import check_outputs
 
 
 @main.command("features")
@@ -18,6 +19,7 @@ def features_command(source, out, **kwargs):
 
     options = options_from_kwargs(kwargs)
     check_feature_path(out)
+    check_outputs({"-o": out}, inputs=[source])
     fs = load_features(source, options)
     save_features(fs, out)
     arrays = ", ".join(f"{k} {v.shape[1]}" for k, v in fs.arrays.items())

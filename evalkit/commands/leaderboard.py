@@ -6,6 +6,7 @@ import click
 from evalkit.cli import main
 from evalkit.fileio import atomic_write_text
 from evalkit.leaderboard import FORMATS, leaderboard
+from evalkit.paths import check_outputs
 
 
 @main.command("leaderboard")
@@ -20,6 +21,7 @@ def leaderboard_cmd(results, fmt, sort, metrics, out) -> None:
 
     Records with different protocols (encoder, weights, reference, N) go to separate tables.
     """
+    check_outputs({"-o": out}, inputs=results)
     keys = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     text = leaderboard(results, fmt=fmt, sort=sort, metrics=keys)
     if out:

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from evalkit.cli import main
+from evalkit.paths import check_outputs
 from evalkit.report import write_report
 
 
@@ -19,5 +20,6 @@ from evalkit.report import write_report
 def report_cmd(result, out, name, gallery) -> None:
     """Write an HTML report of RESULT: metric table, plots and memorization gallery."""
     target = out or str(Path(result).with_suffix(".html"))
+    check_outputs({"-o": target}, inputs=[result])
     write_report(result, target, name=name, gallery=gallery)
     click.echo(f"wrote {target}", err=True)

@@ -1,0 +1,59 @@
+"""Cost of ``score --bootstrap B``: one half-sampling round against one full evaluation, per metric.
+
+    python benchmarks/bench_intervals.py --n 2000 --d 256 --rounds 20
+
+For each metric: CPU seconds of one full evaluation (what every round cost before: the old
+bootstrap recomputed every metric on a resample), CPU seconds per round of
+:func:`evalkit.intervals.bootstrap_intervals` (including its one-off per-sample precomputation,
+spread over the rounds), and their ratio. Process CPU time, single-threaded.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--metrics", default="precision,realism,authpct,fd,kd,is,vendi")
+    args = ap.parse_args(argv)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    from evalkit.featureset import FeatureSet
+    from evalkit.intervals import bootstrap_intervals
+    from evalkit.metrics import get_metric
+    from evalkit.rng import RunRNG
+    from evalkit.scoring import compute_metrics
+
+    g = np.random.default_rng(0)
+    real = FeatureSet({"features": g.standard_normal((args.n, args.d)).astype(np.float32)})
+    fake = FeatureSet({"features": (1.1 * g.standard_normal((args.n, args.d)) + 0.1).astype(np.float32),
+                       "logits": g.standard_normal((args.n, 1008)).astype(np.float32)})
+    print(f"N = {args.n}, D = {args.d}, B = {args.rounds}")
+    print("| metric | full evaluation cpu s | per round cpu s | round / evaluation |")
+    print("|---|---|---|---|")
+    for name in args.metrics.split(","):
+        spec = get_metric(name)
+        rng = RunRNG(0)
+        t0 = time.process_time()
+        values, _, _ = compute_metrics([spec], fake, real, None, rng=rng, device="cpu")
+        full = time.process_time() - t0
+        t0 = time.process_time()
+        bootstrap_intervals([spec], fake, real, None, estimates=values, rounds=args.rounds, rng=rng,
+                            device="cpu", progress=False)
+        per = (time.process_time() - t0) / args.rounds
+        print(f"| {name} | {full:.3g} | {per:.3g} | {per / full:.3f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
