@@ -30,7 +30,7 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.featureset import is_feature_file
 from evalkit.fileio import file_sha256
-from evalkit.imageio import JPEG_FORMATS, array_to_rgb_uint8, decode_image, to_rgb_uint8
+from evalkit.imageio import array_to_rgb_uint8, decode_rgb
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -118,8 +118,8 @@ class Source:
             return array_to_rgb_uint8(row), digest, False
         data = self._read_bytes(i)
         digest = hashlib.sha256(data).hexdigest()
-        img = decode_image(data, self.display(i))
-        return to_rgb_uint8(img), digest, img.format in JPEG_FORMATS
+        rgb, jpeg = decode_rgb(data, self.display(i))
+        return rgb, digest, jpeg
 
     def _read_bytes(self, i: int) -> bytes:
         if self.kind == "dir":
