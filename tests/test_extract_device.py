@@ -208,3 +208,36 @@ def test_fast_png_is_used_for_8bit_rgb_and_pil_decides_the_rest(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a "bomb": PIL must refuse it
     with pytest.raises(Exception, match="decompression bomb"):
         decode_rgb(blobs["RGB"], "bomb.png")
+
+
+# ---------------------------------------------------------------------- on a CUDA device
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_resize_equals_cleanfid():
+    from cleanfid.resize import make_resizer
+
+    from evalkit.resize import resize_batch
+
+    for h, w, size in ((256, 256, 299), (37, 53, 224), (1, 500, 299), (1, 1, 299)):
+        img = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ref = make_resizer("PIL", False, "bicubic", (size, size))(img).transpose(2, 0, 1)
+        with torch.autocast("cuda", dtype=torch.bfloat16):  # the resize must ignore autocast
+            got = resize_batch(torch.from_numpy(img[None]).cuda(), Preprocess(size))
+        assert got.dtype == torch.float32
+        assert np.abs(got[0].cpu().numpy() - ref).max() <= 1e-4
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_cuda_uint8_path_equals_cpu_worker_path(tmp_path, precision):
+    src = _mixed(tmp_path)
+    ref = _run(src, [TinyEncoder(), _Crop()], resize_on="workers")
+    got = extract(src, [TinyEncoder(), _Crop()], device="cuda", quiet=True, batch_size=5,
+                  workers=2, precision=precision)
+    for a, b in zip(got, ref):
+        assert a.files == b.files
+        for key in b.arrays:  # tiny encoder: linear in the pixels, the resize dominates
+            np.testing.assert_allclose(a.arrays[key], b.arrays[key], rtol=0, atol=2e-5)
