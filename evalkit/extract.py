@@ -1,8 +1,12 @@
 """The extraction engine: images of a Source -> every output of an encoder, in one pass.
 
-DataLoader workers read, hash, decode, convert and resize (as the encoder's ``Preprocess``
-says); the main process moves each batch to the device (pinned memory, non-blocking copies on
-CUDA) and runs the encoder under ``torch.inference_mode`` (and autocast for bf16/fp16). Outputs
+DataLoader workers read, hash, decode and convert each image to H×W×3 uint8. On CUDA (or with
+``resize_on="device"``) the batches travel as uint8 (pinned memory; the next batch's copy runs
+on its own stream while the current batch is encoded) and the clean resize of each
+``Preprocess`` runs on the device (:mod:`evalkit.resize`); on CPU the workers also resize, with
+PIL, in parallel with the network. The main process runs every encoder on its input under
+``torch.inference_mode`` (and autocast for bf16/fp16); several encoders share one decode and
+one resize per distinct ``Preprocess``. Outputs
 are written in source order into preallocated float32 CPU arrays, so the result does not depend
 on the batch size or the number of workers (torch-fidelity's batch-size-independence property).
 
