@@ -57,7 +57,7 @@ def _load_plugins() -> None:
     _plugins_loaded = True
     try:
         entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-    except Exception as exc:  # a broken installed distribution must not break evalkit
+    except Exception as exc:  # noqa: BLE001 — a broken installed distribution: warned, skipped
         warnings.warn(f"evalkit: cannot read {ENTRY_POINT_GROUP!r} entry points: {exc}",
                       RuntimeWarning, stacklevel=3)
         return
@@ -69,7 +69,7 @@ def _load_plugins() -> None:
                 spec = obj()
             if isinstance(spec, EncoderSpec) and spec.name not in ENCODERS:
                 register_encoder(spec)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — a broken plugin is warned about and skipped
             warnings.warn(f"evalkit: encoder plugin entry point {ep.name!r} ({ep.value}) failed "
                           f"to load and is skipped: {type(exc).__name__}: {exc}",
                           RuntimeWarning, stacklevel=3)

@@ -44,6 +44,8 @@ DEFAULT_ARCH = "vitl14"
 
 
 def _weights(arch: str) -> WeightsSpec:
+    """The official file (Meta publishes no sha256 for it, and its name carries none: not
+    verified) or timm's Hugging Face copy (verified against its hub sha256, the blob name)."""
     name = f"dinov2_{arch}"
     return WeightsSpec(
         filename=f"{name}_pretrain.pth",

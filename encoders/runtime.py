@@ -163,7 +163,7 @@ class InferenceCopy:
             if isinstance(self._run, _Traced) and threads > 1 and x.shape[0] >= 2 * threads:
                 return self._run(x, parts=threads)
             return self._run(x)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — re-raised unless traced: warned, eager fallback
             if not isinstance(self._run, _Traced):
                 raise
             self._fallback(exc)
@@ -173,7 +173,7 @@ class InferenceCopy:
     def _fallback(self, exc: Exception) -> None:
         if not self._warned:
             warnings.warn(f"TorchScript/oneDNN fusion unavailable ({type(exc).__name__}: "
-                          f"{exc}); running the eager network", RuntimeWarning)
+                          f"{exc}); running the eager network", RuntimeWarning, stacklevel=2)
             self._warned = True
 
     def _build(self, net: nn.Module, x: torch.Tensor, autocast: bool) -> Callable:
@@ -184,6 +184,6 @@ class InferenceCopy:
             return fused
         try:  # traced on one image: the trace runs the network once, and its graph is batch-free
             return _Traced(fused, x[:1].contiguous(memory_format=torch.channels_last))
-        except Exception as exc:  # tracing is an optimisation: never fail extraction for it
+        except Exception as exc:  # noqa: BLE001 — tracing is an optimisation: warned, eager fallback
             self._fallback(exc)
             return fused

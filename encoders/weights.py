@@ -8,27 +8,29 @@ Resolution order for a declared :class:`~evalkit.encoders.base.WeightsSpec`:
 3. the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
    ``~/.cache/huggingface/hub``): ``models--org--name/snapshots/*/<file>``, where timm and
    open_clip put theirs;
-4. a download into the torch hub checkpoint folder when online, verified against the declared
-   sha256; with no network (``HF_HUB_OFFLINE=1`` or a failed download) an
+4. a download into the torch hub checkpoint folder when online; with no network
+   (``HF_HUB_OFFLINE=1`` or a failed download) an
    :class:`OfflineError` names the file and the exact path to put it at.
 
-Nothing is ever written into site-packages or /tmp. ``file_sha256`` caches digests per
-(path, size, mtime_ns) in memory and in a small JSON file in the evalkit cache folder, so the
+Files found in the caches (2, 3) and downloads (4) are verified against the expected sha256
+(:func:`expected_sha256`): a mismatch is a :class:`WeightsHashError` naming the file. An
+explicit ``--weights`` file is the user's choice and is only hashed for the record.
+
+Nothing is ever written into site-packages or /tmp. Digests come from
+:func:`evalkit.fileio.file_sha256`, which remembers them per (path, size, mtime_ns), so the
 sha256 of a 1 GB checkpoint is computed once.
 """
 from __future__ import annotations
 
-import json
 import os
-import threading
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from evalkit.encoders.base import WeightsSpec
-from evalkit.errors import EvalkitError, InputError, OfflineError
-from evalkit.fileio import file_sha256 as _hash_file
+from evalkit.errors import InputError, OfflineError, WeightsHashError
+from evalkit.fileio import SHA256_CACHE_FILE, file_sha256  # noqa: F401 (re-exported)
 
-SHA256_CACHE_FILE = "weights_sha256.json"
 _TRUE = {"1", "true", "yes", "on"}
 # A Hugging Face repo often holds the same weights in both formats.
 _HF_ALTERNATIVES = {
@@ -38,17 +40,8 @@ _HF_ALTERNATIVES = {
     "open_clip_pytorch_model.bin": ("open_clip_model.safetensors",),
 }
 
-_sha_lock = threading.Lock()
-_sha_memory: dict[tuple[str, int, int], str] = {}
-
 
 # --------------------------------------------------------------------------- locations
-
-def evalkit_cache_dir() -> Path:
-    """The evalkit cache folder: ``$EVALKIT_CACHE_DIR``, else ``~/.cache/evalkit``."""
-    env = os.environ.get("EVALKIT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "evalkit"
-
 
 def torch_hub_checkpoints_dir() -> Path:
     """``torch.hub.get_dir()/checkpoints`` (honours ``$TORCH_HOME`` and ``$XDG_CACHE_HOME``)."""
@@ -128,6 +121,7 @@ def resolve_weights(encoder_name: str, spec: WeightsSpec, explicit: str | os.Pat
         return path
     found = local_weights(spec)
     if found is not None:
+        verify_sha256(found, spec, encoder_name)
         return found
     target = torch_hub_checkpoints_dir() / spec.filename
     hint = (f"{encoder_name} weights not found: put {spec.filename} at {target} "
@@ -151,59 +145,60 @@ def _download(spec: WeightsSpec, target: Path, hint: str) -> None:
     partial = target.with_name(target.name + ".partial")
     try:
         torch.hub.download_url_to_file(spec.url, str(partial), progress=True)
-    except Exception as exc:  # network, DNS, HTTP, disk: all mean "not available offline"
+    except Exception as exc:  # noqa: BLE001 — network/DNS/HTTP/disk all become a typed OfflineError
         partial.unlink(missing_ok=True)
         raise OfflineError(f"{hint}; download from {spec.url} failed: {exc}") from None
-    if spec.sha256:
-        digest = _hash_file(partial)
-        if not digest.startswith(spec.sha256.lower()):
-            partial.unlink(missing_ok=True)
-            raise EvalkitError(f"downloaded {spec.filename} has sha256 {digest}, expected "
-                               f"{spec.sha256}: corrupt download or changed upstream file")
+    try:
+        verify_sha256(partial, spec, "downloaded")
+    except WeightsHashError:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, target)
 
 
-# --------------------------------------------------------------------------- hashing
+_HEX_PREFIX = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def expected_sha256(spec: WeightsSpec, path: str | os.PathLike | None = None) -> str | None:
+    """The sha256 (or leading hex of it) a weights file must have, or None when none is known.
 
-def _load_sha_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
-    """sha256 of a file, cached per (absolute path, size, mtime_ns).
-
-    The cache lives in memory and in ``<evalkit cache dir>/weights_sha256.json`` (written
-    atomically; a read-only cache folder only costs re-hashing).
+    In order: the declared ``spec.sha256``; the torch.hub file-name convention
+    (``name-<8+ hex>.ext``, as ``torch.hub.load_state_dict_from_url(check_hash=True)``
+    verifies, e.g. pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``); a 64-hex folder
+    in the download URL (OpenAI's CLIP URLs, which open_clip verifies); for a file in the
+    Hugging Face cache, its blob name (the sha256 the hub publishes as the LFS etag).
     """
-    p = Path(path).expanduser().resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    with _sha_lock:
-        if key in _sha_memory:
-            return _sha_memory[key]
-    json_path = Path(cache_dir).expanduser() if cache_dir else evalkit_cache_dir()
-    json_path = json_path / SHA256_CACHE_FILE
-    str_key = f"{key[0]}|{key[1]}|{key[2]}"
-    digest = _load_sha_json(json_path).get(str_key)
-    if not (isinstance(digest, str) and len(digest) == 64):
-        digest = _hash_file(p)
-        try:
-            from evalkit.fileio import atomic_write_text
+    if spec.sha256:
+        return spec.sha256.lower()
+    m = _HEX_PREFIX.search(spec.filename)
+    if m:
+        return m.group(1)
+    if spec.url:
+        for part in spec.url.split("/"):
+            if _HEX64.match(part):
+                return part
+    if path is not None:
+        real = Path(path).resolve()
+        if real.parent.name == "blobs" and _HEX64.match(real.name):
+            return real.name
+    return None
 
-            table = _load_sha_json(json_path)  # re-read: another process may have added keys
-            table[str_key] = digest
-            atomic_write_text(json_path, json.dumps(table, indent=1, sort_keys=True))
-        except OSError:
-            pass
-    with _sha_lock:
-        _sha_memory[key] = digest
-    return digest
+
+def verify_sha256(path: str | os.PathLike, spec: WeightsSpec, encoder_name: str) -> None:
+    """Raise :class:`WeightsHashError` naming ``path`` when its sha256 is not the expected one.
+
+    Weights without a known digest (DINOv2's official files publish none) are not checked.
+    """
+    want = expected_sha256(spec, path)
+    if want is None:
+        return
+    digest = file_sha256(path)
+    if not digest.startswith(want):
+        raise WeightsHashError(
+            f"{encoder_name} weights {path}: sha256 {digest[:16]}... does not match the "
+            f"{want[:16]} declared for {spec.filename} (corrupt or another file; delete it "
+            "to download again, or pass your own file with --weights)")
 
 
 # --------------------------------------------------------------------------- loading
@@ -224,7 +219,7 @@ def load_state_dict(path: str | os.PathLike, encoder_name: str = "encoder") -> d
             obj = load_file(str(p), device="cpu")
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 — any unpickling failure becomes a typed InputError
         raise InputError(f"{encoder_name} weights {p}: cannot read ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     for wrapper in ("state_dict", "model", "teacher"):

@@ -31,32 +31,24 @@ import numpy as np
 
 from evalkit.errors import InputError
 from evalkit.featureset import FeatureSet, load_feature_file, save_feature_file
-from evalkit.fileio import atomic_write_bytes
+from evalkit.fileio import atomic_write_bytes, default_cache_dir
+from evalkit.identity import EncoderIdentity
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2  # 2: keys from EncoderIdentity.key() (precision inside the identity)
 
 
 class CacheWarning(UserWarning):
     """A cache entry was corrupt (and is rebuilt) or the cache could not be written."""
 
 
-def default_cache_dir() -> Path:
-    """``$EVALKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/evalkit``, else ``~/.cache/evalkit``."""
-    env = os.environ.get("EVALKIT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "evalkit"
-    return Path.home() / ".cache" / "evalkit"
+def cache_key(fingerprint: str, identity: EncoderIdentity) -> str:
+    """sha256 hex of the JSON of (cache schema, source fingerprint, encoder identity key).
 
-
-def cache_key(fingerprint: str, encoder_identity: dict[str, Any], precision: str) -> str:
-    """sha256 hex of the JSON of (schema, source fingerprint, encoder identity, precision)."""
-    ident = {k: encoder_identity.get(k) for k in ("name", "arch", "weights_sha256", "preprocess")}
-    payload = {"schema": CACHE_SCHEMA, "source": fingerprint, "encoder": ident,
-               "precision": precision}
-    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    The identity (:class:`evalkit.identity.EncoderIdentity`) carries the encoder, arch,
+    weights sha256, preprocessing and precision; changing any of them changes the key.
+    """
+    payload = {"schema": CACHE_SCHEMA, "source": fingerprint, "encoder": identity.key()}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -117,21 +109,6 @@ class FeatureCache:
         except OSError as exc:
             warnings.warn(f"could not write the feature cache at {self.path(key)} ({exc}); "
                           "continuing without it", CacheWarning, stacklevel=2)
-
-    def get_or_compute(self, key: str, compute_fn: Callable[[], FeatureSet]) -> FeatureSet:
-        """The cached FeatureSet for ``key``, else ``compute_fn()`` stored under ``key``.
-
-        ``compute_fn`` (which builds the encoder and extracts) runs only on a miss. The
-        returned set has ``meta["cache_hit"]`` True or False.
-        """
-        fs = self.load(key)
-        if fs is not None:
-            fs.meta["cache_hit"] = True
-            return fs
-        fs = compute_fn()
-        self.store(key, fs)
-        fs.meta["cache_hit"] = False
-        return fs
 
     # -- shards of an entry being extracted ------------------------------------------------
     def shard_path(self, key: str, index: int, count: int) -> Path:

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import torch
 
+from evalkit.devices import resolve_device
 from evalkit.errors import EvalkitError, InputError
 
 SHARD_SIZE_ENV = "EVALKIT_SHARD_SIZE"
@@ -133,16 +134,9 @@ def rank_device(device: str | torch.device = "auto", env: LaunchEnv | None = Non
         return device
     env = env or launch_env()
     text = str(device).strip().lower()
-    if text in ("auto", "cuda"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", env.local_rank % torch.cuda.device_count())
-        if text == "cuda":
-            raise InputError(f"--device {device}: CUDA is not available on this machine")
-        return torch.device("cpu")
-    try:
-        return torch.device(text)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {device}: not a device (auto | cpu | cuda[:i])") from None
+    if text in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", env.local_rank % torch.cuda.device_count())
+    return resolve_device(text)
 
 
 _OWNED = {"group": False}
@@ -193,12 +187,6 @@ def _shutdown() -> None:
     if _OWNED["group"] and torch.distributed.is_initialized():
         _OWNED["group"] = False
         torch.distributed.destroy_process_group()
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op when not distributed)."""
-    if active():
-        torch.distributed.barrier()
 
 
 def broadcast(obj: T, src: int = 0) -> T:

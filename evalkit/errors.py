@@ -14,8 +14,13 @@ class InputError(EvalkitError):
     """
 
 
-class MetricInputError(InputError):
-    """A metric cannot run on the inputs it was given (missing array, too few samples)."""
+class MetricInputError(InputError, ValueError):
+    """A metric cannot run on the inputs it was given (missing array, too few samples, bad shape).
+
+    Raised by the pure metric functions in ``evalkit.metrics`` (which import nothing from the
+    engine but this leaf module); also a ``ValueError``, so library callers that pass arrays
+    and catch ValueError, as with numpy or scikit-learn, keep working.
+    """
 
 
 class OfflineError(EvalkitError):
@@ -28,3 +33,7 @@ class UnknownNameError(InputError):
 
 class ProtocolMismatchError(InputError):
     """Two result records that are not comparable were asked to be compared."""
+
+
+class WeightsHashError(InputError):
+    """A weights file's sha256 differs from the one declared for it (corrupt or wrong file)."""

@@ -49,16 +49,16 @@ class Evaluator:
                  test: SourceLike | None = None, metrics: str = "all", seed: int = 0,
                  device: str = "auto", precision: str = "fp32", name: str = "evaluator",
                  ref_dir: str | None = None, encoder_module: Any = None):
+        from evalkit.devices import resolve_device
         from evalkit.encoders import build_encoder
-        from evalkit.extract import resolve_device
-        from evalkit.pipeline import identity_of
+        from evalkit.identity import EncoderIdentity
 
         self.options = ExtractOptions(encoder=encoder, arch=arch, weights=weights, device=device,
                                       precision=precision, quiet=True)
         self.device = resolve_device(device)
         self.encoder = (encoder_module or build_encoder(encoder, arch, weights)).to(self.device)
         self.encoder.eval()
-        self.identity = identity_of(self.encoder)
+        self.identity = EncoderIdentity.of_encoder(self.encoder, precision)
         self.config = ScoreConfig(metrics=parse_metric_list(metrics), seed=seed,
                                   device=str(self.device))
         self.real = load_source(ref, self.options, role="reference", ref_dir=ref_dir) \
@@ -85,7 +85,7 @@ class Evaluator:
         if not self._outputs:
             raise InputError("Evaluator.compute: no images were given to update()")
         arrays = {k: np.concatenate(v) for k, v in self._outputs.items()}
-        return FeatureSet(arrays, meta={"encoder": dict(self.identity)}, source=self.name)
+        return FeatureSet(arrays, meta={"encoder": self.identity.as_dict()}, source=self.name)
 
     def compute(self) -> dict[str, Any]:
         """Score the accumulated samples against the reference; returns the result record."""

@@ -21,9 +21,14 @@ ARRAY_KEYS = ("features", "logits", "spatial", "embedding")
 class FeatureSet:
     """Features of one set of images (or of a feature file), with provenance.
 
-    ``arrays`` maps ``features`` (required), and optionally ``logits``, ``spatial``,
-    ``embedding`` to float arrays with N rows; ``labels`` is an int array of N or None.
-    ``meta`` is the provenance dictionary stored in the file's ``meta`` entry.
+    ``arrays`` maps ``features`` (required for a set with samples), and optionally
+    ``logits``, ``spatial``, ``embedding`` to float arrays with N rows; ``labels`` is an int
+    array of N or None; ``files`` one image locator per row (or None). ``meta`` is the
+    provenance dictionary stored in the file's ``meta`` entry.
+
+    A *statistics-only* set (``has_samples`` False: pytorch-fid's ``--save-stats`` or an ADM
+    statistics ``.npz``) has no rows, only ``moments``: array kind -> (float64 mean,
+    covariance with N-1). Metrics that declare they run from moments can use it as reference.
     """
 
     arrays: dict[str, np.ndarray]
@@ -31,21 +36,49 @@ class FeatureSet:
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     files: list[str] | None = None  # per-row image locators ("dir/a.png", "x.zip::a.png"), if images
+    moments: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
+    @classmethod
+    def from_moments(cls, moments: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                     n: int | None = None, source: str = "",
+                     meta: dict[str, Any] | None = None) -> FeatureSet:
+        """A statistics-only set: ``moments`` kind -> (mean, covariance); ``n`` when known."""
+        meta = dict(meta or {}, stats_only=True)
+        meta.setdefault("n", n)
+        return cls({}, None, meta, source, None,
+                   {k: (np.asarray(m, np.float64), np.asarray(c, np.float64))
+                    for k, (m, c) in moments.items()})
 
     @property
-    def n(self) -> int:
+    def has_samples(self) -> bool:
+        """False for a statistics-only set (moments, no rows)."""
+        return "features" in self.arrays
+
+    @property
+    def n(self) -> int | None:
+        """Rows; for a statistics-only set the count its statistics summarise (None: unknown)."""
+        if not self.has_samples:
+            n = self.meta.get("n")
+            return None if n is None else int(n)
         return int(self.arrays["features"].shape[0])
 
     @property
     def dim(self) -> int:
+        if not self.has_samples:
+            return int(self.moments["features"][0].shape[0])
         return int(self.arrays["features"].shape[1])
 
     def get(self, kind: str) -> np.ndarray | None:
         return self.arrays.get(kind)
 
     def subset(self, index: np.ndarray) -> FeatureSet:
-        """Rows ``index`` of every array (used for --nsample and bootstrap)."""
+        """Rows ``index`` (repeats allowed) of every array, with their labels and locators.
+
+        The one way rows are selected (``--nsample``, bootstrap resamples).
+        """
+        if not self.has_samples:
+            raise InputError(f"{self.source}: statistics-only reference has no rows to select")
+        index = np.asarray(index, dtype=np.intp)
         return FeatureSet(
             {k: v[index] for k, v in self.arrays.items()},
             None if self.labels is None else self.labels[index],

@@ -1,8 +1,12 @@
-"""Atomic file writes: a temp file in the target's folder, fsync, then os.replace."""
+"""Files: atomic writes (temp file in the target's folder, fsync, os.replace), file hashing,
+the evalkit cache folder."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -29,12 +33,69 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def file_sha256(path: str | os.PathLike, block_size: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes, read in blocks."""
-    import hashlib
+def default_cache_dir() -> Path:
+    """``$EVALKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/evalkit``, else ``~/.cache/evalkit``."""
+    env = os.environ.get("EVALKIT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "evalkit"
+    return Path.home() / ".cache" / "evalkit"
 
+
+SHA256_CACHE_FILE = "weights_sha256.json"
+REMEMBER_MIN_BYTES = 1 << 20  # digests of files this large persist across processes
+_sha_lock = threading.Lock()
+_sha_memory: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (the one file-hashing function of evalkit).
+
+    Digests are remembered per (absolute path, size, mtime_ns): in memory for every file, and
+    for files of at least 1 MiB (weights, image batches) also in
+    ``<cache dir>/weights_sha256.json`` (written atomically; a read-only cache folder only
+    costs re-hashing), so a 1 GB checkpoint is hashed once per machine.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    with _sha_lock:
+        if key in _sha_memory:
+            return _sha_memory[key]
+    remember = st.st_size >= REMEMBER_MIN_BYTES
+    table_path = default_cache_dir() / SHA256_CACHE_FILE
+    str_key = f"{key[0]}|{key[1]}|{key[2]}"
+    digest = _load_json(table_path).get(str_key) if remember else None
+    if not (isinstance(digest, str) and len(digest) == 64):
+        digest = _hash_bytes(p)
+        if remember:
+            table = _load_json(table_path)  # re-read: another process may have added keys
+            table[str_key] = digest
+            try:
+                atomic_write_text(table_path, json.dumps(table, indent=1, sort_keys=True))
+            except OSError:  # a read-only cache folder: the digest is simply not remembered
+                pass
+    with _sha_lock:
+        _sha_memory[key] = digest
+    return digest
+
+
+def _hash_bytes(path: Path, block_size: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(block_size), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

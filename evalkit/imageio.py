@@ -55,7 +55,7 @@ def decode_image(data: bytes, name: str) -> Image.Image:
             raise InputError(f"{name}: refused as a decompression bomb ({exc})") from None
         except Image.UnidentifiedImageError:
             raise InputError(f"{name}: not an image file PIL can read") from None
-        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+        except Exception as exc:  # noqa: BLE001 — PIL raises many types; re-raised as InputError
             raise InputError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
     return img
 

@@ -23,34 +23,20 @@ import numpy as np
 import pandas as pd
 
 from evalkit.errors import InputError
-from evalkit.record import METRIC_KEYS, load_records, protocol_of
+from evalkit.formatting import format_number  # noqa: F401 (check, report, tests)
+from evalkit.record import load_records, metric_keys, protocol_of
 
 FORMATS = ("md", "csv", "html", "latex", "json")
 ARROWS = {"lower": "↓", "higher": "↑", "zero": "→0", "none": ""}
-# Used when the metric registry does not (yet) declare a key. FLS as dgm-eval computes it,
-# 100·exp(-2(NLL_gen - NLL_baseline)/D), grows as test data gets likelier under the
-# generated samples' density, so higher is better.
-FALLBACK_DIRECTIONS: dict[str, str] = {
-    **{k: "lower" for k in ("fd", "fd_inf", "sfid", "kd", "cmmd", "sw_approx")},
-    **{k: "higher" for k in ("is", "precision", "recall", "density", "coverage", "realism",
-                             "vendi", "vendi_per_class", "authpct", "fls")},
-    **{k: "zero" for k in ("ct", "fls_pog")},
-    **{k: "none" for k in ("kd_std", "is_std")},
-}
 # Default ranking key: the first of these present in a table.
 RANK_PREFERENCE = ("fd", "fd_inf", "kd", "cmmd", "sfid", "precision", "is")
 
 
 def metric_directions() -> dict[str, str]:
-    """Direction of every result key: the metric registry's, falling back to the SPEC table."""
-    out = dict(FALLBACK_DIRECTIONS)
-    try:
-        from evalkit.metrics import result_directions
+    """Direction of every result key, as the metric registry declares it."""
+    from evalkit.metrics import result_directions
 
-        out.update(result_directions())
-    except Exception:  # metrics package broken or absent: the fallback table stands
-        pass
-    return out
+    return dict(result_directions())
 
 
 def direction_of(key: str, directions: dict[str, str] | None = None) -> str:
@@ -102,7 +88,7 @@ def _protocol_key(record: dict[str, Any]) -> str:
 
 
 def _metric_order(keys: set[str]) -> list[str]:
-    known = [k for k in METRIC_KEYS if k in keys]
+    known = [k for k in metric_keys() if k in keys]
     return known + sorted(keys - set(known))
 
 
@@ -221,20 +207,6 @@ def _sort_key(sort: str | None, cols: list[str], dirs: dict[str, str]) -> str:
 
 
 # ----------------------------------------------------------------------------- formatting
-
-
-def format_number(x: float, digits: int = 4) -> str:
-    """``digits`` significant digits, no exponent between 1e-3 and 1e4 (integers above)."""
-    if x is None or not math.isfinite(x):
-        return "–" if x is None or math.isnan(x) else ("∞" if x > 0 else "-∞")
-    if x == 0:
-        return "0"
-    mag = math.floor(math.log10(abs(x)))
-    if mag >= digits:
-        return f"{x:.0f}"
-    if mag < -3:
-        return f"{x:.{digits - 1}e}"
-    return f"{x:.{max(0, digits - 1 - mag)}f}"
 
 
 def describe_protocol(protocol: dict[str, Any], references: Sequence[str] = ()) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -12,22 +11,10 @@ import numpy as np
 
 from evalkit.featureset import FeatureSet
 from evalkit.fileio import atomic_write_text
+from evalkit.formatting import format_number
 from evalkit.metrics import per_sample
 
 PER_SAMPLE_COLUMNS = ("index", "path", "realism", "nn_index", "nn_distance", "nn_path", "authentic")
-
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits (plain notation where readable)."""
-    if value is None:
-        return "-"
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    mag = int(math.floor(math.log10(abs(value))))
-    if -4 <= mag < 7:
-        decimals = max(0, digits - 1 - mag)
-        return f"{value:.{decimals}f}"
-    return f"{value:.{digits - 1}e}"
 
 
 def metrics_table(records: list[dict[str, Any]]) -> str:
@@ -43,13 +30,13 @@ def metrics_table(records: list[dict[str, Any]]) -> str:
         row = [k]
         for rec in records:
             v = rec["metrics"].get(k)
-            cell = fmt(v)
+            cell = format_number(v)
             std = rec["metrics"].get(f"{k}_std")
             if std is not None:
-                cell += f" ± {fmt(std, 2)}"
+                cell += f" ± {format_number(std, 2)}"
             ci = (rec.get("metrics_ci") or {}).get(k)
             if ci:
-                cell += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+                cell += f" [{format_number(ci[0])}, {format_number(ci[1])}]"
             row.append(cell)
         rows.append(row)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]

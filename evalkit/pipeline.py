@@ -28,24 +28,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
 import time
 import warnings
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from evalkit import __version__
 from evalkit import distributed as dist
 from evalkit.cache import CacheWarning, FeatureCache, cache_key
 from evalkit.errors import InputError
 from evalkit.extract import BadImageWarning, Shard, assemble, extract
 from evalkit.featureset import FeatureSet, is_feature_file, load_feature_file, save_feature_file
+from evalkit.identity import EncoderIdentity, identity_for
 from evalkit.options import ExtractOptions
+from evalkit.provenance import versions
 from evalkit.sources import Source, resolve_source
 
-IDENTITY_KEYS = ("name", "arch", "weights_sha256", "preprocess")
 log = logging.getLogger("evalkit")
 
 
@@ -77,23 +75,17 @@ def load_features(source: str, options: ExtractOptions | None = None) -> Feature
     device = dist.setup(options.device)
     if is_feature_file(source):
         return _from_feature_file(source) if dist.is_main() else _placeholder(source)
-    src, key, identity, prebuilt = dist.synced(lambda: _prepare(source, options))
+    src, key, identity = dist.synced(lambda: _prepare(source, options))
     src, key = _agree(src, key)
     t0 = time.perf_counter()
     if options.use_cache or dist.active():
-        fs = _sharded(src, key, options, identity, prebuilt, device or options.device)
+        fs = _sharded(src, key, options, identity, device or options.device)
         if fs is None:
             return _placeholder(source)
     else:
-        fs = _extract(src, options, identity, prebuilt)
+        fs = _extract(src, options, identity)
         fs.meta["cache_hit"] = False
     return _finish(src, fs, options, time.perf_counter() - t0)
-
-
-def load_features_many(sources: Iterable[str], options: ExtractOptions | None = None
-                       ) -> list[FeatureSet]:
-    """:func:`load_features` for each source, in order."""
-    return [load_features(s, options) for s in sources]
 
 
 def save_features(fs: FeatureSet, path: str) -> None:
@@ -116,29 +108,9 @@ def check_feature_path(path: str) -> None:
         raise InputError(f"{path}: a feature file must end in .npz")
 
 
-def identity_of(encoder: Any) -> dict[str, Any]:
-    """Identity dict of a built encoder (as ``evalkit.encoders.encoder_identity`` gives it)."""
-    return {"name": encoder.name, "arch": encoder.arch,
-            "weights_sha256": encoder.weights_sha256,
-            "preprocess": _describe(encoder.preprocess)}
-
-
-def _describe(preprocess: Any) -> Any:
-    return preprocess.describe() if hasattr(preprocess, "describe") else preprocess
-
-
-def _identity(options: ExtractOptions) -> tuple[dict[str, Any], Any]:
-    """(encoder identity, an encoder built to learn it or None). Normally builds nothing."""
-    from evalkit import encoders
-
-    fn = getattr(encoders, "encoder_identity", None)
-    if fn is not None:
-        ident = fn(options.encoder, options.arch, options.weights, resize=options.resize)
-        ident = {k: ident.get(k) for k in IDENTITY_KEYS}
-        ident["preprocess"] = _describe(ident["preprocess"])
-        return ident, None
-    encoder = _build(options)  # encoders without encoder_identity(): learn it by building
-    return identity_of(encoder), encoder
+def _identity(options: ExtractOptions) -> EncoderIdentity:
+    """The encoder identity ``options`` extract with (no model built)."""
+    return identity_for(options)
 
 
 def _build(options: ExtractOptions):
@@ -147,10 +119,10 @@ def _build(options: ExtractOptions):
     return build_encoder(options.encoder, options.arch, options.weights, resize=options.resize)
 
 
-def _prepare(source: str, options: ExtractOptions) -> tuple[Source, str, dict[str, Any], Any]:
+def _prepare(source: str, options: ExtractOptions) -> tuple[Source, str, EncoderIdentity]:
     src = resolve_source(source)
-    identity, prebuilt = _identity(options)
-    return src, cache_key(src.fingerprint, identity, options.precision), identity, prebuilt
+    identity = _identity(options)
+    return src, cache_key(src.fingerprint, identity), identity
 
 
 def _agree(src: Source, key: str) -> tuple[Source, str]:
@@ -178,8 +150,8 @@ def _placeholder(source: str) -> FeatureSet:
     return FeatureSet({"features": np.zeros((0, 0), np.float32)}, None, meta, source, [])
 
 
-def _sharded(src: Source, key: str, options: ExtractOptions, identity: dict[str, Any],
-             prebuilt: Any, device: Any) -> FeatureSet | None:
+def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderIdentity,
+             device: Any) -> FeatureSet | None:
     """The sharded path (cache on, or several processes); None on ranks other than 0."""
     t0 = time.perf_counter()
     cache = FeatureCache(options.cache_dir) if options.use_cache else None
@@ -193,7 +165,7 @@ def _sharded(src: Source, key: str, options: ExtractOptions, identity: dict[str,
     plan = dist.shard_ranges(len(src))
     keep = me == 0 or cache is None  # shards held in memory until rank 0 has them
     have, counts = dist.synced(lambda: _own_shards(
-        src, key, cache, dist.rank_shards(plan, me, world), options, prebuilt, device, keep))
+        src, key, cache, dist.rank_shards(plan, me, world), options, device, keep))
     have = _collect(plan, key, cache, have)
     counts = dist.gather(counts)
 
@@ -225,7 +197,7 @@ def _sharded(src: Source, key: str, options: ExtractOptions, identity: dict[str,
 
 
 def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, options:
-                ExtractOptions, prebuilt: Any, device: Any, keep: bool
+                ExtractOptions, device: Any, keep: bool
                 ) -> tuple[dict[int, Shard], dict[str, int]]:
     """Reuse this rank's shard files, extract the missing shards (writing each when done)."""
     have: dict[int, Shard] = {}
@@ -261,7 +233,7 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
     log.info("%s: rank %d extracts %d of its %d shards (%d reused)", src.arg, dist.rank(),
              len(todo), len(mine), len(mine) - len(todo))
     if todo:
-        encoder = prebuilt if prebuilt is not None else _build(options)
+        encoder = _build(options)
         extract(src, encoder, batch_size=options.batch_size, device=device,
                 workers=options.workers, precision=options.precision,
                 skip_bad=options.skip_bad, quiet=options.quiet or not dist.is_main(),
@@ -310,10 +282,9 @@ def _collect(plan: list, key: str, cache: FeatureCache | None,
     return have
 
 
-def _extract(src: Source, options: ExtractOptions, identity: dict[str, Any],
-             prebuilt: Any) -> FeatureSet:
+def _extract(src: Source, options: ExtractOptions, identity: EncoderIdentity) -> FeatureSet:
     t0 = time.perf_counter()
-    encoder = prebuilt if prebuilt is not None else _build(options)
+    encoder = _build(options)
     fs = extract(src, encoder, batch_size=options.batch_size, device=options.device,
                  workers=options.workers, precision=options.precision,
                  skip_bad=options.skip_bad, quiet=options.quiet)
@@ -321,10 +292,10 @@ def _extract(src: Source, options: ExtractOptions, identity: dict[str, Any],
     return fs
 
 
-def _annotate(fs: FeatureSet, src: Source, options: ExtractOptions, identity: dict[str, Any],
+def _annotate(fs: FeatureSet, src: Source, options: ExtractOptions, identity: EncoderIdentity,
               seconds: float) -> None:
-    fs.meta.update(encoder=dict(identity), precision=options.precision,
-                   extract_s=round(seconds, 4), versions=_versions())
+    fs.meta.update(encoder=identity.as_dict(), precision=options.precision,
+                   extract_s=round(seconds, 4), versions=versions())
     if src.classes:
         fs.meta["classes"] = list(src.classes)
 
@@ -373,11 +344,3 @@ def _from_feature_file(path: str) -> FeatureSet:
     meta.update(cache_hit=False, extract_s=0.0)
     fs.source = path
     return fs
-
-
-def _versions() -> dict[str, str]:
-    import PIL
-    import torch
-
-    return {"evalkit": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "pillow": PIL.__version__, "python": platform.python_version()}

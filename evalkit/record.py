@@ -11,31 +11,55 @@ from typing import Any
 
 from evalkit.errors import InputError
 from evalkit.fileio import atomic_write_text
+from evalkit.identity import IDENTITY_FIELDS, EncoderIdentity
 
 SCHEMA = "evalkit.result/1"
-METRIC_KEYS = (
-    "fd", "fd_inf", "sfid", "kd", "kd_std", "is", "is_std", "precision", "recall", "density",
-    "coverage", "realism", "vendi", "vendi_per_class", "authpct", "ct", "fls", "fls_pog",
-    "sw_approx", "cmmd",
-)
+# Wall-clock facts: the only fields two runs with the same inputs and --seed may differ in.
+VOLATILE_KEYS = ("created", "timing")
 # Renamed keys map old -> new here so old records keep loading.
 DEPRECATED_KEYS: dict[str, str] = {}
 
 
+def metric_keys() -> tuple[str, ...]:
+    """Every result key the metric registry declares, in listing order (SPEC's table).
+
+    Derived when asked (importing the metrics pulls in torch, which reading or writing a record
+    does not need); ``METRIC_KEYS`` is the same tuple.
+    """
+    from evalkit.metrics import result_keys
+
+    return result_keys()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METRIC_KEYS":
+        return metric_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
-    """What must match for two records to be comparable: encoder + weights, reference, protocol."""
-    enc = record.get("encoder") or {}
+    """What must match for two records to be comparable: encoder identity, reference, protocol.
+
+    The encoder part is the record's :class:`~evalkit.identity.EncoderIdentity` (name as
+    ``encoder``, arch, weights sha256, preprocessing, precision).
+    """
+    ident = EncoderIdentity.from_dict(record.get("encoder"))
+    enc = ident.as_dict() if ident is not None else dict.fromkeys(IDENTITY_FIELDS)
+    enc["encoder"] = enc.pop("name")
     ref = record.get("reference") or {}
     cfg = record.get("config") or {}
     return {
-        "encoder": enc.get("name"),
-        "arch": enc.get("arch"),
-        "weights_sha256": enc.get("weights_sha256"),
-        "preprocess": enc.get("preprocess"),
+        **enc,
         "reference": ref.get("fingerprint"),
         "n": (record.get("samples") or {}).get("n"),
         "nsample": cfg.get("nsample"),
     }
+
+
+def stable_view(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without its :data:`VOLATILE_KEYS`: equal (byte for byte as JSON) for two runs
+    with the same inputs, options and ``--seed``."""
+    return {k: v for k, v in record.items() if k not in VOLATILE_KEYS}
 
 
 def write_records(records: list[dict[str, Any]], path: str | os.PathLike) -> None:

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from evalkit.featureset import (
     save_feature_file,
 )
 from evalkit.fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from evalkit.identity import EncoderIdentity, local_identity
 from evalkit.options import ExtractOptions
 
 MANIFEST = "manifest.json"
@@ -58,27 +59,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 class StatsOnlyReferenceError(InputError):
     """The reference holds only mean/covariance statistics, and features were asked for."""
-
-
-@dataclass
-class ReferenceStats:
-    """Mean and covariance of a statistics-only reference (no per-sample features).
-
-    ``spatial`` holds ``(mu_s, sigma_s)`` for ``sfid`` when the import had them.
-    ``n`` is None when the statistics file does not say how many images it summarises.
-    """
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    spatial: tuple[np.ndarray, np.ndarray] | None = None
-    n: int | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    stats_only: bool = True
-
-    @property
-    def dim(self) -> int:
-        return int(self.mu.shape[0])
 
 
 # ----------------------------------------------------------------------------- store paths
@@ -213,109 +193,62 @@ def _fingerprint_path(source: str) -> str | None:
     return None
 
 
-def _meta_field(meta: dict[str, Any], *keys: str) -> Any:
-    """First non-empty of ``keys`` in a feature file's meta (also inside an ``encoder`` dict)."""
-    enc = meta.get("encoder")
-    for key in keys:
-        if isinstance(enc, dict) and enc.get("name" if key == "encoder" else key) is not None:
-            return enc["name" if key == "encoder" else key]
-        value = meta.get(key)
-        if value is not None and not isinstance(value, dict):
-            return value
-    return None
-
-
-def _default_arch(encoder: str) -> str | None:
-    try:
-        from evalkit.encoders import get_encoder_spec
-
-        return get_encoder_spec(encoder).default_arch
-    except Exception:  # unknown or unregistered plugin: no default known
-        return None
-
-
-def _declared_sha(encoder: str, arch: str | None) -> str | None:
-    try:
-        from evalkit.encoders import get_encoder_spec
-
-        spec = get_encoder_spec(encoder)
-        w = spec.weights.get(arch or spec.default_arch)
-        return w.sha256 if w is not None else None
-    except Exception:
-        return None
-
-
 def _declared_dim(encoder: str, arch: str | None) -> int | None:
-    try:
-        from evalkit.encoders import get_encoder_spec
+    """The ``features`` dimension the registry declares for ``encoder``/``arch`` (None: unknown)."""
+    from evalkit.encoders import get_encoder_spec
 
-        spec = get_encoder_spec(encoder)
+    spec = get_encoder_spec(encoder)
+    try:
         return int(spec.outputs[arch or spec.default_arch]["features"])
-    except Exception:
+    except KeyError:  # an arch or output the registry does not list: nothing to check
         return None
 
 
-def _identity(fs_meta: dict[str, Any], options: ExtractOptions, extracted: bool) -> dict[str, Any]:
-    """Encoder identity of extracted/imported features: the file's meta first, then options.
+def _identity(fs_meta: dict[str, Any], options: ExtractOptions) -> tuple[EncoderIdentity, bool]:
+    """(encoder identity of extracted/imported features, whether its weights are known).
 
-    ``resize`` (the extraction option) is known only when evalkit extracted the features now,
-    or when the features carry no encoder identity and the options are all there is.
+    The features' own meta is authoritative (extraction writes the full identity there);
+    features or statistics without one are identified by ``options``, never downloading
+    (weights not on this machine stay unknown and are recorded as such).
     """
-    from_meta = _meta_field(fs_meta, "encoder") is not None
-    encoder = str(_meta_field(fs_meta, "encoder") or options.encoder)
-    return {
-        "encoder": encoder,
-        "arch": _meta_field(fs_meta, "arch") or options.arch or _default_arch(encoder),
-        "weights_sha256": _meta_field(fs_meta, "weights_sha256"),
-        "preprocess": _meta_field(fs_meta, "preprocess", "preprocessing"),
-        "resize": options.resize if extracted or not from_meta else None,
-        "identity_from": "meta" if from_meta else "options",
-    }
+    enc = fs_meta.get("encoder")
+    if isinstance(enc, dict):
+        ident = EncoderIdentity.from_dict(
+            dict(enc, precision=enc.get("precision") or fs_meta.get("precision")))
+        if ident is not None:
+            return ident, True
+    return local_identity(options)
 
 
-def _wanted_identity(options: ExtractOptions) -> dict[str, Any] | None:
-    """The identity ``options`` would extract with, known without building or downloading.
+def _entry_identity(entry: dict[str, Any]) -> tuple[EncoderIdentity, bool]:
+    """A manifest entry's identity and whether its weights digest is known.
 
-    Like ``evalkit.encoders.encoder_identity`` but never downloads: the weights digest is
-    that of ``options.weights``, else of the locally cached official file, else the declared
-    sha256, else unknown (None matches any stored digest).
+    Entries written before :class:`EncoderIdentity` call the name ``encoder`` and have no
+    ``weights_known``: there a missing digest means unknown.
     """
-    try:
-        from evalkit import encoders
-        from evalkit.encoders.weights import file_sha256, local_weights
-
-        spec = encoders.get_encoder_spec(options.encoder)
-        arch = options.arch or spec.default_arch
-        pre = encoders.encoder_preprocess(options.encoder, arch, options.resize)
-        wspec = encoders.encoder_weights_spec(options.encoder, arch)
-    except Exception:  # encoder layer unavailable or unknown encoder: options only
-        return None
-    sha = None
-    try:
-        if options.weights:
-            sha = file_sha256(Path(options.weights))
-        elif wspec is not None:
-            local = local_weights(wspec)
-            if local is not None:
-                sha = file_sha256(local)
-            elif wspec.sha256 and len(wspec.sha256) == 64:
-                sha = wspec.sha256.lower()
-    except Exception:
-        sha = None
-    return {"name": options.encoder, "arch": arch, "weights_sha256": sha,
-            "preprocess": pre.describe() if hasattr(pre, "describe") else pre}
+    ident = EncoderIdentity.from_dict(entry)
+    if ident is None:
+        raise InputError(f"reference manifest entry {entry.get('file')!r} names no encoder")
+    known = entry.get("weights_known", ident.weights_sha256 is not None)
+    return ident, bool(known)
 
 
-def _entry_file(ident: dict[str, Any], stats_only: bool) -> str:
-    key = json.dumps({k: ident.get(k) for k in ("encoder", "arch", "weights_sha256", "preprocess",
-                                                "resize")}, sort_keys=True)
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
-    stem = _UNSAFE.sub("_", f"{ident['encoder']}-{ident.get('arch') or 'default'}")
-    return f"{'stats-' if stats_only else ''}{stem}-{digest}.npz"
+def _identity_entry(ident: EncoderIdentity, weights_known: bool) -> dict[str, Any]:
+    """The manifest fields of ``ident`` (its fields, ``weights_known`` and its ``key``)."""
+    return dict(ident.as_dict(), weights_known=weights_known, identity_key=ident.key())
 
 
-def _same_identity(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("encoder", "arch", "weights_sha256", "preprocess", "resize"))
+def _entry_file(ident: EncoderIdentity, stats_only: bool) -> str:
+    stem = _UNSAFE.sub("_", f"{ident.name}-{ident.arch or 'default'}")
+    return f"{'stats-' if stats_only else ''}{stem}-{ident.key()[:12]}.npz"
+
+
+def _same_identity(a: tuple[EncoderIdentity, bool], b: tuple[EncoderIdentity, bool]) -> bool:
+    """Identities match on every field; a weights digest is compared only when both know it."""
+    (ia, ka), (ib, kb) = a, b
+    if ka and kb:
+        return ia == ib
+    return replace(ia, weights_sha256=None) == replace(ib, weights_sha256=None)
 
 
 # ----------------------------------------------------------------------------- loading sources
@@ -326,8 +259,9 @@ def is_stats_file(path: str | os.PathLike) -> bool:
     return _stats_npz_keys(Path(path)) is not None
 
 
-def load_stats_file(path: str | os.PathLike) -> ReferenceStats:
-    """Read a statistics ``.npz`` (``mu``, ``sigma``, optional ``mu_s``/``sigma_s``, ``n``)."""
+def load_stats_file(path: str | os.PathLike) -> FeatureSet:
+    """Read a statistics ``.npz`` (``mu``, ``sigma``, optional ``mu_s``/``sigma_s``, ``n``) as a
+    statistics-only :class:`FeatureSet` (moments ``features`` and, when present, ``spatial``)."""
     return _load_stats(Path(path))
 
 
@@ -345,7 +279,7 @@ def _stats_npz_keys(path: Path) -> set[str] | None:
     return None
 
 
-def _load_stats(path: Path) -> ReferenceStats:
+def _load_stats(path: Path) -> FeatureSet:
     """Read mu/sigma (and mu_s/sigma_s) from a statistics .npz, validating shapes."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -362,22 +296,10 @@ def _load_stats(path: Path) -> ReferenceStats:
                              "expected (D,) and (D, D)")
         if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
             raise InputError(f"{path}: '{m}'/'{s}' hold NaN or infinite values")
-    spatial = (arrays["mu_s"], arrays["sigma_s"]) if len(pairs) == 2 else None
-    return ReferenceStats(arrays["mu"], arrays["sigma"], spatial, n, {}, str(path))
-
-
-def _load_source(source: str, options: ExtractOptions) -> FeatureSet:
-    """Features of ``source``: feature files are read directly, everything else extracted."""
-    try:
-        from evalkit.pipeline import load_features
-    except ImportError:
-        load_features = None
-    if load_features is not None:
-        return load_features(source, options)
-    if is_feature_file(source):  # extraction pipeline not installed: feature files only
-        return load_feature_file(source)
-    raise InputError(f"{source}: cannot extract features (evalkit.pipeline is not available); "
-                     "pass a feature file (.npz with 'features')")
+    moments = {"features": (arrays["mu"], arrays["sigma"])}
+    if len(pairs) == 2:
+        moments["spatial"] = (arrays["mu_s"], arrays["sigma_s"])
+    return FeatureSet.from_moments(moments, n=n, source=str(path))
 
 
 def _source_fingerprint(fs_meta: dict[str, Any], source: str) -> str | None:
@@ -424,18 +346,19 @@ def add_reference(
     if stats_keys is not None:
         stats = _load_stats(src_path)
         fingerprint = "sha256:" + file_sha256(src_path)
-        ident = _identity({}, options, extracted=False)
-        expected = _declared_dim(ident["encoder"], ident["arch"])
+        ident, known = _identity({}, options)
+        expected = _declared_dim(ident.name, ident.arch)
         if expected is not None and expected != stats.dim:
             raise InputError(
-                f"{source}: statistics of dimension {stats.dim}, but {ident['encoder']}/"
-                f"{ident['arch']} features have {expected}; pass the --encoder/--arch they "
+                f"{source}: statistics of dimension {stats.dim}, but {ident.name}/"
+                f"{ident.arch} features have {expected}; pass the --encoder/--arch they "
                 "were computed with (pytorch-fid and ADM statistics: --encoder inception)"
             )
-        payload = {"mu": stats.mu, "sigma": stats.sigma}
-        if stats.spatial is not None:
-            payload.update(mu_s=stats.spatial[0], sigma_s=stats.spatial[1])
-        entry = dict(ident, stats_only=True, n=stats.n, dim=stats.dim,
+        mu, sigma = stats.moments["features"]
+        payload = {"mu": mu, "sigma": sigma}
+        if "spatial" in stats.moments:
+            payload.update(mu_s=stats.moments["spatial"][0], sigma_s=stats.moments["spatial"][1])
+        entry = dict(_identity_entry(ident, known), stats_only=True, n=stats.n, dim=stats.dim,
                      arrays=sorted(payload), labels=False)
         writer = _npz_writer(payload)
     else:
@@ -444,12 +367,15 @@ def add_reference(
             if found is not None and not found.get("stats_only"):
                 raise InputError(f"reference {name!r} already has {_describe_entry(found)} "
                                  "features; pass --force to extract them again")
-        fs = _load_source(source, options)
+        from evalkit.pipeline import load_features  # torch-heavy: only when extracting
+
+        fs = load_features(source, options)
         if fs.meta.get("placeholder"):  # a non-zero torchrun rank: rank 0 stores the reference
             return {}
         fingerprint = _source_fingerprint(fs.meta, str(src_path))
-        ident = _identity(fs.meta, options, extracted=not is_feature_file(src_path))
-        entry = dict(ident, stats_only=False, n=fs.n, dim=fs.dim, arrays=sorted(fs.arrays),
+        ident, known = _identity(fs.meta, options)
+        entry = dict(_identity_entry(ident, known), stats_only=False, n=fs.n, dim=fs.dim,
+                     arrays=sorted(fs.arrays),
                      labels=fs.labels is not None, files=fs.files is not None)
         meta = {k: v for k, v in fs.meta.items() if k in _KEEP_META}
         meta.update(reference_name=name, source={"source": _abs_source(source), "n": fs.n,
@@ -490,14 +416,16 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
                 for old in manifest["entries"]:  # another source: the old features go
                     (folder / old["file"]).unlink(missing_ok=True)
                 manifest["entries"], manifest["created"] = [], entry["created"]
-            same = [e for e in manifest["entries"] if _same_identity(e, entry)]
+            mine = _entry_identity(entry)
+            same = [e for e in manifest["entries"] if _same_identity(_entry_identity(e), mine)]
             if same and not force:
                 raise InputError(
-                    f"reference {name!r} already has {entry['encoder']}/{entry.get('arch')} "
-                    "features; pass --force to extract them again"
+                    f"reference {name!r} already has {_describe_entry(entry)} features; "
+                    "pass --force to extract them again"
                 )
             writer(folder / entry["file"])
-            manifest["entries"] = [e for e in manifest["entries"] if not _same_identity(e, entry)]
+            manifest["entries"] = [e for e in manifest["entries"]
+                                   if not _same_identity(_entry_identity(e), mine)]
             manifest["entries"].append(entry)
             manifest.update(source=source, source_fingerprint=fingerprint)
             _write_manifest(folder, manifest)
@@ -529,25 +457,6 @@ def remove_reference(name: str, ref_dir: str | os.PathLike | None = None) -> Non
 # ----------------------------------------------------------------------------- resolving
 
 
-def _matches(entry: dict[str, Any], options: ExtractOptions, wanted: dict[str, Any] | None) -> bool:
-    """Whether a stored entry holds what ``options`` would extract (unknown fields match)."""
-    if entry.get("encoder") != options.encoder:
-        return False
-    arch = options.arch or (wanted or {}).get("arch") or _default_arch(options.encoder)
-    if arch is not None and entry.get("arch") not in (None, arch):
-        return False
-    if entry.get("resize") not in (None, options.resize):
-        return False
-    if wanted is not None:
-        checks = ("weights_sha256", "preprocess")
-        return all(entry.get(k) is None or wanted.get(k) is None or entry[k] == wanted[k]
-                   for k in checks)
-    stored = entry.get("weights_sha256")
-    want = file_sha256(Path(options.weights)) if options.weights else _declared_sha(
-        options.encoder, arch)
-    return stored is None or want is None or stored == want
-
-
 def find_entry(name: str, options: ExtractOptions | None = None,
                ref_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """The manifest entry of ``name`` for the encoder identity in ``options`` (None: absent).
@@ -556,8 +465,8 @@ def find_entry(name: str, options: ExtractOptions | None = None,
     """
     options = options or ExtractOptions()
     manifest = get_manifest(name, ref_dir)
-    wanted = _wanted_identity(options)
-    cands = [e for e in manifest["entries"] if _matches(e, options, wanted)]
+    wanted = local_identity(options)
+    cands = [e for e in manifest["entries"] if _same_identity(_entry_identity(e), wanted)]
     cands.sort(key=lambda e: (not e.get("stats_only"), e.get("created", "")), reverse=True)
     return cands[0] if cands else None
 
@@ -568,7 +477,7 @@ def resolve_reference(
     ref_dir: str | os.PathLike | None = None,
     *,
     allow_stats: bool = False,
-) -> FeatureSet | ReferenceStats:
+) -> FeatureSet:
     """Features of reference ``name`` for the encoder in ``options``.
 
     When the reference lacks that encoder, it is extracted from the recorded source if that
@@ -577,7 +486,7 @@ def resolve_reference(
     ``source_fingerprint`` for the result record's ``reference`` field.
 
     Args:
-        allow_stats: return a :class:`ReferenceStats` for a statistics-only reference
+        allow_stats: return a statistics-only :class:`FeatureSet` for such a reference
             instead of raising :class:`StatsOnlyReferenceError`.
 
     Raises:
@@ -597,7 +506,7 @@ def resolve_reference(
                 "only fd and sfid can run against it"
             )
         stats = _load_stats(path)
-        stats.meta = _provenance(name, manifest, entry)
+        stats.meta.update(_provenance(name, manifest, entry))
         stats.source = manifest["source"]
         return stats
     fs = load_feature_file(path)
@@ -617,18 +526,21 @@ def _provenance(name: str, manifest: dict[str, Any], entry: dict[str, Any]) -> d
 
 
 def _describe_entry(entry: dict[str, Any]) -> str:
-    """``encoder/arch`` plus what else tells identities apart (resize, weights, preprocessing)."""
+    """``encoder/arch`` plus what else tells identities apart (weights, preprocessing, precision)."""
+    ident, known = _entry_identity(entry)
     extra = []
-    if entry.get("resize"):
-        extra.append(f"resize {entry['resize']}")
-    if entry.get("weights_sha256"):
-        extra.append(f"weights {str(entry['weights_sha256'])[:8]}")
-    if entry.get("preprocess"):
-        digest = hashlib.sha256(str(entry["preprocess"]).encode("utf-8")).hexdigest()[:8]
+    if ident.weights_sha256:
+        extra.append(f"weights {ident.weights_sha256[:8]}")
+    elif not known:
+        extra.append("weights unknown")
+    if ident.preprocess:
+        digest = hashlib.sha256(ident.preprocess.encode("utf-8")).hexdigest()[:8]
         extra.append(f"preprocess {digest}")
+    if ident.precision != "fp32":
+        extra.append(ident.precision)
     if entry.get("stats_only"):
         extra.append("statistics only")
-    return f"{entry['encoder']}/{entry.get('arch')}" + (f" ({', '.join(extra)})" if extra else "")
+    return f"{ident.name}/{ident.arch}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _extract_missing(name, manifest, options, ref_dir) -> dict[str, Any]:
@@ -662,11 +574,9 @@ def reference_stats(
     from its features. ``array="spatial"`` gives the sFID statistics (``mu_s``/``sigma_s``).
     """
     ref = resolve_reference(name, options, ref_dir, allow_stats=True)
-    if isinstance(ref, ReferenceStats):
-        if array == "features":
-            return ref.mu, ref.sigma
-        if array == "spatial" and ref.spatial is not None:
-            return ref.spatial
+    if not ref.has_samples:
+        if array in ref.moments:
+            return ref.moments[array]
         raise InputError(f"reference {name!r} has no {array} statistics (stats-only import)")
     x = ref.get(array)
     if x is None:

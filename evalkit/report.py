@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.fileio import atomic_write_text
 from evalkit.leaderboard import ARROWS, direction_of, format_number, metric_directions
-from evalkit.record import METRIC_KEYS, load_records
+from evalkit.record import load_records, metric_keys
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 THUMB = 128
@@ -176,61 +175,23 @@ def _resolve(locator: str, source: str | None, record_dir: Path) -> str:
     return base_path(locator)
 
 
-def open_image(locator: str, root: str | None = None, record_dir: Path | None = None):
-    """A PIL image for a locator, or None when it cannot be read.
+def gallery_image(locator: str, root: str | None = None, record_dir: Path | None = None):
+    """The PIL image behind a locator, or None when it is gone or unreadable (a placeholder).
 
     Locators (``FeatureSet.files``, the per-sample CSV): ``rel/path.png`` relative to the
-    set's source folder ``root``, ``archive.zip::member``, ``file.npz[i]``. Uses
-    ``evalkit.imageio.open_image`` when present, then retries with the locator resolved
-    against the source, its folder and the record's folder.
+    set's source folder ``root``, ``archive.zip::member``, ``file.npz[i]``. Read with
+    :func:`evalkit.imageio.open_image` (the one RGB conversion, as the encoder saw the image),
+    first as given, then resolved against the source, its folder and the record's folder.
     """
-    try:
-        from evalkit.imageio import open_image as engine_open
-    except ImportError:
-        engine_open = None
-    attempts = []
-    if engine_open is not None:
-        attempts.append(lambda: engine_open(locator, root))
+    from evalkit.imageio import open_image
+
     resolved = _resolve(locator, root, record_dir or Path.cwd())
-    if engine_open is not None:
-        attempts.append(lambda: engine_open(resolved))
-    attempts.append(lambda: _fallback_open(resolved))
-    for attempt in attempts:
+    for loc, base in ((locator, root), (resolved, None)):
         try:
-            img = attempt()
-            return img if hasattr(img, "convert") else _from_array(np.asarray(img))
-        except Exception:  # missing or unreadable: try the next way, else a placeholder
+            return open_image(loc, base)
+        except InputError:  # missing or unreadable here: try the next place, else a placeholder
             continue
     return None
-
-
-def _from_array(arr: np.ndarray):
-    from PIL import Image
-
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
-        arr = arr.transpose(1, 2, 0)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return Image.fromarray(arr)
-
-
-def _fallback_open(locator: str):
-    from PIL import Image
-
-    if "::" in locator:
-        archive, member = locator.split("::", 1)
-        with zipfile.ZipFile(archive) as zf:
-            return Image.open(io.BytesIO(zf.read(member))).convert("RGB")
-    m = _NPZ_ITEM.match(locator)
-    if m:
-        data = np.load(m["file"], mmap_mode="r", allow_pickle=False)
-        arr = data["arr_0"] if hasattr(data, "files") else data
-        return _from_array(np.asarray(arr[int(m["index"])]))
-    with Image.open(locator) as img:
-        return img.convert("RGB")
 
 
 def _thumb_uri(img) -> str:
@@ -244,7 +205,7 @@ def _thumb_uri(img) -> str:
 def _thumb_html(locator: Any, source: str | None, record_dir: Path, alt: str) -> str:
     if not isinstance(locator, str) or not locator.strip():
         return '<div class="missing">no image locator</div>'
-    img = open_image(locator, source, record_dir)
+    img = gallery_image(locator, source, record_dir)
     if img is None:
         return f'<div class="missing" title="{html.escape(locator)}">image not available</div>'
     return _img(_thumb_uri(img), alt, "thumb")
@@ -269,7 +230,8 @@ def _metric_rows(record: dict[str, Any]) -> str:
     metrics = record.get("metrics") or {}
     ci = record.get("metrics_ci") or {}
     directions = metric_directions()
-    keys = [k for k in METRIC_KEYS if k in metrics] + sorted(set(metrics) - set(METRIC_KEYS))
+    order = metric_keys()
+    keys = [k for k in order if k in metrics] + sorted(set(metrics) - set(order))
     rows = []
     for k in keys:
         d = direction_of(k, directions)
@@ -288,17 +250,10 @@ def _metric_rows(record: dict[str, Any]) -> str:
 
 
 def _describe(key: str) -> str:
-    try:
-        from evalkit.metrics import METRICS
+    """The registry's one-line description of a result key ("" for keys it does not declare)."""
+    from evalkit.metrics import result_descriptions
 
-        if key in METRICS:
-            return METRICS.get(key).description
-        for _, spec in METRICS.items():
-            if key in spec.keys:
-                return f"{spec.description} ({key})"
-    except Exception:
-        pass
-    return ""
+    return result_descriptions().get(key, "")
 
 
 def _float(x: Any) -> float:
@@ -349,7 +304,8 @@ def _plots(record: dict[str, Any]) -> str:
                                    "Precision, recall, density, coverage"))
     else:
         parts.append(_note("No precision/recall/density/coverage in this record."))
-    per_class = (details.get("vendi") or {}).get("_per_class") if isinstance(details.get("vendi"), dict) else None
+    vendi = details.get("vendi")
+    per_class = vendi.get("_per_class") if isinstance(vendi, dict) else None
     if per_class:
         try:
             parts.append(_figure_block(plot_vendi_per_class(per_class, metrics.get("vendi_per_class")),

@@ -2,11 +2,18 @@
 
 Data flows one way: FeatureSets (already extracted or loaded) -> metric functions -> records.
 Nothing here reads images or builds encoders.
+
+Randomness comes from one :class:`~evalkit.rng.RunRNG` of ``--seed``: the ``--nsample``
+subsample of each role, the bootstrap resampling, and each metric function (one child stream
+per function, by name) draw from their own streams.
+
+A statistics-only reference (``FeatureSet.has_samples`` False) is used by the metrics whose
+registry entry declares ``moments`` (a function of the reference's mean and covariance);
+every other metric is skipped (or, asked for by name, an input error).
 """
 from __future__ import annotations
 
 import hashlib
-import platform
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,19 +21,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import torch
 
-from evalkit import __version__
 from evalkit.errors import InputError, MetricInputError
 from evalkit.featureset import FeatureSet
-from evalkit.metrics import METRICS, MetricSpec, get_metric
-from evalkit.metrics._tensor import resolve_device
-from evalkit.metrics.frechet import frechet_from_stats, moments
+from evalkit.identity import EncoderIdentity
+from evalkit.metrics import MetricSpec, get_metric, list_metrics
+from evalkit.provenance import versions
 from evalkit.record import SCHEMA
+from evalkit.rng import RunRNG
 
-# Metrics that a statistics-only reference (mu/sigma, e.g. ADM's or pytorch-fid's .npz) supports,
-# with the statistics attribute they need.
-STATS_METRICS = {"fd": "features", "sfid": "spatial"}
+ROLES = ("samples", "reference", "test")
 
 
 @dataclass(frozen=True)
@@ -66,26 +70,28 @@ def _array_for(spec: MetricSpec, fs: FeatureSet) -> np.ndarray | None:
     return arr
 
 
-def _stats_for(stats: Any, spec: MetricSpec) -> tuple[Any, Any] | None:
-    """(mu, sigma) of a statistics-only reference for ``spec``, or None."""
-    if stats is None or spec.name not in STATS_METRICS:
+def _moments_for(spec: MetricSpec, real: FeatureSet) -> tuple[np.ndarray, np.ndarray] | None:
+    """The statistics-only reference's (mean, covariance) that ``spec`` can run from, or None."""
+    if spec.moments is None:
         return None
-    return (stats.mu, stats.sigma) if STATS_METRICS[spec.name] == "features" else stats.spatial
+    return real.moments.get(spec.array) or (real.moments.get(spec.fallback)
+                                            if spec.fallback else None)
 
 
-def _missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet | None,
-                    test: FeatureSet | None, stats: Any = None) -> str | None:
+def _missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
+                    test: FeatureSet | None) -> str | None:
     """Why ``spec`` cannot run on these sets, or None when it can."""
-    if spec.needs_real and real is None and _stats_for(stats, spec) is None:
-        if stats is not None and spec.name in STATS_METRICS:
-            return "needs spatial statistics (mu_s/sigma_s), the reference statistics have none"
+    if spec.needs_real and not real.has_samples and _moments_for(spec, real) is None:
+        if spec.moments is not None:
+            return f"needs {spec.array} statistics, the reference statistics have none"
         return "needs a reference with samples (the reference has statistics only)"
     if spec.needs_test and test is None:
         return "needs --test (held-out real data)"
     if spec.needs_labels and fake.labels is None:
         return "needs labels (class subfolders or a 'labels' array)"
-    for role, fs in (("samples", fake), ("reference", real if spec.needs_real else None),
-                     ("test set", test if spec.needs_test else None)):
+    sets = (("samples", fake), ("reference", real if spec.needs_real and real.has_samples else None),
+            ("test set", test if spec.needs_test else None))
+    for role, fs in sets:
         if fs is not None and _array_for(spec, fs) is None:
             return f"needs '{spec.array}' arrays in the {role} (use an encoder that has them)"
         if fs is not None and fs.n < spec.min_samples:
@@ -93,19 +99,18 @@ def _missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet | None,
     return None
 
 
-def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: FeatureSet | None,
-                 test: FeatureSet | None, stats: Any = None,
-                 ) -> tuple[list[MetricSpec], dict[str, str]]:
+def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: FeatureSet,
+                 test: FeatureSet | None) -> tuple[list[MetricSpec], dict[str, str]]:
     """Which metrics run, and which are skipped with the reason.
 
     With an explicit list, a metric whose inputs are missing is an input error; with ``all``
     it is skipped and reported.
     """
-    names = requested or tuple(METRICS.names())
+    names = requested or tuple(list_metrics())
     run, skipped = [], {}
     for name in names:
         spec = get_metric(name)
-        why = _missing_inputs(spec, fake, real, test, stats)
+        why = _missing_inputs(spec, fake, real, test)
         if why is None:
             run.append(spec)
         elif requested:
@@ -115,33 +120,37 @@ def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: Feat
     return run, skipped
 
 
-def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet | None,
-               test: FeatureSet | None, stats: Any = None) -> None:
+def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet,
+               test: FeatureSet | None) -> None:
     """Feature dimensions must agree between the sets a metric compares."""
     for spec in specs:
-        a = _array_for(spec, fake)
-        st = _stats_for(stats, spec) if real is None else None
-        if st is not None and st[0].shape[0] != a.shape[1]:
-            raise InputError(
-                f"{spec.array} dims differ: samples {a.shape[1]} ({fake.source}) vs reference "
-                f"statistics {st[0].shape[0]} ({stats.source}) (same --encoder for both?)")
-        for role, fs in (("reference", real), ("test", test)):
-            if fs is None or (role == "reference" and not spec.needs_real) or \
-                    (role == "test" and not spec.needs_test):
-                continue
-            b = _array_for(spec, fs)
-            if a.shape[1] != b.shape[1]:
+        a = _array_for(spec, fake).shape[1]
+        others = []
+        if spec.needs_real:
+            st = None if real.has_samples else _moments_for(spec, real)
+            others.append(("reference statistics" if st is not None else "reference", real,
+                           st[0].shape[0] if st is not None else _array_for(spec, real).shape[1]))
+        if spec.needs_test:
+            others.append(("test", test, _array_for(spec, test).shape[1]))
+        for role, fs, b in others:
+            if a != b:
                 raise InputError(
-                    f"{spec.array} dims differ: samples {a.shape[1]} ({fake.source}) vs {role} "
-                    f"{b.shape[1]} ({fs.source}) (same --encoder for both?)")
+                    f"{spec.array} dims differ: samples {a} ({fake.source}) vs {role} {b} "
+                    f"({fs.source}) (same --encoder for both?)")
 
 
-def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet | None,
-                    test: FeatureSet | None, *, seed: int, device: str,
-                    overrides: dict[str, Any] | None = None, stats: Any = None,
+def stream_name(spec: MetricSpec) -> str:
+    """The RNG child of a metric function (shared by the entries one function reports)."""
+    return f"{spec.fn.__module__}.{spec.fn.__qualname__}"
+
+
+def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
+                    test: FeatureSet | None, *, rng: RunRNG, device: str,
+                    overrides: dict[str, Any] | None = None, stream: tuple = (),
                     ) -> tuple[dict[str, float], dict[str, Any], dict[str, float]]:
     """Call each metric function once (metrics sharing a function share one call).
 
+    Each function draws from its own child of ``rng`` (``("metric", <function>, *stream)``).
     Returns (values, details, seconds per metric). Keys starting with "_" that a metric
     returns are details (curves, per-class values), kept out of the values.
     """
@@ -151,24 +160,15 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet 
     done: dict[tuple[int, str], dict[str, Any]] = {}
     for spec in specs:
         memo_key = (id(spec.fn), spec.array)
-        st = _stats_for(stats, spec) if real is None else None
-        if st is not None:
+        if memo_key not in done:
             t0 = time.perf_counter()
-            dev = resolve_device(device)
-            mu_g, cov_g = moments(_array_for(spec, fake), dev, spec.name)
-            mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
-            done[memo_key] = {spec.name: frechet_from_stats(mu_r, cov_r, mu_g, cov_g)}
-            seconds[spec.name] = round(time.perf_counter() - t0, 4)
-        elif memo_key not in done:
-            arrays: dict[str, Any] = {"fake": _array_for(spec, fake)}
-            if spec.needs_real:
-                arrays["real"] = _array_for(spec, real)
-            if spec.needs_test:
-                arrays["test"] = _array_for(spec, test)
-            arrays["labels"] = fake.labels
-            arrays.update((overrides or {}).get(spec.name, {}))
-            t0 = time.perf_counter()
-            done[memo_key] = spec(seed=seed, device=device, **arrays)
+            if real.has_samples or not spec.needs_real:
+                done[memo_key] = _call(spec, fake, real, test, overrides,
+                                       seed=rng.seed_for("metric", stream_name(spec), *stream),
+                                       device=device)
+            else:
+                mu, cov = _moments_for(spec, real)
+                done[memo_key] = spec.moments(mu, cov, _array_for(spec, fake), device=device)
             seconds[spec.name] = round(time.perf_counter() - t0, 4)
         out = done[memo_key]
         for key in spec.keys:
@@ -180,20 +180,32 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet 
     return values, details, seconds
 
 
-def bootstrap_intervals(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet | None,
-                        test: FeatureSet | None, *, rounds: int, seed: int, device: str,
-                        confidence: float = 0.95, stats: Any = None) -> dict[str, list[float]]:
+def _call(spec: MetricSpec, fake: FeatureSet, real: FeatureSet, test: FeatureSet | None,
+          overrides: dict[str, Any] | None, *, seed: int, device: str) -> dict[str, Any]:
+    arrays: dict[str, Any] = {"fake": _array_for(spec, fake), "labels": fake.labels}
+    if spec.needs_real:
+        arrays["real"] = _array_for(spec, real)
+    if spec.needs_test:
+        arrays["test"] = _array_for(spec, test)
+    arrays.update((overrides or {}).get(spec.name, {}))
+    return spec(seed=seed, device=device, **arrays)
+
+
+def bootstrap_intervals(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
+                        test: FeatureSet | None, *, rounds: int, rng: RunRNG, device: str,
+                        confidence: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap interval of every metric, resampling generated samples.
 
-    Each round draws N generated samples with replacement (seeded from ``seed``) and recomputes
-    every metric against the unchanged reference/test sets.
+    Each round draws N generated rows with replacement (``FeatureSet.subset``: labels and
+    locators follow) from the run's ``bootstrap`` stream and recomputes every metric against
+    the unchanged reference/test sets, each metric on its own stream for that round.
     """
-    rng = np.random.default_rng([seed, 0xB007])
+    draw = rng.generator("bootstrap", "resample")
     draws: dict[str, list[float]] = {}
     for r in range(rounds):
-        idx = rng.integers(0, fake.n, size=fake.n)
-        vals, _, _ = compute_metrics(specs, fake.subset(idx), real, test, seed=seed + r + 1,
-                                     device=device, stats=stats)
+        idx = draw.integers(0, fake.n, size=fake.n)
+        vals, _, _ = compute_metrics(specs, fake.subset(idx), real, test, rng=rng,
+                                     device=device, stream=("bootstrap", r))
         for k, v in vals.items():
             draws.setdefault(k, []).append(v)
     alpha = (1.0 - confidence) / 2
@@ -201,92 +213,88 @@ def bootstrap_intervals(specs: list[MetricSpec], fake: FeatureSet, real: Feature
             for k, v in draws.items() if len(v) == rounds}
 
 
-def subsample(fs: FeatureSet, nsample: int | None, seed: int, salt: int) -> FeatureSet:
-    """At most ``nsample`` rows, drawn without replacement with a seeded generator (sorted)."""
-    if nsample is None or fs.n <= nsample:
+def subsample(fs: FeatureSet | None, nsample: int | None, rng: RunRNG, role: str
+              ) -> FeatureSet | None:
+    """At most ``nsample`` rows of ``fs``, drawn without replacement on the run's
+    ``("subsample", role)`` stream, kept in source order."""
+    if fs is None or nsample is None or not fs.has_samples or fs.n <= nsample:
         return fs
-    rng = np.random.default_rng([seed, salt])
-    return fs.subset(np.sort(rng.choice(fs.n, size=nsample, replace=False)))
+    gen = rng.generator("subsample", role)
+    return fs.subset(np.sort(gen.choice(fs.n, size=nsample, replace=False)))
 
 
-def fingerprint_of(fs: FeatureSet) -> str:
+def fingerprint_of(fs: FeatureSet) -> str | None:
     """The source's content fingerprint, else a hash of the feature array itself."""
     fp = (fs.meta.get("source") or {}).get("fingerprint")
-    if fp:
+    if fp or not fs.has_samples:
         return fp
     feats = np.ascontiguousarray(fs.arrays["features"])
     return "sha256:" + hashlib.sha256(feats.tobytes()).hexdigest()
 
 
 def describe_set(fs: FeatureSet | None, name: str | None = None) -> dict[str, Any] | None:
+    """The record's ``samples``/``reference``/``test`` entry of ``fs``."""
     if fs is None:
         return None
-    if getattr(fs, "stats_only", False):
-        return {"source": fs.source, "name": name, "n": fs.n,
-                "fingerprint": (fs.meta.get("source") or {}).get("fingerprint"),
-                "stats_only": True}
-    out = {"source": fs.source, "n": fs.n, "fingerprint": fingerprint_of(fs)}
+    out: dict[str, Any] = {"source": fs.source, "n": fs.n, "fingerprint": fingerprint_of(fs)}
     if name is not None:
         out["name"] = name
+    if not fs.has_samples:
+        out["stats_only"] = True
     if fs.meta.get("n_skipped"):
         out["n_skipped"] = fs.meta["n_skipped"]
     return out
 
 
-def encoder_of(fs: FeatureSet) -> dict[str, Any]:
-    enc = fs.meta.get("encoder") or {}
-    return {k: enc.get(k) for k in ("name", "arch", "weights_sha256", "preprocess")}
+def identity_of(fs: FeatureSet | None) -> EncoderIdentity | None:
+    """The encoder identity recorded in ``fs.meta`` (None when it records none)."""
+    if fs is None:
+        return None
+    enc = fs.meta.get("encoder")
+    if not isinstance(enc, dict):
+        return None
+    return EncoderIdentity.from_dict(dict(enc, precision=enc.get("precision")
+                                          or fs.meta.get("precision")))
 
 
 def check_same_encoder(fake: FeatureSet, other: FeatureSet | None, role: str) -> None:
     """Refuse to compare sets whose recorded encoder identities differ."""
-    if other is None:
-        return
-    a, b = encoder_of(fake), encoder_of(other)
-    if a["name"] and b["name"] and a != b:
-        diff = [k for k in a if a[k] != b[k]]
-        raise InputError(
-            f"{fake.source} and {role} {other.source} were encoded differently "
-            f"({', '.join(f'{k}: {a[k]} vs {b[k]}' for k in diff)})")
-
-
-def versions() -> dict[str, str]:
-    import torch
-
-    return {"evalkit": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    a, b = identity_of(fake), identity_of(other)
+    if a is not None and b is not None and a != b:
+        raise InputError(f"{fake.source} and {role} {other.source} were encoded differently "
+                         f"({', '.join(a.differences(b))})")
 
 
 def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, config: ScoreConfig,
               *, name: str, ref_name: str | None = None) -> tuple[dict[str, Any], FeatureSet]:
     """Score one generated set; returns (record, the generated set actually scored)."""
-    stats = real if getattr(real, "stats_only", False) else None
-    fake_s = subsample(fake, config.nsample, config.seed, 1)
-    real_s = None if stats is not None else subsample(real, config.nsample, config.seed, 2)
-    test_s = subsample(test, config.nsample, config.seed, 3) if test is not None else None
-    check_same_encoder(fake_s, real, "reference")
+    rng = RunRNG(config.seed)
+    fake_s, real_s, test_s = (subsample(fs, config.nsample, rng, role)
+                              for fs, role in zip((fake, real, test), ROLES))
+    check_same_encoder(fake_s, real_s, "reference")
     check_same_encoder(fake_s, test_s, "test set")
-    specs, skipped = plan_metrics(config.metrics, fake_s, real_s, test_s, stats)
-    check_dims(specs, fake_s, real_s, test_s, stats)
+    specs, skipped = plan_metrics(config.metrics, fake_s, real_s, test_s)
+    check_dims(specs, fake_s, real_s, test_s)
     t0 = time.perf_counter()
-    values, details, seconds = compute_metrics(specs, fake_s, real_s, test_s, seed=config.seed,
-                                               device=config.device, overrides=config.overrides,
-                                               stats=stats)
+    values, details, seconds = compute_metrics(specs, fake_s, real_s, test_s, rng=rng,
+                                               device=config.device, overrides=config.overrides)
+    ident = identity_of(fake_s) or identity_of(real_s)
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "name": name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "samples": describe_set(fake_s),
-        "reference": describe_set(real if stats is not None else real_s, ref_name),
+        "reference": describe_set(real_s, ref_name),
         "test": describe_set(test_s),
-        "encoder": encoder_of(fake_s) if fake_s.meta.get("encoder") else encoder_of(real),
+        "encoder": ident.as_dict() if ident is not None else dict.fromkeys(
+            ("name", "arch", "weights_sha256", "preprocess")),
         "config": config.as_dict(),
         "metrics": values,
     }
     if config.bootstrap:
         record["metrics_ci"] = bootstrap_intervals(
-            specs, fake_s, real_s, test_s, rounds=config.bootstrap, seed=config.seed,
-            device=config.device, confidence=config.confidence, stats=stats)
+            specs, fake_s, real_s, test_s, rounds=config.bootstrap, rng=rng,
+            device=config.device, confidence=config.confidence)
     record["skipped"] = skipped
     record["details"] = details
     record["per_sample"] = None

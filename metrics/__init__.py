@@ -1,25 +1,35 @@
 """evalkit.metrics: metric functions on feature arrays, and their registry.
 
-Every metric is a pure function of arrays with explicit keyword defaults, registered with the
-inputs it needs; importing this package registers all built-in metrics.
+Every metric is a pure function of arrays with explicit keyword defaults, declared once with
+:func:`register_metric` in the file that defines it. Importing this package imports every
+module in it (so a new metric is one new file) and exposes each registered function under its
+registry names and its own name (``fd``, ``kd``, ``is``/``inception_score``, ``prdc``, ...).
 """
+import importlib
+import pkgutil
+
 from evalkit.metrics._registry import (  # noqa: F401
     METRICS,
     MetricSpec,
+    Output,
     get_metric,
     list_metrics,
+    metric_specs,
+    moments_metrics,
     register_metric,
+    result_descriptions,
     result_directions,
+    result_keys,
 )
-from evalkit.metrics.fls import fls, fls_pog  # noqa: F401
-from evalkit.metrics.frechet import fd, fd_inf, sfid  # noqa: F401
-from evalkit.metrics.inception_score import inception_score  # noqa: F401
-from evalkit.metrics.kernel import cmmd, kd  # noqa: F401
-from evalkit.metrics.memorization import authpct, ct  # noqa: F401
-from evalkit.metrics.per_sample import per_sample  # noqa: F401
-from evalkit.metrics.prdc import coverage, density, prdc, precision, realism, recall  # noqa: F401
-from evalkit.metrics.sliced import sw_approx  # noqa: F401
-from evalkit.metrics.vendi import vendi  # noqa: F401
 
-# `is` is a keyword in Python; the function is `inception_score`, the registry key `is`.
-globals()["is"] = inception_score
+for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if not _mod.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod}")
+
+for _spec in metric_specs():  # `is` is a keyword: reachable as getattr(metrics, "is")
+    globals()[_spec.name] = _spec.fn
+    globals()[_spec.fn.__name__] = _spec.fn
+
+from evalkit.metrics.per_sample import per_sample  # noqa: E402,F401  (not a metric: per-row outputs)
+
+del _mod, _spec

@@ -1,7 +1,21 @@
-"""The metric registry: each metric is a pure function on arrays plus declared metadata.
+"""The metric registry: the one place a metric's outputs, inputs and capabilities are declared.
 
-Metadata (inputs, output keys, direction, minimum sample count, defaults) is readable without
-running anything, so `evalkit metrics`, input validation and leaderboard sorting stay instant.
+A metric file declares everything about its metric once, in one decorator on its function::
+
+    @register_metric(
+        Output("kd", "lower", "Kernel distance (KID): ..."),
+        Output("kd_std", "none", "standard deviation of kd over the subsets", select=False),
+        array="features", min_samples=2, order_invariant=False,
+    )
+    def kd(real, fake, *, subsets=100, subset_size=1000, seed=0, device=None): ...
+
+Every output key with ``select=True`` becomes a registry entry (a name ``--metrics`` accepts);
+outputs with ``select=False`` are reported with the entry declared before them (``kd_std`` with
+``kd``). Entries made by one decorator share the function, which runs once per scoring call.
+Everything else derives from these declarations: the result keys of a record
+(:func:`result_keys`), leaderboard/check directions (:func:`result_directions`), which metrics a
+statistics-only reference supports (``moments``), `evalkit metrics`, and the contract tests. All
+of it is readable without running anything.
 """
 from __future__ import annotations
 
@@ -13,37 +27,90 @@ from typing import Any, Literal
 from evalkit.registry import Registry
 
 Direction = Literal["lower", "higher", "zero", "none"]
+DIRECTIONS = ("lower", "higher", "zero", "none")
 ARRAY_KINDS = ("features", "logits", "spatial", "embedding")
 ARG_NAMES = ("real", "fake", "test", "labels")
 
 
 @dataclass(frozen=True)
-class MetricSpec:
-    """What a metric needs and produces.
+class Output:
+    """One result key a metric writes.
 
     Attributes:
-        name: registry key (also the main result key).
+        key: the key in the record's ``metrics``.
+        better: ``lower`` | ``higher`` is better, ``zero``: closer to 0 is better, ``none``: no
+            direction (spreads such as ``kd_std``).
+        description: one line for `evalkit metrics`, reports and the README.
+        select: a registry entry of its own (``--metrics KEY``); False: reported with the entry
+            declared before it.
+    """
+
+    key: str
+    better: Direction
+    description: str
+    select: bool = True
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A registry entry: what a metric needs and produces.
+
+    Attributes:
+        name: registry key (also its main result key).
         fn: the pure function. Its array arguments are named from ``ARG_NAMES``; it also accepts
-            keyword ``seed`` and ``device`` when it uses them.
-        keys: result keys it returns, main key first (e.g. ``("kd", "kd_std")``).
+            keyword ``seed`` (int, SeedSequence or Generator) and ``device`` when it uses them.
+        outputs: the result keys this entry reports, its own first (e.g. ``kd``, ``kd_std``).
         array: which array of a feature set it reads (``features``, ``logits``, ``spatial`` or
-            ``embedding``); ``embedding`` falls back to ``features`` when ``fallback`` says so.
-        args: which of real/fake/test/labels it takes.
-        directions: per key, whether lower or higher is better (``zero``: closer to 0 is better).
-        min_samples: fewest generated (and reference) samples it accepts.
-        description: one line for `evalkit metrics`.
+            ``embedding``); ``fallback`` names the array read when that one is absent.
+        args: which of real/fake/test/labels it needs.
+        optional: inputs it uses when present (``labels`` for per-class Vendi).
+        min_samples: fewest generated (and reference/test) samples it accepts.
+        moments: None, or ``f(mu_real, cov_real, fake, *, device)`` computing the same outputs
+            from the reference's stored float64 mean and covariance alone (statistics-only
+            references such as ADM's or pytorch-fid's ``.npz``).
+        order_invariant: the values do not depend on the order of the rows of any input (for
+            metrics that subsample: whenever no subsampling happens).
+        position: where it is listed (`evalkit metrics`, record keys, table columns); the
+            built-in metrics use the order of SPEC's table. Ties keep registration order.
+        group: every entry name the same decorator made (they share ``fn``).
+        defaults: the function's keyword defaults (read from its signature).
     """
 
     name: str
     fn: Callable[..., dict[str, float]]
-    keys: tuple[str, ...]
+    outputs: tuple[Output, ...]
     array: str
     args: tuple[str, ...]
-    directions: Mapping[str, Direction]
+    optional: tuple[str, ...]
     min_samples: int
-    description: str
     fallback: str | None = None
+    moments: Callable[..., dict[str, float]] | None = None
+    order_invariant: bool = True
+    position: int = 1000
+    group: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(o.key for o in self.outputs)
+
+    @property
+    def directions(self) -> dict[str, Direction]:
+        return {o.key: o.better for o in self.outputs}
+
+    @property
+    def description(self) -> str:
+        return self.outputs[0].description
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        better = self.outputs[0].better
+        return True if better == "higher" else False if better == "lower" else None
+
+    @property
+    def seeded(self) -> bool:
+        """Whether it draws random numbers (takes ``seed``)."""
+        return "seed" in inspect.signature(self.fn).parameters
 
     @property
     def needs_test(self) -> bool:
@@ -57,7 +124,7 @@ class MetricSpec:
     def needs_real(self) -> bool:
         return "real" in self.args
 
-    def __call__(self, *, seed: int = 0, device: Any = None, **arrays: Any) -> dict[str, float]:
+    def __call__(self, *, seed: Any = 0, device: Any = None, **arrays: Any) -> dict[str, float]:
         params = inspect.signature(self.fn).parameters
         kwargs = {k: arrays[k] for k in self.args}
         if "seed" in params:
@@ -73,57 +140,110 @@ class MetricSpec:
 METRICS: Registry[MetricSpec] = Registry("metric", "evalkit metrics")
 
 
-def register_metric(
-    name: str,
-    *,
-    keys: tuple[str, ...] | None = None,
-    array: str = "features",
-    args: tuple[str, ...] = ("real", "fake"),
-    higher_is_better: bool | None = False,
-    directions: Mapping[str, Direction] | None = None,
-    min_samples: int = 2,
-    description: str,
-    fallback: str | None = None,
-):
-    """Decorator registering a metric function under ``name`` with its metadata."""
-    if array not in ARRAY_KINDS:
-        raise ValueError(f"metric {name}: unknown array kind {array!r}")
-    bad = set(args) - set(ARG_NAMES)
+def _check_declaration(outputs: tuple[Output, ...], array: str, fallback: str | None,
+                       args: tuple[str, ...], optional: tuple[str, ...]) -> str:
+    """The first key, after checking the declaration; ValueError names what is wrong."""
+    if not outputs or not all(isinstance(o, Output) for o in outputs):
+        raise ValueError("register_metric: declare at least one Output(key, better, description)")
+    name = outputs[0].key
+    if not outputs[0].select:
+        raise ValueError(f"metric {name}: the first output must be selectable")
+    keys = [o.key for o in outputs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"metric {name}: duplicate output keys {keys}")
+    for o in outputs:
+        if o.better not in DIRECTIONS:
+            raise ValueError(f"metric {name}: output {o.key} direction {o.better!r} not in {DIRECTIONS}")
+        if not o.description.strip():
+            raise ValueError(f"metric {name}: output {o.key} needs a description")
+    for kind in (array, fallback):
+        if kind is not None and kind not in ARRAY_KINDS:
+            raise ValueError(f"metric {name}: unknown array kind {kind!r}")
+    bad = set(args) | set(optional)
+    bad -= set(ARG_NAMES)
     if bad:
         raise ValueError(f"metric {name}: unknown args {sorted(bad)}")
+    return name
+
+
+def register_metric(
+    *outputs: Output,
+    array: str = "features",
+    args: tuple[str, ...] = ("real", "fake"),
+    optional: tuple[str, ...] = (),
+    min_samples: int = 2,
+    fallback: str | None = None,
+    moments: Callable[..., dict[str, float]] | None = None,
+    order_invariant: bool = True,
+    position: int = 1000,
+):
+    """Decorator registering a metric function with its outputs and inputs (see the module doc)."""
+    first = _check_declaration(outputs, array, fallback, args, optional)
 
     def wrap(fn):
-        out_keys = keys or (name,)
-        main: Direction = "none" if higher_is_better is None else ("higher" if higher_is_better else "lower")
-        dirs = {k: "none" for k in out_keys}
-        dirs[out_keys[0]] = main
-        dirs.update(directions or {})
+        params = inspect.signature(fn).parameters
+        missing = [a for a in (*args, *optional) if a not in params]
+        if missing:
+            raise ValueError(f"metric {first}: {fn.__name__} takes no argument {missing}")
         defaults = {
-            p.name: p.default
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and p.name not in ("device",)
+            p.name: p.default for p in params.values()
+            if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and p.name != "device"
         }
-        METRICS.add(
-            name,
-            MetricSpec(name, fn, tuple(out_keys), array, tuple(args), dirs, min_samples,
-                       description, fallback, defaults),
-        )
+        entries: list[list[Output]] = []
+        for o in outputs:
+            if o.select:
+                entries.append([o])
+            else:
+                entries[-1].append(o)
+        group = tuple(e[0].key for e in entries)
+        taken = [k for k in group if k in METRICS]
+        if taken:
+            raise ValueError(f"metric {taken[0]!r} is already registered")
+        clash = [o.key for o in outputs if o.key in _all_keys()]
+        if clash:
+            raise ValueError(f"metric {first}: result key {clash[0]!r} is already another metric's")
+        for entry in entries:
+            METRICS.add(entry[0].key, MetricSpec(
+                entry[0].key, fn, tuple(entry), array, tuple(args), tuple(optional), min_samples,
+                fallback, moments, order_invariant, position, group, defaults))
         return fn
 
     return wrap
 
 
+def metric_specs() -> list[MetricSpec]:
+    """Every registered entry, in listing order (``position``, then registration order)."""
+    return sorted((spec for _, spec in METRICS.items()), key=lambda s: s.position)
+
+
 def list_metrics() -> list[str]:
-    return METRICS.names()
+    """Registered metric names in listing order (what ``--metrics all`` runs)."""
+    return [spec.name for spec in metric_specs()]
 
 
 def get_metric(name: str) -> MetricSpec:
     return METRICS.get(name)
 
 
+def _all_keys() -> set[str]:
+    return {k for _, spec in METRICS.items() for k in spec.keys}
+
+
+def result_keys() -> tuple[str, ...]:
+    """Every result key a registered metric writes, in listing order."""
+    return tuple(k for spec in metric_specs() for k in spec.keys)
+
+
 def result_directions() -> dict[str, Direction]:
     """Direction of every result key any metric produces (for check and leaderboard)."""
-    out: dict[str, Direction] = {}
-    for _, spec in METRICS.items():
-        out.update(spec.directions)
-    return out
+    return {o.key: o.better for spec in metric_specs() for o in spec.outputs}
+
+
+def result_descriptions() -> dict[str, str]:
+    """One-line description of every result key any metric produces."""
+    return {o.key: o.description for spec in metric_specs() for o in spec.outputs}
+
+
+def moments_metrics() -> dict[str, str]:
+    """Metrics a statistics-only reference supports, with the array their statistics are of."""
+    return {spec.name: spec.array for spec in metric_specs() if spec.moments is not None}

@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import resolve_device
-from evalkit.metrics.knn import check_points
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
 
 # Bytes of one chunk of the n x M likelihood matrix (~L3-sized: the passes run from cache, and
 # there are few enough chunks that thread synchronisation stays cheap on a busy machine).
@@ -146,28 +145,18 @@ def _train_lse(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 @register_metric(
-    "fls_pog",
-    keys=("fls_pog",),
-    args=("real", "fake", "test"),
-    higher_is_better=None,
-    directions={"fls_pog": "zero"},
-    min_samples=2,
-    description="FLS overfitting: % of generated kernels more likely under train than test samples, minus 50",
-)
-@register_metric(
-    "fls",
-    keys=("fls",),
-    args=("real", "fake", "test"),
-    higher_is_better=True,
-    min_samples=2,
-    description="feature likelihood score: held-out likelihood under a KDE on generated samples vs real ones, 100 = as good as real (Jiralerspong et al. 2023)",
+    Output("fls", "higher", "feature likelihood score: held-out likelihood under a KDE on generated samples "
+           "vs real ones, 100 = as good as real (Jiralerspong et al. 2023)"),
+    Output("fls_pog", "zero",
+           "FLS overfitting: % of generated kernels more likely under train than test samples, minus 50"),
+    args=("real", "fake", "test"), min_samples=2, order_invariant=False, position=110,
 )
 def fls(
     real: Any,
     fake: Any,
     test: Any,
     *,
-    seed: int = 0,
+    seed: Seed = 0,
     max_samples: int = 10000,
     steps: int = 100,
     device: Any = None,
@@ -200,14 +189,14 @@ def fls(
 
     Returns:
         ``{"fls": ..., "fls_pog": ...}``; the registry lists ``fls`` (higher is better) and
-        ``fls_pog`` (closer to 0 is better) as two metrics pointing at this function.
+        ``fls_pog`` (closer to 0 is better) as two metrics sharing this function.
     """
     nr = check_points("fls", "reference", real, 2)
     ng = check_points("fls", "generated", fake, 1, dim=real.shape[1])
     nt = check_points("fls", "test", test, 1, dim=real.shape[1])
     dev = resolve_device(device)
     n = min(int(max_samples), nr // 2, nt, ng)
-    rng = np.random.default_rng(seed)
+    rng = seeded_generator(seed)
     ti = rng.choice(nt, n, replace=False)
     gi = rng.choice(ng, n, replace=False)
     ri = rng.choice(nr, 2 * n, replace=False)

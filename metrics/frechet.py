@@ -26,43 +26,18 @@ import torch
 from scipy.linalg.blas import dsyrk, dtrmm
 
 from evalkit.errors import MetricInputError
-from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import as_tensor, require_samples, resolve_device, seeded_generator
-
-F64 = torch.float64
-_CHUNK_ELEMENTS = 1 << 23  # rows per chunk × D: 64 MiB of float64 per chunk
-
-
-def _chunk_rows(dim: int) -> int:
-    return max(1, _CHUNK_ELEMENTS // max(dim, 1))
-
-
-def check_pair(metric: str, real: Any, fake: Any, minimum: int) -> tuple[int, int, int]:
-    """Validate two N×D arrays for ``metric``; returns (n_real, n_fake, dim).
-
-    Raises:
-        MetricInputError: an array is not 2-D, the dims differ or a set is too small.
-    """
-    for which, x in (("reference", real), ("generated", fake)):
-        if len(tuple(x.shape)) != 2:
-            raise MetricInputError(
-                f"{metric}: {which} features must be a 2-D N×D array, got shape {tuple(x.shape)}"
-            )
-    (nr, dr), (ng, dg) = tuple(real.shape), tuple(fake.shape)
-    if dr != dg:
-        raise MetricInputError(
-            f"{metric}: feature dims differ: generated {dg} vs reference {dr} (same --encoder for both?)"
-        )
-    require_samples(metric, ng, minimum, "generated")
-    require_samples(metric, nr, minimum, "reference")
-    return int(nr), int(ng), int(dr)
-
-
-def take_rows(x: Any, index: np.ndarray) -> Any:
-    """Rows ``index`` of a numpy array or torch tensor (indexing on the tensor's own device)."""
-    if isinstance(x, torch.Tensor):
-        return x[torch.as_tensor(index, device=x.device)]
-    return np.asarray(x)[index]
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import (
+    F64,
+    Seed,
+    as_tensor,
+    check_finite,
+    check_pair,
+    mean_rows,
+    resolve_device,
+    rows_per_chunk,
+    seeded_generator,
+)
 
 
 def gram_t(a: torch.Tensor) -> torch.Tensor:
@@ -151,23 +126,6 @@ def _gram_rows2d(a: torch.Tensor) -> torch.Tensor:
     return a @ a.T
 
 
-def _check_finite(metric: str, value: torch.Tensor, which: str) -> None:
-    if not bool(torch.isfinite(value).all()):
-        raise MetricInputError(f"{metric}: {which} features contain NaN or inf")
-
-
-def _mean(x: Any, device: torch.device, metric: str, which: str) -> torch.Tensor:
-    """float64 mean of the rows of ``x``, summed over row chunks; raises on NaN/inf."""
-    n, d = int(x.shape[0]), int(x.shape[1])
-    step = _chunk_rows(d)
-    total = torch.zeros(d, dtype=F64, device=device)
-    for i in range(0, n, step):
-        total += as_tensor(x[i:i + step], device, F64).sum(0)
-    mu = total / n
-    _check_finite(metric, mu, which)
-    return mu
-
-
 def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "generated"):
     """Mean and covariance (N−1) of the rows of ``x`` in float64, in one pass over row chunks.
 
@@ -179,7 +137,7 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
         (mu, cov): float64 tensors of shape (D,) and (D, D) on ``device``.
     """
     n, d = int(x.shape[0]), int(x.shape[1])
-    step = _chunk_rows(d)
+    step = rows_per_chunk(d)
     shift = None
     total = torch.zeros(d, dtype=F64, device=device)
     scatter = ScatterSum(d, device)
@@ -189,19 +147,19 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
             raw = np.asarray(x[i:i + step])
             if shift is None:
                 shift = torch.from_numpy(np.asarray(raw.mean(0, dtype=np.float64)))
-                _check_finite(metric, shift, which)
+                check_finite(metric, shift, which)
             chunk = torch.from_numpy(np.subtract(raw, shift.numpy(), dtype=np.float64))
         else:
             chunk = as_tensor(x[i:i + step], device, F64)
             if shift is None:
                 shift = chunk.mean(0)
-                _check_finite(metric, shift, which)
+                check_finite(metric, shift, which)
             chunk = chunk - shift  # not in place: as_tensor may share the caller's memory
         total += chunk.sum(0)
         scatter.add(chunk)
     m = total / n
     mu = shift + m
-    _check_finite(metric, mu, which)
+    check_finite(metric, mu, which)
     return mu, torch.addr(scatter.total(), m, m, beta=1.0 / (n - 1), alpha=-n / (n - 1))
 
 
@@ -266,15 +224,27 @@ def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:
     # A set with fewer samples than dims: Fᵀ Σg F = WᵀW / (ng − 1) with W = (Xg − μg) F, whose
     # non-zero eigenvalues are those of the smaller of WᵀW and W Wᵀ: no D×D eigenproblem.
     f = reference_factor(real, mu_r, cov_r, dev)
-    step = _chunk_rows(d)
+    step = rows_per_chunk(d)
     w = torch.cat([(as_tensor(fake[i:i + step], dev, F64) - mu_g) @ f for i in range(0, ng, step)])
     small = _gram_rows2d(w) if ng <= w.shape[1] else gram_t(w)
     return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(small / (ng - 1)))
 
 
+def _from_moments(metric: str):
+    """The metric's value from the reference's stored float64 mean and covariance alone."""
+
+    def from_moments(mu_real: Any, cov_real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
+        dev = resolve_device(device)
+        mu_g, cov_g = moments(fake, dev, metric)
+        mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in (mu_real, cov_real))
+        return {metric: frechet_from_stats(mu_r, cov_r, mu_g, cov_g)}
+
+    return from_moments
+
+
 @register_metric(
-    "fd", array="features", min_samples=2,
-    description="Fréchet distance between Gaussian fits of the features (FID with Inception)",
+    Output("fd", "lower", "Fréchet distance between Gaussian fits of the features (FID with Inception)"),
+    array="features", min_samples=2, moments=_from_moments("fd"), position=10,
 )
 def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Fréchet distance (FID when the features are Inception pool3).
@@ -297,8 +267,9 @@ def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
 
 
 @register_metric(
-    "sfid", array="spatial", min_samples=2,
-    description="Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)",
+    Output("sfid", "lower",
+           "Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)"),
+    array="spatial", min_samples=2, moments=_from_moments("sfid"), position=30,
 )
 def sfid(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Spatial FID (Nash et al. 2021, "Generating images with sparse representations").
@@ -319,10 +290,10 @@ def fd_inf_sizes(n_fake: int, num_points: int = 15) -> np.ndarray:
 
 
 @register_metric(
-    "fd_inf", array="features", min_samples=3,
-    description="FD extrapolated to infinitely many generated samples (linear fit in 1/n)",
+    Output("fd_inf", "lower", "FD extrapolated to infinitely many generated samples (linear fit in 1/n)"),
+    array="features", min_samples=3, order_invariant=False, position=20,
 )
-def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
+def fd_inf(real: Any, fake: Any, *, seed: Seed = 0, num_points: int = 15,
            device: Any = None) -> dict[str, Any]:
     """FD∞ (Chong & Forsyth 2020, "Effectively unbiased FID and Inception Score and where to find them").
 
@@ -368,13 +339,13 @@ def fd_inf(real: Any, fake: Any, *, seed: int = 0, num_points: int = 15,
     k_cols = int(factor.shape[1])
     lower = is_lower_triangular(factor)
     tr_r = float(torch.trace(cov_r))
-    mu_g = _mean(fake, dev, "fd_inf", "generated")
+    mu_g = mean_rows(fake, dev, "fd_inf", "generated")
 
     # One pass over the generated set: Z, its Gram matrix, and per-subset sums of X − μg.
     member = torch.zeros(ng, len(subsets), dtype=F64, device=dev)
     for k, idx in enumerate(subsets):
         member[torch.as_tensor(idx, device=dev), k] = 1.0
-    step = _chunk_rows(d)
+    step = rows_per_chunk(d)
     z = torch.empty(ng, k_cols, dtype=F64, device=dev)
     gram_acc = ScatterSum(k_cols, dev)
     sum_x = torch.zeros(d, len(subsets), dtype=F64, device=dev)

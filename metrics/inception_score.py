@@ -7,9 +7,8 @@ import numpy as np
 import torch
 
 from evalkit.errors import MetricInputError
-from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import as_tensor, require_samples, resolve_device
-from evalkit.metrics.frechet import F64, take_rows
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import F64, as_tensor, require_samples, resolve_device, take_rows
 
 # torch-fidelity shuffles with its fixed rng_seed, whatever the run's seed: IS keeps that
 # convention so its numbers equal torch-fidelity's (SPEC.md's one exception to the seed rule).
@@ -17,8 +16,9 @@ IS_SHUFFLE_SEED = 2020
 
 
 @register_metric(
-    "is", keys=("is", "is_std"), array="logits", args=("fake",), higher_is_better=True,
-    min_samples=10, description="Inception Score: exp E[KL(p(y|x) || p(y))] over 10 splits",
+    Output("is", "higher", "Inception Score: exp E[KL(p(y|x) || p(y))] over 10 splits"),
+    Output("is_std", "none", "standard deviation of the Inception Score over the splits", select=False),
+    array="logits", args=("fake",), min_samples=10, order_invariant=False, position=50,
 )
 def inception_score(fake: Any, *, splits: int = 10, device: Any = None) -> dict[str, float]:
     """Inception Score (Salimans et al. 2016, "Improved techniques for training GANs").

@@ -14,9 +14,17 @@ import numpy as np
 import torch
 
 from evalkit.errors import MetricInputError
-from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import as_tensor, fp32_matmul_is_ieee, resolve_device, seeded_generator
-from evalkit.metrics.frechet import F64, check_pair, take_rows
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import (
+    F64,
+    Seed,
+    as_tensor,
+    check_pair,
+    fp32_matmul_is_ieee,
+    resolve_device,
+    seeded_generator,
+    take_rows,
+)
 
 _BATCH_ELEMENTS = 1 << 26  # float64 elements held per batch (512 MiB)
 _BLOCK_ELEMENTS = 1 << 24  # kernel-block elements for cmmd (128 MiB)
@@ -70,10 +78,11 @@ def _gram_dtype(device: torch.device, *arrays: Any) -> torch.dtype:
 
 
 @register_metric(
-    "kd", keys=("kd", "kd_std"), array="features", min_samples=2,
-    description="Kernel distance (KID): unbiased polynomial-kernel MMD² over random subsets",
+    Output("kd", "lower", "Kernel distance (KID): unbiased polynomial-kernel MMD² over random subsets"),
+    Output("kd_std", "none", "standard deviation of kd over the subsets", select=False),
+    array="features", min_samples=2, order_invariant=False, position=40,
 )
-def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0,
+def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, seed: Seed = 0,
        device: Any = None) -> dict[str, float]:
     """Kernel distance / KID (Bińkowski et al. 2018, "Demystifying MMD GANs").
 
@@ -160,8 +169,9 @@ def gaussian_kernel_mean(a: torch.Tensor, b: torch.Tensor | None, sigma: float) 
 
 
 @register_metric(
-    "cmmd", array="embedding", fallback="features", min_samples=2,
-    description="CLIP-MMD: biased Gaussian-kernel MMD² (σ=10, ×1000) on L2-normalised CLIP embeddings",
+    Output("cmmd", "lower",
+           "CLIP-MMD: biased Gaussian-kernel MMD² (σ=10, ×1000) on L2-normalised CLIP embeddings"),
+    array="embedding", fallback="features", min_samples=2, position=130,
 )
 def cmmd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """CMMD (Jayasumana et al. 2024, "Rethinking FID: towards a better evaluation metric for

@@ -46,7 +46,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from evalkit.metrics._tensor import fp32_matmul_is_ieee, resolve_device
+from evalkit.errors import MetricInputError
+from evalkit.metrics.common import (  # noqa: F401  (check_points: re-exported)
+    Seed,
+    check_points,
+    fp32_matmul_is_ieee,
+    resolve_device,
+    seeded_generator,
+)
 
 # Bytes one chunk of the screening matrix may use (the dominant temporary; cache-sized).
 CHUNK_BYTES = 16 * 2**20
@@ -92,7 +99,7 @@ def bf16_products_are_fast(device: torch.device) -> bool:
         return False
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except Exception:
+    except (AttributeError, RuntimeError):  # private torch API gone in this version: assume not
         return False
 
 
@@ -179,7 +186,7 @@ def _raw_tensor(x: Any, device: torch.device) -> torch.Tensor:
     if t.dtype not in (torch.float32, torch.float64):
         t = t.to(torch.float64)
     if t.ndim != 2:
-        raise ValueError(f"expected a 2-D array of points, got shape {tuple(t.shape)}")
+        raise MetricInputError(f"expected a 2-D array of points, got shape {tuple(t.shape)}")
     return t.to(device)
 
 
@@ -194,7 +201,7 @@ def prepare(*arrays: Any, device: Any = None, fast: bool = False) -> tuple[Space
     raws = [_raw_tensor(a, dev) for a in arrays]
     dims = {int(r.shape[1]) for r in raws}
     if len(dims) != 1:
-        raise ValueError(f"point sets have different dimensions: {sorted(dims)}")
+        raise MetricInputError(f"point sets have different dimensions: {sorted(dims)}")
     dim = dims.pop()
     sdtype = torch.float32 if fp32_matmul_is_ieee(dev) else torch.float64
     total = sum(r.shape[0] for r in raws)
@@ -309,7 +316,7 @@ def knn_sq(
     """
     nb = base.n - (0 if exclude is None else 1)
     if k > nb:
-        raise ValueError(f"k={k} neighbours requested from {nb} points")
+        raise MetricInputError(f"k={k} neighbours requested from {nb} points")
     kp = min(k + (EXTRA if space.extra is None else space.extra), nb)
     b_max = float(base.sq.max())
     out_v = torch.empty(query.n, k, dtype=torch.float64, device=space.device)
@@ -375,7 +382,7 @@ def knn_self_sq(
     """
     n = points.n
     if k > n - 1:
-        raise ValueError(f"k={k} neighbours requested from {n - 1} other points")
+        raise MetricInputError(f"k={k} neighbours requested from {n - 1} other points")
     kp = min(k + (EXTRA if space.extra is None else space.extra), n - 1)
     dev = space.device
     inf = float("inf")
@@ -611,13 +618,13 @@ def any_within(centres: Any, radii: Any, points: Any, *, device: Any = None) -> 
     return covered
 
 
-def seeded_subsets(sizes: Sequence[int], max_samples: int | None, seed: int) -> list[np.ndarray | None]:
+def seeded_subsets(sizes: Sequence[int], max_samples: int | None, seed: Seed) -> list[np.ndarray | None]:
     """Sorted indices of seeded subsets of at most ``max_samples`` rows, one per set size.
 
     One ``numpy.random.default_rng(seed)`` draws, in order, a subset (without replacement) for
     every set larger than ``max_samples``; smaller sets are kept whole (``None``).
     """
-    rng = np.random.default_rng(seed)
+    rng = seeded_generator(seed)
     out: list[np.ndarray | None] = []
     for n in sizes:
         if max_samples is None or n <= max_samples:
@@ -627,39 +634,6 @@ def seeded_subsets(sizes: Sequence[int], max_samples: int | None, seed: int) -> 
     return out
 
 
-def check_points(metric: str, which: str, x: Any, minimum: int, dim: int | None = None) -> int:
-    """Validate a feature array for ``metric``: 2-D, finite, at least ``minimum`` rows.
-
-    Returns the number of rows. Raises MetricInputError naming the metric and the set.
-    """
-    from evalkit.errors import MetricInputError
-    from evalkit.metrics._tensor import require_samples
-
-    shape = tuple(getattr(x, "shape", np.shape(x)))
-    if len(shape) != 2:
-        raise MetricInputError(f"{metric}: {which} features must be a 2-D array, got shape {shape}")
-    if dim is not None and shape[1] != dim:
-        raise MetricInputError(
-            f"{metric}: feature dims differ: {which} {shape[1]} vs {dim} (same --encoder for both?)"
-        )
-    require_samples(metric, shape[0], minimum, which)
-    finite = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else bool(np.isfinite(x).all())
-    if not finite:
-        raise MetricInputError(f"{metric}: {which} features contain NaN or infinite values")
-    return shape[0]
-
-
-def take(x: Any, index: np.ndarray | None) -> Any:
-    """Rows ``index`` of a numpy array or tensor (all rows when ``index`` is None)."""
-    if index is None:
-        return x
-    if isinstance(x, torch.Tensor):
-        return x[torch.as_tensor(index, device=x.device)]
-    return np.asarray(x)[index]
-
-
-def n_rows(x: Any) -> int:
-    return int(x.shape[0]) if hasattr(x, "shape") else len(x)
 
 
 __all__: Sequence[str] = (

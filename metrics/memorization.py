@@ -9,9 +9,9 @@ import scipy.linalg
 import torch
 
 from evalkit.errors import MetricInputError
-from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import resolve_device
-from evalkit.metrics.knn import check_points, knn_self_sq, knn_sq, prepare
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
+from evalkit.metrics.knn import knn_self_sq, knn_sq, prepare
 
 # ----------------------------------------------------------------------------------------------
 # authenticity
@@ -49,10 +49,9 @@ def authenticity(real: Any, fake: Any, *, device: Any = None) -> tuple[torch.Ten
 
 
 @register_metric(
-    "authpct",
-    higher_is_better=True,
-    min_samples=2,
-    description="authenticity %: generated samples farther from their nearest real sample than it is from its own (Alaa et al. 2022)",
+    Output("authpct", "higher", "authenticity %: generated samples farther from their nearest real sample "
+           "than it is from its own (Alaa et al. 2022)"),
+    min_samples=2, position=90,
 )
 def authpct(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Authenticity percentage of the generated samples.
@@ -179,7 +178,7 @@ def kmeans(
     inertia of ``n_init`` runs. Every random choice comes from ``numpy.random.default_rng(seed)``.
     Runs in float64 numpy (the inputs are at most 64-dimensional here).
     """
-    rng = np.random.default_rng(seed)
+    rng = seeded_generator(seed)
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
     n = x.shape[0]
     x_sq = np.einsum("ij,ij->i", x, x)
@@ -224,19 +223,16 @@ def kmeans(
 
 
 @register_metric(
-    "ct",
-    args=("real", "fake", "test"),
-    higher_is_better=None,
-    directions={"ct": "zero"},
-    min_samples=61,
-    description="C_T data-copying test: Mann-Whitney Z of nearest-train distances, generated vs test, per k-means cell (Meehan et al. 2020)",
+    Output("ct", "zero", "C_T data-copying test: Mann-Whitney Z of nearest-train distances, generated vs "
+           "test, per k-means cell (Meehan et al. 2020)"),
+    args=("real", "fake", "test"), min_samples=61, order_invariant=False, position=100,
 )
 def ct(
     real: Any,
     fake: Any,
     test: Any,
     *,
-    seed: int = 0,
+    seed: Seed = 0,
     n_cells: int = 3,
     pca_dims: int = 64,
     device: Any = None,

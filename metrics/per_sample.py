@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.metrics.knn import check_points
+from evalkit.metrics.common import check_points
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import realism_scores
 

@@ -12,11 +12,12 @@ import torch
 
 from evalkit.errors import MetricInputError
 from evalkit.metrics import knn as _knn
-from evalkit.metrics._registry import register_metric
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import Seed, check_points
+from evalkit.metrics.common import take_rows as take
 from evalkit.metrics.knn import (
     approx_sq,
     bf16_twins,
-    check_points,
     chunk_rows,
     compare_dtype,
     exact_sq,
@@ -25,38 +26,27 @@ from evalkit.metrics.knn import (
     round_like,
     seeded_subsets,
     sphere_pass,
-    take,
 )
 
-_PRDC_KEYS = ("precision", "recall", "density", "coverage")
-_PRDC_DESCRIPTIONS = {
-    "precision": "PRDC precision: share of generated samples inside some real k-NN sphere (Naeem et al. 2020, k=5)",
-    "recall": "PRDC recall: share of real samples inside some generated k-NN sphere (Naeem et al. 2020, k=5)",
-    "density": "PRDC density: real k-NN spheres containing each generated sample, /k, averaged (Naeem et al. 2020)",
-    "coverage": "PRDC coverage: share of real k-NN spheres holding a generated sample (Naeem et al. 2020, k=5)",
-}
 
-
-def _register_prdc(fn):
-    for key in _PRDC_KEYS:
-        fn = register_metric(
-            key,
-            keys=(key,),
-            higher_is_better=True,
-            min_samples=6,
-            description=_PRDC_DESCRIPTIONS[key],
-        )(fn)
-    return fn
-
-
-@_register_prdc
+@register_metric(
+    Output("precision", "higher", "PRDC precision: share of generated samples inside some real k-NN sphere "
+           "(Naeem et al. 2020, k=5)"),
+    Output("recall", "higher", "PRDC recall: share of real samples inside some generated k-NN sphere "
+           "(Naeem et al. 2020, k=5)"),
+    Output("density", "higher", "PRDC density: real k-NN spheres containing each generated sample, /k, "
+           "averaged (Naeem et al. 2020)"),
+    Output("coverage", "higher", "PRDC coverage: share of real k-NN spheres holding a generated sample "
+           "(Naeem et al. 2020, k=5)"),
+    min_samples=6, position=60,
+)
 def prdc(
     real: Any,
     fake: Any,
     *,
     nearest_k: int = 5,
     max_samples: int = 10000,
-    seed: int = 0,
+    seed: Seed = 0,
     device: Any = None,
 ) -> dict[str, float]:
     """Precision, recall, density and coverage of generated features against real ones.
@@ -75,7 +65,7 @@ def prdc(
     float32 features (sklearn ``pairwise_distances``). Sets larger than ``max_samples`` are
     replaced by seeded subsets (real first, then generated, from ``numpy.random.default_rng(seed)``).
 
-    The four values come from one call; the registry lists four metrics pointing at this function.
+    The four values come from one call; the registry lists four metrics sharing this function.
 
     Args:
         real: N_r x D reference features (numpy array or tensor).
@@ -114,9 +104,6 @@ def prdc(
     }
 
 
-# The registry keys are the four result keys; each name is the same function object.
-precision = recall = density = coverage = prdc
-
 
 def _realism_candidates(space, fc, cc, rad: torch.Tensor, eps: float):
     """(row, column) pairs that may hold each row's maximum of ``rad / (d + eps)``.
@@ -151,7 +138,7 @@ def realism_scores(
     *,
     nearest_k: int = 3,
     max_samples: int = 10000,
-    seed: int = 0,
+    seed: Seed = 0,
     eps: float = 1e-5,
     device: Any = None,
     metric: str = "realism",
@@ -193,10 +180,9 @@ def realism_scores(
 
 
 @register_metric(
-    "realism",
-    higher_is_better=True,
-    min_samples=4,
-    description="mean realism score of generated samples (Kynkäänniemi et al. 2019, k=3, spheres below the median radius)",
+    Output("realism", "higher", "mean realism score of generated samples (Kynkäänniemi et al. 2019, k=3, "
+           "spheres below the median radius)"),
+    min_samples=4, position=70,
 )
 def realism(
     real: Any,
@@ -204,7 +190,7 @@ def realism(
     *,
     nearest_k: int = 3,
     max_samples: int = 10000,
-    seed: int = 0,
+    seed: Seed = 0,
     eps: float = 1e-5,
     device: Any = None,
 ) -> dict[str, float]:

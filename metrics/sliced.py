@@ -6,16 +6,15 @@ from typing import Any
 
 import torch
 
-from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import as_tensor, resolve_device
-from evalkit.metrics.frechet import F64, _chunk_rows, _mean, check_pair
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import F64, as_tensor, check_pair, mean_rows, resolve_device, rows_per_chunk
 
 
 def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor, float]:
     """Mean (float64) and m2 = mean over rows of ‖x − mean‖², divided by D; over row chunks."""
     n, d = int(x.shape[0]), int(x.shape[1])
-    step = _chunk_rows(d)
-    mu = _mean(x, device, "sw_approx", which)
+    step = rows_per_chunk(d)
+    mu = mean_rows(x, device, "sw_approx", which)
     sq = torch.zeros((), dtype=F64, device=device)
     for i in range(0, n, step):
         c = as_tensor(x[i:i + step], device, F64) - mu
@@ -24,8 +23,8 @@ def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor,
 
 
 @register_metric(
-    "sw_approx", array="features", min_samples=2,
-    description="Approximate sliced Wasserstein-2 distance from means and second moments",
+    Output("sw_approx", "lower", "Approximate sliced Wasserstein-2 distance from means and second moments"),
+    array="features", min_samples=2, position=120,
 )
 def sw_approx(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Approximate sliced Wasserstein distance (Nadjahi et al. 2021, "Fast approximation of the

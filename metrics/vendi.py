@@ -7,9 +7,9 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from evalkit.metrics._registry import register_metric
-from evalkit.metrics._tensor import fp32_matmul_is_ieee, resolve_device
-from evalkit.metrics.knn import check_points
+from evalkit.errors import MetricInputError
+from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.common import check_points, fp32_matmul_is_ieee, resolve_device
 
 # Rows normalised and multiplied per step of the D x D Gram accumulation.
 _ROWS = 8192
@@ -85,13 +85,11 @@ def _vendi_one(x: Any, q: float | str, device: torch.device) -> float:
 
 
 @register_metric(
-    "vendi",
-    keys=("vendi", "vendi_per_class"),
-    args=("fake",),
-    higher_is_better=True,
-    directions={"vendi_per_class": "higher"},
-    min_samples=1,
-    description="Vendi score: exp entropy of the cosine-kernel eigenvalues of generated features (Friedman & Dieng 2023)",
+    Output("vendi", "higher", "Vendi score: exp entropy of the cosine-kernel eigenvalues of generated "
+           "features (Friedman & Dieng 2023)"),
+    Output("vendi_per_class", "higher", "mean over classes of the per-class Vendi score (with labels)",
+           select=False),
+    args=("fake",), optional=("labels",), min_samples=1, position=80,
 )
 def vendi(
     fake: Any,
@@ -133,8 +131,6 @@ def vendi(
     if labels is not None:
         lab = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
         if lab.shape[0] != n:
-            from evalkit.errors import MetricInputError
-
             raise MetricInputError(f"vendi: {lab.shape[0]} labels for {n} generated samples")
         per: dict[str, float] = {}
         for c in np.unique(lab):

@@ -4,6 +4,7 @@ position-embedding formula, CLIP vs open_clip; weights resolution; contract test
 registered encoder."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import evalkit.encoders as E
 from evalkit.encoders import dinov2 as D
 from evalkit.encoders import inception as I
 from evalkit.encoders import weights as W
-from evalkit.errors import InputError, OfflineError
+from evalkit.errors import InputError, OfflineError, WeightsHashError
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -472,10 +473,16 @@ def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
-    (hub / I.WEIGHTS.filename).write_bytes(b"inception")
-    assert W.resolve_weights("inception", I.WEIGHTS, None) == hub / I.WEIGHTS.filename
-    ident = E.encoder_identity("inception")
-    assert ident["weights_sha256"] == hashlib.sha256(b"inception").hexdigest()
+    (hub / I.WEIGHTS.filename).write_bytes(b"inception")  # not the file its name promises
+    with pytest.raises(WeightsHashError, match=I.WEIGHTS.filename):
+        W.resolve_weights("inception", I.WEIGHTS, None)
+    # a file whose sha256 starts with the hex in its name (torch.hub's convention) is accepted
+    digest = hashlib.sha256(b"inception").hexdigest()
+    named = dataclasses.replace(I.WEIGHTS, filename=f"pt_inception-{digest[:8]}.pth", sha256=None)
+    (hub / named.filename).write_bytes(b"inception")
+    assert W.resolve_weights("inception", named, None) == hub / named.filename
+    ident = E.encoder_identity("inception")  # the identity is the digest of the file found
+    assert ident["weights_sha256"] == digest
     assert ident["arch"] == I.ARCH and ident["preprocess"] == E.Preprocess(size=299).describe()
     # DINOv2 from timm's HF cache layout, the refs/main snapshot first
     spec = D._weights("vits14")
@@ -517,7 +524,7 @@ def test_download_verifies_sha256(tmp_path, monkeypatch):
     path = W.resolve_weights("toy", good, None)
     assert path.read_bytes() == payload and path.parent.name == "checkpoints"
     bad = E.WeightsSpec("v.pth", url="https://example.invalid/v.pth", sha256="0" * 64)
-    with pytest.raises(Exception, match="sha256"):
+    with pytest.raises(WeightsHashError, match="v.pth"):
         W.resolve_weights("toy", bad, None)
     assert not list(path.parent.glob("v.pth*"))
 
@@ -532,13 +539,14 @@ def test_download_verifies_sha256(tmp_path, monkeypatch):
 def test_sha256_cache_json_and_invalidation(tmp_path, monkeypatch):
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(tmp_path / "cache"))
     f = tmp_path / "w.bin"
-    f.write_bytes(b"a" * 1000)
-    assert W.file_sha256(f) == hashlib.sha256(b"a" * 1000).hexdigest()
+    a, b = b"a" * (1 << 20), b"b" * ((1 << 20) + 1)  # files of 1 MiB and more are remembered
+    f.write_bytes(a)
+    assert W.file_sha256(f) == hashlib.sha256(a).hexdigest()
     table = json.loads((tmp_path / "cache" / W.SHA256_CACHE_FILE).read_text())
-    assert list(table.values()) == [hashlib.sha256(b"a" * 1000).hexdigest()]
-    f.write_bytes(b"b" * 1001)
+    assert list(table.values()) == [hashlib.sha256(a).hexdigest()]
+    f.write_bytes(b)
     os.utime(f, ns=(1, 2))
-    assert W.file_sha256(f) == hashlib.sha256(b"b" * 1001).hexdigest()
+    assert W.file_sha256(f) == hashlib.sha256(b).hexdigest()
 
 
 def test_resize_legacy_only_for_inception():
@@ -578,3 +586,35 @@ def test_encoder_contract(name):
         scale = max(full[key].abs().max().item(), 1.0)
         assert (split - full[key]).abs().max().item() <= 1e-5 * scale, key
     assert np.unique(full["features"].numpy().round(6), axis=0).shape[0] == 3
+
+
+def test_weights_hash_sources(tmp_path):
+    """Every built-in weights file has a way to be verified, or says why not."""
+    assert W.expected_sha256(I.WEIGHTS) == "6726825d"  # pytorch-fid's file name convention
+    url = "https://openaipublic.azureedge.net/clip/models/" + "ab" * 32 + "/ViT-L-14.pt"
+    assert W.expected_sha256(E.WeightsSpec("x.pt", url=url)) == "ab" * 32  # open_clip's check
+    blob = tmp_path / "blobs" / ("cd" * 32)
+    blob.parent.mkdir()
+    blob.write_bytes(b"w")
+    link = tmp_path / "snapshots" / "s" / "model.safetensors"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(blob)
+    assert W.expected_sha256(D._weights("vitl14"), link) == "cd" * 32  # HF hub: blob = sha256
+    assert W.expected_sha256(D._weights("vitl14")) is None  # Meta publishes none
+    with pytest.raises(WeightsHashError, match="model.safetensors"):
+        W.verify_sha256(link, D._weights("vitl14"), "dinov2")
+
+
+def test_random_weights_under_the_official_name_are_refused(tmp_path, monkeypatch):
+    """A random-weight file put where the official Inception file goes fails its hash check,
+    and the error names the file; the same file passed with --weights is the user's choice."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    enc = E.build_encoder("inception", random_init=True)
+    path = hub / I.WEIGHTS.filename
+    torch.save(enc.net.state_dict(), path)
+    with pytest.raises(WeightsHashError, match=str(path)):
+        E.build_encoder("inception")
+    assert E.build_encoder("inception", weights=str(path)).weights_sha256 == \
+        hashlib.sha256(path.read_bytes()).hexdigest()

@@ -11,15 +11,19 @@ from PIL import Image
 
 from evalkit.errors import InputError
 from evalkit.extract import BadImageWarning, extract, resolve_device
-from evalkit.imageio import clean_resize
 from evalkit.sources import resolve_source
 
 
 def _expected(paths):
-    """The tiny encoder's features computed by hand: clean resize to 16, 4×4 mean, / 255."""
+    """The tiny encoder's features computed independently: clean-fid's own ``clean`` resizer
+    (PIL bicubic on float32 channels, no re-quantisation) to 16×16, 4×4 mean, / 255."""
+    from cleanfid.resize import make_resizer
+
+    resize = make_resizer("PIL", False, "bicubic", (16, 16))
     rows = []
     for p in paths:
-        x = clean_resize(np.asarray(Image.open(p).convert("RGB")), 16).astype(np.float64) / 255
+        x = resize(np.asarray(Image.open(p).convert("RGB"))).transpose(2, 0, 1)
+        x = x.astype(np.float64) / 255
         rows.append(x.reshape(3, 4, 4, 4, 4).mean(axis=(2, 4)).reshape(-1))
     return np.array(rows)
 
@@ -133,7 +137,7 @@ def test_bad_image_raises_naming_it_or_is_skipped_and_counted(tmp_path, monkeypa
     with pytest.warns(BadImageWarning, match=name.replace(".", r"\.")):
         fs = _run(src, bs=2, skip_bad=True)
     assert fs.n == 5 and fs.meta["n_skipped"] == 1 and len(fs.files) == 5
-    assert fs.meta["skipped"] == [l for l in src.locators if l.endswith("img003.png")]
+    assert fs.meta["skipped"] == [loc for loc in src.locators if loc.endswith("img003.png")]
     assert not any(f.endswith("img003.png") for f in fs.files)
     if case == "zip_odd":  # the other rows are the folder's, in order
         full = _run(resolve_source(folder), bs=2)

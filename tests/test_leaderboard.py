@@ -8,7 +8,6 @@ from click.testing import CliRunner
 
 from evalkit.cli import main
 from evalkit.leaderboard import (
-    FALLBACK_DIRECTIONS,
     build_tables,
     collect_records,
     format_number,
@@ -146,18 +145,23 @@ def test_format_number_four_significant_digits(value, text):
     assert format_number(value) == text
 
 
-def test_direction_table_covers_every_result_key_and_agrees_with_registry():
-    assert set(METRIC_KEYS) <= set(FALLBACK_DIRECTIONS)
-    live = metric_directions()
-    try:
-        from evalkit.metrics import result_directions
-        registry = result_directions()
-    except Exception:
-        registry = {}
-    for key, direction in registry.items():
-        assert live[key] == direction
-        if key in FALLBACK_DIRECTIONS:  # a disagreement means one of the two tables is wrong
-            assert FALLBACK_DIRECTIONS[key] == direction, key
+# SPEC's seventeen keys (and the two spreads) with the direction a reader expects.
+SPEC_DIRECTIONS = {
+    **{k: "lower" for k in ("fd", "fd_inf", "sfid", "kd", "cmmd", "sw_approx")},
+    **{k: "higher" for k in ("is", "precision", "recall", "density", "coverage", "realism",
+                             "vendi", "vendi_per_class", "authpct", "fls")},
+    **{k: "zero" for k in ("ct", "fls_pog")},
+    **{k: "none" for k in ("kd_std", "is_std")},
+}
+
+
+def test_directions_come_from_the_registry_and_match_spec():
+    from evalkit.metrics import result_directions
+
+    assert set(METRIC_KEYS) == set(SPEC_DIRECTIONS)
+    assert metric_directions() == result_directions()
+    for key, direction in SPEC_DIRECTIONS.items():
+        assert metric_directions()[key] == direction, key
 
 
 def test_duplicate_names_are_disambiguated(tmp_path):

@@ -16,6 +16,7 @@ import torch
 import evalkit.metrics as M
 from evalkit.errors import MetricInputError
 from evalkit.metrics import cmmd, fd, fd_inf, inception_score, kd, sfid, sw_approx
+from evalkit.metrics import common as common_mod
 from evalkit.metrics import frechet as frechet_mod
 from evalkit.metrics import kernel as kernel_mod
 
@@ -84,7 +85,7 @@ def test_fd_chunked_statistics_and_tensor_inputs(monkeypatch):
     rng = _rng(4)
     x, y = _gauss(rng, 257, 12, mix=0.3), _gauss(rng, 301, 12, shift=0.1)
     whole = fd(x, y)["fd"]
-    monkeypatch.setattr(frechet_mod, "_CHUNK_ELEMENTS", 12 * 50)  # 50 rows per chunk
+    monkeypatch.setattr(common_mod, "_CHUNK_ELEMENTS", 12 * 50)  # 50 rows per chunk
     mu, cov = frechet_mod.moments(x, torch.device("cpu"))
     np.testing.assert_allclose(cov.numpy(), np.cov(x, rowvar=False), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(mu.numpy(), x.mean(0), rtol=1e-12, atol=1e-14)

@@ -11,7 +11,6 @@ from evalkit.errors import InputError
 from evalkit.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.options import ExtractOptions
 from evalkit.refs import (
-    ReferenceStats,
     StatsOnlyReferenceError,
     add_reference,
     default_ref_dir,
@@ -68,7 +67,7 @@ def test_add_list_resolve_rm_feature_file(store, tmp_path):
     assert r.exit_code == 0 and "cifar10" in r.output and TINY in r.output and "features" in r.output
     manifest = json.loads((store / "cifar10" / "manifest.json").read_text())
     entry = manifest["entries"][0]
-    assert (entry["encoder"], entry["arch"], entry["n"], entry["dim"]) == (TINY, "pool4", 40, 48)
+    assert (entry["name"], entry["arch"], entry["n"], entry["dim"]) == (TINY, "pool4", 40, 48)
     assert manifest["source"].endswith("cifar_feats.npz") and manifest["source_fingerprint"]
     assert entry["created"] and not manifest["stats_only"]
 
@@ -146,7 +145,7 @@ def test_image_source_extracts_missing_encoder_from_recorded_source(store, tmp_p
     assert not np.allclose(legacy.arrays["features"], clean.arrays["features"])
     manifest = get_manifest("toy")
     assert len(manifest["entries"]) == 2
-    assert {e["resize"] for e in manifest["entries"]} == {"clean", "legacy"}
+    assert {json.loads(e["preprocess"])["resize"] for e in manifest["entries"]} == {"clean", "none"}
     # both entries share the source fingerprint: results against either compare the same reference
     assert legacy.meta["source"]["fingerprint"] == clean.meta["source"]["fingerprint"]
 
@@ -183,9 +182,9 @@ def test_stats_only_import(store, tmp_path):
     with pytest.raises(StatsOnlyReferenceError, match="only fd and sfid"):
         resolve_reference("stats", TINY_OPTS)
     ref = resolve_reference("stats", TINY_OPTS, allow_stats=True)
-    assert isinstance(ref, ReferenceStats) and ref.spatial is None
-    np.testing.assert_allclose(ref.mu, mu)
-    np.testing.assert_allclose(ref.sigma, sigma)
+    assert not ref.has_samples and set(ref.moments) == {"features"}
+    np.testing.assert_allclose(ref.moments["features"][0], mu)
+    np.testing.assert_allclose(ref.moments["features"][1], sigma)
     got_mu, got_sigma = reference_stats("stats", TINY_OPTS)
     np.testing.assert_allclose(got_sigma, sigma)
     assert ref.meta["source"]["fingerprint"] == manifest["source_fingerprint"]

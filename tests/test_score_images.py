@@ -35,7 +35,7 @@ def score(*args):
 def test_pixel_score_on_folders_equals_metrics_on_extracted_features(folders):
     out = folders["tmp"] / "r.json"
     score(folders["fake"], "--ref", folders["real"], "--test", folders["test"],
-          "--encoder", "pixel", "--out", out)
+          "--encoder", "pixel", "--metrics", "fd", "--out", out)
     rec = json.loads(out.read_text())
     assert rec["encoder"]["name"] == "pixel" and rec["samples"]["n"] == 20
     assert rec["reference"]["n"] == 24 and rec["test"]["n"] == 16

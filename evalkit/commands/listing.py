@@ -8,14 +8,19 @@ from evalkit.cli import main
 
 @main.command("metrics")
 def metrics_command():
-    """List metric keys with their inputs, direction and description."""
-    from evalkit.metrics import METRICS
+    """List metric keys with their inputs, direction and description (from the registry)."""
+    from evalkit.metrics import metric_specs
 
     rows = [("key", "needs", "better", "description")]
-    for name, spec in METRICS.items():
-        needs = [spec.array] + (["test"] if spec.needs_test else []) + \
-            (["labels"] if spec.needs_labels else [])
-        rows.append((name, "+".join(needs), spec.directions[spec.keys[0]], spec.description))
+    for spec in metric_specs():
+        for out in spec.outputs:
+            needs = [spec.array + (f"|{spec.fallback}" if spec.fallback else "")]
+            needs += [a for a in spec.args if a in ("test", "labels")]
+            needs += [f"[{a}]" for a in spec.optional]
+            if spec.moments is not None:
+                needs.append("(or ref mu/sigma)")
+            name = out.key if out.select else f"  {out.key}"
+            rows.append((name, " ".join(needs), out.better, out.description))
     _print_rows(rows)
 
 

@@ -30,8 +30,9 @@ def add(name: str, source: str, ref_dir: str | None, force: bool, **kwargs) -> N
     """Register SOURCE (images, archive, .npz batch, feature file or mu/sigma stats) as NAME."""
     manifest = add_reference(name, source, options_from_kwargs(kwargs), ref_dir, force=force)
     entry = manifest["entries"][-1]
-    kind = "statistics only (fd/sfid)" if entry.get("stats_only") else f"{entry['n']} x {entry['dim']} features"
-    click.echo(f"{name}: {entry['encoder']}/{entry.get('arch')} {kind} from {manifest['source']}")
+    kind = ("statistics only (fd/sfid)" if entry.get("stats_only")
+            else f"{entry['n']} x {entry['dim']} features")
+    click.echo(f"{name}: {_encoder(entry)}/{entry.get('arch')} {kind} from {manifest['source']}")
 
 
 @ref.command("list")
@@ -47,7 +48,7 @@ def list_(ref_dir: str | None, as_json: bool) -> None:
         click.echo(f"no references in {ref_dir or default_ref_dir()}; "
                    "add one with `evalkit ref add NAME SOURCE`")
         return
-    rows = [[m["name"], e["encoder"], e.get("arch") or "-",
+    rows = [[m["name"], _encoder(e), e.get("arch") or "-",
              "stats" if e.get("stats_only") else "features", e.get("n") or "?", e.get("dim") or "?",
              e.get("created", "?")[:19], m["source"]]
             for m in manifests for e in m["entries"]]
@@ -61,3 +62,8 @@ def rm(name: str, ref_dir: str | None) -> None:
     """Remove reference NAME and its stored features."""
     remove_reference(name, ref_dir)
     click.echo(f"removed reference {name}")
+
+
+def _encoder(entry: dict) -> str:
+    """An entry's encoder name (``name``; manifests before EncoderIdentity said ``encoder``)."""
+    return str(entry.get("name") or entry.get("encoder"))

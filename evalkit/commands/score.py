@@ -1,18 +1,13 @@
-"""`evalkit score`: score sample sets against a reference and write result records."""
+"""`evalkit score`: a thin shell over :func:`evalkit.api.score`."""
 from __future__ import annotations
-
-import os
 
 import click
 
-from evalkit.api import default_name, load_source
+from evalkit.api import score
 from evalkit.cli import main
 from evalkit.commands._options import extract_options, options_from_kwargs
 from evalkit.distributed import is_main
-from evalkit.errors import InputError
-from evalkit.outputs import metrics_table, per_sample_path, write_per_sample_csv
-from evalkit.record import write_records
-from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
+from evalkit.outputs import metrics_table
 
 
 @main.command("score")
@@ -36,29 +31,9 @@ from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
 def score_command(samples, ref, test, metric_list, nsample, seed, bootstrap, out, name,
                   per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
-    options = options_from_kwargs(kwargs)
-    names = name.split(",") if name else [default_name(s) for s in samples]
-    if len(names) != len(samples):
-        raise InputError(f"--name: {len(names)} names for {len(samples)} sample sets")
-    config = ScoreConfig(metrics=parse_metric_list(metric_list), seed=seed, nsample=nsample,
-                         device=options.device, bootstrap=bootstrap)
-    real = load_source(ref, options, role="reference", ref_dir=ref_dir)
-    test_fs = load_source(test, options, role="test") if test else None
-    records = []
-    for src, set_name in zip(samples, names):
-        fake = load_source(src, options, role="samples")
-        if not is_main():  # torchrun: the other ranks only help extract
-            continue
-        record, scored = score_set(fake, real, test_fs, config, name=set_name,
-                                   ref_name=real.meta.get("reference_name"))
-        if per_sample:
-            path = per_sample_path(per_sample, set_name, len(samples) > 1)
-            write_per_sample_csv(path, scored, real, seed=seed, device=options.device)
-            base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
-            record["per_sample"] = os.path.relpath(os.path.abspath(path), base)
-        records.append(record)
-    if not is_main():
-        return
-    click.echo(metrics_table(records))
-    if out:
-        write_records(records, out)
+    results = score(list(samples), ref, test=test, metrics=metric_list, seed=seed,
+                    nsample=nsample, bootstrap=bootstrap,
+                    names=name.split(",") if name else None, per_sample=per_sample, out=out,
+                    ref_dir=ref_dir, options=options_from_kwargs(kwargs))
+    if is_main():
+        click.echo(metrics_table([r.record for r in results]))
