@@ -274,8 +274,10 @@ def _run(source: Source, encoders: list[torch.nn.Module], ranges: list[ShardRang
     indices = [i for r in ranges for i in range(r.start, r.stop)]
     source.open()
     encoders = [e.to(dev).eval() for e in encoders]
-    preprocesses = list(dict.fromkeys(e.preprocess for e in encoders))  # distinct, in order
-    which = [preprocesses.index(e.preprocess) for e in encoders]
+    keys = [_resize_key(e.preprocess) for e in encoders]
+    distinct = list(dict.fromkeys(keys))  # distinct resizes, in encoder order
+    which = [distinct.index(k) for k in keys]
+    preprocesses = [encoders[keys.index(k)].preprocess for k in distinct]
     on_device = resize_on == "device" or (resize_on == "auto" and dev.type == "cuda")
     loader = _loader(source, None if on_device else tuple(preprocesses), indices, batch_size,
                      workers, dev)
@@ -306,6 +308,11 @@ def _run(source: Source, encoders: list[torch.nn.Module], ranges: list[ShardRang
             bar.update(len(batch["index"]))
     finally:
         bar.close()
+
+
+def _resize_key(pp) -> tuple:
+    """What the resize depends on (mean/std are applied inside each encoder)."""
+    return pp.size, pp.resize, bool(pp.crop), getattr(pp, "crop_from", 0)
 
 
 def _to_device(data, dev: torch.device):
