@@ -16,7 +16,8 @@
 # 5. prints one table (also in $OUT/summary.md).
 #
 # Dry run on a CPU machine (proves the script end to end):
-#   DEVICE=cpu N=64 WORKERS=1 BATCH=16 DINO_ARCH=vits14 TEST_TIMEOUT=60 benchmarks/run_gpu.sh
+#   DEVICE=cpu N=32 WORKERS=1 BATCH=16 DINO_ARCH=vits14 benchmarks/run_gpu.sh
+# (INCEPTION_PIPES / DINO_PIPES / MEASURE_TIMEOUT / TEST_TIMEOUT shorten it further)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -26,6 +27,9 @@ WORKERS=${WORKERS:-12}
 BATCH=${BATCH:-200}
 DINO_ARCH=${DINO_ARCH:-vitl14}
 TEST_TIMEOUT=${TEST_TIMEOUT:-120}
+MEASURE_TIMEOUT=${MEASURE_TIMEOUT:-240}   # seconds per pipeline measurement
+INCEPTION_PIPES=${INCEPTION_PIPES:-decode,decode+pil,evalkit,evalkit+tf32,evalkit+bf16,pytorch-fid,torch-fidelity}
+DINO_PIPES=${DINO_PIPES:-evalkit+bf16,forward+bf16,timm-dinov2}
 OUT=${OUT:-benchmarks/gpu-out}
 DATA=${BENCH_DATA:-.bench-data}
 mkdir -p "$OUT" "$DATA"
@@ -47,15 +51,15 @@ fi
 } 2>&1 | tee "$OUT/machine.txt"
 
 BENCH=($PY benchmarks/bench_extract.py --device "$DEVICE" --n "$N" --size 256
-       --workers "$WORKERS" --batch-size "$BATCH" --no-profile --timeout 240 --data-dir "$DATA")
+       --workers "$WORKERS" --batch-size "$BATCH" --no-profile --timeout "$MEASURE_TIMEOUT" --data-dir "$DATA")
 # Inception: decode ceilings first (they also write the images, on all cores), then the pipelines
-"${BENCH[@]}" --encoders inception \
-  --pipelines decode,decode+pil,evalkit,evalkit+tf32,evalkit+bf16,pytorch-fid,torch-fidelity \
-  --out "$OUT/inception.md" 2>&1 | tee "$OUT/inception.log" | grep -E "^round|images:|FAILED"
+"${BENCH[@]}" --encoders inception --pipelines "$INCEPTION_PIPES" \
+  --out "$OUT/inception.md" 2>&1 | tee "$OUT/inception.log" \
+  | grep --line-buffered -E "^round|images:|FAILED"
 echo "inception done at $(( $(date +%s) - T0 )) s"
 "${BENCH[@]}" --encoders dinov2 --dinov2-arch "$DINO_ARCH" \
-  --pipelines evalkit+bf16,forward+bf16,timm-dinov2 \
-  --out "$OUT/dinov2.md" 2>&1 | tee "$OUT/dinov2.log" | grep -E "^round|FAILED"
+  --pipelines "$DINO_PIPES" \
+  --out "$OUT/dinov2.md" 2>&1 | tee "$OUT/dinov2.log" | grep --line-buffered -E "^round|FAILED"
 echo "dinov2 done at $(( $(date +%s) - T0 )) s"
 
 # CUDA tests: device resize / extraction on CUDA vs CPU, and the metric + encoder suites with
