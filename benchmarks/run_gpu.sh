@@ -26,7 +26,7 @@ DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-12}
 BATCH=${BATCH:-200}
 DINO_ARCH=${DINO_ARCH:-vitl14}
-TEST_TIMEOUT=${TEST_TIMEOUT:-120}
+TEST_TIMEOUT=${TEST_TIMEOUT:-150}
 MEASURE_TIMEOUT=${MEASURE_TIMEOUT:-240}   # seconds per pipeline measurement
 INCEPTION_PIPES=${INCEPTION_PIPES:-decode,decode+pil,evalkit,evalkit+tf32,evalkit+bf16,pytorch-fid,torch-fidelity}
 DINO_PIPES=${DINO_PIPES:-evalkit+bf16,forward+bf16,timm-dinov2}
@@ -75,7 +75,8 @@ echo "tests done at $(( $(date +%s) - T0 )) s"
   for f in inception dinov2; do
     [ -f "$OUT/$f.md" ] && sed -n '/^| encoder/,/^$/p' "$OUT/$f.md"
   done
-  echo "CUDA tests: $(tail -1 "$OUT/tests_cuda.log")"
+  echo "CUDA tests: $(grep -E "passed|failed|error" "$OUT/tests_cuda.log" | tail -1 \
+    || echo "no summary (timed out after $TEST_TIMEOUT s?)")"
   echo "total $(( $(date +%s) - T0 )) s"
 } > "$OUT/summary.md"
 cat "$OUT/summary.md"
