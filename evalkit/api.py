@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,14 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         InputError: bad sources, names or metric inputs (see :mod:`evalkit.errors`).
     """
     opts = options or ExtractOptions(**extract)
+    encoders = encoder_list(opts.encoder)
+    if len(encoders) > 1:
+        return _score_encoders(encoders, samples, ref, test=test, metrics=metrics, seed=seed,
+                               nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
+                               names=names, per_sample=per_sample, out=out, ref_dir=ref_dir,
+                               options=opts, protocol=protocol)
+    if opts.encoder != encoders[0]:
+        opts = replace(opts, encoder=encoders[0])
     many = isinstance(samples, (list, tuple))
     sources = list(samples) if many else [samples]
     names = list(names) if names else [default_name(s) for s in sources]
@@ -180,6 +188,73 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
     if out is not None and results:
         write_records([r.record for r in results], out)
     return results if many else (results[0] if results else None)
+
+
+def encoder_list(encoder: str | Sequence[str]) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> the encoder names, in order, without repeats."""
+    parts = [encoder] if isinstance(encoder, str) else list(encoder)
+    names = [n.strip() for part in parts for n in str(part).split(",")]
+    names = list(dict.fromkeys(n for n in names if n))
+    if not names:
+        raise InputError("--encoder: no encoder named")
+    return names
+
+
+def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLike],
+                    ref: SourceLike | None, *, test: SourceLike | None,
+                    names: Sequence[str] | None, per_sample: Any, out: Any,
+                    options: ExtractOptions, protocol: str | None, **score_args: Any
+                    ) -> list[Result]:
+    """:func:`score` with several encoders: every image source is decoded once for all of
+    them (:func:`evalkit.pipeline.load_features_many`, each encoder's features cached under
+    its own identity), then each encoder's features are scored as a one-encoder run would
+    score them. One Result per (encoder, sample set), encoder by encoder; each record's
+    ``encoder`` names its own, so leaderboards keep them apart as different protocols."""
+    from evalkit.distributed import launch_env
+    from evalkit.featureset import is_feature_file
+    from evalkit.pipeline import load_features_many
+    from evalkit.refs import is_stats_file
+
+    if protocol:
+        raise InputError(f"--protocol {protocol} sets its own encoder; name one --encoder "
+                         f"(not {','.join(encoders)})")
+    if options.arch or options.weights:
+        raise InputError("--arch/--weights name one encoder's variant; with several encoders "
+                         f"(--encoder {','.join(encoders)}) each uses its default: run that "
+                         "encoder separately")
+    if per_sample is not None:
+        raise InputError("--per-sample needs one --encoder (run it per encoder)")
+    if launch_env().distributed:
+        raise InputError(f"--encoder {','.join(encoders)}: several encoders in one run are not "
+                         "supported under torchrun; launch once per encoder")
+    if ref is None:
+        raise InputError("--ref is required (a source or reference name)")
+    sources = list(samples) if isinstance(samples, (list, tuple)) else [samples]
+    names = list(names) if names else [default_name(s) for s in sources]
+    if len(names) != len(sources):
+        raise InputError(f"--name: {len(names)} names for {len(sources)} sample sets")
+    paths = [s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))]
+    check_outputs({"--out": out}, inputs=paths)
+    per_encoder = [replace(options, encoder=e) for e in encoders]
+    loaded: dict[str, list[FeatureSet]] = {}
+    for p in paths:
+        key = os.fspath(p)
+        if key not in loaded and Path(p).exists() and not is_feature_file(p) \
+                and not is_stats_file(p):
+            loaded[key] = load_features_many(key, per_encoder)
+
+    def pick(s: SourceLike | None, i: int) -> SourceLike | None:
+        if isinstance(s, (str, os.PathLike)) and os.fspath(s) in loaded:
+            return loaded[os.fspath(s)][i]
+        return s
+
+    results: list[Result] = []
+    for i, opts in enumerate(per_encoder):
+        results += score([pick(s, i) for s in sources], pick(ref, i), test=pick(test, i),
+                         names=names, options=opts, **score_args)
+    if out is not None and results:
+        write_records([r.record for r in results], out)
+    return results
 
 
 def write_per_sample(path: str | os.PathLike, scored: FeatureSet, real: FeatureSet,

@@ -30,6 +30,7 @@ import hashlib
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,60 @@ def load_features(source: str, options: ExtractOptions | None = None) -> Feature
         fs = _extract(src, options, identity)
         fs.meta["cache_hit"] = False
     return _finish(src, fs, options, time.perf_counter() - t0)
+
+
+def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[FeatureSet]:
+    """Features of one image source for several encoders (one ExtractOptions each), with
+    each image read and decoded once.
+
+    Each encoder's entry is looked up in the feature cache under its own identity; the
+    encoders that missed run together in ONE extraction pass (:func:`evalkit.extract.extract`
+    with a list: one decode per image, one resize per distinct preprocessing), and each
+    result is stored under its own key. The FeatureSets (in ``options`` order) are those
+    :func:`load_features` returns for each encoder alone: a plain extraction forms the
+    batches of the sharded one, so the features are the same. The shared pass is not
+    resumable (no shard files); its wall time is every encoder's ``extract_s``.
+
+    The decoding options (cache, batch size, device, workers, precision, skip_bad, quiet)
+    are taken from ``options[0]``.
+
+    Raises:
+        InputError: a feature file (it holds one encoder's features), a missing or
+            unreadable source, or an unreadable image (without ``skip_bad``); under torchrun.
+    """
+    options = list(options)
+    source = str(source)
+    if dist.launch_env().distributed:
+        raise InputError("several encoders in one run are not supported under torchrun; "
+                         "run one --encoder per launch")
+    if is_feature_file(source):
+        raise InputError(f"{source}: a feature file holds one encoder's features; several "
+                         "encoders need images")
+    first = options[0]
+    src = resolve_source(source)
+    idents = [_identity(o) for o in options]
+    keys = [cache_key(src.fingerprint, i) for i in idents]
+    t0 = time.perf_counter()
+    cache = FeatureCache(first.cache_dir) if first.use_cache else None
+    sets: list[FeatureSet | None] = [cache.load(k) if cache is not None else None for k in keys]
+    for fs in sets:
+        if fs is not None:
+            fs.meta["cache_hit"] = True
+    todo = [j for j, fs in enumerate(sets) if fs is None]
+    if todo:
+        log.info("%s: one pass for %s", src.arg, ", ".join(options[j].encoder for j in todo))
+        t1 = time.perf_counter()
+        got = extract(src, [_build(options[j]) for j in todo], batch_size=first.batch_size,
+                      device=first.device, workers=first.workers, precision=first.precision,
+                      skip_bad=first.skip_bad, quiet=first.quiet)
+        seconds = time.perf_counter() - t1
+        for j, fs in zip(todo, got):
+            _annotate(fs, src, options[j], idents[j], seconds)
+            if cache is not None:
+                cache.store(keys[j], fs)
+            fs.meta["cache_hit"] = False
+            sets[j] = fs
+    return [_finish(src, fs, o, time.perf_counter() - t0) for fs, o in zip(sets, options)]
 
 
 def save_features(fs: FeatureSet, path: str) -> None:

@@ -48,7 +48,13 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                         ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
                         explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}))
     if is_main():
-        click.echo(metrics_table([r.record for r in results]))
+        blocks: dict[str, list] = {}
+        for r in results:  # several encoders: one block each
+            blocks.setdefault((r.record.get("encoder") or {}).get("name") or "?", []).append(r.record)
+        for i, (enc, records) in enumerate(blocks.items()):
+            if len(blocks) > 1:
+                click.echo(("\n" if i else "") + f"encoder: {enc}")
+            click.echo(metrics_table(records))
         for r in results:
             proto = r.record.get("protocol") or {}
             if proto.get("complete") is False:
