@@ -48,6 +48,9 @@ def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
 class Evaluator:
     """Accumulate encoder outputs batch by batch, then score against a reference.
 
+    ``encoder`` may name several encoders (``"inception,dinov2"`` or a list): each batch is
+    converted once and run through each, and ``compute()`` returns one record per encoder.
+
     Example:
         ev = evalkit.Evaluator(encoder="dinov2", ref="imagenet")
         for images in sampler:            # B×3×H×W, uint8 or float in [0, 1]
@@ -55,14 +58,24 @@ class Evaluator:
         record = ev.compute()             # the record `evalkit score` writes
     """
 
-    def __init__(self, encoder: str = "dinov2", ref: SourceLike | None = None, *,
+    def __init__(self, encoder: str | list[str] = "dinov2", ref: SourceLike | None = None, *,
                  arch: str | None = None, weights: str | None = None,
                  test: SourceLike | None = None, metrics: str = "all", seed: int = 0,
                  device: str = "auto", precision: str = "fp32", name: str = "evaluator",
                  ref_dir: str | None = None, encoder_module: Any = None):
+        from evalkit.api import encoder_list
         from evalkit.devices import resolve_device
         from evalkit.encoders import build_encoder
         from evalkit.identity import EncoderIdentity
+
+        names = encoder_list(encoder)
+        self._parts: list[Evaluator] = []
+        if len(names) > 1:  # one Evaluator per encoder, images converted once
+            self._init_parts(names, ref, arch=arch, weights=weights, test=test, metrics=metrics,
+                             seed=seed, device=device, precision=precision, name=name,
+                             ref_dir=ref_dir, encoder_module=encoder_module)
+            return
+        encoder = names[0]
 
         self.options = ExtractOptions(encoder=encoder, arch=arch, weights=weights, device=device,
                                       precision=precision, quiet=True)
@@ -78,28 +91,67 @@ class Evaluator:
         self.name = name
         self.reset()
 
+    def _init_parts(self, names: list[str], ref: SourceLike | None, *, arch, weights, test,
+                    encoder_module, **kw: Any) -> None:
+        """Several encoders: an image-folder ``ref``/``test`` is decoded once for all of them
+        (:func:`evalkit.pipeline.load_features_many`); each encoder gets its own Evaluator."""
+        from pathlib import Path
+
+        from evalkit.featureset import is_feature_file
+        from evalkit.pipeline import load_features_many
+        from evalkit.refs import is_stats_file
+
+        if arch or weights or encoder_module is not None:
+            raise InputError("Evaluator: arch/weights/encoder_module name one encoder; with "
+                             f"several ({','.join(names)}) each uses its default")
+        per = [ExtractOptions(encoder=n, device=kw["device"], precision=kw["precision"],
+                              quiet=True) for n in names]
+
+        def each(src: SourceLike | None) -> list:
+            if isinstance(src, (str, Path)) and Path(src).exists() and not is_feature_file(src) \
+                    and not is_stats_file(src):
+                return load_features_many(str(src), per)
+            return [src] * len(names)
+
+        refs, tests = each(ref), each(test)
+        self._parts = [Evaluator(n, r, test=t, **kw) for n, r, t in zip(names, refs, tests)]
+
     def reset(self) -> None:
         self._outputs: dict[str, list[np.ndarray]] = {}
+        for part in self._parts:
+            part.reset()
 
     @torch.inference_mode()
     def update(self, images: torch.Tensor) -> None:
         """Encode one batch of generated images (B×3×H×W, uint8 or float in [0, 1])."""
         arrays = to_uint8_images(images)
+        if self._parts:
+            for part in self._parts:
+                part._encode(arrays)
+            return
+        self._encode(arrays)
+
+    def _encode(self, arrays: np.ndarray) -> None:
         x = torch.from_numpy(np.stack([prepare(a, self.encoder.preprocess) for a in arrays]))
         with precision_context(self.device, self.options.precision):
             out = self.encoder(x.to(self.device, non_blocking=True))
         for key, value in out.items():
             self._outputs.setdefault(key, []).append(value.float().cpu().numpy())
 
-    def features(self) -> FeatureSet:
-        """Everything accumulated so far as a FeatureSet."""
+    def features(self) -> FeatureSet | list[FeatureSet]:
+        """Everything accumulated so far as a FeatureSet (several encoders: one each)."""
+        if self._parts:
+            return [part.features() for part in self._parts]
         if not self._outputs:
             raise InputError("Evaluator.compute: no images were given to update()")
         arrays = {k: np.concatenate(v) for k, v in self._outputs.items()}
         return FeatureSet(arrays, meta={"encoder": self.identity.as_dict()}, source=self.name)
 
-    def compute(self) -> dict[str, Any]:
-        """Score the accumulated samples against the reference; returns the result record."""
+    def compute(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """Score the accumulated samples against the reference; returns the result record
+        (several encoders: one record each, in the order given)."""
+        if self._parts:
+            return [part.compute() for part in self._parts]
         if self.real is None:
             raise InputError("Evaluator.compute: no reference given (Evaluator(..., ref=...))")
         record, _ = score_set(self.features(), self.real, self.test, self.config, name=self.name,

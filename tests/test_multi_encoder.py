@@ -141,3 +141,33 @@ def test_encoder_list_forms():
     assert encoder_list(["a", "b,c"]) == ["a", "b", "c"]
     with pytest.raises(evalkit.errors.InputError):
         encoder_list(" , ")
+
+
+def test_evaluator_with_several_encoders_equals_one_evaluator_each(folders, monkeypatch):
+    import torch
+
+    from evalkit.sources import resolve_source
+
+    src = resolve_source(str(folders["fake"]))
+    images = torch.from_numpy(np.stack([src.load_rgb(i)[0] for i in range(len(src))]))
+    images = images.permute(0, 3, 1, 2)
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(folders["tmp"] / "fresh-cache"))
+    passes = []
+    original = evalkit.pipeline.extract
+    monkeypatch.setattr(evalkit.pipeline, "extract", lambda source, encoders, **kw: (
+        passes.append([e.name for e in encoders]) or original(source, encoders, **kw)))
+    ev = evalkit.Evaluator(encoder=list(ENCODERS), ref=str(folders["real"]), device="cpu",
+                           metrics=METRICS)
+    assert passes == [list(ENCODERS)]  # the reference folder: one pass for both encoders
+    for batch in images.split(4):
+        ev.update(batch)
+    records = ev.compute()
+    assert [r["encoder"]["name"] for r in records] == list(ENCODERS)
+    for enc, rec, feats in zip(ENCODERS, records, ev.features()):
+        one = evalkit.Evaluator(encoder=enc, ref=str(folders["real"]), device="cpu",
+                                metrics=METRICS)
+        for batch in images.split(4):
+            one.update(batch)
+        np.testing.assert_array_equal(feats.arrays["features"], one.features().arrays["features"])
+        assert rec["metrics"] == one.compute()["metrics"]
+        assert rec["encoder"] == one.compute()["encoder"]
