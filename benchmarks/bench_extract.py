@@ -22,7 +22,15 @@ What it does (issue 3, "Speed"):
    * ``evalkit+TOKENS``: variants: ``plain`` (the network module as written, without the
      BN-folded channels_last / oneDNN Graph copy evalkit runs by default),
      ``tf32``/``bf16``/``fp16`` (``precision``), ``legacy`` (``--resize legacy``), ``t1`` (one torch
-     thread).
+     thread), ``dev`` / ``wrk`` (``resize_on="device"`` / ``"workers"``; default: device on
+     CUDA, workers on CPU), ``pil`` (PIL decodes every PNG, no fast decoder);
+   * ``decode``: the decode ceiling: evalkit's DataLoader with the same workers and batch size
+     reading, hashing and decoding every image to uint8 and copying it to the device, no
+     resize, no network (``decode+pil``: with PIL as the decoder);
+   * ``forward`` (+ precision tokens): the forward-only ceiling: ``--n`` images as random
+     uint8 batches already on the device, clean resize on the device + the encoder;
+   * ``timm-dinov2`` (DINOv2 rows only): timm's DINOv2 of the same size (SDPA attention) at
+     224², bf16 autocast, random input on the device: the forward a DINOv2 pipeline can reach.
 
 It prints images/s, the evalkit/pytorch-fid ratio, CPU seconds per image, evalkit's split
 between waiting for data (decode/resize) and the network (``meta["timing"]``), and peak memory.
@@ -62,9 +70,14 @@ from _common import (  # noqa: E402
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 DATA_VERSION = "evalkit.bench.images/1"
-BASE_PIPELINES = ("evalkit", "pytorch-fid", "torch-fidelity")
+BASE_PIPELINES = ("evalkit", "pytorch-fid", "torch-fidelity", "decode", "forward",
+                  "timm-dinov2")
+TOKENS_OF = {"evalkit": None, "decode": {"pil"}, "forward": {"tf32", "bf16", "fp16"},
+             "timm-dinov2": set(), "pytorch-fid": set(), "torch-fidelity": set()}
+TIMM_DINOV2 = {"vits14": "vit_small_patch14_dinov2", "vitb14": "vit_base_patch14_dinov2",
+               "vitl14": "vit_large_patch14_dinov2", "vitg14": "vit_giant_patch14_dinov2"}
 PROTOTYPES = ("evalkit+plain", "evalkit+bf16")
-VARIANT_TOKENS = {"plain", "tf32", "bf16", "fp16", "legacy", "t1"}
+VARIANT_TOKENS = {"plain", "tf32", "bf16", "fp16", "legacy", "t1", "dev", "wrk", "pil"}
 # Seconds between samples of the process tree's PSS during a timed extraction. Reading PSS
 # walks the target's page tables under its memory-map lock: every 0.2 s it slowed evalkit's
 # extraction by 15 % here (22.3 vs 26.0 images/s), so sample rarely; runs last >= 40 s.
@@ -244,8 +257,9 @@ def apply_variants(encoder, tokens: set[str]):
 
 def _parse_pipeline(name: str) -> tuple[str, set[str]]:
     base, *tokens = name.split("+")
-    bad = set(tokens) - VARIANT_TOKENS
-    if base not in BASE_PIPELINES or bad or (tokens and base != "evalkit"):
+    allowed = VARIANT_TOKENS if TOKENS_OF.get(base) is None else TOKENS_OF[base]
+    bad = set(tokens) - allowed
+    if base not in BASE_PIPELINES or bad:
         raise SystemExit(f"unknown pipeline {name!r}: use {', '.join(BASE_PIPELINES)} or "
                          f"evalkit+TOKENS with tokens {', '.join(sorted(VARIANT_TOKENS))}")
     return base, set(tokens)
@@ -261,7 +275,9 @@ def task_extract(task: dict) -> dict:
     dev = _device(task["device"])
     with Stopwatch() as setup:
         run = {"evalkit": _setup_evalkit, "pytorch-fid": _setup_pytorch_fid,
-               "torch-fidelity": _setup_torch_fidelity}[base](task, tokens, dev)
+               "torch-fidelity": _setup_torch_fidelity, "decode": _setup_decode,
+               "forward": _setup_forward, "timm-dinov2": _setup_timm_dinov2}[base](
+                   task, tokens, dev)
     with Stopwatch() as sw:
         extra = run()
         _sync(dev)
@@ -295,11 +311,106 @@ def _setup_evalkit(task, tokens, dev):
         encoder(warm)
     _sync(dev)
 
+    resize_on = "device" if "dev" in tokens else "workers" if "wrk" in tokens else "auto"
+    _choose_decoder(tokens)
+
     def run():
         fs = extract(src, encoder, batch_size=task["batch_size"], device=dev,
-                     workers=task["workers"], precision=precision, quiet=True)
+                     workers=task["workers"], precision=precision, quiet=True,
+                     resize_on=resize_on)
         assert fs.n == task["n"] and all(v.shape[0] == fs.n for v in fs.arrays.values())
         return {"timing": fs.meta["timing"]}
+    return run
+
+
+def _choose_decoder(tokens) -> None:
+    """``pil`` token: PIL decodes every PNG (the workers fork after this, so they inherit it)."""
+    if "pil" in tokens:
+        from evalkit import imageio
+
+        imageio._fast_png = False
+
+
+def _setup_decode(task, tokens, dev):
+    """The decode ceiling: evalkit's loader (read + sha256 + decode to uint8, same workers,
+    same batches, pinned on CUDA) and the copy to the device; nothing else."""
+    from evalkit.extract import _loader
+    from evalkit.sources import resolve_source
+
+    _choose_decoder(tokens)
+    src = resolve_source(task["images"])
+
+    def run():
+        seen = 0
+        for batch in _loader(src, None, list(range(len(src))), task["batch_size"],
+                             task["workers"], dev):
+            for _, images in batch["groups"]:
+                images.to(dev, non_blocking=True)
+                seen += images.shape[0]
+        _sync(dev)
+        assert seen == task["n"]
+        return {}
+    return run
+
+
+def _setup_forward(task, tokens, dev):
+    """The forward-only ceiling: random uint8 batches already on the device, device resize +
+    the encoder, ``--n`` images in batches of ``--batch-size``."""
+    import torch
+
+    from evalkit.extract import precision_context
+    from evalkit.resize import resize_batch
+
+    precision = next((t for t in ("bf16", "fp16", "tf32") if t in tokens), "fp32")
+    encoder = _evalkit_encoder(task["encoder"], task.get("weights"), "clean",
+                               task.get("arch")).to(dev).eval()
+    b, size = task["batch_size"], task["size"]
+    x = torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0)).to(dev)
+
+    def step(rows: int):
+        with torch.inference_mode():
+            inp = resize_batch(x[:rows], encoder.preprocess)
+            if dev.type == "cuda":
+                inp = inp.contiguous(memory_format=torch.channels_last)
+            with precision_context(dev, precision):
+                out = encoder(inp)
+            return out["features"].float().cpu()
+    step(b)
+    _sync(dev)
+
+    def run():
+        done = 0
+        while done < task["n"]:
+            rows = min(b, task["n"] - done)
+            step(rows)
+            done += rows
+        return {}
+    return run
+
+
+def _setup_timm_dinov2(task, tokens, dev):
+    """timm's DINOv2 (fused SDPA attention) at 224², bf16 autocast, random input on the
+    device: the forward speed a DINOv2 pipeline is compared with."""
+    import timm
+    import torch
+
+    name = TIMM_DINOV2[task.get("arch") or "vitl14"]
+    model = timm.create_model(name, pretrained=False, img_size=224, num_classes=0).to(dev).eval()
+    b = task["batch_size"]
+    x = torch.rand(b, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(dev)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
+        model(x)
+    _sync(dev)
+
+    def run():
+        done = 0
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            while done < task["n"]:
+                rows = min(b, task["n"] - done)
+                model(x[:rows]).float().cpu()
+                done += rows
+        return {}
     return run
 
 
@@ -373,7 +484,7 @@ def task_profile(task: dict) -> dict:
     from torchvision.transforms import ToTensor
 
     from evalkit.extract import _Images
-    from evalkit.imageio import clean_resize, decode_image, to_rgb_uint8
+    from evalkit.imageio import clean_resize, decode_image, decode_rgb, to_rgb_uint8
     from evalkit.sources import resolve_source
 
     dev = _device(task["device"])
@@ -384,7 +495,8 @@ def task_profile(task: dict) -> dict:
     src = resolve_source(task["images"])
     blobs = [Path(f).read_bytes() for f in files]
     rgbs = [to_rgb_uint8(decode_image(b, f)) for b, f in zip(blobs, files)]
-    evalkit_ds, legacy_ds = _Images(src, enc.preprocess), _Images(src, legacy.preprocess)
+    evalkit_ds, legacy_ds = _Images(src, (enc.preprocess,)), _Images(src, (legacy.preprocess,))
+    uint8_ds = _Images(src, None)
     pfid_ds = ImagePathDataset(files, ToTensor())
     tfid_ds = ImagesPathDataset(files, TransformPILtoRGBTensor())
     to_tensor = ToTensor()
@@ -392,7 +504,11 @@ def task_profile(task: dict) -> dict:
         "evalkit: all (read+sha256+decode+RGB+clean resize 299)": lambda i: evalkit_ds[i],
         "evalkit: read file": lambda i: Path(files[i]).read_bytes(),
         "evalkit: sha256 of the bytes": lambda i: hashlib.sha256(blobs[i]).hexdigest(),
-        "evalkit: PNG decode + RGB": lambda i: to_rgb_uint8(decode_image(blobs[i], files[i])),
+        "evalkit device path: all (read+sha256+decode to uint8)": lambda i: uint8_ds[i],
+        "evalkit: PNG decode + RGB (decode_rgb: fast decoder)": lambda i: decode_rgb(blobs[i],
+                                                                                      files[i]),
+        "evalkit: PNG decode + RGB (PIL)": lambda i: to_rgb_uint8(decode_image(blobs[i],
+                                                                               files[i])),
         "evalkit: clean resize to 299 (3 float32 PIL bicubic)":
             lambda i: clean_resize(rgbs[i], 299),
         "evalkit legacy: all (read+sha256+decode, no resize)": lambda i: legacy_ds[i],
@@ -491,7 +607,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DINOv2 weights file (default: seeded random weights)")
     p.add_argument("--pipelines", default=",".join(BASE_PIPELINES),
                    help="comma list of pipelines (evalkit, pytorch-fid, torch-fidelity, "
-                        "evalkit+TOKENS with tokens plain tf32 bf16 fp16 legacy t1)")
+                        "evalkit+TOKENS with tokens plain tf32 bf16 fp16 legacy t1 dev wrk "
+                        "pil, decode[+pil], forward[+bf16...], timm-dinov2)")
     p.add_argument("--prototypes", action="store_true",
                    help="also time " + ", ".join(PROTOTYPES))
     p.add_argument("--rounds", type=int, default=1,
@@ -531,7 +648,12 @@ def plan(args) -> list[tuple[str, str]]:
         for pipe in args.pipelines:
             base, tokens = _parse_pipeline(pipe)
             inception_only = {"plain", "legacy"}
-            if enc != "inception" and (base != "evalkit" or tokens & inception_only):
+            if base == "decode" and enc != args.encoders[0]:
+                continue  # no encoder: once
+            if base == "timm-dinov2" and enc != "dinov2":
+                continue
+            if enc != "inception" and (base in ("pytorch-fid", "torch-fidelity")
+                                       or tokens & inception_only):
                 continue
             pairs.append((enc, pipe))
     return pairs
@@ -622,11 +744,19 @@ def summarize(args, results: dict, info: dict) -> str:
             if mine and ref and s["encoder"] == "inception":
                 per_round.append(ratio(mine[0]["images_per_s"], ref[0]["images_per_s"]))
         s["vs_pfid"] = median(per_round)
+        fwd = [x["images_per_s"] for x in rows if x["encoder"] == s["encoder"]
+               and x["pipeline"].startswith("forward")]
+        s["vs_forward"] = ratio(s.get("ips"), median(fwd)) if fwd and s.get("ips") else None
+        ceiling = [x["images_per_s"] for x in rows if x["pipeline"] == "decode"]
+        s["vs_decode"] = ratio(s.get("ips"), median(ceiling)) if ceiling and s.get("ips") \
+            else None
         ref_cpu = next((x["cpu_ms"] for x in summary if x["pipeline"] == "pytorch-fid"
                         and x.get("cpu_ms")), None)
         s["cpu_vs_pfid"] = ratio(ref_cpu, s.get("cpu_ms")) if s["encoder"] == "inception" else None
     cols = [("encoder", "encoder"), ("pipeline", "pipeline"), ("ips", "images/s", ".2f"),
-            ("vs_pfid", "× pytorch-fid", ".2f"), ("cpu_ms", "CPU ms/img", ".0f"),
+            ("vs_pfid", "× pytorch-fid", ".2f"), ("vs_decode", "× decode ceiling", ".2f"),
+            ("vs_forward", "× forward ceiling", ".2f"),
+            ("cpu_ms", "CPU ms/img", ".0f"),
             ("cpu_vs_pfid", "CPU-efficiency × pytorch-fid", ".2f"),
             ("extract_s", "extract s", ".1f"), ("data_wait_s", "data wait s", ".1f"),
             ("forward_s", "forward s", ".1f"), ("setup_s", "setup s", ".1f"),

@@ -1,7 +1,7 @@
 """What every encoder declares and implements.
 
 An encoder is a small ``torch.nn.Module`` whose ``forward`` takes a float batch B×3×H×W with
-values in [0, 255] (already resized by the data workers as ``preprocess`` says, unless
+values in [0, 255] (already resized by the engine as ``preprocess`` says, unless
 ``preprocess.resize == "none"``) and returns a dict of named 2-D outputs (``features`` always;
 ``logits``, ``spatial``, ``embedding`` when it has them), all from one forward pass.
 Normalisation (scaling, mean/std) happens inside the module, on the device.

@@ -1,8 +1,12 @@
 """The extraction engine: images of a Source -> every output of an encoder, in one pass.
 
-DataLoader workers read, hash, decode, convert and resize (as the encoder's ``Preprocess``
-says); the main process moves each batch to the device (pinned memory, non-blocking copies on
-CUDA) and runs the encoder under ``torch.inference_mode`` (and autocast for bf16/fp16). Outputs
+DataLoader workers read, hash, decode and convert each image to H×W×3 uint8. On CUDA (or with
+``resize_on="device"``) the batches travel as uint8 (pinned memory; the next batch's copy runs
+on its own stream while the current batch is encoded) and the clean resize of each
+``Preprocess`` runs on the device (:mod:`evalkit.resize`); on CPU the workers also resize, with
+PIL, in parallel with the network. The main process runs every encoder on its input under
+``torch.inference_mode`` (and autocast for bf16/fp16); several encoders share one decode and
+one resize per distinct ``Preprocess``. Outputs
 are written in source order into preallocated float32 CPU arrays, so the result does not depend
 on the batch size or the number of workers (torch-fidelity's batch-size-independence property).
 
@@ -35,6 +39,7 @@ from evalkit.distributed import ShardRange
 from evalkit.errors import InputError
 from evalkit.featureset import FeatureSet
 from evalkit.imageio import prepare
+from evalkit.resize import resize_batch
 from evalkit.sources import Source, content_fingerprint
 
 log = logging.getLogger("evalkit")
@@ -71,11 +76,16 @@ def precision_context(device: torch.device, precision: str):
 
 
 class _Images(Dataset):
-    """Index -> (index, 3×H×W float32 or None, sha256 hex, is_jpeg, error message or None)."""
+    """Index -> (index, payload or None, sha256 hex, is_jpeg, error message or None).
 
-    def __init__(self, source: Source, preprocess):
+    ``preprocesses`` None: the payload is the decoded H×W×3 uint8 image (resized later, on the
+    device, by :mod:`evalkit.resize`). Otherwise a tuple with one 3×H'×W' float32 array per
+    Preprocess (:func:`evalkit.imageio.prepare`, PIL's resize in this worker).
+    """
+
+    def __init__(self, source: Source, preprocesses: tuple | None):
         self.source = source
-        self.preprocess = preprocess
+        self.preprocesses = preprocesses
 
     def __len__(self) -> int:
         return len(self.source)
@@ -83,23 +93,36 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         try:
             rgb, digest, jpeg = self.source.load_rgb(i)
-            return i, prepare(rgb, self.preprocess), digest, jpeg, None
+            if self.preprocesses is None:
+                return i, rgb, digest, jpeg, None
+            return i, tuple(prepare(rgb, pp) for pp in self.preprocesses), digest, jpeg, None
         except InputError as exc:
             return i, None, None, False, str(exc)
 
 
+def _shape(payload) -> tuple:
+    return payload.shape if isinstance(payload, np.ndarray) else tuple(a.shape for a in payload)
+
+
+def _stack(arrays: list) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    if isinstance(arrays[0], np.ndarray):
+        return torch.from_numpy(np.stack(arrays))
+    return tuple(torch.from_numpy(np.stack(parts)) for parts in zip(*arrays))
+
+
 def _collate(items) -> dict[str, Any]:
-    """Group the good images of a batch by shape (one group unless sizes differ)."""
-    groups: dict[tuple[int, ...], list] = {}
-    for i, arr, _, _, err in items:
+    """Group the good images of a batch by shape (one group unless sizes differ), each group
+    in batch order: (source indices, N×H×W×3 uint8 or a tuple of N×3×S×S float32)."""
+    groups: dict[tuple, list] = {}
+    for i, payload, _, _, err in items:
         if err is None:
-            groups.setdefault(arr.shape, []).append((i, arr))
+            groups.setdefault(_shape(payload), []).append((i, payload))
     return {
         "index": [it[0] for it in items],
         "digest": [it[2] for it in items],
         "jpeg": [it[3] for it in items],
         "error": [it[4] for it in items],
-        "groups": [(torch.tensor([i for i, _ in g]), torch.from_numpy(np.stack([a for _, a in g])))
+        "groups": [(torch.tensor([i for i, _ in g]), _stack([a for _, a in g]))
                    for g in groups.values()],
     }
 
@@ -155,27 +178,41 @@ class Shard:
                    {k: float(v) for k, v in meta["timing"].items()})
 
 
-def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
-            device: str | torch.device = "auto", workers: int = 0, precision: str = "fp32",
-            skip_bad: bool = False, quiet: bool = False,
+def extract(source: Source, encoder: torch.nn.Module | Sequence[torch.nn.Module], *,
+            batch_size: int = 64, device: str | torch.device = "auto", workers: int = 0,
+            precision: str = "fp32", skip_bad: bool = False, quiet: bool = False,
             shards: Sequence[ShardRange] | None = None,
-            on_shard: Callable[[Shard], None] | None = None) -> FeatureSet | list[Shard] | None:
+            on_shard: Callable[[Any], None] | None = None, resize_on: str = "auto",
+            compile: bool = False) -> Any:
     """Run ``encoder`` over every image of ``source`` (or of ``shards``) once, keep all outputs.
 
     Args:
         source: a resolved image source (:func:`evalkit.sources.resolve_source`).
-        encoder: an :class:`evalkit.encoders.Encoder` (``preprocess``, dict-returning forward).
-        batch_size: images per forward pass (results do not depend on it).
+        encoder: an :class:`evalkit.encoders.Encoder` (``preprocess``, dict-returning forward),
+            or a list of them: every image is then read and decoded once, resized once per
+            distinct ``Preprocess``, and run through each encoder (outputs per encoder, each
+            equal to a separate run's).
+        batch_size: images per forward pass (results do not depend on it). On CUDA an
+            out-of-memory error halves it (one warning) and the batch is run again.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         workers: DataLoader worker processes (0: decode in this process).
         precision: ``fp32`` (strict on CUDA), ``tf32`` (TF32 on CUDA), or ``bf16``/``fp16``
-            autocast (outputs are stored as float32); see :func:`precision_context`.
+            autocast (outputs are stored as float32); see :func:`precision_context`. The clean
+            resize always runs in float32 without TF32.
         skip_bad: warn about and skip unreadable images instead of raising.
         quiet: no progress bar.
         shards: extract only these ranges (sorted by ``start``, not overlapping), as
             :class:`Shard` objects instead of a FeatureSet.
-        on_shard: with ``shards``, receives each :class:`Shard` as soon as its last image is
-            encoded (the shards are then not kept here).
+        on_shard: with ``shards``, receives each :class:`Shard` (with a list of encoders: the
+            list of each encoder's Shard of that range) as soon as its last image is encoded
+            (the shards are then not kept here).
+        resize_on: ``"device"``: workers only read and decode, batches travel as uint8 and the
+            clean resize runs on the device (:mod:`evalkit.resize`, two matrix products per
+            size group); ``"workers"``: workers resize with PIL (:func:`evalkit.imageio.prepare`)
+            and batches travel as float32; ``"auto"``: device on CUDA, workers on CPU (there
+            the workers' PIL resize runs in parallel with the network, which is the bottleneck).
+            Both give the same features to float rounding (≤ 1e-4 on the [0, 255] pixels).
+        compile: run each encoder through ``torch.compile`` (experimental; off by default).
 
     Returns:
         Without ``shards``: a FeatureSet with one float32 array per encoder output, ``labels``
@@ -183,76 +220,200 @@ def extract(source: Source, encoder: torch.nn.Module, *, batch_size: int = 64,
         ``skipped`` (locators), ``skipped_reasons``, ``kept`` (source indices, None when all
         kept), ``content_fingerprint``, ``jpeg`` and ``timing`` = {data_wait_s, forward_s,
         total_s}. With ``shards``: the extracted Shards in the order given, or None when
-        ``on_shard`` received them.
+        ``on_shard`` received them. With a list of encoders: a list of those, one per encoder.
 
     Raises:
         InputError: an unreadable image (without ``skip_bad``), or no readable image at all.
     """
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision}: use fp32, tf32, bf16 or fp16")
+    if resize_on not in ("auto", "device", "workers"):
+        raise ValueError(f"resize_on={resize_on!r}: use auto, device or workers")
     if source.kind == "features":
         raise InputError(f"{source.arg}: a feature file has no images to encode")
     if not skip_bad and source.bad:
         first = min(source.bad)
         raise InputError(f"{source.display(first)}: {source.bad[first]}")
+    several = isinstance(encoder, (list, tuple))
+    encoders = list(encoder) if several else [encoder]
+    if not encoders:
+        raise ValueError("extract needs at least one encoder")
     t_start = time.perf_counter()
     whole = shards is None
     ranges = [ShardRange(0, 1, 0, len(source))] if whole else list(shards)
-    done: list[Shard] = []
-    deliver = on_shard if (on_shard is not None and not whole) else done.append
+    done: list[list[Shard]] = [[] for _ in encoders]
+
+    def deliver(per_encoder: list[Shard]) -> None:
+        if on_shard is not None and not whole:
+            on_shard(per_encoder if several else per_encoder[0])
+        else:
+            for kept, shard in zip(done, per_encoder):
+                kept.append(shard)
+
     if ranges:
-        _run(source, encoder, ranges, deliver, batch_size=batch_size, device=device,
-             workers=workers, precision=precision, skip_bad=skip_bad, quiet=quiet)
+        _run(source, encoders, ranges, deliver, batch_size=batch_size, device=device,
+             workers=workers, precision=precision, skip_bad=skip_bad, quiet=quiet,
+             resize_on=resize_on, compile=compile)
     if not whole:
-        return None if on_shard is not None else done
-    return assemble(source, done, total_s=time.perf_counter() - t_start)
+        if on_shard is not None:
+            return None
+        return done if several else done[0]
+    total = time.perf_counter() - t_start
+    sets = [assemble(source, shards_of, total_s=total) for shards_of in done]
+    return sets if several else sets[0]
 
 
-def _run(source: Source, encoder: torch.nn.Module, ranges: list[ShardRange],
-         on_shard: Callable[[Shard], None], *, batch_size: int, device, workers: int,
-         precision: str, skip_bad: bool, quiet: bool) -> None:
-    """One DataLoader over ``ranges`` back to back; ``on_shard`` as each range completes."""
+def _run(source: Source, encoders: list[torch.nn.Module], ranges: list[ShardRange],
+         deliver: Callable[[list[Shard]], None], *, batch_size: int, device, workers: int,
+         precision: str, skip_bad: bool, quiet: bool, resize_on: str, compile: bool) -> None:
+    """One DataLoader over ``ranges`` back to back; ``deliver`` as each range completes."""
     dev = resolve_device(device)
     starts = [r.start for r in ranges]
     if any(b.start < a.stop for a, b in zip(ranges, ranges[1:])):
         raise ValueError("shards must be sorted by start and must not overlap")
     indices = [i for r in ranges for i in range(r.start, r.stop)]
     source.open()
-    encoder = encoder.to(dev).eval()
-    loader = _loader(source, encoder.preprocess, indices, batch_size, workers, dev)
-    run = _Run(encoder, ranges)
+    encoders = [e.to(dev).eval() for e in encoders]
+    keys = [_resize_key(e.preprocess) for e in encoders]
+    distinct = list(dict.fromkeys(keys))  # distinct resizes, in encoder order
+    which = [distinct.index(k) for k in keys]
+    preprocesses = [encoders[keys.index(k)].preprocess for k in distinct]
+    on_device = resize_on == "device" or (resize_on == "auto" and dev.type == "cuda")
+    loader = _loader(source, None if on_device else tuple(preprocesses), indices, batch_size,
+                     workers, dev)
+    runs = [_Run(e, ranges) for e in encoders]
+    engine = _Engine(encoders, which, preprocesses, dev, precision, on_device, compile)
     from tqdm.auto import tqdm
 
+    name = ",".join(getattr(e, "name", "") or "encode" for e in encoders)
     bar = tqdm(total=len(indices), unit="img", disable=quiet, file=sys.stderr,
-               dynamic_ncols=True, leave=False,
-               desc=f"{getattr(encoder, 'name', '') or 'encode'} {source.arg}")
+               dynamic_ncols=True, leave=False, desc=f"{name} {source.arg}")
     try:
-        batches = iter(loader)
+        batches = _prefetch(iter(loader), dev)
         while True:
             t0 = time.perf_counter()
             try:
                 batch = next(batches)
             except StopIteration:
                 break
-            run.data_wait += time.perf_counter() - t0
-            run.record(batch, starts, skip_bad)
-            for index, images in batch["groups"]:
-                t1 = time.perf_counter()
-                with torch.inference_mode(), precision_context(dev, precision):
-                    out = encoder(images.to(dev, non_blocking=True))
-                run.store(index.numpy(), out, starts)
-                run.forward += time.perf_counter() - t1
-            run.advance(len(batch["index"]), on_shard)
+            wait = time.perf_counter() - t0
+            for k, run in enumerate(runs):
+                run.data_wait += wait
+                run.record(batch, starts, skip_bad, warn=k == 0)
+            for index, data in batch["groups"]:
+                engine.run_group(index.numpy(), data, runs, starts)
+            ready = [run.advance(len(batch["index"])) for run in runs]
+            for per_encoder in zip(*ready):
+                deliver(list(per_encoder))
             bar.update(len(batch["index"]))
     finally:
         bar.close()
 
 
-def _loader(source: Source, preprocess, indices: list[int], batch_size: int, workers: int,
-            dev: torch.device) -> DataLoader:
+def _resize_key(pp) -> tuple:
+    """What the resize depends on (mean/std are applied inside each encoder)."""
+    return pp.size, pp.resize, bool(pp.crop), getattr(pp, "crop_from", 0)
+
+
+def _to_device(data, dev: torch.device):
+    if isinstance(data, tuple):
+        return tuple(t.to(dev, non_blocking=True) for t in data)
+    return data.to(dev, non_blocking=True)
+
+
+def _prefetch(batches, dev: torch.device):
+    """Yield the loader's batches with their image groups on ``dev``. On CUDA the host→device
+    copy of the next batch is issued on its own stream before the current batch is handed
+    out, so it overlaps the current forward pass (the loader pins the host memory)."""
+    if dev.type != "cuda":
+        for batch in batches:
+            batch["groups"] = [(i, _to_device(d, dev)) for i, d in batch["groups"]]
+            yield batch
+        return
+    stream = torch.cuda.Stream(dev)
+
+    def issue(batch):
+        with torch.cuda.stream(stream):
+            batch["groups"] = [(i, _to_device(d, dev)) for i, d in batch["groups"]]
+        return batch
+
+    pending = None
+    for batch in batches:
+        batch = issue(batch)
+        if pending is not None:
+            yield pending
+        torch.cuda.current_stream(dev).wait_stream(stream)
+        for _, data in batch["groups"]:
+            for t in data if isinstance(data, tuple) else (data,):
+                t.record_stream(torch.cuda.current_stream(dev))
+        pending = batch
+    if pending is not None:
+        yield pending
+
+
+class _Engine:
+    """Per image group: resize once per distinct Preprocess, run every encoder, store rows.
+
+    On CUDA: inputs in channels_last; an out-of-memory error halves the rows per forward pass
+    (one warning) and the group is run again from its start (rows are stored by index, so a
+    rerun overwrites them with the same values)."""
+
+    def __init__(self, encoders, which: list[int], preprocesses: list, dev: torch.device,
+                 precision: str, on_device: bool, compile: bool):
+        self.fns = [torch.compile(e) if compile else e for e in encoders]
+        self.which = which
+        self.preprocesses = preprocesses
+        self.dev = dev
+        self.precision = precision
+        self.on_device = on_device
+        self.max_rows: int | None = None
+        self.resize_s = 0.0
+
+    def run_group(self, index: np.ndarray, data, runs: list[_Run], starts: list[int]) -> None:
+        while True:
+            rows = self.max_rows or len(index)
+            try:
+                for lo in range(0, len(index), rows):
+                    self._chunk(index[lo:lo + rows], _rows(data, lo, lo + rows), runs, starts)
+                return
+            except torch.cuda.OutOfMemoryError:
+                if rows <= 1:
+                    raise
+                self.max_rows = rows // 2
+                warnings.warn(f"out of device memory at {rows} images per batch; "
+                              f"continuing with {self.max_rows}", ResourceWarning, stacklevel=2)
+                if self.dev.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _chunk(self, index: np.ndarray, data, runs: list[_Run], starts: list[int]) -> None:
+        inputs: dict[int, torch.Tensor] = {}
+        for k, fn in enumerate(self.fns):
+            t1 = time.perf_counter()
+            j = self.which[k]
+            if j not in inputs:
+                with torch.inference_mode():
+                    x = (resize_batch(data, self.preprocesses[j]) if self.on_device
+                         else data[j].float())
+                if self.dev.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                inputs[j] = x
+            with torch.inference_mode(), precision_context(self.dev, self.precision):
+                out = fn(inputs[j])
+            runs[k].store(index, out, starts)
+            runs[k].forward += time.perf_counter() - t1
+
+
+def _rows(data, lo: int, hi: int):
+    if isinstance(data, tuple):
+        return tuple(t[lo:hi] for t in data)
+    return data[lo:hi]
+
+
+def _loader(source: Source, preprocesses: tuple | None, indices: list[int], batch_size: int,
+            workers: int, dev: torch.device) -> DataLoader:
     n_batches = -(-len(indices) // batch_size)
     workers = max(0, min(int(workers), n_batches))
-    return DataLoader(_Images(source, preprocess), batch_size=batch_size, sampler=indices,
+    return DataLoader(_Images(source, preprocesses), batch_size=batch_size, sampler=indices,
                       num_workers=workers, collate_fn=_collate,
                       pin_memory=dev.type == "cuda", drop_last=False,
                       prefetch_factor=(2 if dev.type == "cuda" else 4) if workers else None)
@@ -296,8 +457,10 @@ class _Run:
             self.states[sid].store(index[rows], {k: v[rows] for k, v in values.items()},
                                    self.dims)
 
-    def record(self, batch: dict[str, Any], starts: list[int], skip_bad: bool) -> None:
-        """Note each image's digest, or its error (raised, or skipped with a warning)."""
+    def record(self, batch: dict[str, Any], starts: list[int], skip_bad: bool,
+               warn: bool = True) -> None:
+        """Note each image's digest, or its error (raised, or skipped with a warning when
+        ``warn``)."""
         for i, digest, jpeg, err in zip(batch["index"], batch["digest"], batch["jpeg"],
                                         batch["error"]):
             state = self.states[bisect_right(starts, i) - 1]
@@ -309,11 +472,12 @@ class _Run:
                 raise InputError(f"{err} (pass --skip-bad to skip unreadable images)")
             state.skipped.append((i, err))
             self.n_skipped += 1
-            if self.n_skipped <= MAX_SKIP_WARNINGS:
+            if warn and self.n_skipped <= MAX_SKIP_WARNINGS:
                 warnings.warn(f"skipping unreadable image {err}", BadImageWarning, stacklevel=4)
 
-    def advance(self, n_rows: int, on_shard: Callable[[Shard], None]) -> None:
-        """``n_rows`` more images done; hand over every shard that is now complete."""
+    def advance(self, n_rows: int) -> list[Shard]:
+        """``n_rows`` more images done; the shards that are now complete."""
+        complete = []
         self.rows_done += n_rows
         while self.flushed < len(self.states) and self.ends[self.flushed] <= self.rows_done:
             now = time.perf_counter()
@@ -324,7 +488,8 @@ class _Run:
             shard = self.states[self.flushed].finish(timing, self.dims)
             self.states[self.flushed] = None  # free its buffers
             self.flushed += 1
-            on_shard(shard)
+            complete.append(shard)
+        return complete
 
 
 class _ShardState:

@@ -61,6 +61,84 @@ def decode_image(data: bytes, name: str) -> Image.Image:
     return img
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# IHDR colour types a fast decoder returns exactly as to_rgb_uint8 reads PIL's image, at 8 bits:
+# grey, RGB, grey+alpha, RGBA (palette and 1/2/4/16-bit images go through PIL's conversions)
+_FAST_PNG_COLOUR_TYPES = frozenset({0, 2, 4, 6})
+_fast_png = None  # resolved on first use: a bytes -> ndarray PNG decoder, or False
+
+
+def _resolve_fast_png():
+    """The fastest installed PNG decoder that gives PIL's pixels (benchmarks/bench_decode.py):
+    pyspng (libspng), else OpenCV's libpng; False when neither is installed (PIL only)."""
+    global _fast_png
+    if _fast_png is None:
+        _fast_png = False
+        try:
+            import pyspng
+
+            _fast_png = pyspng.load
+        except ImportError:
+            try:
+                import cv2
+
+                def _cv2(data: bytes) -> np.ndarray:
+                    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+                    if a is None:
+                        raise ValueError("cv2.imdecode failed")
+                    return a[:, :, 2::-1] if a.ndim == 3 else a  # BGR(A) -> RGB
+                _fast_png = _cv2
+            except ImportError:
+                pass
+    return _fast_png
+
+
+def _fast_png_rgb(data: bytes) -> np.ndarray | None:
+    """H×W×3 uint8 of an 8-bit non-palette PNG by the fast decoder, or None (use PIL): not
+    such a PNG, no fast decoder, above PIL's decompression-bomb limit, or any decoder error
+    (PIL then decodes it or names what is wrong)."""
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    if data[24] != 8 or data[25] not in _FAST_PNG_COLOUR_TYPES:
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        return None
+    decode = _resolve_fast_png()
+    if not decode:
+        return None
+    try:
+        arr = np.asarray(decode(data))
+    except Exception:  # noqa: BLE001 - any failure: PIL decides (and names the problem)
+        return None
+    if arr.dtype != np.uint8 or arr.shape[:2] != (height, width):
+        return None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] in (1, 2):
+        return np.repeat(arr[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def decode_rgb(data: bytes, name: str) -> tuple[np.ndarray, bool]:
+    """File bytes -> (H×W×3 uint8, is_jpeg): :func:`decode_image` + :func:`to_rgb_uint8`.
+
+    8-bit grey / grey+alpha / RGB / RGBA PNGs (with or without tRNS, interlaced or not) go
+    through a faster lossless decoder when one is installed (``pip install evalkit[fast]``:
+    pyspng), whose pixels equal PIL's for those kinds (tests/test_imageio_decode.py,
+    benchmarks/bench_decode.py); everything else, and anything that decoder refuses, is PIL's.
+
+    Raises:
+        InputError: as :func:`decode_image`.
+    """
+    arr = _fast_png_rgb(data)
+    if arr is not None:
+        return arr, False
+    img = decode_image(data, name)
+    return to_rgb_uint8(img), img.format in JPEG_FORMATS
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

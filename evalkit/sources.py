@@ -30,7 +30,7 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.featureset import is_feature_file
 from evalkit.fileio import file_sha256
-from evalkit.imageio import JPEG_FORMATS, array_to_rgb_uint8, decode_image, to_rgb_uint8
+from evalkit.imageio import array_to_rgb_uint8, decode_rgb
 from evalkit.safezip import member_problem, read_member
 
 IMAGE_EXTENSIONS = frozenset(
@@ -120,8 +120,8 @@ class Source:
             return array_to_rgb_uint8(row), digest, False
         data = self._read_bytes(i)
         digest = hashlib.sha256(data).hexdigest()
-        img = decode_image(data, self.display(i))
-        return to_rgb_uint8(img), digest, img.format in JPEG_FORMATS
+        rgb, jpeg = decode_rgb(data, self.display(i))
+        return rgb, digest, jpeg
 
     def _read_bytes(self, i: int) -> bytes:
         if self.kind == "dir":
