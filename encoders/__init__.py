@@ -8,18 +8,44 @@ other encoders or commands.
 
 ``encoder_identity`` describes an encoder (name, arch, weights sha256, preprocessing) without
 building it, for cache keys and result records.
+
+Importing this package imports no torch: each built-in encoder's module (which defines torch
+classes) is imported the first time its spec is asked for; `evalkit encoders` lists the
+built-ins from the static summaries in :data:`BUILTINS` (kept equal to the modules' ``SPEC``
+by tests/test_cli_startup.py).
 """
 from __future__ import annotations
 
+import importlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec  # noqa: F401
+from evalkit.encoders.spec import EncoderSpec, Preprocess, WeightsSpec  # noqa: F401
 from evalkit.errors import InputError
 from evalkit.registry import Registry
 
-ENCODERS: Registry[EncoderSpec] = Registry("encoder", "evalkit encoders")
+if TYPE_CHECKING:
+    from evalkit.encoders.base import Encoder
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in encoder before its module is imported: where its spec lives and what
+    `evalkit encoders` prints (equal to the module's ``SPEC``; a test checks it)."""
+
+    module: str  # evalkit.encoders.<module> defines SPEC
+    preprocess: str  # name of its (arch, resize) -> Preprocess function
+    weights: str | None  # name of its arch -> WeightsSpec function (open-ended archs)
+    description: str
+    archs: tuple[str, ...]
+    default_arch: str
+    default_outputs: Mapping[str, int]  # outputs of default_arch
+
+
+ENCODERS: Registry[EncoderSpec | Builtin] = Registry("encoder", "evalkit encoders")
 ENTRY_POINT_GROUP = "evalkit.encoders"
 _plugins_loaded = False
 
@@ -75,6 +101,38 @@ def _load_plugins() -> None:
                           RuntimeWarning, stacklevel=3)
 
 
+def __getattr__(name: str):
+    if name == "Encoder":  # the torch module class, imported on first use
+        from evalkit.encoders.base import Encoder
+
+        return Encoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _resolve(name: str, entry: EncoderSpec | Builtin) -> EncoderSpec:
+    """The EncoderSpec of ``entry``, importing a built-in's module on first use."""
+    if isinstance(entry, EncoderSpec):
+        return entry
+    module = importlib.import_module(f"evalkit.encoders.{entry.module}")
+    spec = module.SPEC
+    ENCODERS._entries[name] = spec  # same position: built-ins stay listed first
+    _PREPROCESS[name] = getattr(module, entry.preprocess)
+    if entry.weights is not None:
+        _WEIGHTS[name] = getattr(module, entry.weights)
+    return spec
+
+
+def encoder_summary(name: str) -> tuple[tuple[str, ...], str, Mapping[str, int], str]:
+    """(archs, default arch, outputs of the default arch, description) of ``name``, without
+    importing a built-in encoder's module (and so without torch)."""
+    _load_plugins()
+    entry = ENCODERS.get(name)
+    if isinstance(entry, Builtin):
+        return entry.archs, entry.default_arch, entry.default_outputs, entry.description
+    return (tuple(entry.archs), entry.default_arch, entry.outputs.get(entry.default_arch, {}),
+            entry.description)
+
+
 def list_encoders() -> list[str]:
     """Names of the registered encoders, built-ins first, then plugins."""
     _load_plugins()
@@ -84,7 +142,7 @@ def list_encoders() -> list[str]:
 def get_encoder_spec(name: str) -> EncoderSpec:
     """The registered :class:`EncoderSpec` of ``name`` (unknown names suggest close ones)."""
     _load_plugins()
-    return ENCODERS.get(name)
+    return _resolve(name, ENCODERS.get(name))
 
 
 def build_encoder(name: str, arch: str | None = None, weights: str | None = None,
@@ -173,31 +231,56 @@ def _check_arch(encoder: str, arch: str, archs) -> None:
                          f"{', '.join(archs)}")
 
 
-def _register_builtins() -> None:
-    from evalkit.encoders import (
-        clip,
-        convnext,
-        data2vec,
-        dinov2,
-        inception,
-        mae,
-        pixel,
-        simclr,
-        swav,
-        timm_models,
-    )
+BUILTINS: dict[str, Builtin] = {
+    "pixel": Builtin(
+        "pixel", "pixel_preprocess", None,
+        "raw pixels at 32x32, flattened (3072-d); weight-free, for smoke tests and CI",
+        ("rgb32",), "rgb32", {"features": 3072}),
+    "inception": Builtin(
+        "inception", "inception_preprocess", None,
+        "FID Inception-v3 (pytorch-fid weights): pool3 2048-d, fc logits 1008, sFID spatial 2023",
+        ("fid_v3",), "fid_v3", {"features": 2048, "logits": 1008, "spatial": 2023}),
+    "dinov2": Builtin(
+        "dinov2", "dinov2_preprocess", None,
+        "DINOv2 ViT/14 (Oquab et al. 2023): CLS token after the final norm, 224 px (FD-DINOv2)",
+        ("vits14", "vitb14", "vitl14", "vitg14"), "vitl14", {"features": 1024}),
+    "clip": Builtin(
+        "clip", "clip_preprocess", "clip_weights",
+        "open_clip image tower (dgm-eval's ViT-L-14 datacomp_xl_s13b_b90k): ln_post features "
+        "before the projection + normalised embedding",
+        ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14"),
+        "ViT-L-14", {"features": 1024, "embedding": 768}),
+    "convnext": Builtin(
+        "convnext", "convnext_preprocess", None,
+        "ConvNeXt-Large IN-22k (dgm-eval): global pool + head norm (pre-logits), 256->224 "
+        "centre crop",
+        ("convnext_large.fb_in22k",), "convnext_large.fb_in22k", {"features": 1536}),
+    "data2vec": Builtin(
+        "data2vec", "data2vec_preprocess", None,
+        "data2vec-vision ViT-L/16 pretrained (dgm-eval; transformers): pooler_output, 224×224, "
+        "mean/std 0.5",
+        ("vitl16", "vitb16"), "vitl16", {"features": 1024}),
+    "mae": Builtin(
+        "mae", "mae_preprocess", None,
+        "MAE ViT-L/16 pretrain (dgm-eval): CLS token after the final norm, 224 px",
+        ("vitl16",), "vitl16", {"features": 1024}),
+    "swav": Builtin(
+        "swav", "swav_preprocess", None,
+        "SwAV ResNet-50 800ep (dgm-eval): global average pool after layer4, 224 shorter side + "
+        "centre crop",
+        ("rn50_800ep",), "rn50_800ep", {"features": 2048}),
+    "simclr": Builtin(
+        "simclr", "simclr_preprocess", None,
+        "SimCLRv2 ResNet-50 1x SK1 (dgm-eval): global average pool before the heads, 224 "
+        "shorter side + centre crop",
+        ("r50_1x_sk1", "r50_1x_sk0", "r50_2x_sk1", "r101_1x_sk1", "r101_2x_sk1", "r152_1x_sk1",
+         "r152_2x_sk1", "r152_3x_sk1"), "r50_1x_sk1", {"features": 2048}),
+    "timm": Builtin(
+        "timm_models", "timm_preprocess", "timm_weights",
+        "any timm model (--arch MODEL[.TAG]): pooled pre-logits features, the model's own input "
+        "size, crop_pct, interpolation and mean/std",
+        ("resnet50.a1_in1k",), "resnet50.a1_in1k", {"features": 2048}),
+}
 
-    register_encoder(pixel.SPEC, preprocess=pixel.pixel_preprocess)
-    register_encoder(inception.SPEC, preprocess=inception.inception_preprocess)
-    register_encoder(dinov2.SPEC, preprocess=dinov2.dinov2_preprocess)
-    register_encoder(clip.SPEC, preprocess=clip.clip_preprocess, weights=clip.clip_weights)
-    register_encoder(convnext.SPEC, preprocess=convnext.convnext_preprocess)
-    register_encoder(data2vec.SPEC, preprocess=data2vec.data2vec_preprocess)
-    register_encoder(mae.SPEC, preprocess=mae.mae_preprocess)
-    register_encoder(swav.SPEC, preprocess=swav.swav_preprocess)
-    register_encoder(simclr.SPEC, preprocess=simclr.simclr_preprocess)
-    register_encoder(timm_models.SPEC, preprocess=timm_models.timm_preprocess,
-                     weights=timm_models.timm_weights)
-
-
-_register_builtins()
+for _name, _builtin in BUILTINS.items():
+    ENCODERS.add(_name, _builtin)

@@ -8,73 +8,9 @@ Normalisation (scaling, mean/std) happens inside the module, on the device.
 """
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-
 import torch
 
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How data workers turn a decoded RGB uint8 image into the encoder's input.
-
-    ``resize``: ``"clean"`` (PIL bicubic on float32 channels, antialiased, clean-fid's mode),
-    or ``"none"`` (keep native size; the encoder resizes in-network, e.g. Inception legacy).
-    or ``"pil"`` (dgm-eval's / timm's torchvision ``Resize`` on the 8-bit PIL image, re-quantised
-    to uint8: ``--resize legacy`` of the dgm-eval encoders).
-    ``crop``: resize the shorter side to ``crop_from`` (0: ``size``) then centre-crop
-    ``size``×``size`` (CLIP: 224 → 224; timm/dgm-eval ConvNeXt: 256 → 224); ``keep_aspect``
-    (no crop): resize the shorter side to ``size`` and keep the aspect ratio (dgm-eval's
-    ``Resize(224)``: non-square outputs); else resize to ``size``×``size``. ``interpolation``:
-    the resampling filter (``bicubic`` or ``bilinear``). ``mean``/``std`` are applied inside the
-    encoder, recorded for the cache key.
-    """
-
-    size: int
-    resize: str = "clean"
-    crop: bool = False
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    in_network: str = ""  # e.g. "bilinear-299" for legacy Inception
-    crop_from: int = 0  # with crop: shorter side resized to this first (0: size)
-    interpolation: str = "bicubic"
-    keep_aspect: bool = False  # without crop: shorter side to size, aspect kept
-
-    def describe(self) -> str:
-        """A stable string for result records and cache keys (fields added after the first
-        release only when they differ from their defaults, so older keys stay valid)."""
-        fields = asdict(self)
-        for name, default in (("crop_from", 0), ("interpolation", "bicubic"),
-                              ("keep_aspect", False)):
-            if fields[name] == default:
-                del fields[name]  # keeps the keys of every encoder that does not use it
-        return json.dumps(fields, sort_keys=True)
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    """A declared weights file: official name, where it comes from, its sha256 when known."""
-
-    filename: str
-    url: str | None = None
-    sha256: str | None = None
-    hf_repo: str | None = None  # Hugging Face hub repo id (timm / open_clip caches)
-    hf_filename: str | None = None
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """Registry metadata of an encoder, readable without building a model."""
-
-    name: str
-    factory: Callable[..., Encoder]
-    description: str
-    archs: tuple[str, ...]
-    default_arch: str
-    outputs: Mapping[str, Mapping[str, int]]  # arch -> {output name: dim}
-    weights: Mapping[str, WeightsSpec | None] = field(default_factory=dict)  # arch -> weights
-    input_size: Mapping[str, int] = field(default_factory=dict)  # arch -> size
+from evalkit.encoders.spec import EncoderSpec, Preprocess, WeightsSpec  # noqa: F401 (re-exported)
 
 
 class Encoder(torch.nn.Module):

@@ -39,9 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from evalkit.errors import InputError, MetricInputError
+from evalkit.lazy import torch
 from evalkit.rng import RunRNG
 
 BOOTSTRAP_METHOD = "half-sampling"

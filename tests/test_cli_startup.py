@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from evalkit.encoders import BUILTINS
 from evalkit.record import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +59,39 @@ def test_python_m_evalkit_from_the_checkout_and_elsewhere(tmp_path, where):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["check", "A", "--baseline", "B"], ["metrics"],
-                                  ["leaderboard", "A", "B"]])
+                                  ["leaderboard", "A", "B"], ["encoders"]])
 def test_light_commands_do_not_import_torch(tmp_path, args):
     a, b = _records(tmp_path)
     args = [a if x == "A" else b if x == "B" else x for x in args]
     out, proc = probe(args, tmp_path)
     assert out["code"] == 0, proc.stderr
     assert out["torch"] is False
+
+
+def test_encoders_lists_every_builtin_without_torch(tmp_path):
+    out, proc = probe(["encoders"], tmp_path)
+    assert out["code"] == 0 and out["torch"] is False, proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+    assert listed[:len(BUILTINS)] == list(BUILTINS)
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_builtin_summaries_match_the_encoder_modules(name):
+    """What `evalkit encoders` prints without torch equals the spec the module declares."""
+    import importlib
+
+    from evalkit.encoders import encoder_summary, get_encoder_spec
+
+    entry = BUILTINS[name]
+    module = importlib.import_module(f"evalkit.encoders.{entry.module}")
+    spec = module.SPEC
+    assert get_encoder_spec(name) is spec
+    assert (entry.archs, entry.default_arch, entry.description) == \
+        (tuple(spec.archs), spec.default_arch, spec.description)
+    assert dict(entry.default_outputs) == dict(spec.outputs[spec.default_arch])
+    assert encoder_summary(name)[:3] == (entry.archs, entry.default_arch, entry.default_outputs)
+    assert callable(getattr(module, entry.preprocess))
+    assert entry.weights is None or callable(getattr(module, entry.weights))
 
 
 def test_torchrun_m_evalkit_from_the_checkout_root():

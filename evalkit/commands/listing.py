@@ -27,15 +27,14 @@ def metrics_command():
 @main.command("encoders")
 def encoders_command():
     """List encoders with their variants, outputs and input size."""
-    from evalkit.encoders import get_encoder_spec, list_encoders
+    from evalkit.encoders import encoder_summary, list_encoders
 
     rows = [("name", "archs (default first)", "outputs", "description")]
     for name in list_encoders():
-        spec = get_encoder_spec(name)
-        archs = [spec.default_arch] + [a for a in spec.archs if a != spec.default_arch]
-        outs = spec.outputs.get(spec.default_arch, {})
+        all_archs, default_arch, outs, description = encoder_summary(name)
+        archs = [default_arch] + [a for a in all_archs if a != default_arch]
         rows.append((name, ",".join(archs), ",".join(f"{k}:{v}" for k, v in outs.items()),
-                     spec.description))
+                     description))
     _print_rows(rows)
 
 
