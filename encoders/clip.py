@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.spec import LazyArchTable
 from evalkit.errors import InputError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -130,28 +130,6 @@ def clip_preprocess(arch: str | None = DEFAULT_ARCH, resize: str = "clean") -> P
     return Preprocess(size=size, crop=True, mean=mean, std=std)
 
 
-class _LazyArchTable(Mapping):
-    """arch -> value for the known models, computed on demand for any other open_clip name."""
-
-    def __init__(self, fn: Callable[[str], object]):
-        self._fn = fn
-        self._cache: dict[str, object] = {}
-
-    def __getitem__(self, arch: str):
-        if arch not in self._cache:
-            try:
-                self._cache[arch] = self._fn(arch)
-            except InputError as exc:
-                raise KeyError(arch) from exc
-        return self._cache[arch]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(KNOWN)
-
-    def __len__(self) -> int:
-        return len(KNOWN)
-
-
 def _outputs(arch: str) -> dict[str, int]:
     feat, emb, _ = _model_config(split_arch(arch)[0])
     return {"features": feat, "embedding": emb}
@@ -177,10 +155,7 @@ class CLIPEncoder(Encoder):
         self.outputs = {"features": int(visual.ln_post.normalized_shape[0]),
                         "embedding": int(visual.proj.shape[1]) if visual.proj is not None
                         else int(visual.ln_post.normalized_shape[0])}
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1),
-                             persistent=False)
+        self.set_normalisation(preprocess.mean, preprocess.std)
 
     def _pooled(self, ln_out: torch.Tensor) -> torch.Tensor:
         if ln_out.ndim == 2:  # final_ln_after_pool: ln_post ran on the pooled token
@@ -191,12 +166,7 @@ class CLIPEncoder(Encoder):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×S×S in [0, 255] (S the model's image size) -> features, embedding."""
-        size = self.preprocess.size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
-            raise InputError(f"clip encoder ({self.arch}) expects B×3×{size}×{size} images, "
-                             f"got {tuple(images.shape)}")
-        x = images.to(device=self.mean.device, dtype=torch.float32) / 255.0
-        x = (x - self.mean) / self.std
+        x = self.normalise(images, (self.preprocess.size, self.preprocess.size))
         captured: list[torch.Tensor] = []  # a per-call hook: thread- and replica-safe
         handle = self.visual.ln_post.register_forward_hook(lambda m, i, o: captured.append(o))
         try:
@@ -278,7 +248,7 @@ SPEC = EncoderSpec(
                 "features before the projection + normalised embedding",
     archs=tuple(KNOWN),
     default_arch=DEFAULT_ARCH,
-    outputs=_LazyArchTable(_outputs),
-    weights=_LazyArchTable(clip_weights),
-    input_size=_LazyArchTable(lambda a: _model_config(split_arch(a)[0])[2]),
+    outputs=LazyArchTable(_outputs, KNOWN),
+    weights=LazyArchTable(clip_weights, KNOWN),
+    input_size=LazyArchTable(lambda a: _model_config(split_arch(a)[0])[2], KNOWN),
 )

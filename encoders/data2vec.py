@@ -113,17 +113,12 @@ class Data2VecEncoder(Encoder):
         self.weights_sha256 = weights_sha256
         self.model = model
         self.outputs = {"features": int(model.config.hidden_size)}
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.set_normalisation(MEAN, STD)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×224×224 in [0, 255] -> {"features"}."""
         size = self.model.config.image_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
-            raise InputError(f"data2vec encoder expects B×3×{size}×{size} images, "
-                             f"got {tuple(images.shape)}")
-        x = images.to(device=self.mean.device, dtype=torch.float32) / 255.0
-        x = (x - self.mean) / self.std
+        x = self.normalise(images, (size, size))
         return {"features": self.model(pixel_values=x).pooler_output.float()}
 
 

@@ -240,18 +240,14 @@ class DINOv2Encoder(Encoder):
         self.outputs = {"features": ARCHS[arch][0]}
         self.weights_sha256 = weights_sha256
         self.net = net
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×H×W in [0, 255], H and W multiples of 14 (224 by default) -> {"features"}."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"dinov2 encoder expects B×3×H×W images, got {tuple(images.shape)}")
-        if images.shape[2] % PATCH or images.shape[3] % PATCH:
+        x = self.normalise(images)
+        if x.shape[2] % PATCH or x.shape[3] % PATCH:
             raise InputError(f"dinov2 encoder needs sides that are multiples of {PATCH}, got "
-                             f"{tuple(images.shape[2:])}")
-        x = images.to(device=self.mean.device, dtype=torch.float32) / 255.0
-        x = (x - self.mean) / self.std
+                             f"{tuple(x.shape[2:])}")
         return {"features": self.net(x).float()}
 
 

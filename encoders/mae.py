@@ -99,17 +99,11 @@ class MAEEncoder(Encoder):
         self.weights_sha256 = weights_sha256
         self.net = net
         self.outputs = {"features": int(net.num_features)}
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×S×S in [0, 255] (S the model's size, 224) -> {"features"}."""
-        size = self.net.patch_embed.img_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, *size):
-            raise InputError(f"mae encoder expects B×3×{size[0]}×{size[1]} images, "
-                             f"got {tuple(images.shape)}")
-        x = images.to(device=self.mean.device, dtype=torch.float32) / 255.0
-        x = (x - self.mean) / self.std
+        x = self.normalise(images, tuple(self.net.patch_embed.img_size))
         return {"features": self.net.forward_features(x)[:, 0].float()}
 
 

@@ -76,3 +76,32 @@ class EncoderSpec:
     outputs: Mapping[str, Mapping[str, int]]  # arch -> {output name: dim}
     weights: Mapping[str, WeightsSpec | None] = field(default_factory=dict)  # arch -> weights
     input_size: Mapping[str, int] = field(default_factory=dict)  # arch -> size
+
+
+class LazyArchTable(Mapping):
+    """arch -> value for the listed archs, computed on demand for any other name.
+
+    For encoders that accept open-ended archs (``timm``, ``clip``): listing shows ``listed``;
+    a lookup of another name calls ``fn`` once and caches it (an ``InputError`` from ``fn``
+    becomes ``KeyError``, so an unknown arch reads as missing).
+    """
+
+    def __init__(self, fn: Callable[[str], object], listed: tuple[str, ...]):
+        self._fn, self._listed = fn, tuple(listed)
+        self._cache: dict[str, object] = {}
+
+    def __getitem__(self, arch: str):
+        from evalkit.errors import InputError
+
+        if arch not in self._cache:
+            try:
+                self._cache[arch] = self._fn(arch)
+            except InputError as exc:
+                raise KeyError(arch) from exc
+        return self._cache[arch]
+
+    def __iter__(self):
+        return iter(self._listed)
+
+    def __len__(self) -> int:
+        return len(self._listed)

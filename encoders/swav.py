@@ -91,18 +91,11 @@ class ConvEncoder(Encoder):
         self.outputs = {"features": dims}
         self.fast = fast
         self._inference = InferenceCopy(fold_pairs)
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1),
-                             persistent=False)
+        self.set_normalisation(preprocess.mean, preprocess.std)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×H×W in [0, 255] (any size) -> {"features": B×dims}."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"{self.name} encoder expects B×3×H×W images, "
-                             f"got {tuple(images.shape)}")
-        x = images.to(device=self.mean.device, dtype=torch.float32) / 255.0
-        x = (x - self.mean) / self.std
+        x = self.normalise(images)
         (feats,) = self._inference(self.net, x) if self.fast else self.net(x)
         return {"features": feats.float()}
 

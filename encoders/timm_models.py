@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.spec import LazyArchTable
 from evalkit.errors import InputError
 
 DEFAULT_ARCH = "resnet50.a1_in1k"
@@ -138,28 +138,6 @@ def _num_features(arch: str) -> int:
     return int(net.num_features)
 
 
-class LazyArchTable(Mapping):
-    """arch -> value for the listed archs, computed on demand for any other name."""
-
-    def __init__(self, fn: Callable[[str], object], listed: tuple[str, ...]):
-        self._fn, self._listed = fn, listed
-        self._cache: dict[str, object] = {}
-
-    def __getitem__(self, arch: str):
-        if arch not in self._cache:
-            try:
-                self._cache[arch] = self._fn(arch)
-            except InputError as exc:
-                raise KeyError(arch) from exc
-        return self._cache[arch]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._listed)
-
-    def __len__(self) -> int:
-        return len(self._listed)
-
-
 # --------------------------------------------------------------------------- loading
 
 def load_timm_checkpoint(net: torch.nn.Module, path, encoder_name: str) -> None:
@@ -196,18 +174,11 @@ class TimmEncoder(Encoder):
         self.weights_sha256 = weights_sha256
         self.net = net
         self.outputs = {"features": int(net.num_features)}
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1),
-                             persistent=False)
+        self.set_normalisation(preprocess.mean, preprocess.std)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """B×3×H×W in [0, 255] -> {"features": B×num_features}."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"{self.name} encoder expects B×3×H×W images, "
-                             f"got {tuple(images.shape)}")
-        x = images.to(device=self.mean.device, dtype=torch.float32) / 255.0
-        x = (x - self.mean) / self.std
+        x = self.normalise(images)
         feats = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
         return {"features": feats.flatten(1).float()}
 
