@@ -197,7 +197,7 @@ def encoder_identity(name: str, arch: str | None = None, weights: str | None = N
         InputError: unknown arch, ``resize`` not valid for this encoder, missing ``weights``.
         OfflineError: the weights are nowhere on this machine and cannot be downloaded.
     """
-    from evalkit.encoders.weights import file_sha256, local_weights, resolve_weights
+    from evalkit.encoders.weights import file_sha256, known_sha256, resolve_weights
 
     spec = get_encoder_spec(name)
     arch = arch or spec.default_arch
@@ -209,13 +209,7 @@ def encoder_identity(name: str, arch: str | None = None, weights: str | None = N
     elif wspec is None:
         sha = None
     else:
-        local = local_weights(wspec)
-        if local is not None:
-            sha = file_sha256(local)
-        elif wspec.sha256 and len(wspec.sha256) == 64:
-            sha = wspec.sha256.lower()
-        else:
-            sha = file_sha256(resolve_weights(name, wspec, None))
+        sha = known_sha256(wspec) or file_sha256(resolve_weights(name, wspec, None))
     return {"name": name, "arch": arch, "weights_sha256": sha,
             "preprocess": preprocess.describe()}
 

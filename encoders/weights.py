@@ -303,3 +303,14 @@ def build_module(ctor, *, random_init: bool, init=None, seed: int = 0):
         return module
     with torch.device("meta"):
         return ctor()
+
+
+def known_sha256(spec: WeightsSpec) -> str | None:
+    """The sha256 of ``spec``'s weights without downloading: the file found in the caches,
+    else the full digest the spec declares, else None (not known on this machine)."""
+    local = local_weights(spec)
+    if local is not None:
+        return file_sha256(local)
+    if spec.sha256 and len(spec.sha256) == 64:
+        return spec.sha256.lower()
+    return None

@@ -135,7 +135,7 @@ def local_identity(options: Any) -> tuple[EncoderIdentity, bool]:
     from pathlib import Path
 
     from evalkit import encoders
-    from evalkit.encoders.weights import file_sha256, local_weights
+    from evalkit.encoders.weights import file_sha256, known_sha256
 
     spec = encoders.get_encoder_spec(options.encoder)
     arch = options.arch or spec.default_arch
@@ -148,13 +148,8 @@ def local_identity(options: Any) -> tuple[EncoderIdentity, bool]:
             raise InputError(f"{options.encoder} weights file not found: {path} (--weights)")
         sha = file_sha256(path)
     elif wspec is not None:
-        local = local_weights(wspec)
-        if local is not None:
-            sha = file_sha256(local)
-        elif wspec.sha256 and len(wspec.sha256) == 64:
-            sha = wspec.sha256.lower()
-        else:
-            known = False
+        sha = known_sha256(wspec)
+        known = sha is not None
     ident = EncoderIdentity(name=options.encoder, arch=arch, weights_sha256=sha,
                             preprocess=_describe(pre), precision=options.precision)
     return ident, known
