@@ -10,8 +10,8 @@ import torch
 from conftest import TinyEncoder, write_images
 from PIL import Image
 
-from encoders.base import Preprocess
 from evalkit import imageio
+from evalkit.encoders.base import Preprocess
 from evalkit.extract import extract
 from evalkit.imageio import decode_image, decode_rgb, to_rgb_uint8
 from evalkit.sources import resolve_source
@@ -59,8 +59,8 @@ def test_device_resize_path_equals_worker_path(tmp_path, make):
 
 
 def test_device_path_equals_worker_path_for_random_inception(tmp_path):
-    from encoders import inception as I
-    from encoders import weights as W
+    from evalkit.encoders import inception as I
+    from evalkit.encoders import weights as W
 
     net = W.build_module(I.FIDInceptionV3, random_init=True, init=I._init_random, seed=1)
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"

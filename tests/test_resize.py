@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from encoders.base import Preprocess
+from evalkit.encoders.base import Preprocess
 from evalkit.imageio import clean_resize, prepare
 from evalkit.resize import pil_bicubic_weights, resize_batch, resize_planes, target_size
 
