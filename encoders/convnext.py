@@ -17,6 +17,7 @@ by timm's filter) in the torch hub folder, or timm's ``timm/convnext_large.fb_in
 from __future__ import annotations
 
 from evalkit.encoders.base import EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
 from evalkit.encoders.timm_models import (
     TimmEncoder,
     build_timm_model,
@@ -25,8 +26,6 @@ from evalkit.encoders.timm_models import (
 )
 
 ARCH = "convnext_large.fb_in22k"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS = WeightsSpec(
     filename="convnext_large_22k_224.pth",
     url="https://dl.fbaipublicfiles.com/convnext/convnext_large_22k_224.pth",

@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
 from evalkit.errors import InputError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14
 GRID = 37  # the checkpoints' position grid: 518 px / 14
 SIZE = 224

@@ -26,12 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
 from evalkit.errors import InputError
 
 ARCH = "vitl16"
 SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 VIT_L16 = dict(img_size=SIZE, patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4)
 WEIGHTS = WeightsSpec(
     filename="mae_pretrain_vit_large.pth",
@@ -110,22 +109,14 @@ class MAEEncoder(Encoder):
 def build_mae(arch: str | None = None, weights: str | None = None, resize: str = "clean",
               random_init: bool = False, _vit_kwargs: dict | None = None) -> MAEEncoder:
     """Factory registered as ``mae``. ``_vit_kwargs`` (tests): a smaller ViT, same code path."""
-    from evalkit.encoders.weights import (
-        build_module,
-        file_sha256,
-        load_state_dict,
-        load_strict,
-        resolve_weights,
-    )
+    from evalkit.encoders.weights import build_module, load_checkpoint
 
     arch = arch or ARCH
     mae_preprocess(arch, resize)
     net = build_module(lambda: mae_vit(**(_vit_kwargs or {})), random_init=random_init)
     sha = None
     if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
-        path = resolve_weights("mae", WEIGHTS, weights)
-        load_strict(net, convert_state_dict(load_state_dict(path, "mae"), net), "mae", path)
-        sha = file_sha256(path)
+        sha = load_checkpoint(net, "mae", WEIGHTS, weights, lambda sd: convert_state_dict(sd, net))
     return MAEEncoder(net, arch, resize, sha).eval().requires_grad_(False)
 
 

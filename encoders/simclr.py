@@ -161,24 +161,14 @@ def _init_random(net: nn.Module) -> None:
 def build_simclr(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                  random_init: bool = False) -> ConvEncoder:
     """Factory registered as ``simclr``: loads the converter's ``resnet`` state dict."""
-    from evalkit.encoders.weights import (
-        build_module,
-        file_sha256,
-        fill_bn_counters,
-        load_state_dict,
-        load_strict,
-        resolve_weights,
-    )
+    from evalkit.encoders.weights import build_module, load_checkpoint
 
     arch = arch or DEFAULT_ARCH
     preprocess = simclr_preprocess(arch, resize)
     net = build_module(lambda: SimCLRv2ResNet(arch), random_init=random_init, init=_init_random)
     sha = None
     if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
-        path = resolve_weights("simclr", _weights(arch), weights)
-        sd = fill_bn_counters(net, load_state_dict(path, "simclr"))
-        load_strict(net, sd, "simclr", path)
-        sha = file_sha256(path)
+        sha = load_checkpoint(net, "simclr", _weights(arch), weights)
     enc = ConvEncoder("simclr", net, arch, preprocess, net.dims, lambda m: (), sha)
     return enc.eval().requires_grad_(False)
 

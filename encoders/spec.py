@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from evalkit.encoders.base import Encoder
 
 
+# torchvision / timm ImageNet normalisation ([0, 1] scale), shared by the encoders that use it
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How data workers turn a decoded RGB uint8 image into the encoder's input.

@@ -26,12 +26,11 @@ from torch import nn
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
 from evalkit.encoders.runtime import InferenceCopy
+from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
 from evalkit.errors import InputError
 
 ARCH = "rn50_800ep"
 SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS = WeightsSpec(
     filename="swav_800ep_pretrain.pth.tar",
     url="https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar",
@@ -111,24 +110,14 @@ def build_swav(arch: str | None = None, weights: str | None = None, resize: str 
     """Factory registered as ``swav``."""
     from torchvision.models import resnet50
 
-    from evalkit.encoders.weights import (
-        build_module,
-        file_sha256,
-        fill_bn_counters,
-        load_state_dict,
-        load_strict,
-        resolve_weights,
-    )
+    from evalkit.encoders.weights import build_module, load_checkpoint
 
     arch = arch or ARCH
     preprocess = swav_preprocess(arch, resize)
     net = build_module(lambda: PooledResNet(resnet50(weights=None)), random_init=random_init)
     sha = None
     if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
-        path = resolve_weights("swav", WEIGHTS, weights)
-        sd = fill_bn_counters(net.resnet, swav_state_dict(load_state_dict(path, "swav")))
-        load_strict(net.resnet, sd, "swav", path)
-        sha = file_sha256(path)
+        sha = load_checkpoint(net.resnet, "swav", WEIGHTS, weights, swav_state_dict)
     enc = ConvEncoder("swav", net, arch, preprocess, 2048, resnet_fold_pairs, sha)
     return enc.eval().requires_grad_(False)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
-from evalkit.encoders.spec import LazyArchTable
+from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD, LazyArchTable
 from evalkit.errors import InputError
 
 DEFAULT_ARCH = "resnet50.a1_in1k"
@@ -86,8 +86,8 @@ def preprocess_from_cfg(cfg: dict, resize: str) -> Preprocess:
     crop_from = math.floor(size / crop_pct)
     return Preprocess(size=size, resize=_resize_mode(resize), crop=True,
                       crop_from=0 if crop_from == size else crop_from,
-                      mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),
-                      std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),
+                      mean=tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN)),
+                      std=tuple(float(v) for v in cfg.get("std", IMAGENET_STD)),
                       interpolation=interpolation)
 
 

@@ -314,3 +314,18 @@ def known_sha256(spec: WeightsSpec) -> str | None:
     if spec.sha256 and len(spec.sha256) == 64:
         return spec.sha256.lower()
     return None
+
+
+def load_checkpoint(module, encoder_name: str, spec: WeightsSpec,
+                    explicit: str | os.PathLike | None, convert=None) -> str:
+    """Resolve ``spec``'s file (or ``explicit``), load it into ``module`` strictly, return its sha256.
+
+    ``convert(state_dict) -> state_dict`` maps the checkpoint's layout to the module's keys;
+    BatchNorm step counters the file lacks are filled in. Errors name the file (InputError).
+    """
+    path = resolve_weights(encoder_name, spec, explicit)
+    sd = load_state_dict(path, encoder_name)
+    if convert is not None:
+        sd = convert(sd)
+    load_strict(module, fill_bn_counters(module, sd), encoder_name, path)
+    return file_sha256(path)
