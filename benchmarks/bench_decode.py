@@ -2,9 +2,9 @@
 
 PNG is lossless, so a correct decoder gives the pixels PIL gives; this measures which decoder
 is fastest on 256² PNGs (in one process, one thread, CPU time per image, best of ``--reps``) and
-checks identical H×W×3 uint8 output against ``evalkit.imageio.to_rgb_uint8(PIL)`` for every
+checks identical H×W×3 uint8 output against ``evalkit.images.decode.to_rgb_uint8(PIL)`` for every
 PNG kind (RGB, RGBA, L, LA, P, P+tRNS, RGB+tRNS, 16-bit grey, 16-bit RGB, interlaced). The
-kinds a decoder gets wrong are the ones :func:`evalkit.imageio.decode_rgb` sends to PIL.
+kinds a decoder gets wrong are the ones :func:`evalkit.images.decode.decode_rgb` sends to PIL.
 
     python benchmarks/bench_decode.py [--n 200] [--size 256] [--reps 3]
 """
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evalkit.imageio import decode_image, decode_rgb, to_rgb_uint8  # noqa: E402
+from evalkit.images.decode import decode_image, decode_rgb, to_rgb_uint8  # noqa: E402
 
 
 def _png(arr: np.ndarray, mode: str, **save) -> bytes:

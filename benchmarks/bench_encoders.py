@@ -1,6 +1,6 @@
 """dgm-eval's encoders: evalkit's extraction vs dgm-eval's pipeline, and the non-square choice.
 
-1. Speed (issue 10): per encoder, images/s of ``evalkit.extract.extract`` (clean resize in the
+1. Speed (issue 10): per encoder, images/s of ``evalkit.features.extract.extract`` (clean resize in the
    DataLoader workers, normalisation in the module, evalkit's runtime) against dgm-eval's
    pipeline: a DataLoader whose dataset opens each file with PIL and applies dgm-eval's
    torchvision transform (``Resize``/``CenterCrop``/``ToTensor``/``Normalize``, BEiT's processor
@@ -144,8 +144,8 @@ def run_evalkit(task: dict) -> dict:
     import torch
 
     import evalkit.encoders as E
-    from evalkit.extract import extract
-    from evalkit.sources import resolve_source
+    from evalkit.features.extract import extract
+    from evalkit.images.sources import resolve_source
 
     torch.set_num_threads(task["threads"])
     enc = E.build_encoder(task["encoder"], random_init=True)
@@ -172,7 +172,7 @@ def nonsquare(n: int = 8) -> None:
     from PIL import Image
 
     import evalkit.encoders as E
-    from evalkit.imageio import clean_resize
+    from evalkit.images.decode import clean_resize
 
     rows = []
     for name in ("swav", "simclr"):

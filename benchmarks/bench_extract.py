@@ -12,7 +12,7 @@ What it does (issue 3, "Speed"):
 5. times extraction of all images through each pipeline, each in a fresh process with the
    same ``--workers`` and ``--batch-size``, after one untimed warm-up batch:
 
-   * ``evalkit``: :func:`evalkit.extract.extract` (no cache), clean resize in the workers;
+   * ``evalkit``: :func:`evalkit.features.extract.extract` (no cache), clean resize in the workers;
    * ``pytorch-fid``: ``pytorch_fid.fid_score.get_activations`` with its ``ImagePathDataset``
      and its ``InceptionV3`` (weight download replaced by our file);
    * ``torch-fidelity``: ``torch_fidelity.utils.get_featuresdict_from_dataset`` with its
@@ -172,7 +172,7 @@ def image_files(folder: str) -> list[str]:
 # ============================================================================ child tasks
 
 def _device(name: str):
-    from evalkit.extract import resolve_device
+    from evalkit.features.extract import resolve_device
 
     return resolve_device(name)
 
@@ -295,11 +295,11 @@ def task_extract(task: dict) -> dict:
 def _setup_evalkit(task, tokens, dev):
     import torch
 
-    from evalkit.extract import extract
-    from evalkit.sources import resolve_source
+    from evalkit.features.extract import extract
+    from evalkit.images.sources import resolve_source
 
     resize = "legacy" if "legacy" in tokens else "clean"
-    from evalkit.extract import precision_context
+    from evalkit.features.extract import precision_context
 
     precision = next((t for t in ("bf16", "fp16", "tf32") if t in tokens), "fp32")
     encoder = _evalkit_encoder(task["encoder"], task.get("weights"), resize, task.get("arch"))
@@ -326,16 +326,15 @@ def _setup_evalkit(task, tokens, dev):
 def _choose_decoder(tokens) -> None:
     """``pil`` token: PIL decodes every PNG (the workers fork after this, so they inherit it)."""
     if "pil" in tokens:
-        from evalkit import imageio
-
+        from evalkit.images import decode as imageio
         imageio._fast_png = False
 
 
 def _setup_decode(task, tokens, dev):
     """The decode ceiling: evalkit's loader (read + sha256 + decode to uint8, same workers,
     same batches, pinned on CUDA) and the copy to the device; nothing else."""
-    from evalkit.extract import _loader
-    from evalkit.sources import resolve_source
+    from evalkit.features.extract import _loader
+    from evalkit.images.sources import resolve_source
 
     _choose_decoder(tokens)
     src = resolve_source(task["images"])
@@ -358,8 +357,8 @@ def _setup_forward(task, tokens, dev):
     the encoder, ``--n`` images in batches of ``--batch-size``."""
     import torch
 
-    from evalkit.extract import precision_context
-    from evalkit.resize import resize_batch
+    from evalkit.features.extract import precision_context
+    from evalkit.images.resize import resize_batch
 
     precision = next((t for t in ("bf16", "fp16", "tf32") if t in tokens), "fp32")
     encoder = _evalkit_encoder(task["encoder"], task.get("weights"), "clean",
@@ -483,9 +482,9 @@ def task_profile(task: dict) -> dict:
     from torch_fidelity.datasets import ImagesPathDataset, TransformPILtoRGBTensor
     from torchvision.transforms import ToTensor
 
-    from evalkit.extract import _Images
-    from evalkit.imageio import clean_resize, decode_image, decode_rgb, to_rgb_uint8
-    from evalkit.sources import resolve_source
+    from evalkit.features.extract import _Images
+    from evalkit.images.decode import clean_resize, decode_image, decode_rgb, to_rgb_uint8
+    from evalkit.images.sources import resolve_source
 
     dev = _device(task["device"])
     files = image_files(task["images"])[:task["m"]]

@@ -4,7 +4,7 @@
 
 For each metric: CPU seconds of one full evaluation (what every round cost before: the old
 bootstrap recomputed every metric on a resample), CPU seconds per round of
-:func:`evalkit.intervals.bootstrap_intervals` (including its one-off per-sample precomputation,
+:func:`evalkit.scoring.intervals.bootstrap_intervals` (including its one-off per-sample precomputation,
 spread over the rounds), and their ratio. Process CPU time, single-threaded.
 """
 from __future__ import annotations
@@ -28,11 +28,11 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from evalkit.featureset import FeatureSet
-    from evalkit.intervals import bootstrap_intervals
+    from evalkit.features.featureset import FeatureSet
     from evalkit.metrics import get_metric
-    from evalkit.rng import RunRNG
-    from evalkit.scoring import compute_metrics
+    from evalkit.scoring.intervals import bootstrap_intervals
+    from evalkit.scoring.rng import RunRNG
+    from evalkit.scoring.score import compute_metrics
 
     g = np.random.default_rng(0)
     real = FeatureSet({"features": g.standard_normal((args.n, args.d)).astype(np.float32)})

@@ -423,7 +423,7 @@ def task_full_set(task: dict) -> dict:
 
     Peak RSS is the whole process's (imports, loading the three files, every metric).
     """
-    from evalkit.cli import main
+    from evalkit.cli.app import main
 
     folder = Path(task["dir"])
     out = folder / "record.json"

@@ -32,8 +32,8 @@ def _build(name: str):
 def run_task(task: dict) -> dict:
     import torch
 
-    from evalkit.extract import extract
-    from evalkit.sources import resolve_source
+    from evalkit.features.extract import extract
+    from evalkit.images.sources import resolve_source
 
     torch.set_num_threads(1)
     src = resolve_source(task["images"])

@@ -17,7 +17,7 @@ Files found in the caches (2, 3) and downloads (4) are verified against the expe
 explicit ``--weights`` file is the user's choice and is only hashed for the record.
 
 Nothing is ever written into site-packages or /tmp. Digests come from
-:func:`evalkit.fileio.file_sha256`, which remembers them per (path, size, mtime_ns), so the
+:func:`evalkit.files.fileio.file_sha256`, which remembers them per (path, size, mtime_ns), so the
 sha256 of a 1 GB checkpoint is computed once.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from evalkit.encoders.base import WeightsSpec
 from evalkit.errors import InputError, OfflineError, WeightsHashError
-from evalkit.fileio import SHA256_CACHE_FILE, file_sha256  # noqa: F401 (re-exported)
+from evalkit.files.fileio import SHA256_CACHE_FILE, file_sha256  # noqa: F401 (re-exported)
 
 _TRUE = {"1", "true", "yes", "on"}
 # A Hugging Face repo often holds the same weights in both formats.

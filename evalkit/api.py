@@ -11,18 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.distributed import is_main
 from evalkit.errors import InputError
-from evalkit.featureset import FeatureSet, validate
-from evalkit.intervals import check_rounds
+from evalkit.features.distributed import is_main
+from evalkit.features.featureset import FeatureSet, validate
+from evalkit.features.options import ExtractOptions
+from evalkit.files.guards import check_outputs
 from evalkit.metrics import get_metric
-from evalkit.options import ExtractOptions
-from evalkit.outputs import per_sample_path, write_per_sample_csv
-from evalkit.paths import check_outputs
-from evalkit.protocols import ProtocolWarning, resolve_protocol
-from evalkit.record import write_records
-from evalkit.rng import RunRNG
-from evalkit.scoring import ScoreConfig, parse_metric_list, score_set, stream_name
+from evalkit.results.outputs import per_sample_path, write_per_sample_csv
+from evalkit.results.record import write_records
+from evalkit.scoring.intervals import check_rounds
+from evalkit.scoring.protocols import ProtocolWarning, resolve_protocol
+from evalkit.scoring.rng import RunRNG
+from evalkit.scoring.score import ScoreConfig, parse_metric_list, score_set, stream_name
 
 SourceLike = str | os.PathLike | FeatureSet | np.ndarray
 
@@ -54,16 +54,16 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
     path = Path(source)
     if path.exists():
         if role == "reference":
-            from evalkit.refs import is_stats_file, load_stats_file
+            from evalkit.refs.store import is_stats_file, load_stats_file
 
             if is_stats_file(path):
                 return load_stats_file(path)
-        from evalkit.pipeline import load_features
+        from evalkit.features.loader import load_features
 
         return load_features(str(path), options)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
-        from evalkit.catalog_refs import ensure
-        from evalkit.refs import resolve_reference
+        from evalkit.refs.pull import ensure
+        from evalkit.refs.store import resolve_reference
 
         name = ensure(str(source), ref_dir, quiet=options.quiet)  # a catalog name: pulled once
         return resolve_reference(name, options, ref_dir, allow_stats=True)
@@ -108,7 +108,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         seed: the run seed: subsampling, bootstrap and every metric's draws derive from it.
         nsample: use at most this many rows of each set (seeded subsample).
         bootstrap: B > 0 adds ``metrics_ci``, 95% intervals from B half-samples of the
-            generated set (:mod:`evalkit.intervals`; the method is recorded in
+            generated set (:mod:`evalkit.scoring.intervals`; the method is recorded in
             ``config.bootstrap_method``).
         realism_k: k of the realism score (5: dgm-eval, the default; 3: the NVlabs code),
             recorded in ``config.realism_k``.
@@ -117,7 +117,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
             sample (with several sets, one file per set: ``stem.NAME.csv``).
         out: write the records here (JSON, atomically): one object, or a list for several sets.
         options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception").
-        protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``; :mod:`evalkit.protocols`):
+        protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``; :mod:`evalkit.scoring.protocols`):
             sets encoder, resize, sample count, metrics and the default ``ref``; the records
             get a ``protocol`` field. Options that contradict it raise InputError.
         explicit: which of encoder/arch/resize/metrics/nsample the caller set on purpose
@@ -163,7 +163,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
     check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     if proto and proto.protocol.published_stats and real.has_samples:
-        from evalkit.catalog_refs import published_for
+        from evalkit.refs.pull import published_for
 
         published = published_for(real.meta.get("reference_name"), opts, ref_dir)
         if published is not None:  # fd/sfid against the statistics inside the batch
@@ -206,14 +206,14 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
                     options: ExtractOptions, protocol: str | None, **score_args: Any
                     ) -> list[Result]:
     """:func:`score` with several encoders: every image source is decoded once for all of
-    them (:func:`evalkit.pipeline.load_features_many`, each encoder's features cached under
+    them (:func:`evalkit.features.loader.load_features_many`, each encoder's features cached under
     its own identity), then each encoder's features are scored as a one-encoder run would
     score them. One Result per (encoder, sample set), encoder by encoder; each record's
     ``encoder`` names its own, so leaderboards keep them apart as different protocols."""
-    from evalkit.distributed import launch_env
-    from evalkit.featureset import is_feature_file
-    from evalkit.pipeline import load_features_many
-    from evalkit.refs import is_stats_file
+    from evalkit.features.distributed import launch_env
+    from evalkit.features.featureset import is_feature_file
+    from evalkit.features.loader import load_features_many
+    from evalkit.refs.store import is_stats_file
 
     if protocol:
         raise InputError(f"--protocol {protocol} sets its own encoder; name one --encoder "

@@ -1,7 +1,7 @@
 """The one device resolver: ``--device`` text (or a torch.device) -> a checked torch.device.
 
 Used by extraction, the metrics and the in-training Evaluator alike; torchrun's per-rank
-choice (:func:`evalkit.distributed.rank_device`) builds on it. No engine imports, so the
+choice (:func:`evalkit.features.distributed.rank_device`) builds on it. No engine imports, so the
 metric layer may use it.
 """
 from __future__ import annotations

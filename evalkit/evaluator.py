@@ -14,11 +14,11 @@ import torch
 
 from evalkit.api import SourceLike, load_source
 from evalkit.errors import InputError
-from evalkit.extract import precision_context
-from evalkit.featureset import FeatureSet
-from evalkit.imageio import prepare
-from evalkit.options import ExtractOptions
-from evalkit.scoring import ScoreConfig, parse_metric_list, score_set
+from evalkit.features.extract import precision_context
+from evalkit.features.featureset import FeatureSet
+from evalkit.features.options import ExtractOptions
+from evalkit.images.decode import prepare
+from evalkit.scoring.score import ScoreConfig, parse_metric_list, score_set
 
 _SLACK = 0.5 / 255  # float error within half a quantisation step rounds like a clamp
 
@@ -66,7 +66,7 @@ class Evaluator:
         from evalkit.api import encoder_list
         from evalkit.devices import resolve_device
         from evalkit.encoders import build_encoder
-        from evalkit.identity import EncoderIdentity
+        from evalkit.features.identity import EncoderIdentity
 
         names = encoder_list(encoder)
         self._parts: list[Evaluator] = []
@@ -94,12 +94,12 @@ class Evaluator:
     def _init_parts(self, names: list[str], ref: SourceLike | None, *, arch, weights, test,
                     encoder_module, **kw: Any) -> None:
         """Several encoders: an image-folder ``ref``/``test`` is decoded once for all of them
-        (:func:`evalkit.pipeline.load_features_many`); each encoder gets its own Evaluator."""
+        (:func:`evalkit.features.loader.load_features_many`); each encoder gets its own Evaluator."""
         from pathlib import Path
 
-        from evalkit.featureset import is_feature_file
-        from evalkit.pipeline import load_features_many
-        from evalkit.refs import is_stats_file
+        from evalkit.features.featureset import is_feature_file
+        from evalkit.features.loader import load_features_many
+        from evalkit.refs.store import is_stats_file
 
         if arch or weights or encoder_module is not None:
             raise InputError("Evaluator: arch/weights/encoder_module name one encoder; with "

@@ -7,12 +7,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY, TINY_BUILDS, write_images
 
-import evalkit.pipeline as pipeline
-from evalkit.cache import CacheWarning, default_cache_dir
+import evalkit.features.loader as pipeline
 from evalkit.cli import main
 from evalkit.errors import InputError
-from evalkit.featureset import load_feature_file
-from evalkit.options import ExtractOptions
+from evalkit.features.cache import CacheWarning, default_cache_dir
+from evalkit.features.featureset import load_feature_file
+from evalkit.features.options import ExtractOptions
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_corrupt_entry_is_detected_and_rebuilt(image_dir, opts, counted, damage)
     elif damage == "flip":  # change one stored feature value, keep the file valid
         fs = load_feature_file(entry)
         fs.arrays["features"][0, 0] += 1.0
-        from evalkit.featureset import save_feature_file
+        from evalkit.features.featureset import save_feature_file
         save_feature_file(fs, entry)
     else:  # a valid entry of another source, found under this source's key
         other_dir = write_images(image_dir.parent / "other", 2, seed=7)[0].parent

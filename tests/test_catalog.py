@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import TINY, write_images
 
-from evalkit import protocols
 from evalkit.cli import main
-from evalkit.download import DownloadError, download
-from evalkit.record import protocol_of
+from evalkit.files.download import DownloadError, download
+from evalkit.results.record import protocol_of
+from evalkit.scoring import protocols
 
 D = 48  # the tiny test encoder's feature dimension
 
@@ -370,7 +370,7 @@ def test_adm_protocol_refuses_other_encoder_or_resize(world):
 
 
 def test_adm_protocol_resolution():
-    from evalkit.options import ExtractOptions
+    from evalkit.features.options import ExtractOptions
 
     r = protocols.resolve_protocol("adm", ExtractOptions())
     assert (r.options.encoder, r.options.resize, r.nsample, r.ref) == (
@@ -405,7 +405,7 @@ def test_score_without_ref_or_protocol_is_an_input_error(world):
 def test_python_api_protocol(world, test_protocol):
     import evalkit
     from evalkit.errors import InputError
-    from evalkit.protocols import ProtocolWarning
+    from evalkit.scoring.protocols import ProtocolWarning
 
     with pytest.warns(ProtocolWarning, match="EXPECTS 50 SAMPLES, GOT 12"):
         res = evalkit.score(str(world["tmp"] / "samples"), protocol="test-adm", quiet=True)

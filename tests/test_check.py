@@ -4,10 +4,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from evalkit.check import check, verdict
 from evalkit.cli import main
 from evalkit.errors import InputError, ProtocolMismatchError
-from evalkit.record import SCHEMA
+from evalkit.results.check import check, verdict
+from evalkit.results.record import SCHEMA
 
 
 def rec(name="model", encoder="dinov2", n=1000, ref_fp="fpA", **metrics):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.encoders import BUILTINS
-from evalkit.record import SCHEMA
+from evalkit.results.record import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -86,15 +86,15 @@ if __name__ == "__main__":  # a torchrun worker: the evalkit CLI with RAND regis
 from click.testing import CliRunner  # noqa: E402
 from conftest import TINY, write_images  # noqa: E402
 
-import evalkit.pipeline as pipeline  # noqa: E402
-from evalkit import distributed as dist  # noqa: E402
-from evalkit.cache import CacheWarning, FeatureCache  # noqa: E402
+import evalkit.features.loader as pipeline  # noqa: E402
 from evalkit.cli import main  # noqa: E402
 from evalkit.errors import InputError  # noqa: E402
-from evalkit.extract import assemble, extract  # noqa: E402
-from evalkit.featureset import load_feature_file  # noqa: E402
-from evalkit.options import ExtractOptions  # noqa: E402
-from evalkit.sources import resolve_source  # noqa: E402
+from evalkit.features import distributed as dist  # noqa: E402
+from evalkit.features.cache import CacheWarning, FeatureCache  # noqa: E402
+from evalkit.features.extract import assemble, extract  # noqa: E402
+from evalkit.features.featureset import load_feature_file  # noqa: E402
+from evalkit.features.options import ExtractOptions  # noqa: E402
+from evalkit.images.sources import resolve_source  # noqa: E402
 
 HERE = Path(__file__).resolve()
 
@@ -311,6 +311,10 @@ def test_two_process_score_equals_one_process(two_sets, monkeypatch):
     m1, m2 = r1["metrics"], r2["metrics"]
     for k, v in m1.items():  # kd's subsets and is's splits depend on row order
         assert m2[k] == pytest.approx(v, rel=1e-5, abs=_round_off_bound(k, m1)), k
+    # same images in the same order (content fingerprints hash every image's bytes in order)
+    for part in ("samples", "reference", "encoder", "config"):
+        assert r2[part] == r1[part], part
+    assert r1["samples"]["n"] == 30 and r1["reference"]["n"] == 26
 
 
 def _round_off_bound(key: str, metrics: dict) -> float:
@@ -325,10 +329,6 @@ def _round_off_bound(key: str, metrics: dict) -> float:
     """
     std = metrics.get(f"{key}_std")
     return 1e-4 * std if std else 1e-12
-    # same images in the same order (content fingerprints hash every image's bytes in order)
-    for part in ("samples", "reference", "encoder", "config"):
-        assert r2[part] == r1[part], part
-    assert r1["samples"]["n"] == 30 and r1["reference"]["n"] == 26
 
 
 def test_killed_two_process_run_resumes_missing_shards_only(two_sets, monkeypatch):

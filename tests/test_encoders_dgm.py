@@ -27,7 +27,7 @@ from evalkit.encoders import simclr as SC
 from evalkit.encoders import swav as SW
 from evalkit.encoders import weights as W
 from evalkit.errors import InputError
-from evalkit.imageio import prepare
+from evalkit.images.decode import prepare
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -201,7 +201,7 @@ def test_timm_any_model_from_hf_cache_matches_timm(tmp_path, monkeypatch):
 
 
 def test_pretrained_option_joins_arch_and_tag():
-    from evalkit.commands._options import with_pretrained
+    from evalkit.cli.options import with_pretrained
 
     assert with_pretrained("clip", "ViT-B-32", "openai") == "ViT-B-32:openai"
     assert with_pretrained("clip", None, "openai") == "ViT-L-14:openai"

@@ -10,8 +10,8 @@ from conftest import TinyEncoder, write_images
 from PIL import Image
 
 from evalkit.errors import InputError
-from evalkit.extract import BadImageWarning, extract, resolve_device
-from evalkit.sources import resolve_source
+from evalkit.features.extract import BadImageWarning, extract, resolve_device
+from evalkit.images.sources import resolve_source
 
 
 def _expected(paths):

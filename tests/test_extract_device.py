@@ -10,11 +10,11 @@ import torch
 from conftest import TinyEncoder, write_images
 from PIL import Image
 
-from evalkit import imageio
 from evalkit.encoders.base import Preprocess
-from evalkit.extract import extract
-from evalkit.imageio import decode_image, decode_rgb, to_rgb_uint8
-from evalkit.sources import resolve_source
+from evalkit.features.extract import extract
+from evalkit.images import decode as imageio
+from evalkit.images.decode import decode_image, decode_rgb, to_rgb_uint8
+from evalkit.images.sources import resolve_source
 
 
 class _Crop(TinyEncoder):
@@ -100,7 +100,7 @@ def test_several_encoders_equal_separate_runs(tmp_path, resize_on):
 
 
 def test_several_encoders_with_shards_deliver_one_list_per_range(tmp_path):
-    from evalkit.distributed import ShardRange
+    from evalkit.features.distributed import ShardRange
 
     src = _mixed(tmp_path)
     ranges = [ShardRange(0, 2, 0, 7), ShardRange(1, 2, 7, 12)]
@@ -219,7 +219,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def test_cuda_resize_equals_cleanfid():
     from cleanfid.resize import make_resizer
 
-    from evalkit.resize import resize_batch
+    from evalkit.images.resize import resize_batch
 
     for h, w, size in ((256, 256, 299), (37, 53, 224), (1, 500, 299), (1, 1, 299)):
         img = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)

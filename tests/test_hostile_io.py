@@ -17,8 +17,8 @@ from conftest import TINY, TINY_BUILDS, write_images
 
 from evalkit.cli import main
 from evalkit.errors import InputError
-from evalkit.featureset import FeatureSet, save_feature_file
-from evalkit.record import SCHEMA
+from evalkit.features.featureset import FeatureSet, save_feature_file
+from evalkit.results.record import SCHEMA
 
 D = 8
 
@@ -93,7 +93,7 @@ def test_bomb_is_a_real_deflate_stream(tmp_path):
 
 
 def test_zip_bomb_refused_with_bounded_memory(tmp_path):
-    from evalkit.sources import resolve_source
+    from evalkit.images.sources import resolve_source
 
     bomb = write_bomb(tmp_path / "bomb.zip")
     src = resolve_source(bomb, fingerprint=False)
@@ -117,8 +117,7 @@ def test_zip_bomb_cli_exit_2(tmp_path):
 def test_member_lying_about_its_size_is_stopped(tmp_path, monkeypatch):
     """A member that inflates past the limit while reading is cut off there, whatever the
     directory says (limit lowered to 1 MiB for the test)."""
-    from evalkit import safezip
-
+    from evalkit.files import safezip
     path = tmp_path / "z.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.png", bytes(3 << 20))
@@ -131,7 +130,7 @@ def test_member_lying_about_its_size_is_stopped(tmp_path, monkeypatch):
 
 
 def test_absurd_ratio_refused_before_reading():
-    from evalkit.safezip import member_problem
+    from evalkit.files.safezip import member_problem
 
     info = zipfile.ZipInfo("x.bmp")
     info.file_size, info.compress_size = 100 << 20, 50 << 10
@@ -225,8 +224,7 @@ def test_read_only_folder_refused(tmp_path, feats):
 
 def test_read_only_folder_refused_as_root_too(tmp_path, feats, monkeypatch):
     """What os.access reports for a read-only mount (root cannot write there either)."""
-    from evalkit import paths
-
+    from evalkit.files import guards as paths
     ro = tmp_path / "ro"
     ro.mkdir()
     real_access = os.access
@@ -238,8 +236,7 @@ def test_read_only_folder_refused_as_root_too(tmp_path, feats, monkeypatch):
 
 
 def test_full_disk_is_one_line_exit_2_and_keeps_the_old_file(feats, monkeypatch):
-    from evalkit import fileio
-
+    from evalkit.files import fileio
     out = feats["dir"] / "r.json"
     out.write_text("previous result")
 

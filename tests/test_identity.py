@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from evalkit import refs
-from evalkit.cache import cache_key
-from evalkit.identity import IDENTITY_FIELDS, EncoderIdentity
-from evalkit.record import protocol_of
+from evalkit.features.cache import cache_key
+from evalkit.features.identity import IDENTITY_FIELDS, EncoderIdentity
+from evalkit.refs import store as refs
+from evalkit.results.record import protocol_of
 
 BASE = EncoderIdentity(name="inception", arch="pt_inception", weights_sha256="a" * 64,
                        preprocess=json.dumps({"size": 299, "resize": "clean"}), precision="fp32")

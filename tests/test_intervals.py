@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 import evalkit.metrics  # noqa: F401  (registers every metric)
 from evalkit.cli import main
-from evalkit.featureset import FeatureSet, save_feature_file
-from evalkit.intervals import BOOTSTRAP_METHOD, bootstrap_intervals, interval
+from evalkit.features.featureset import FeatureSet, save_feature_file
 from evalkit.metrics import get_metric
-from evalkit.scoring import ScoreConfig, score_set
+from evalkit.scoring.intervals import BOOTSTRAP_METHOD, bootstrap_intervals, interval
+from evalkit.scoring.score import ScoreConfig, score_set
 
 CPU = "cpu"
 

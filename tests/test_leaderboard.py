@@ -7,14 +7,14 @@ import pytest
 from click.testing import CliRunner
 
 from evalkit.cli import main
-from evalkit.leaderboard import (
+from evalkit.results.leaderboard import (
     build_tables,
     collect_records,
     format_number,
     metric_directions,
     render,
 )
-from evalkit.record import METRIC_KEYS, SCHEMA
+from evalkit.results.record import METRIC_KEYS, SCHEMA
 
 
 def rec(name, encoder="dinov2", ref_fp="fpA", n=1000, ci=None, **metrics):

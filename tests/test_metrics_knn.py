@@ -234,7 +234,7 @@ def test_realism_k_option_is_recorded_and_reaches_per_sample_csv(tmp_path):
     from click.testing import CliRunner
 
     from evalkit.cli import main
-    from evalkit.featureset import FeatureSet, save_feature_file
+    from evalkit.features.featureset import FeatureSet, save_feature_file
 
     g = rng(21)
     real, fake = g.standard_normal((200, 8)).astype(np.float32), g.standard_normal((90, 8)).astype(np.float32)

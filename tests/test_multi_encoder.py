@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from conftest import write_images
 
 import evalkit
-import evalkit.pipeline
+import evalkit.features.loader
 from evalkit.cli import main
-from evalkit.leaderboard import build_tables
-from evalkit.options import ExtractOptions
-from evalkit.pipeline import load_features
-from evalkit.sources import Source
+from evalkit.features.loader import load_features
+from evalkit.features.options import ExtractOptions
+from evalkit.images.sources import Source
+from evalkit.results.leaderboard import build_tables
 
 ENCODERS = ("tiny_test", "pixel")  # two different resize settings: 16×16 and 32×32
 METRICS = "fd,kd,precision,recall"
@@ -81,7 +81,7 @@ def test_each_encoder_is_cached_under_its_own_identity(folders, monkeypatch):
     def no_extraction(*a, **k):
         raise AssertionError("extraction ran although every entry is cached")
 
-    monkeypatch.setattr(evalkit.pipeline, "extract", no_extraction)
+    monkeypatch.setattr(evalkit.features.loader, "extract", no_extraction)
     for enc in ENCODERS:  # a one-encoder run reads the entry the shared pass stored
         hit = load_features(str(folders["fake"]), _opts(folders["tmp"], enc))
         assert hit.meta["cache_hit"] and hit.meta["encoder"]["name"] == enc
@@ -93,13 +93,13 @@ def test_each_encoder_is_cached_under_its_own_identity(folders, monkeypatch):
 def test_only_the_encoders_that_missed_run(folders, monkeypatch):
     _score(folders, "tiny_test")
     seen = []
-    original = evalkit.pipeline.extract
+    original = evalkit.features.loader.extract
 
     def spy(source, encoders, **kw):
         seen.append([e.name for e in encoders])
         return original(source, encoders, **kw)
 
-    monkeypatch.setattr(evalkit.pipeline, "extract", spy)
+    monkeypatch.setattr(evalkit.features.loader, "extract", spy)
     _score(folders, "tiny_test,pixel")
     assert seen == [["pixel"]] * 3  # fake, fake2, real: the tiny entries came from the cache
 
@@ -146,15 +146,15 @@ def test_encoder_list_forms():
 def test_evaluator_with_several_encoders_equals_one_evaluator_each(folders, monkeypatch):
     import torch
 
-    from evalkit.sources import resolve_source
+    from evalkit.images.sources import resolve_source
 
     src = resolve_source(str(folders["fake"]))
     images = torch.from_numpy(np.stack([src.load_rgb(i)[0] for i in range(len(src))]))
     images = images.permute(0, 3, 1, 2)
     monkeypatch.setenv("EVALKIT_CACHE_DIR", str(folders["tmp"] / "fresh-cache"))
     passes = []
-    original = evalkit.pipeline.extract
-    monkeypatch.setattr(evalkit.pipeline, "extract", lambda source, encoders, **kw: (
+    original = evalkit.features.loader.extract
+    monkeypatch.setattr(evalkit.features.loader, "extract", lambda source, encoders, **kw: (
         passes.append([e.name for e in encoders]) or original(source, encoders, **kw)))
     ev = evalkit.Evaluator(encoder=list(ENCODERS), ref=str(folders["real"]), device="cpu",
                            metrics=METRICS)

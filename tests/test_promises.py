@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 import evalkit
-from evalkit.cache import CacheWarning, FeatureCache
 from evalkit.cli import main
-from evalkit.featureset import FeatureSet, save_feature_file
-from evalkit.fileio import atomic_write_text
-from evalkit.record import load_records, stable_view, write_records
+from evalkit.features.cache import CacheWarning, FeatureCache
+from evalkit.features.featureset import FeatureSet, save_feature_file
+from evalkit.files.fileio import atomic_write_text
+from evalkit.results.record import load_records, stable_view, write_records
 
 D = 8
 
@@ -127,8 +127,8 @@ def test_failed_replace_keeps_the_previous_cache_entry(tmp_path, monkeypatch):
 
 
 def test_failed_replace_keeps_the_previous_manifest(tmp_path, monkeypatch):
-    from evalkit import refs
-    from evalkit.options import ExtractOptions
+    from evalkit.features.options import ExtractOptions
+    from evalkit.refs import store as refs
 
     feats = tmp_path / "f.npz"
     save_feature_file(FeatureSet({"features": np.random.default_rng(0).normal(

@@ -8,9 +8,9 @@ from conftest import TINY, tiny_preprocess, write_images
 
 from evalkit.cli import main
 from evalkit.errors import InputError
-from evalkit.featureset import FeatureSet, load_feature_file, save_feature_file
-from evalkit.options import ExtractOptions
-from evalkit.refs import (
+from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
+from evalkit.features.options import ExtractOptions
+from evalkit.refs.store import (
     StatsOnlyReferenceError,
     add_reference,
     default_ref_dir,

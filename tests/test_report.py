@@ -15,8 +15,8 @@ from conftest import write_images
 from PIL import Image
 
 from evalkit.cli import main
-from evalkit.record import SCHEMA, load_records
-from evalkit.report import build_report, write_report
+from evalkit.results.record import SCHEMA, load_records
+from evalkit.results.report import build_report, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DATA_URI = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')

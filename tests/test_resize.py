@@ -1,4 +1,4 @@
-"""Clean resize as matrix products (evalkit.resize) against clean-fid's PIL resizer and PIL itself:
+"""Clean resize as matrix products (evalkit.images.resize) against clean-fid's PIL resizer and PIL itself:
 odd sizes, upscales, extreme aspect ratios, 1×1 images, centre crops (CLIP, ConvNeXt 256→224)."""
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from evalkit.encoders.base import Preprocess
-from evalkit.imageio import clean_resize, prepare
-from evalkit.resize import pil_bicubic_weights, resize_batch, resize_planes, target_size
+from evalkit.images.decode import clean_resize, prepare
+from evalkit.images.resize import pil_bicubic_weights, resize_batch, resize_planes, target_size
 
 TOL = 1e-4  # max abs on the [0, 255] scale (issue 9)
 

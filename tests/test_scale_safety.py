@@ -117,7 +117,7 @@ def test_score_cli_exit_codes_at_1e30(tmp_path, sets):
     from click.testing import CliRunner
 
     from evalkit.cli import main
-    from evalkit.featureset import FeatureSet, save_feature_file
+    from evalkit.features.featureset import FeatureSet, save_feature_file
 
     real, fake, _ = sets
     paths = {}

@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from evalkit.cli import main
-from evalkit.featureset import FeatureSet, save_feature_file
-from evalkit.record import SCHEMA, load_records
+from evalkit.features.featureset import FeatureSet, save_feature_file
+from evalkit.results.record import SCHEMA, load_records
 
 D = 16
 

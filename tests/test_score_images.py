@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import write_images
 
 import evalkit
-import evalkit.pipeline
+import evalkit.features.loader
 from evalkit.cli import main
 
 
@@ -76,7 +76,7 @@ def test_random_inception_score_then_cache_hit(folders, monkeypatch):
     def no_extraction(*a, **k):
         raise AssertionError("extraction ran although the cache holds these features")
 
-    monkeypatch.setattr(evalkit.pipeline, "extract", no_extraction)
+    monkeypatch.setattr(evalkit.features.loader, "extract", no_extraction)
     score(*args)
     second = json.loads(out.read_text())
     assert second["metrics"] == first["metrics"]
@@ -84,7 +84,7 @@ def test_random_inception_score_then_cache_hit(folders, monkeypatch):
 
 
 def test_evaluator_gives_the_record_score_gives(folders):
-    from evalkit.sources import resolve_source
+    from evalkit.images.sources import resolve_source
 
     out = folders["tmp"] / "r.json"
     # both runs pinned to the CPU: on a CUDA machine the CLI would otherwise pick CUDA while

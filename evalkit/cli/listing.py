@@ -1,0 +1,44 @@
+"""`evalkit metrics` and `evalkit encoders`: list the registries (no model is built)."""
+from __future__ import annotations
+
+import click
+
+from evalkit.cli.app import main
+
+
+@main.command("metrics")
+def metrics_command():
+    """List metric keys with their inputs, direction and description (from the registry)."""
+    from evalkit.metrics import metric_specs
+
+    rows = [("key", "needs", "better", "description")]
+    for spec in metric_specs():
+        for out in spec.outputs:
+            needs = [spec.array + (f"|{spec.fallback}" if spec.fallback else "")]
+            needs += [a for a in spec.args if a in ("test", "labels")]
+            needs += [f"[{a}]" for a in spec.optional]
+            if spec.moments is not None:
+                needs.append("(or ref mu/sigma)")
+            name = out.key if out.select else f"  {out.key}"
+            rows.append((name, " ".join(needs), out.better, out.description))
+    _print_rows(rows)
+
+
+@main.command("encoders")
+def encoders_command():
+    """List encoders with their variants, outputs and input size."""
+    from evalkit.encoders import encoder_summary, list_encoders
+
+    rows = [("name", "archs (default first)", "outputs", "description")]
+    for name in list_encoders():
+        all_archs, default_arch, outs, description = encoder_summary(name)
+        archs = [default_arch] + [a for a in all_archs if a != default_arch]
+        rows.append((name, ",".join(archs), ",".join(f"{k}:{v}" for k, v in outs.items()),
+                     description))
+    _print_rows(rows)
+
+
+def _print_rows(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]))

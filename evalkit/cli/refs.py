@@ -1,0 +1,148 @@
+"""`evalkit ref add|list|rm`: the named-reference store (logic in evalkit.refs.store)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from evalkit.cli.app import main
+from evalkit.cli.options import extract_options, options_from_kwargs
+from evalkit.refs.pull import add_file as add_catalog_file
+from evalkit.refs.pull import available, pull, registered_name
+from evalkit.refs.store import (
+    PUBLISHED,
+    add_reference,
+    default_ref_dir,
+    list_references,
+    remove_reference,
+)
+from evalkit.results.leaderboard import text_table
+
+_REF_DIR = click.option(
+    "--ref-dir", default=None, type=click.Path(file_okay=False),
+    help="Reference store (default: $EVALKIT_REF_DIR, else $XDG_DATA_HOME/evalkit/refs).")
+
+
+@main.group("ref")
+def ref() -> None:
+    """Named references: extract a reference set once, then score with --ref NAME."""
+
+
+@ref.command("add")
+@click.argument("name")
+@click.argument("source")
+@extract_options
+@_REF_DIR
+@click.option("--force", is_flag=True, help="Re-extract features already stored, or replace the source.")
+def add(name: str, source: str, ref_dir: str | None, force: bool, **kwargs) -> None:
+    """Register SOURCE (images, archive, .npz batch, feature file or mu/sigma stats) as NAME."""
+    options = options_from_kwargs(kwargs)
+    catalog = add_catalog_file(name, source, ref_dir, force=force)  # a published file, verified
+    if catalog is not None:
+        _echo_catalog(catalog)
+        return
+    manifest = add_reference(name, source, options, ref_dir, force=force)
+    entry = manifest["entries"][-1]
+    kind = ("statistics only (fd/sfid)" if entry.get("stats_only")
+            else f"{entry['n']} x {entry['dim']} features")
+    click.echo(f"{name}: {_encoder(entry)}/{entry.get('arch')} {kind} from {manifest['source']}")
+
+
+def _echo_catalog(manifest: dict) -> None:
+    cat = manifest["catalog"]
+    trust = ("sha256 matches the published one" if cat["sha256_origin"] == "publisher"
+             else "no published sha256: recorded now, checked on later use")
+    click.echo(f"{manifest['name']}: {cat['file']} ({_size(cat['size'])}, {trust}) -> "
+               f"{manifest['source']}")
+
+
+def _size(n) -> str:
+    if not n:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return "?"
+
+
+@ref.command("pull")
+@click.argument("name")
+@_REF_DIR
+@click.option("--force", is_flag=True, help="Download again and replace the registered copy.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pull_(name: str, ref_dir: str | None, force: bool, quiet: bool) -> None:
+    """Download, verify and register catalog reference NAME (see `ref list --available`)."""
+    _echo_catalog(pull(name, ref_dir, quiet=quiet, force=force))
+
+
+@ref.command("list")
+@_REF_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
+@click.option("--available", is_flag=True,
+              help="List the catalog of published references (sizes, what each serves).")
+def list_(ref_dir: str | None, as_json: bool, available: bool) -> None:
+    """Show the registered references, one row per stored encoder."""
+    if available:
+        _list_available(ref_dir, as_json)
+        return
+    manifests = list_references(ref_dir)
+    if as_json:
+        click.echo(json.dumps(manifests, indent=2))
+        return
+    if not manifests:
+        click.echo(f"no references in {ref_dir or default_ref_dir()}; "
+                   "add one with `evalkit ref add NAME SOURCE`")
+        return
+    rows = [[m["name"], _encoder(e), e.get("arch") or "-", _kind(e), e.get("n") or "?",
+             e.get("dim") or "?", e.get("created", "?")[:19], _trust(m), m["source"]]
+            for m in manifests for e in m["entries"]]
+    click.echo(text_table(["name", "encoder", "arch", "kind", "N", "dim", "created", "sha256",
+                           "source"], rows))
+
+
+def _kind(entry: dict) -> str:
+    if entry.get("role") == PUBLISHED:
+        return "published stats"
+    return "stats" if entry.get("stats_only") else "features"
+
+
+def _trust(manifest: dict) -> str:
+    cat = manifest.get("catalog")
+    if not cat:
+        return "-"
+    how = "published" if cat.get("sha256_origin") == "publisher" else "first use (TOFU)"
+    return f"{cat['sha256'][:12]} {how}"
+
+
+def _list_available(ref_dir: str | None, as_json: bool) -> None:
+    rows = available()
+    for r in rows:
+        r["registered"] = registered_name(r["name"], ref_dir) is not None
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [[r["name"], ", ".join(r["aliases"]) or "-", r["kind"], r["resolution"] or "?",
+              r["n"] or "?", _size(r["size"]) if r["size"] else f"~{_size(r['size_estimate'])}",
+              "publisher" if r["sha256"] else "TOFU", r["serves"], ",".join(r["protocols"]) or "-",
+              "yes" if r["registered"] else "no"] for r in rows]
+    click.echo(text_table(["name", "aliases", "kind", "res", "N", "size", "sha256", "serves",
+                           "protocols", "registered"], table))
+    click.echo("sizes with ~ are estimates (N x H x W x 3 bytes for image batches); TOFU: no "
+               "published sha256, recorded at first download and checked on later use. "
+               "`evalkit ref pull NAME` fetches one; EVALKIT_REF_MIRROR=http://host/prefix/ "
+               "fetches from a mirror.")
+
+
+@ref.command("rm")
+@click.argument("name")
+@_REF_DIR
+def rm(name: str, ref_dir: str | None) -> None:
+    """Remove reference NAME and its stored features."""
+    remove_reference(name, ref_dir)
+    click.echo(f"removed reference {name}")
+
+
+def _encoder(entry: dict) -> str:
+    """An entry's encoder name (``name``; manifests before EncoderIdentity said ``encoder``)."""
+    return str(entry.get("name") or entry.get("encoder"))

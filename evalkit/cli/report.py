@@ -1,0 +1,25 @@
+"""`evalkit report`: one self-contained HTML report of a result record."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from evalkit.cli.app import main
+from evalkit.files.guards import check_outputs
+from evalkit.results.report import write_report
+
+
+@main.command("report")
+@click.argument("result", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
+              help="HTML file to write (default: RESULT with .html).")
+@click.option("--name", default=None, help="Report only the record with this model name.")
+@click.option("--gallery", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Closest generated samples shown in the memorization gallery.")
+def report_cmd(result, out, name, gallery) -> None:
+    """Write an HTML report of RESULT: metric table, plots and memorization gallery."""
+    target = out or str(Path(result).with_suffix(".html"))
+    check_outputs({"-o": target}, inputs=[result])
+    write_report(result, target, name=name, gallery=gallery)
+    click.echo(f"wrote {target}", err=True)

@@ -1,0 +1,71 @@
+"""`evalkit score`: a thin shell over :func:`evalkit.api.score`."""
+from __future__ import annotations
+
+import warnings
+
+import click
+from click.core import ParameterSource
+
+from evalkit.api import score
+from evalkit.cli.app import main
+from evalkit.cli.options import extract_options, options_from_kwargs
+from evalkit.features.distributed import is_main
+from evalkit.results.outputs import metrics_table
+from evalkit.scoring.protocols import ProtocolWarning
+
+
+@main.command("score")
+@click.argument("samples", nargs=-1, required=True)
+@click.option("--ref", default=None,
+              help="Reference: a source, a registered name or a catalog name (`ref list --available`).")
+@click.option("--protocol", default=None,
+              help="Paper protocol: adm | edm2 | dgm-eval (sets encoder, resize, N, metrics, reference).")
+@click.option("--test", default=None, help="Held-out real data (ct, fls, fls_pog).")
+@click.option("--metrics", "metric_list", default="all", show_default=True,
+              help="Comma list of metric keys, or `all`.")
+@click.option("--nsample", type=click.IntRange(min=1), default=None,
+              help="Use at most N images per set (seeded subsample).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=0,
+              help="Add 95% intervals from B half-samples of the generated set (README: Intervals).")
+@click.option("--realism-k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="k of the realism score's k-NN radii (5: dgm-eval; 3: the NVlabs code).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Result record JSON.")
+@click.option("--name", default=None, help="Model name(s), comma-separated for several sets.")
+@click.option("--per-sample", default=None, type=click.Path(dir_okay=False),
+              help="CSV of realism, nearest reference and authenticity per generated sample.")
+@click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
+              help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
+@extract_options
+def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
+                  out, name, per_sample, ref_dir, **kwargs):
+    """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProtocolWarning)  # said below, louder
+        results = score(list(samples), ref, test=test, metrics=metric_list, seed=seed,
+                        nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
+                        names=name.split(",") if name else None, per_sample=per_sample, out=out,
+                        ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
+                        explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}))
+    if is_main():
+        blocks: dict[str, list] = {}
+        for r in results:  # several encoders: one block each
+            blocks.setdefault((r.record.get("encoder") or {}).get("name") or "?", []).append(r.record)
+        for i, (enc, records) in enumerate(blocks.items()):
+            if len(blocks) > 1:
+                click.echo(("\n" if i else "") + f"encoder: {enc}")
+            click.echo(metrics_table(records))
+        for r in results:
+            proto = r.record.get("protocol") or {}
+            if proto.get("complete") is False:
+                click.secho(f"evalkit: WARNING: {r.record['name']}: PROTOCOL {proto['name'].upper()} "
+                            f"EXPECTS {proto['n_expected']} SAMPLES, GOT {r.record['samples']['n']}: "
+                            "NOT comparable with the published tables (record marked "
+                            "protocol.complete = false)", err=True, fg="red", bold=True)
+
+
+def _typed(params: set[str]) -> set[str]:
+    """The options among ``params`` given on the command line (or by environment)."""
+    ctx = click.get_current_context()
+    typed = {p for p in params if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)}
+    return typed | ({"metrics"} if "metric_list" in typed else set())

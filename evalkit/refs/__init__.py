@@ -1,0 +1,2 @@
+"""The reference store: stored references (store), the catalog of published references
+(catalog, catalog.json) and fetching them (pull)."""

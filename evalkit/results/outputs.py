@@ -1,0 +1,83 @@
+"""What `score` writes besides the record: the console table and the per-sample CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evalkit.features.featureset import FeatureSet
+from evalkit.files.fileio import atomic_write_text
+from evalkit.formatting import format_number
+from evalkit.metrics import per_sample
+from evalkit.metrics.prdc import REALISM_K
+
+PER_SAMPLE_COLUMNS = ("index", "path", "realism", "nn_index", "nn_distance", "nn_path", "authentic")
+
+
+def metrics_table(records: list[dict[str, Any]]) -> str:
+    """A plain-text table: one row per metric key, one column per scored set."""
+    keys: list[str] = []
+    for rec in records:
+        for k in rec["metrics"]:
+            if k not in keys and not k.endswith("_std"):
+                keys.append(k)
+    header = ["metric"] + [rec["name"] for rec in records]
+    rows = []
+    for k in keys:
+        row = [k]
+        for rec in records:
+            v = rec["metrics"].get(k)
+            cell = format_number(v)
+            std = rec["metrics"].get(f"{k}_std")
+            if std is not None:
+                cell += f" ± {format_number(std, 2)}"
+            ci = (rec.get("metrics_ci") or {}).get(k)
+            if ci:
+                cell += f" [{format_number(ci[0])}, {format_number(ci[1])}]"
+            row.append(cell)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    skipped: dict[str, str] = {}
+    for rec in records:
+        skipped.update(rec.get("skipped") or {})
+    if skipped:
+        out.append("")
+        out.append("skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()))
+    return "\n".join(out)
+
+
+def write_per_sample_csv(path: str | os.PathLike, fake: FeatureSet, real: FeatureSet, *,
+                         seed: int, device: str, nearest_k: int = REALISM_K) -> None:
+    """Per generated sample: realism, nearest reference (index, distance, path), authenticity."""
+    arrays = per_sample(real.arrays["features"], fake.arrays["features"], seed=seed, device=device,
+                        nearest_k=nearest_k)
+    nn_index = np.asarray(arrays["nn_index"]).astype(np.int64)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(PER_SAMPLE_COLUMNS)
+    for i in range(fake.n):
+        j = int(nn_index[i])
+        writer.writerow([
+            i,
+            fake.files[i] if fake.files else "",
+            repr(float(arrays["realism"][i])),
+            j,
+            repr(float(arrays["nn_distance"][i])),
+            real.files[j] if real.files else "",
+            int(bool(arrays["authentic"][i])),
+        ])
+    atomic_write_text(path, buf.getvalue())
+
+
+def per_sample_path(base: str, name: str, several: bool) -> Path:
+    """``base`` for one set; ``base-stem.name.csv`` for each of several sets."""
+    p = Path(base)
+    return p.with_name(f"{p.stem}.{name}{p.suffix or '.csv'}") if several else p
+

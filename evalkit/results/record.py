@@ -1,0 +1,92 @@
+"""The result record (SPEC "Result record"): constants, construction, JSON I/O.
+
+Result keys are constants used everywhere, tests included.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from evalkit.errors import InputError
+from evalkit.features.identity import IDENTITY_FIELDS, EncoderIdentity
+from evalkit.files.fileio import atomic_write_text
+
+SCHEMA = "evalkit.result/1"
+# Wall-clock facts: the only fields two runs with the same inputs and --seed may differ in.
+VOLATILE_KEYS = ("created", "timing")
+# Renamed keys map old -> new here so old records keep loading.
+DEPRECATED_KEYS: dict[str, str] = {}
+
+
+def metric_keys() -> tuple[str, ...]:
+    """Every result key the metric registry declares, in listing order (SPEC's table).
+
+    Derived when asked (importing the metrics pulls in torch, which reading or writing a record
+    does not need); ``METRIC_KEYS`` is the same tuple.
+    """
+    from evalkit.metrics import result_keys
+
+    return result_keys()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METRIC_KEYS":
+        return metric_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
+    """What must match for two records to be comparable: encoder identity, reference, protocol.
+
+    The encoder part is the record's :class:`~evalkit.features.identity.EncoderIdentity` (name as
+    ``encoder``, arch, weights sha256, preprocessing, precision).
+    """
+    ident = EncoderIdentity.from_dict(record.get("encoder"))
+    enc = ident.as_dict() if ident is not None else dict.fromkeys(IDENTITY_FIELDS)
+    enc["encoder"] = enc.pop("name")
+    ref = record.get("reference") or {}
+    cfg = record.get("config") or {}
+    proto = record.get("protocol") or {}
+    return {
+        # a paper protocol (evalkit.scoring.protocols) and whether its sample count was met
+        "protocol": proto.get("name"),
+        "protocol_complete": proto.get("complete") if proto else None,
+        **enc,
+        "reference": ref.get("fingerprint"),
+        "n": (record.get("samples") or {}).get("n"),
+        "nsample": cfg.get("nsample"),
+    }
+
+
+def stable_view(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without its :data:`VOLATILE_KEYS`: equal (byte for byte as JSON) for two runs
+    with the same inputs, options and ``--seed``."""
+    return {k: v for k, v in record.items() if k not in VOLATILE_KEYS}
+
+
+def write_records(records: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write one record as an object, several as a list; atomically."""
+    payload: Any = records[0] if len(records) == 1 else records
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a record file (one object or a list); InputError naming the file when invalid."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{p}: not a JSON result record ({exc})") from None
+    items = data if isinstance(data, list) else [data]
+    for item in items:
+        if not isinstance(item, dict) or item.get("schema") != SCHEMA or "metrics" not in item:
+            raise InputError(f"{p}: not an evalkit result record (expected schema {SCHEMA!r})")
+        for old, new in DEPRECATED_KEYS.items():
+            if old in item["metrics"] and new not in item["metrics"]:
+                item["metrics"][new] = item["metrics"].pop(old)
+        item.setdefault("_path", str(p))
+    return items
