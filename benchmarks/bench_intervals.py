@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     from evalkit.metrics import get_metric
     from evalkit.scoring.intervals import bootstrap_intervals
     from evalkit.scoring.rng import RunRNG
-    from evalkit.scoring.score import compute_metrics
+    from evalkit.scoring.run import compute_metrics
 
     g = np.random.default_rng(0)
     real = FeatureSet({"features": g.standard_normal((args.n, args.d)).astype(np.float32)})

@@ -18,11 +18,13 @@ from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
 from evalkit.metrics import get_metric
 from evalkit.results.outputs import per_sample_path, write_per_sample_csv
-from evalkit.results.record import write_records
+from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
+from evalkit.scoring.plan import parse_metric_list
 from evalkit.scoring.protocols import ProtocolWarning, resolve_protocol
 from evalkit.scoring.rng import RunRNG
-from evalkit.scoring.score import ScoreConfig, parse_metric_list, score_set, stream_name
+from evalkit.scoring.run import stream_name
+from evalkit.scoring.score import ScoreConfig, score_set
 
 SourceLike = str | os.PathLike | FeatureSet | np.ndarray
 
@@ -174,17 +176,19 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         fake = load_source(src, opts, role="samples")
         if not is_main():  # torchrun: the other ranks only help extract
             continue
-        record, scored = score_set(fake, real, test_fs, config, name=name,
-                                   ref_name=real.meta.get("reference_name"))
-        warning = proto.annotate(record, published) if proto else None
+        scores = score_set(fake, real, test_fs, config, name=name,
+                           ref_name=real.meta.get("reference_name"))
+        fields, warning = proto.describe(scores.samples.n, published) if proto else (None, None)
         if warning:
             warnings.warn(f"{name}: {warning}", ProtocolWarning, stacklevel=2)
+        csv = None
         if per_sample is not None:
             path = per_sample_path(str(per_sample), name, len(sources) > 1)
-            write_per_sample(path, scored, real, config)
+            write_per_sample(path, scores.samples, real, config)
             base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
-            record["per_sample"] = os.path.relpath(os.path.abspath(path), base)
-        results.append(Result(record, scored))
+            csv = os.path.relpath(os.path.abspath(path), base)
+        record = build_record(scores, per_sample=csv, protocol=fields)
+        results.append(Result(record, scores.samples))
     if out is not None and results:
         write_records([r.record for r in results], out)
     return results if many else (results[0] if results else None)
@@ -211,8 +215,8 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     score them. One Result per (encoder, sample set), encoder by encoder; each record's
     ``encoder`` names its own, so leaderboards keep them apart as different protocols."""
     from evalkit.features.distributed import launch_env
-    from evalkit.features.featureset import is_feature_file
     from evalkit.features.loader import load_features_many
+    from evalkit.images.sources import is_feature_file
     from evalkit.refs.store import is_stats_file
 
     if protocol:

@@ -18,7 +18,9 @@ from evalkit.features.extract import precision_context
 from evalkit.features.featureset import FeatureSet
 from evalkit.features.options import ExtractOptions
 from evalkit.images.decode import prepare
-from evalkit.scoring.score import ScoreConfig, parse_metric_list, score_set
+from evalkit.results.record import build_record
+from evalkit.scoring.plan import parse_metric_list
+from evalkit.scoring.score import ScoreConfig, score_set
 
 _SLACK = 0.5 / 255  # float error within half a quantisation step rounds like a clamp
 
@@ -97,8 +99,8 @@ class Evaluator:
         (:func:`evalkit.features.loader.load_features_many`); each encoder gets its own Evaluator."""
         from pathlib import Path
 
-        from evalkit.features.featureset import is_feature_file
         from evalkit.features.loader import load_features_many
+        from evalkit.images.sources import is_feature_file
         from evalkit.refs.store import is_stats_file
 
         if arch or weights or encoder_module is not None:
@@ -154,6 +156,5 @@ class Evaluator:
             return [part.compute() for part in self._parts]
         if self.real is None:
             raise InputError("Evaluator.compute: no reference given (Evaluator(..., ref=...))")
-        record, _ = score_set(self.features(), self.real, self.test, self.config, name=self.name,
-                              ref_name=self.real.meta.get("reference_name"))
-        return record
+        return build_record(score_set(self.features(), self.real, self.test, self.config,
+                                      name=self.name, ref_name=self.real.meta.get("reference_name")))

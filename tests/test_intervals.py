@@ -18,6 +18,7 @@ import evalkit.metrics  # noqa: F401  (registers every metric)
 from evalkit.cli import main
 from evalkit.features.featureset import FeatureSet, save_feature_file
 from evalkit.metrics import get_metric
+from evalkit.results.record import build_record
 from evalkit.scoring.intervals import BOOTSTRAP_METHOD, bootstrap_intervals, interval
 from evalkit.scoring.score import ScoreConfig, score_set
 
@@ -46,14 +47,14 @@ def test_every_interval_contains_its_estimate_at_small_n():
     test = _fs(g.standard_normal((64, 32)))
     keys = ("fd", "precision", "recall", "density", "coverage", "realism", "authpct", "kd", "is", "vendi")
     cfg = ScoreConfig(metrics=keys, bootstrap=30, progress=False)
-    rec, _ = score_set(fake, real, test, cfg, name="m")
+    rec = build_record(score_set(fake, real, test, cfg, name="m"))
     assert rec["config"]["bootstrap_method"] == BOOTSTRAP_METHOD
     ci = rec["metrics_ci"]
     for key in keys:
         lo, hi = ci[key]
         assert lo <= rec["metrics"][key] <= hi, (key, rec["metrics"][key], ci[key])
         assert lo < hi or key == "recall", key
-    again, _ = score_set(fake, real, test, cfg, name="m")
+    again = build_record(score_set(fake, real, test, cfg, name="m"))
     assert again["metrics_ci"] == ci  # same seed, same intervals
 
 

@@ -89,18 +89,6 @@ class FeatureSet:
         )
 
 
-def is_feature_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` is an .npz holding a ``features`` array (not an image batch)."""
-    p = Path(path)
-    if p.suffix.lower() != ".npz" or not p.is_file():
-        return False
-    try:
-        with zipfile.ZipFile(p) as zf:
-            return "features.npy" in zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     """Read and validate a SPEC feature file; every problem is an InputError naming the file."""
     p = Path(path)

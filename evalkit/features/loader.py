@@ -39,10 +39,10 @@ from evalkit.errors import InputError
 from evalkit.features import distributed as dist
 from evalkit.features.cache import CacheWarning, FeatureCache, cache_key
 from evalkit.features.extract import BadImageWarning, Shard, assemble, extract
-from evalkit.features.featureset import FeatureSet, is_feature_file, load_feature_file, save_feature_file
+from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.identity import EncoderIdentity, identity_for
 from evalkit.features.options import ExtractOptions
-from evalkit.images.sources import Source, resolve_source
+from evalkit.images.sources import Source, is_feature_file, resolve_source
 from evalkit.provenance import versions
 
 log = logging.getLogger("evalkit")

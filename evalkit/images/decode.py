@@ -12,23 +12,16 @@ Every image that enters an encoder goes through three steps, all here:
    Surprising Subtleties in GAN Evaluation", CVPR 2022), equal to
    ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))``.
 
-:func:`open_image` gives a PIL image back for a locator stored in ``FeatureSet.files``
-(used by the HTML report for galleries).
 """
 from __future__ import annotations
 
 import io
-import os
-import re
 import warnings
-import zipfile
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from evalkit.errors import InputError
-from evalkit.files.safezip import read_member
 
 JPEG_FORMATS = ("JPEG", "MPO")
 
@@ -57,7 +50,7 @@ def decode_image(data: bytes, name: str) -> Image.Image:
         except Image.UnidentifiedImageError:
             raise InputError(f"{name}: not an image file PIL can read") from None
         except Exception as exc:  # noqa: BLE001 — PIL raises many types; re-raised as InputError
-            raise InputError(f"{name}: corrupt or truncated image ({_reason(exc)})") from None
+            raise InputError(f"{name}: corrupt or truncated image ({reason(exc)})") from None
     return img
 
 
@@ -139,7 +132,8 @@ def decode_rgb(data: bytes, name: str) -> tuple[np.ndarray, bool]:
     return to_rgb_uint8(img), img.format in JPEG_FORMATS
 
 
-def _reason(exc: Exception) -> str:
+def reason(exc: Exception) -> str:
+    """A short reason for a decode or read failure, for one-line messages."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -284,51 +278,3 @@ def prepare(arr: np.ndarray, preprocess) -> np.ndarray:
                           crop_from=preprocess.crop_from, keep_aspect=preprocess.keep_aspect,
                           interpolation=interpolation)
     raise ValueError(f"unknown Preprocess.resize {preprocess.resize!r} (clean | pil | none)")
-
-
-_ZIP_LOCATOR = re.compile(r"^(?P<container>.+?\.zip)::(?P<member>.+)$", re.IGNORECASE)
-_ARRAY_LOCATOR = re.compile(r"^(?P<container>.+\.np[yz])\[(?P<index>\d+)\]$", re.IGNORECASE)
-
-
-def open_image(locator: str | os.PathLike, root: str | os.PathLike | None = None) -> Image.Image:
-    """A PIL RGB image for a path or a locator from ``FeatureSet.files``.
-
-    Locators: ``"rel/path.png"`` (relative to the source folder ``root``), ``"x.zip::member"``,
-    ``"x.npz[i]"`` / ``"x.npy[i]"``. When ``root`` is the zip or array file itself, it is used
-    as the container (so locators stay valid after the source moved). The image is converted by
-    :func:`to_rgb_uint8`, exactly as the encoder saw it before resizing.
-    """
-    text = os.fspath(locator)
-    root_path = Path(root) if root is not None else None
-    m = _ZIP_LOCATOR.match(text)
-    if m:
-        container = _container(m.group("container"), root_path, (".zip",))
-        member = m.group("member")
-        try:
-            with zipfile.ZipFile(container) as zf:
-                data = read_member(zf, member, f"{container}::{member}")
-        except (OSError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:
-            raise InputError(f"{container}::{member}: cannot read ({_reason(exc)})") from None
-        return Image.fromarray(to_rgb_uint8(decode_image(data, text)))
-    m = _ARRAY_LOCATOR.match(text)
-    if m:
-        from evalkit.images.sources import resolve_source
-
-        container = _container(m.group("container"), root_path, (".npz", ".npy"))
-        src = resolve_source(str(container), fingerprint=False)
-        rgb, _, _ = src.load_rgb(int(m.group("index")))
-        return Image.fromarray(rgb)
-    path = Path(text)
-    if root_path is not None and not path.is_absolute() and root_path.is_dir():
-        path = root_path / path
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({_reason(exc)})") from None
-    return Image.fromarray(to_rgb_uint8(decode_image(data, str(path))))
-
-
-def _container(text: str, root: Path | None, suffixes: tuple[str, ...]) -> Path:
-    if root is not None and root.is_file() and root.suffix.lower() in suffixes:
-        return root
-    return Path(text)

@@ -26,18 +26,32 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from evalkit.errors import InputError
-from evalkit.features.featureset import is_feature_file
 from evalkit.files.fileio import file_sha256
 from evalkit.files.safezip import member_problem, read_member
-from evalkit.images.decode import array_to_rgb_uint8, decode_rgb
+from evalkit.images.decode import array_to_rgb_uint8, decode_image, decode_rgb, reason, to_rgb_uint8
+from evalkit.images.locators import array_item, zip_member
+from evalkit.images.locators import parse as parse_locator
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
 JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg"})
 FINGERPRINT_VERSION = "evalkit.source/1"
 CONTENT_VERSION = "evalkit.content/1"
+
+
+def is_feature_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an .npz holding a ``features`` array (not an image batch)."""
+    p = Path(path)
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return "features.npy" in zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def is_image_name(name: str) -> bool:
@@ -297,7 +311,7 @@ def _resolve_zip(text: str, path: Path, fingerprint: bool = True) -> Source:
     # members corrupted behind an intact directory never get cached features served.
     fp = _hash_lines(["zip", file_sha256(path, remember=False) if fingerprint else ""]
                      + [f"{i.filename}\t{i.CRC:08x}\t{i.file_size}" for i in keep])
-    return Source(text, path, "zip", locators=[f"{text}::{m}" for m in members], names=members,
+    return Source(text, path, "zip", locators=[zip_member(text, m) for m in members], names=members,
                   labels=labels, classes=classes, fingerprint=fp, bad=bad, members=members)
 
 
@@ -317,7 +331,7 @@ def _resolve_array(text: str, path: Path) -> Source:
                                or not np.issubdtype(labels.dtype, np.integer)):
         raise InputError(f"{text}: 'arr_1' labels must be {n} integers "
                          f"(got {labels.dtype} shape {labels.shape})")
-    locators = [f"{text}[{i}]" for i in range(n)]
+    locators = [array_item(text, i) for i in range(n)]
     return Source(text, path, "array", locators=locators, names=[str(i) for i in range(n)],
                   labels=None if labels is None else labels.astype(np.int64),
                   array_key=key, array_shape=tuple(int(s) for s in shape),
@@ -385,3 +399,45 @@ def _hash_lines(lines: list[str]) -> str:
     for line in lines:
         h.update(line.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
+
+
+def open_image(locator: str | os.PathLike, root: str | os.PathLike | None = None) -> Image.Image:
+    """A PIL RGB image for a path or a locator from ``FeatureSet.files``.
+
+    Locators: ``"rel/path.png"`` (relative to the source folder ``root``), ``"x.zip::member"``,
+    ``"x.npz[i]"`` / ``"x.npy[i]"``. When ``root`` is the zip or array file itself, it is used
+    as the container (so locators stay valid after the source moved). The image is converted by
+    :func:`to_rgb_uint8`, exactly as the encoder saw it before resizing.
+    """
+    text = os.fspath(locator)
+    root_path = Path(root) if root is not None else None
+    loc = parse_locator(text)
+    if loc.kind == "zip":
+        container = _container(loc.path, root_path, (".zip",))
+        member = loc.member
+        try:
+            with zipfile.ZipFile(container) as zf:
+                data = read_member(zf, member, zip_member(str(container), member))
+        except (OSError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:
+            where = zip_member(str(container), member)
+            raise InputError(f"{where}: cannot read ({reason(exc)})") from None
+        return Image.fromarray(to_rgb_uint8(decode_image(data, text)))
+    if loc.kind == "array":
+        container = _container(loc.path, root_path, (".npz", ".npy"))
+        src = resolve_source(str(container), fingerprint=False)
+        rgb, _, _ = src.load_rgb(loc.index)
+        return Image.fromarray(rgb)
+    path = Path(text)
+    if root_path is not None and not path.is_absolute() and root_path.is_dir():
+        path = root_path / path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({reason(exc)})") from None
+    return Image.fromarray(to_rgb_uint8(decode_image(data, str(path))))
+
+
+def _container(text: str, root: Path | None, suffixes: tuple[str, ...]) -> Path:
+    if root is not None and root.is_file() and root.suffix.lower() in suffixes:
+        return root
+    return Path(text)

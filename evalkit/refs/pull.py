@@ -25,7 +25,6 @@ import numpy as np
 from evalkit.errors import InputError, OfflineError
 from evalkit.features.options import ExtractOptions
 from evalkit.files.download import DownloadError, download, verify_file
-from evalkit.files.fileio import file_sha256
 from evalkit.files.guards import check_folder_writable
 from evalkit.refs import store as refs
 from evalkit.refs.catalog import CatalogEntry, load_catalog, lookup
@@ -76,7 +75,7 @@ def pull(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool = F
     with refs._locked(drop_dir(ref_dir)):  # one download of a file at a time
         if refs.is_registered(entry.name, ref_dir) and not force:
             manifest = refs.get_manifest(entry.name, ref_dir)
-            verify_stored_file(manifest, full=True)
+            refs.verify_stored_file(manifest, full=True)
             return manifest
         return _fetch_and_register(entry, ref_dir, quiet=quiet, force=force)
 
@@ -139,34 +138,6 @@ def register(entry: CatalogEntry, path: Path, ref_dir, *, digest: str, origin: s
     }
     return refs.store_file_reference(entry.name, manifest, path, stats, ref_dir, move=move,
                                      force=force)
-
-
-def verify_stored_file(manifest: dict[str, Any], *, full: bool) -> None:
-    """Check a catalog reference's file against the sha256 recorded at registration.
-
-    ``full=False``: only when size or mtime changed is the file hashed again; a missing file
-    is then fine (the stored features and statistics stay valid). ``full=True``: always hash,
-    and a missing file is an error (it is about to be read).
-
-    Raises:
-        InputError: the file changed since it was verified, or is gone when ``full``.
-    """
-    cat = manifest.get("catalog") or {}
-    path = Path(manifest["source"])
-    if not path.is_file():
-        if full:
-            raise InputError(f"{path}: the file of reference {manifest['name']!r} is gone; "
-                             f"`evalkit ref pull {manifest['name']} --force` fetches it again")
-        return
-    st = path.stat()
-    if not full and st.st_size == cat.get("size") and st.st_mtime_ns == cat.get("mtime_ns"):
-        return
-    digest = file_sha256(path)
-    if digest != cat.get("sha256"):
-        how = "published" if cat.get("sha256_origin") == "publisher" else "recorded at first download"
-        raise InputError(f"{path}: sha256 {digest} differs from the {how} {cat.get('sha256')}; the "
-                         f"file changed since it was registered: `evalkit ref pull "
-                         f"{manifest['name']} --force` to fetch it again")
 
 
 # ----------------------------------------------------------------------------- file formats

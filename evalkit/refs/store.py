@@ -41,7 +41,6 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.features.featureset import (
     FeatureSet,
-    is_feature_file,
     load_feature_file,
     save_feature_file,
 )
@@ -49,6 +48,7 @@ from evalkit.features.identity import EncoderIdentity, local_identity
 from evalkit.features.options import ExtractOptions
 from evalkit.files.fileio import atomic_write_bytes, atomic_write_text, current_umask, file_sha256
 from evalkit.files.guards import check_folder_writable
+from evalkit.images.sources import is_feature_file
 
 MANIFEST = "manifest.json"
 # Role of a statistics entry that came inside a published image batch (ADM's mu/sigma): kept
@@ -321,6 +321,34 @@ def _abs_source(source: str) -> str:
 # ----------------------------------------------------------------------------- add / remove
 
 
+def verify_stored_file(manifest: dict[str, Any], *, full: bool) -> None:
+    """Check a catalog reference's file against the sha256 recorded at registration.
+
+    ``full=False``: only when size or mtime changed is the file hashed again; a missing file
+    is then fine (the stored features and statistics stay valid). ``full=True``: always hash,
+    and a missing file is an error (it is about to be read).
+
+    Raises:
+        InputError: the file changed since it was verified, or is gone when ``full``.
+    """
+    cat = manifest.get("catalog") or {}
+    path = Path(manifest["source"])
+    if not path.is_file():
+        if full:
+            raise InputError(f"{path}: the file of reference {manifest['name']!r} is gone; "
+                             f"`evalkit ref pull {manifest['name']} --force` fetches it again")
+        return
+    st = path.stat()
+    if not full and st.st_size == cat.get("size") and st.st_mtime_ns == cat.get("mtime_ns"):
+        return
+    digest = file_sha256(path)
+    if digest != cat.get("sha256"):
+        how = "published" if cat.get("sha256_origin") == "publisher" else "recorded at first download"
+        raise InputError(f"{path}: sha256 {digest} differs from the {how} {cat.get('sha256')}; the "
+                         f"file changed since it was registered: `evalkit ref pull "
+                         f"{manifest['name']} --force` to fetch it again")
+
+
 def add_reference(
     name: str,
     source: str,
@@ -579,8 +607,6 @@ def resolve_reference(
     options = options or ExtractOptions()
     manifest = get_manifest(name, ref_dir)
     if manifest.get("catalog"):  # trust on first use: the file is still the one verified
-        from evalkit.refs.pull import verify_stored_file
-
         verify_stored_file(manifest, full=False)
     entry = find_entry(name, options, ref_dir)
     if entry is None:
@@ -646,8 +672,6 @@ def _extract_missing(name, manifest, options, ref_dir) -> dict[str, Any]:
         raise InputError(f"reference {name!r} has no {options.encoder} features (has: {have}) and "
                          f"its source {source} holds features, not images; {how}")
     if manifest.get("catalog"):  # a downloaded file: check it is still the one first verified
-        from evalkit.refs.pull import verify_stored_file
-
         verify_stored_file(manifest, full=True)
     add_reference(name, source, options, ref_dir,
                   fingerprint=manifest.get("source_fingerprint") if manifest.get("catalog") else None)

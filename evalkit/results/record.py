@@ -1,17 +1,26 @@
-"""The result record (SPEC "Result record"): constants, construction, JSON I/O.
+"""The result record: constants, the one builder, JSON I/O.
 
 Result keys are constants used everywhere, tests included.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from evalkit.errors import InputError
 from evalkit.features.identity import IDENTITY_FIELDS, EncoderIdentity
 from evalkit.files.fileio import atomic_write_text
+from evalkit.provenance import versions
+
+if TYPE_CHECKING:
+    from evalkit.features.featureset import FeatureSet
+    from evalkit.scoring.score import Scores
 
 SCHEMA = "evalkit.result/1"
 # Wall-clock facts: the only fields two runs with the same inputs and --seed may differ in.
@@ -58,6 +67,64 @@ def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
         "n": (record.get("samples") or {}).get("n"),
         "nsample": cfg.get("nsample"),
     }
+
+
+def build_record(scores: Scores, *, per_sample: str | None = None,
+                 protocol: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The result record of one scored set (the only place a record is assembled).
+
+    Args:
+        scores: what :func:`evalkit.scoring.score.score_set` computed.
+        per_sample: the per-sample CSV's path relative to the record's folder, if written.
+        protocol: the paper protocol's fields
+            (:meth:`evalkit.scoring.protocols.ResolvedProtocol.describe`), if one was used.
+    """
+    ident = scores.identity
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "name": scores.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "samples": describe_set(scores.samples),
+        "reference": describe_set(scores.reference, scores.ref_name),
+        "test": describe_set(scores.test),
+        "encoder": ident.as_dict() if ident is not None else dict.fromkeys(
+            ("name", "arch", "weights_sha256", "preprocess")),
+        "config": scores.config.as_dict(),
+        "metrics": scores.values,
+    }
+    if scores.intervals is not None:
+        record["metrics_ci"] = scores.intervals
+    record["skipped"] = scores.skipped
+    record["details"] = scores.details
+    record["per_sample"] = per_sample
+    record["timing"] = scores.timing
+    record["versions"] = versions()
+    if protocol is not None:
+        record["protocol"] = protocol
+    return record
+
+
+def fingerprint_of(fs: FeatureSet) -> str | None:
+    """The source's content fingerprint, else a hash of the feature array itself."""
+    fp = (fs.meta.get("source") or {}).get("fingerprint")
+    if fp or not fs.has_samples:
+        return fp
+    feats = np.ascontiguousarray(fs.arrays["features"])
+    return "sha256:" + hashlib.sha256(feats.tobytes()).hexdigest()
+
+
+def describe_set(fs: FeatureSet | None, name: str | None = None) -> dict[str, Any] | None:
+    """The record's ``samples``/``reference``/``test`` entry of ``fs``."""
+    if fs is None:
+        return None
+    out: dict[str, Any] = {"source": fs.source, "n": fs.n, "fingerprint": fingerprint_of(fs)}
+    if name is not None:
+        out["name"] = name
+    if not fs.has_samples:
+        out["stats_only"] = True
+    if fs.meta.get("n_skipped"):
+        out["n_skipped"] = fs.meta["n_skipped"]
+    return out
 
 
 def stable_view(record: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import io
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,13 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.files.fileio import atomic_write_text
 from evalkit.files.guards import inside
+from evalkit.images.locators import rebase
+from evalkit.images.sources import open_image
 from evalkit.results.leaderboard import ARROWS, direction_of, format_number, metric_directions
 from evalkit.results.record import load_records, metric_keys
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 THUMB = 128
-_NPZ_ITEM = re.compile(r"^(?P<file>.+\.(?:npz|npy))\[(?P<index>\d+)\]$")
 
 
 # ----------------------------------------------------------------------------- plots
@@ -167,13 +167,7 @@ def _resolve(locator: str, source: str | None, record_dir: Path) -> str:
                 return str(root / p)
         return str(p)
 
-    if "::" in locator:
-        archive, member = locator.split("::", 1)
-        return f"{base_path(archive)}::{member}"
-    m = _NPZ_ITEM.match(locator)
-    if m:
-        return f"{base_path(m['file'])}[{m['index']}]"
-    return base_path(locator)
+    return rebase(locator, base_path)
 
 
 def gallery_image(locator: str, root: str | None = None, record_dir: Path | None = None):
@@ -181,11 +175,9 @@ def gallery_image(locator: str, root: str | None = None, record_dir: Path | None
 
     Locators (``FeatureSet.files``, the per-sample CSV): ``rel/path.png`` relative to the
     set's source folder ``root``, ``archive.zip::member``, ``file.npz[i]``. Read with
-    :func:`evalkit.images.decode.open_image` (the one RGB conversion, as the encoder saw the image),
+    :func:`evalkit.images.sources.open_image` (the one RGB conversion, as the encoder saw the image),
     first as given, then resolved against the source, its folder and the record's folder.
     """
-    from evalkit.images.decode import open_image
-
     resolved = _resolve(locator, root, record_dir or Path.cwd())
     for loc, base in ((locator, root), (resolved, None)):
         try:

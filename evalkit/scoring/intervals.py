@@ -42,7 +42,9 @@ import numpy as np
 
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
+from evalkit.scoring.plan import array_for
 from evalkit.scoring.rng import RunRNG
+from evalkit.scoring.run import compute_metrics, stream_name
 
 BOOTSTRAP_METHOD = "half-sampling"
 # Rounds above which a warning is printed, and the most accepted.
@@ -72,13 +74,6 @@ def interval(estimate: float, draws: np.ndarray, n: int, m: int, confidence: flo
     return [float(estimate - f * hi_q), float(estimate - f * lo_q)]
 
 
-def _array_for(spec, fs) -> Any:
-    arr = fs.get(spec.array)
-    if arr is None and spec.fallback:
-        arr = fs.get(spec.fallback)
-    return arr
-
-
 class _Resampler:
     """One metric group's per-round computation: ``values(rng) -> {key: value}``, with its n."""
 
@@ -92,7 +87,7 @@ def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str
     from evalkit.metrics.common import take_rows as take
     from evalkit.metrics.prdc import prdc_parts, recall_of
 
-    real_a, fake_a = _array_for(spec, real), _array_for(spec, fake)
+    real_a, fake_a = array_for(spec, real), array_for(spec, fake)
     parts = prdc_parts(real_a, fake_a, seed=seed, device=device)
     gp, rp = parts["pairs"]
     n, nr, k = parts["n_fake"], parts["n_real"], parts["k"]
@@ -131,9 +126,9 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
     from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments
 
     dev = resolve_device(device)
-    fake_a = _array_for(spec, fake)
+    fake_a = array_for(spec, fake)
     if real.has_samples:
-        mu_r, cov_r = moments(_array_for(spec, real), dev, spec.name, "reference")
+        mu_r, cov_r = moments(array_for(spec, real), dev, spec.name, "reference")
     else:  # statistics-only reference
         st = real.moments.get(spec.array) or real.moments.get(spec.fallback)
         mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
@@ -149,7 +144,6 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
 
 
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
-    from evalkit.scoring.score import compute_metrics, stream_name
 
     n = fake.n
     keys = tuple(k for s in specs for k in s.keys)
@@ -172,7 +166,6 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
     recorded values."""
     from evalkit.metrics.memorization import authenticity
     from evalkit.metrics.prdc import realism_scores
-    from evalkit.scoring.score import stream_name
 
     overrides = overrides or {}
     names = {s.name for s in specs}
@@ -190,11 +183,11 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
         elif spec.name == "realism" and samples:
             kw = {k: v for k, v in overrides.get("realism", {}).items()
                   if k in ("nearest_k", "max_samples", "eps")}
-            scores = realism_scores(_array_for(spec, real), _array_for(spec, fake), seed=seed,
+            scores = realism_scores(array_for(spec, real), array_for(spec, fake), seed=seed,
                                     device=device, **kw)
             out.append(_mean_resampler("realism", scores.cpu().numpy()))
         elif spec.name == "authpct" and samples:
-            _, _, auth = authenticity(_array_for(spec, real), _array_for(spec, fake), device=device)
+            _, _, auth = authenticity(array_for(spec, real), array_for(spec, fake), device=device)
             out.append(_mean_resampler("authpct", auth.detach().cpu().numpy(), 100.0))
         elif spec.name in _MOMENTS and real is not None:
             out.append(_moments_resampler(spec, fake, real, device))

@@ -114,15 +114,14 @@ class ResolvedProtocol:
     overrides: dict[str, dict[str, Any]]
     not_run: dict[str, str]
 
-    def annotate(self, record: dict[str, Any], published: Any = None) -> str | None:
-        """Add the ``protocol`` object to a result ``record``; returns a warning or None.
+    def describe(self, n: int, published: Any = None) -> tuple[dict[str, Any], str | None]:
+        """The record's ``protocol`` object for ``n`` scored samples, and a warning or None.
 
         ``complete`` is False when fewer samples than the protocol's count were scored: such a
         number is not comparable with the published tables (``leaderboard``/``check`` keep it
         apart). ``published`` is the statistics object fd/sfid were scored against, if any.
         """
         p = self.protocol
-        n = int((record.get("samples") or {}).get("n") or 0)
         complete = p.n_samples is None or n >= p.n_samples
         fields: dict[str, Any] = {
             "name": p.name, "encoder": self.options.encoder, "resize": self.options.resize,
@@ -135,10 +134,9 @@ class ResolvedProtocol:
                                          "metrics": ["fd", "sfid"]}
         if self.not_run:
             fields["not_run"] = dict(self.not_run)
-        record["protocol"] = fields
         if complete:
-            return None
-        return (f"PROTOCOL {p.name.upper()} EXPECTS {p.n_samples} SAMPLES, GOT {n}: the numbers "
+            return fields, None
+        return fields, (f"PROTOCOL {p.name.upper()} EXPECTS {p.n_samples} SAMPLES, GOT {n}: the numbers "
                 "are NOT comparable with the published tables (the record is marked "
                 "protocol.complete = false)")
 

@@ -1,0 +1,104 @@
+"""Which metrics run on which feature sets: the metric list, missing inputs, dimensions.
+
+A statistics-only reference (``FeatureSet.has_samples`` False) is used by the metrics whose
+registry entry declares ``moments`` (a function of the reference's mean and covariance);
+every other metric is skipped (or, asked for by name, an input error).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from evalkit.errors import InputError, MetricInputError
+from evalkit.features.featureset import FeatureSet
+from evalkit.metrics import MetricSpec, get_metric, list_metrics
+
+
+def parse_metric_list(text: str | None) -> tuple[str, ...] | None:
+    """``"all"``/None -> None; ``"fd,kd"`` -> validated tuple (unknown names raise)."""
+    if text is None or text.strip().lower() == "all":
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise InputError("--metrics: empty list (use `all` or e.g. fd,kd)")
+    for name in names:
+        get_metric(name)
+    return names
+
+
+def array_for(spec: MetricSpec, fs: FeatureSet) -> np.ndarray | None:
+    """The array ``spec`` reads from ``fs`` (its declared array, else its fallback), or None."""
+    arr = fs.get(spec.array)
+    if arr is None and spec.fallback:
+        arr = fs.get(spec.fallback)
+    return arr
+
+
+def moments_for(spec: MetricSpec, real: FeatureSet) -> tuple[np.ndarray, np.ndarray] | None:
+    """The statistics-only reference's (mean, covariance) that ``spec`` can run from, or None."""
+    if spec.moments is None:
+        return None
+    return real.moments.get(spec.array) or (real.moments.get(spec.fallback)
+                                            if spec.fallback else None)
+
+
+def missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
+                    test: FeatureSet | None) -> str | None:
+    """Why ``spec`` cannot run on these sets, or None when it can."""
+    if spec.needs_real and not real.has_samples and moments_for(spec, real) is None:
+        if spec.moments is not None:
+            return f"needs {spec.array} statistics, the reference statistics have none"
+        return "needs a reference with samples (the reference has statistics only)"
+    if spec.needs_test and test is None:
+        return "needs --test (held-out real data)"
+    if spec.needs_labels and fake.labels is None:
+        return "needs labels (class subfolders or a 'labels' array)"
+    sets = (("samples", fake), ("reference", real if spec.needs_real and real.has_samples else None),
+            ("test set", test if spec.needs_test else None))
+    for role, fs in sets:
+        if fs is not None and array_for(spec, fs) is None:
+            return f"needs '{spec.array}' arrays in the {role} (use an encoder that has them)"
+        if fs is not None and fs.n < spec.min_samples:
+            return f"needs at least {spec.min_samples} samples, the {role} has {fs.n}"
+    return None
+
+
+def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: FeatureSet,
+                 test: FeatureSet | None) -> tuple[list[MetricSpec], dict[str, str]]:
+    """Which metrics run, and which are skipped with the reason.
+
+    With an explicit list, a metric whose inputs are missing is an input error; with ``all``
+    it is skipped and reported.
+    """
+    names = requested or tuple(list_metrics())
+    run, skipped = [], {}
+    for name in names:
+        spec = get_metric(name)
+        why = missing_inputs(spec, fake, real, test)
+        if why is None:
+            run.append(spec)
+        elif requested:
+            raise MetricInputError(f"metric {name} {why} ({fake.source})")
+        else:
+            skipped[name] = why
+    return run, skipped
+
+
+def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet,
+               test: FeatureSet | None) -> None:
+    """Feature dimensions must agree between the sets a metric compares."""
+    for spec in specs:
+        a = array_for(spec, fake).shape[1]
+        others = []
+        if spec.needs_real:
+            st = moments_for(spec, real)
+            others.append(("reference statistics" if st is not None else "reference", real,
+                           st[0].shape[0] if st is not None else array_for(spec, real).shape[1]))
+        if spec.needs_test:
+            others.append(("test", test, array_for(spec, test).shape[1]))
+        for role, fs, b in others:
+            if a != b:
+                raise InputError(
+                    f"{spec.array} dims differ: samples {a} ({fake.source}) vs {role} {b} "
+                    f"({fs.source}) (same --encoder for both?)")
