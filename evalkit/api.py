@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import InputError
+from evalkit.errors import InputError, ProtocolWarning
 from evalkit.features.distributed import is_main
 from evalkit.features.featureset import FeatureSet, validate
 from evalkit.features.options import ExtractOptions
@@ -21,7 +21,7 @@ from evalkit.results.outputs import per_sample_path, write_per_sample_csv
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
 from evalkit.scoring.plan import parse_metric_list
-from evalkit.scoring.protocols import ProtocolWarning, resolve_protocol
+from evalkit.scoring.protocols import resolve_protocol
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import stream_name
 from evalkit.scoring.score import ScoreConfig, score_set

@@ -1,4 +1,5 @@
-"""Typed errors raised by library code. Only the CLI turns them into exit codes."""
+"""Every error and warning evalkit raises on purpose. Only the CLI turns errors into exit codes
+(2 for an :class:`EvalkitError`) and warnings into one ``evalkit: warning:`` line each."""
 
 
 class EvalkitError(Exception):
@@ -44,3 +45,38 @@ class OutputError(EvalkitError, OSError):
 
     Also an ``OSError``, so code that tolerates failed writes (the feature cache) still can.
     """
+
+
+class PeerError(InputError):
+    """An error another rank reported (raised on every rank so that all of them stop)."""
+
+
+class DownloadError(OfflineError):
+    """A reference file could not be fetched (offline, unreachable, HTTP error)."""
+
+
+class VerificationError(InputError):
+    """A downloaded or placed file has the wrong size or sha256."""
+
+
+class StatsOnlyReferenceError(InputError):
+    """The reference holds only mean/covariance statistics, and features were asked for."""
+
+
+# ----------------------------------------------------------------------------- warnings
+
+
+class BadImageWarning(UserWarning):
+    """An unreadable image was skipped (``skip_bad``)."""
+
+
+class JpegWarning(UserWarning):
+    """Inputs are JPEG: lossy compression shifts FID (clean-fid's study)."""
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was corrupt (and is rebuilt) or the cache could not be written."""
+
+
+class ProtocolWarning(UserWarning):
+    """A protocol's sample count was not met: the number is not comparable with the tables."""

@@ -9,8 +9,8 @@ from conftest import TINY, TINY_BUILDS, write_images
 
 import evalkit.features.loader as pipeline
 from evalkit.cli import main
-from evalkit.errors import InputError
-from evalkit.features.cache import CacheWarning, default_cache_dir
+from evalkit.errors import CacheWarning, InputError
+from evalkit.features.cache import default_cache_dir
 from evalkit.features.featureset import load_feature_file
 from evalkit.features.options import ExtractOptions
 

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from conftest import TINY, write_images
 
 from evalkit.cli import main
-from evalkit.files.download import DownloadError, download
+from evalkit.errors import DownloadError
+from evalkit.files.download import download
 from evalkit.results.record import protocol_of
 from evalkit.scoring import protocols
 
@@ -404,8 +405,7 @@ def test_score_without_ref_or_protocol_is_an_input_error(world):
 
 def test_python_api_protocol(world, test_protocol):
     import evalkit
-    from evalkit.errors import InputError
-    from evalkit.scoring.protocols import ProtocolWarning
+    from evalkit.errors import InputError, ProtocolWarning
 
     with pytest.warns(ProtocolWarning, match="EXPECTS 50 SAMPLES, GOT 12"):
         res = evalkit.score(str(world["tmp"] / "samples"), protocol="test-adm", quiet=True)

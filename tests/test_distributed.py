@@ -88,9 +88,9 @@ from conftest import TINY, write_images  # noqa: E402
 
 import evalkit.features.loader as pipeline  # noqa: E402
 from evalkit.cli import main  # noqa: E402
-from evalkit.errors import InputError  # noqa: E402
+from evalkit.errors import CacheWarning, InputError  # noqa: E402
 from evalkit.features import distributed as dist  # noqa: E402
-from evalkit.features.cache import CacheWarning, FeatureCache  # noqa: E402
+from evalkit.features.cache import FeatureCache  # noqa: E402
 from evalkit.features.extract import assemble, extract  # noqa: E402
 from evalkit.features.featureset import load_feature_file  # noqa: E402
 from evalkit.features.options import ExtractOptions  # noqa: E402

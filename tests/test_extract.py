@@ -9,8 +9,8 @@ import torch
 from conftest import TinyEncoder, write_images
 from PIL import Image
 
-from evalkit.errors import InputError
-from evalkit.features.extract import BadImageWarning, extract, resolve_device
+from evalkit.errors import BadImageWarning, InputError
+from evalkit.features.extract import extract, resolve_device
 from evalkit.images.sources import resolve_source
 
 

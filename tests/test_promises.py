@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 import evalkit
 from evalkit.cli import main
-from evalkit.features.cache import CacheWarning, FeatureCache
+from evalkit.errors import CacheWarning
+from evalkit.features.cache import FeatureCache
 from evalkit.features.featureset import FeatureSet, save_feature_file
 from evalkit.files.fileio import atomic_write_text
 from evalkit.results.record import load_records, stable_view, write_records

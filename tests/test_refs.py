@@ -7,11 +7,10 @@ from click.testing import CliRunner
 from conftest import TINY, tiny_preprocess, write_images
 
 from evalkit.cli import main
-from evalkit.errors import InputError
+from evalkit.errors import InputError, StatsOnlyReferenceError
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.options import ExtractOptions
 from evalkit.refs.store import (
-    StatsOnlyReferenceError,
     add_reference,
     default_ref_dir,
     find_entry,

@@ -9,9 +9,9 @@ from click.core import ParameterSource
 from evalkit.api import score
 from evalkit.cli.app import main
 from evalkit.cli.options import extract_options, options_from_kwargs
+from evalkit.errors import ProtocolWarning
 from evalkit.features.distributed import is_main
 from evalkit.results.outputs import metrics_table
-from evalkit.scoring.protocols import ProtocolWarning
 
 
 @main.command("score")

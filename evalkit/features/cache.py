@@ -29,16 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import InputError
+from evalkit.errors import CacheWarning, InputError
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.identity import EncoderIdentity
 from evalkit.files.fileio import atomic_write_bytes, default_cache_dir
 
 CACHE_SCHEMA = 2  # 2: keys from EncoderIdentity.key() (precision inside the identity)
-
-
-class CacheWarning(UserWarning):
-    """A cache entry was corrupt (and is rebuilt) or the cache could not be written."""
 
 
 def cache_key(fingerprint: str, identity: EncoderIdentity) -> str:

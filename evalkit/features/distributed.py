@@ -38,7 +38,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from evalkit.devices import resolve_device
-from evalkit.errors import EvalkitError, InputError
+from evalkit.errors import EvalkitError, InputError, PeerError
 from evalkit.lazy import torch
 
 SHARD_SIZE_ENV = "EVALKIT_SHARD_SIZE"
@@ -57,10 +57,6 @@ class ShardRange(NamedTuple):
     count: int
     start: int
     stop: int
-
-
-class PeerError(InputError):
-    """An error another rank reported (raised on every rank so that all of them stop)."""
 
 
 @dataclass(frozen=True)

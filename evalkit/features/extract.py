@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from evalkit.devices import resolve_device
-from evalkit.errors import InputError
+from evalkit.errors import BadImageWarning, InputError
 from evalkit.features.distributed import ShardRange
 from evalkit.features.featureset import FeatureSet
 from evalkit.images.decode import prepare
@@ -45,10 +45,6 @@ from evalkit.images.sources import Source, content_fingerprint
 log = logging.getLogger("evalkit")
 PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_SKIP_WARNINGS = 20
-
-
-class BadImageWarning(UserWarning):
-    """An unreadable image was skipped (``skip_bad``)."""
 
 
 @contextmanager

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import InputError
+from evalkit.errors import BadImageWarning, CacheWarning, InputError, JpegWarning
 from evalkit.features import distributed as dist
-from evalkit.features.cache import CacheWarning, FeatureCache, cache_key
-from evalkit.features.extract import BadImageWarning, Shard, assemble, extract
+from evalkit.features.cache import FeatureCache, cache_key
+from evalkit.features.extract import Shard, assemble, extract
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.identity import EncoderIdentity, identity_for
 from evalkit.features.options import ExtractOptions
@@ -46,10 +46,6 @@ from evalkit.images.sources import Source, is_feature_file, resolve_source
 from evalkit.provenance import versions
 
 log = logging.getLogger("evalkit")
-
-
-class JpegWarning(UserWarning):
-    """Inputs are JPEG: lossy compression shifts FID (clean-fid's study)."""
 
 
 def load_features(source: str, options: ExtractOptions | None = None) -> FeatureSet:

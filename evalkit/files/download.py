@@ -21,20 +21,12 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from evalkit.errors import InputError, OfflineError
+from evalkit.errors import DownloadError, VerificationError
 from evalkit.files.fileio import file_sha256
 
 MIRROR_ENV = "EVALKIT_REF_MIRROR"
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0
-
-
-class DownloadError(OfflineError):
-    """A reference file could not be fetched (offline, unreachable, HTTP error)."""
-
-
-class VerificationError(InputError):
-    """A downloaded or placed file has the wrong size or sha256."""
 
 
 def mirrored(url: str) -> str:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import InputError, OfflineError
+from evalkit.errors import DownloadError, InputError, OfflineError
 from evalkit.features.options import ExtractOptions
-from evalkit.files.download import DownloadError, download, verify_file
+from evalkit.files.download import download, verify_file
 from evalkit.files.guards import check_folder_writable
 from evalkit.refs import store as refs
 from evalkit.refs.catalog import CatalogEntry, load_catalog, lookup

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import InputError
+from evalkit.errors import InputError, StatsOnlyReferenceError
 from evalkit.features.featureset import (
     FeatureSet,
     load_feature_file,
@@ -59,10 +59,6 @@ _KEEP_META = ("encoder", "precision", "versions", "classes", "n_skipped", "jpeg"
 REF_SCHEMA = "evalkit.ref/1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class StatsOnlyReferenceError(InputError):
-    """The reference holds only mean/covariance statistics, and features were asked for."""
 
 
 # ----------------------------------------------------------------------------- store paths
@@ -179,8 +175,6 @@ def _unknown_message(name: str, ref_dir) -> str:
 
 
 # ----------------------------------------------------------------------------- identities
-
-
 
 
 def _fingerprint_path(source: str) -> str | None:

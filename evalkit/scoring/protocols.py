@@ -28,10 +28,6 @@ from evalkit.features.options import ExtractOptions
 _ADM_PR = {"nearest_k": 3, "max_samples": 50000}
 
 
-class ProtocolWarning(UserWarning):
-    """A protocol's sample count was not met: the number is not comparable with the tables."""
-
-
 @dataclass(frozen=True)
 class Protocol:
     """A published evaluation setting.
