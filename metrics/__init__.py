@@ -22,7 +22,8 @@ from evalkit.metrics._registry import (  # noqa: F401
     result_keys,
 )
 
-for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+# every module is a metric file; sub-packages (primitives/) and _private modules are not
+for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.ispkg):
     if not _mod.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod}")
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
+from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator
 
 # Bytes of one chunk of the n x M likelihood matrix (~L3-sized: the passes run from cache, and
 # there are few enough chunks that thread synchronisation stays cheap on a busy machine).

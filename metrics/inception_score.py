@@ -8,7 +8,7 @@ import numpy as np
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import as_tensor, require_samples, resolve_device, take_rows
+from evalkit.metrics.primitives.common import as_tensor, require_samples, resolve_device, take_rows
 
 # torch-fidelity shuffles with its fixed rng_seed, whatever the run's seed: IS keeps that
 # convention so its numbers equal torch-fidelity's (SPEC.md's one exception to the seed rule).

@@ -15,7 +15,7 @@ import numpy as np
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import (
+from evalkit.metrics.primitives.common import (
     Seed,
     as_tensor,
     check_pair,

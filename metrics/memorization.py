@@ -10,8 +10,8 @@ import numpy as np
 from evalkit.errors import MetricInputError
 from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import Seed, check_points, resolve_device, seeded_generator
-from evalkit.metrics.knn import knn_self_sq, knn_sq, prepare
+from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator
+from evalkit.metrics.primitives.knn import knn_self_sq, knn_sq, prepare
 
 # ----------------------------------------------------------------------------------------------
 # authenticity

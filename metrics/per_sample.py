@@ -5,9 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.metrics.common import check_points
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import REALISM_K, realism_scores
+from evalkit.metrics.primitives.common import check_points
 
 
 def per_sample(

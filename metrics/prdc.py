@@ -1,7 +1,7 @@
 """Precision, recall, density, coverage (Naeem et al. 2020) and the realism score (Kynkäänniemi et al. 2019).
 
 Both are k-nearest-neighbour "manifold" metrics computed with the exact chunked kNN engine of
-:mod:`evalkit.metrics.knn`: no N x N matrix is held, and every comparison is decided as if all
+:mod:`evalkit.metrics.primitives.knn`: no N x N matrix is held, and every comparison is decided as if all
 distances had been computed exactly.
 """
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
-from evalkit.metrics import knn as _knn
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import Seed, check_points
-from evalkit.metrics.common import take_rows as take
-from evalkit.metrics.knn import (
+from evalkit.metrics.primitives import knn as _knn
+from evalkit.metrics.primitives.common import Seed, check_points
+from evalkit.metrics.primitives.common import take_rows as take
+from evalkit.metrics.primitives.knn import (
     approx_sq,
     bf16_twins,
     chunk_rows,

@@ -6,7 +6,7 @@ from typing import Any
 
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import as_tensor, check_pair, mean_rows, resolve_device, rows_per_chunk
+from evalkit.metrics.primitives.common import as_tensor, check_pair, mean_rows, resolve_device, rows_per_chunk
 
 
 def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor, float]:

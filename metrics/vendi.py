@@ -8,7 +8,7 @@ import numpy as np
 from evalkit.errors import MetricInputError
 from evalkit.lazy import scipy, torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.common import check_points, fp32_matmul_is_ieee, resolve_device
+from evalkit.metrics.primitives.common import check_points, fp32_matmul_is_ieee, resolve_device
 
 # Rows normalised and multiplied per step of the D x D Gram accumulation.
 _ROWS = 8192

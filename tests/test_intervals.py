@@ -61,7 +61,8 @@ def test_every_interval_contains_its_estimate_at_small_n():
 def test_rounds_reuse_per_sample_statistics(monkeypatch):
     """B rounds of precision/density/coverage/realism/authpct/fd run no kNN search or reference
     moments per round: the per-sample statistics are computed once."""
-    from evalkit.metrics import frechet, knn
+    from evalkit.metrics import frechet
+    from evalkit.metrics.primitives import knn
 
     calls = {"knn": 0, "moments": 0}
     real_self, real_knn, real_moments = knn.knn_self_sq, knn.knn_sq, frechet.moments
@@ -72,7 +73,7 @@ def test_rounds_reuse_per_sample_statistics(monkeypatch):
             return fn(*a, **k)
         return wrapped
 
-    for mod in ("evalkit.metrics.knn", "evalkit.metrics.prdc", "evalkit.metrics.memorization"):
+    for mod in ("evalkit.metrics.primitives.knn", "evalkit.metrics.prdc", "evalkit.metrics.memorization"):
         for attr, fn in (("knn_self_sq", real_self), ("knn_sq", real_knn)):
             if hasattr(sys.modules[mod], attr):
                 monkeypatch.setattr(sys.modules[mod], attr, count("knn", fn))

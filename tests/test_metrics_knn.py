@@ -14,14 +14,16 @@ import pytest
 import torch
 from anchors import authentic_brute, authpct_brute, brute_sq
 from anchors import prdc_package as prdc_reference
+from knn_queries import any_within, count_within, kth_neighbour_distance, nearest
 
 import evalkit.metrics  # noqa: F401  (registers every metric)
 from evalkit.errors import MetricInputError
-from evalkit.metrics import get_metric, knn
+from evalkit.metrics import get_metric
 from evalkit.metrics.fls import fls
 from evalkit.metrics.memorization import authpct, ct, kmeans, mann_whitney_u
 from evalkit.metrics.per_sample import per_sample
 from evalkit.metrics.prdc import prdc, realism
+from evalkit.metrics.primitives import knn
 from evalkit.metrics.vendi import vendi
 
 CPU = "cpu"
@@ -37,19 +39,19 @@ def rng(seed):
 def test_knn_hand_checked_line():
     x = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]])
     # k-th neighbour excluding self: k=1 -> 1,1,2,3,4 ; k=2 -> 3,2,3,4,7
-    assert knn.kth_neighbour_distance(x, 1, device=CPU).tolist() == [1.0, 1.0, 2.0, 3.0, 4.0]
-    assert knn.kth_neighbour_distance(x, 2, device=CPU).tolist() == [3.0, 2.0, 3.0, 4.0, 7.0]
+    assert kth_neighbour_distance(x, 1, device=CPU).tolist() == [1.0, 1.0, 2.0, 3.0, 4.0]
+    assert kth_neighbour_distance(x, 2, device=CPU).tolist() == [3.0, 2.0, 3.0, 4.0, 7.0]
     # counting the point itself (distance 0) as its first neighbour
-    got = knn.kth_neighbour_distance(x, 2, exclude_self=False, device=CPU).tolist()
+    got = kth_neighbour_distance(x, 2, exclude_self=False, device=CPU).tolist()
     assert got == [1.0, 1.0, 2.0, 3.0, 4.0]
-    d, i = knn.nearest(np.array([[2.0], [7.0], [-5.0]]), x, k=2, device=CPU)
+    d, i = nearest(np.array([[2.0], [7.0], [-5.0]]), x, k=2, device=CPU)
     assert i.tolist() == [[1, 2], [3, 4], [0, 1]]  # 2.0 is 1 from both 1.0 and 3.0: lower index first
     assert d.tolist() == [[1.0, 1.0], [1.0, 3.0], [5.0, 6.0]]
     # spheres of radius 1.5 around 0 and 10, radius 3 around 6
     centres, radii = np.array([[0.0], [10.0], [6.0]]), np.array([1.5, 1.5, 3.0])
     pts = np.array([[1.0], [1.5], [4.0], [9.5], [20.0]])
-    assert knn.count_within(pts, centres, radii, device=CPU).tolist() == [1, 0, 1, 1, 0]  # 1.5 is not < 1.5
-    assert knn.any_within(centres, radii, pts, device=CPU).tolist() == [True, True, True]
+    assert count_within(pts, centres, radii, device=CPU).tolist() == [1, 0, 1, 1, 0]  # 1.5 is not < 1.5
+    assert any_within(centres, radii, pts, device=CPU).tolist() == [True, True, True]
 
 
 @pytest.mark.parametrize("chunk_bytes,extra,fast",
@@ -85,7 +87,7 @@ def test_chunked_knn_equals_brute_force(monkeypatch, chunk_bytes, extra, fast):
         v_q, idx = knn.knn_sq(qq, pp, space, k)
         assert np.array_equal(idx.numpy(), order_q)
         np.testing.assert_allclose(v_q.numpy(), np.take_along_axis(sq_q, order_q, 1), rtol=1e-12, atol=1e-12)
-        dist, idx = knn.nearest(q, x, k=k, device=CPU)
+        dist, idx = nearest(q, x, k=k, device=CPU)
         assert np.array_equal(idx.numpy(), order_q)
 
 
@@ -116,7 +118,7 @@ def test_sphere_pass_bf16_screen_and_fallback_are_exact(monkeypatch, max_uncerta
 def test_kth_neighbour_distance_matches_prdc_radii():
     prdc_pkg = pytest.importorskip("prdc.prdc")
     x = rng(4).standard_normal((300, 24))
-    ours = knn.kth_neighbour_distance(x, 5, device=CPU).numpy()
+    ours = kth_neighbour_distance(x, 5, device=CPU).numpy()
     theirs = prdc_pkg.compute_nearest_neighbour_distances(x, 5)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 

@@ -15,9 +15,9 @@ from anchors import torch_fidelity_kid as _tf_kid
 import evalkit.metrics as M
 from evalkit.errors import MetricInputError
 from evalkit.metrics import cmmd, fd, fd_inf, inception_score, kd, sfid, sw_approx
-from evalkit.metrics import common as common_mod
 from evalkit.metrics import frechet as frechet_mod
 from evalkit.metrics import kernel as kernel_mod
+from evalkit.metrics.primitives import common as common_mod
 
 
 def _rng(seed=0):

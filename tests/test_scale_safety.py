@@ -12,13 +12,15 @@ import io
 
 import numpy as np
 import pytest
+from knn_queries import count_within, kth_neighbour_distance, nearest
 
 import evalkit.metrics  # noqa: F401  (registers every metric)
 from evalkit.errors import MetricInputError
-from evalkit.metrics import get_metric, knn
+from evalkit.metrics import get_metric
 from evalkit.metrics.frechet import fd
 from evalkit.metrics.kernel import kd
 from evalkit.metrics.memorization import authenticity
+from evalkit.metrics.primitives import knn
 
 CPU = "cpu"
 SCALES = (1e30, 1e-30, 2.0**100, 2.0**-100)
@@ -72,7 +74,7 @@ def test_knn_distances_come_back_in_input_units(sets, scale):
     real, fake, _ = sets
     r64, f64 = real.astype(np.float64) * scale, fake.astype(np.float64) * scale
     brute = np.sqrt(((f64[:, None, :] - r64[None, :, :]) ** 2).sum(-1))
-    dist, idx = knn.nearest(f64, r64, 2, device=CPU)
+    dist, idx = nearest(f64, r64, 2, device=CPU)
     np.testing.assert_array_equal(idx.numpy(), np.argsort(brute, axis=1, kind="stable")[:, :2])
     np.testing.assert_allclose(dist.numpy(), np.sort(brute, axis=1)[:, :2], rtol=1e-12)
     _, nn_dist, _ = authenticity(r64, f64, device=CPU)
@@ -80,9 +82,9 @@ def test_knn_distances_come_back_in_input_units(sets, scale):
     self_sq = ((r64[:, None, :] - r64[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(self_sq, np.inf)
     kth = np.sqrt(np.sort(self_sq, axis=1)[:, 4])
-    np.testing.assert_allclose(knn.kth_neighbour_distance(r64, 5, device=CPU).numpy(), kth, rtol=1e-12)
+    np.testing.assert_allclose(kth_neighbour_distance(r64, 5, device=CPU).numpy(), kth, rtol=1e-12)
     radii = kth * 1.5
-    counts = knn.count_within(f64, r64, radii, device=CPU).numpy()
+    counts = count_within(f64, r64, radii, device=CPU).numpy()
     np.testing.assert_array_equal(counts, (brute < radii[None, :]).sum(1))
 
 
@@ -108,7 +110,7 @@ def test_non_finite_features_are_an_input_error(sets):
     bad = real.copy()
     bad[3, 2] = np.inf
     with pytest.raises(MetricInputError, match="NaN or inf"):
-        knn.nearest(fake, bad, 1, device=CPU)
+        nearest(fake, bad, 1, device=CPU)
     assert knn.safe_scale(1.0) == 1.0 and knn.safe_scale(0.0) == 1.0
     assert knn.safe_scale(1e30) * 1e30 < 1.0 <= 2 * knn.safe_scale(1e30) * 1e30
 

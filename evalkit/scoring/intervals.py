@@ -84,8 +84,8 @@ class _Resampler:
 
 
 def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str]) -> _Resampler:
-    from evalkit.metrics.common import take_rows as take
     from evalkit.metrics.prdc import prdc_parts, recall_of
+    from evalkit.metrics.primitives.common import take_rows as take
 
     real_a, fake_a = array_for(spec, real), array_for(spec, fake)
     parts = prdc_parts(real_a, fake_a, seed=seed, device=device)
@@ -122,8 +122,8 @@ def _mean_resampler(key: str, per_sample: np.ndarray, scale: float = 1.0) -> _Re
 
 def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
     from evalkit.devices import resolve_device
-    from evalkit.metrics.common import take_rows
     from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments
+    from evalkit.metrics.primitives.common import take_rows
 
     dev = resolve_device(device)
     fake_a = array_for(spec, fake)

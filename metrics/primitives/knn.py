@@ -48,7 +48,7 @@ import numpy as np
 
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
-from evalkit.metrics.common import (  # noqa: F401  (check_points: re-exported)
+from evalkit.metrics.primitives.common import (  # noqa: F401  (check_points: re-exported)
     Seed,
     check_points,
     fp32_matmul_is_ieee,
@@ -324,7 +324,7 @@ def _select_k(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n_rows
     return out_v, out_c
 
 
-def _refine(space: Space, q: Points, b: Points, cand_r, cand_c, n_rows: int, k: int):
+def _refine(q: Points, b: Points, cand_r, cand_c, n_rows: int, k: int):
     vals = exact_sq(q.raw, b.raw, cand_r, cand_c)
     return _select_k(cand_r, cand_c, vals, n_rows, k)
 
@@ -384,7 +384,7 @@ def knn_sq(
         rows = torch.cat([r1, r2])
         cols = torch.cat([ix[r1, j1], c2])
         del S
-        sv, si = _refine(space, qc, base, rows, cols, e - s, k)
+        sv, si = _refine(qc, base, rows, cols, e - s, k)
         out_v[s:e] = sv
         out_i[s:e] = si
     return out_v, out_i
@@ -630,70 +630,6 @@ def sphere_pairs(
 # public API
 
 
-def kth_neighbour_distance(
-    x: Any,
-    k: int,
-    exclude_self: bool = True,
-    *,
-    device: Any = None,
-) -> torch.Tensor:
-    """Exact Euclidean distance from every row of ``x`` to its k-th nearest neighbour in ``x``.
-
-    With ``exclude_self`` (the PRDC / improved-precision-recall convention) the row itself does not
-    count: this equals ``prdc``'s ``compute_nearest_neighbour_distances(x, k)``, i.e. the
-    (k+1)-th smallest entry of each row of the full distance matrix. Without it, the row itself is
-    its own first neighbour (distance 0).
-
-    Returns:
-        float64 tensor of N distances on ``device``.
-    """
-    if not exclude_self:
-        if k == 1:
-            n = len(x)
-            return torch.zeros(n, dtype=torch.float64, device=resolve_device(device))
-        k = k - 1
-    space, (p,) = prepare(x, device=device, fast=k == 1)
-    sq, _ = knn_self_sq(p, space, k, kth_only=True)
-    return space.unscale(torch.sqrt(sq))
-
-
-def nearest(
-    query: Any,
-    base: Any,
-    k: int = 1,
-    *,
-    device: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact k nearest rows of ``base`` for each row of ``query``.
-
-    Returns:
-        (distances, indices): float64 and int64 tensors of shape ``len(query) x k``, ascending
-        per row, ties broken by the lower base index.
-    """
-    space, (q, b) = prepare(query, base, device=device, fast=k == 1)
-    sq, idx = knn_sq(q, b, space, k)
-    return space.unscale(torch.sqrt(sq)), idx
-
-
-def count_within(points: Any, centres: Any, radii: Any, *, device: Any = None) -> torch.Tensor:
-    """For each point, how many spheres ``(centres[j], radii[j])`` contain it (strict ``<``).
-
-    Distances are exact (float64). Returns an int64 tensor of ``len(points)``.
-    """
-    space, (p, c) = prepare(points, centres, device=device)
-    r = torch.as_tensor(np.asarray(radii, dtype=np.float64), device=space.device) * space.scale
-    counts, _, _ = sphere_pass(p, c, space, r, torch.float64)
-    return counts
-
-
-def any_within(centres: Any, radii: Any, points: Any, *, device: Any = None) -> torch.Tensor:
-    """For each sphere ``(centres[j], radii[j])``, whether some point lies strictly inside it."""
-    space, (p, c) = prepare(points, centres, device=device)
-    r = torch.as_tensor(np.asarray(radii, dtype=np.float64), device=space.device) * space.scale
-    _, covered, _ = sphere_pass(p, c, space, r, torch.float64)
-    return covered
-
-
 def seeded_subsets(sizes: Sequence[int], max_samples: int | None, seed: Seed) -> list[np.ndarray | None]:
     """Sorted indices of seeded subsets of at most ``max_samples`` rows, one per set size.
 
@@ -710,13 +646,7 @@ def seeded_subsets(sizes: Sequence[int], max_samples: int | None, seed: Seed) ->
     return out
 
 
-
-
 __all__: Sequence[str] = (
-    "kth_neighbour_distance",
-    "nearest",
-    "count_within",
-    "any_within",
     "round_like",
     "compare_dtype",
     "prepare",
