@@ -11,7 +11,9 @@ from evalkit.errors import EvalkitError, InputError, OfflineError  # noqa: E402,
 
 _source_tree.install(__path__[0])  # `python -m evalkit` in a checkout: encoders/, metrics/
 
-_LAZY = {"score": "evalkit.api", "Result": "evalkit.api", "Evaluator": "evalkit.evaluator"}
+_LAZY = {"score": "evalkit.api", "Result": "evalkit.api", "Evaluator": "evalkit.evaluator",
+         "EvaluatorGroup": "evalkit.evaluator", "load_features": "evalkit.features.loader",
+         "is_main": "evalkit.features.distributed"}
 
 
 def __getattr__(name):  # lazy: `import evalkit` (and the CLI) must not import torch

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import InputError, ProtocolWarning
-from evalkit.features.distributed import is_main
+from evalkit.features.distributed import is_main, launch_env
 from evalkit.features.featureset import FeatureSet, validate
+from evalkit.features.loader import features_for_each, load_features
 from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
 from evalkit.metrics import get_metric
@@ -60,8 +61,6 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
 
             if is_stats_file(path):
                 return load_stats_file(path)
-        from evalkit.features.loader import load_features
-
         return load_features(str(path), options)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
         from evalkit.refs.pull import ensure
@@ -214,11 +213,6 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     its own identity), then each encoder's features are scored as a one-encoder run would
     score them. One Result per (encoder, sample set), encoder by encoder; each record's
     ``encoder`` names its own, so leaderboards keep them apart as different protocols."""
-    from evalkit.features.distributed import launch_env
-    from evalkit.features.loader import load_features_many
-    from evalkit.images.sources import is_feature_file
-    from evalkit.refs.store import is_stats_file
-
     if protocol:
         raise InputError(f"--protocol {protocol} sets its own encoder; name one --encoder "
                          f"(not {','.join(encoders)})")
@@ -240,17 +234,12 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     paths = [s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))]
     check_outputs({"--out": out}, inputs=paths)
     per_encoder = [replace(options, encoder=e) for e in encoders]
-    loaded: dict[str, list[FeatureSet]] = {}
+    loaded: dict[str, list[Any]] = {}  # each path decoded once, whatever roles it plays
     for p in paths:
-        key = os.fspath(p)
-        if key not in loaded and Path(p).exists() and not is_feature_file(p) \
-                and not is_stats_file(p):
-            loaded[key] = load_features_many(key, per_encoder)
+        loaded.setdefault(os.fspath(p), features_for_each(p, per_encoder))
 
     def pick(s: SourceLike | None, i: int) -> SourceLike | None:
-        if isinstance(s, (str, os.PathLike)) and os.fspath(s) in loaded:
-            return loaded[os.fspath(s)][i]
-        return s
+        return loaded[os.fspath(s)][i] if isinstance(s, (str, os.PathLike)) else s
 
     results: list[Result] = []
     for i, opts in enumerate(per_encoder):

@@ -12,10 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from evalkit.api import SourceLike, load_source
+from evalkit.api import SourceLike, encoder_list, load_source
+from evalkit.devices import resolve_device
+from evalkit.encoders import build_encoder
 from evalkit.errors import InputError
 from evalkit.features.extract import precision_context
 from evalkit.features.featureset import FeatureSet
+from evalkit.features.identity import EncoderIdentity
+from evalkit.features.loader import features_for_each
 from evalkit.features.options import ExtractOptions
 from evalkit.images.decode import prepare
 from evalkit.results.record import build_record
@@ -50,8 +54,8 @@ def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
 class Evaluator:
     """Accumulate encoder outputs batch by batch, then score against a reference.
 
-    ``encoder`` may name several encoders (``"inception,dinov2"`` or a list): each batch is
-    converted once and run through each, and ``compute()`` returns one record per encoder.
+    ``encoder`` naming several encoders (``"inception,dinov2"`` or a list) gives an
+    :class:`EvaluatorGroup` instead: each batch converted once, one record per encoder.
 
     Example:
         ev = evalkit.Evaluator(encoder="dinov2", ref="imagenet")
@@ -60,25 +64,18 @@ class Evaluator:
         record = ev.compute()             # the record `evalkit score` writes
     """
 
+    def __new__(cls, encoder: str | list[str] = "dinov2", *args: Any, **kwargs: Any):
+        names = encoder_list(encoder)
+        if cls is Evaluator and len(names) > 1:
+            return EvaluatorGroup(names, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, encoder: str | list[str] = "dinov2", ref: SourceLike | None = None, *,
                  arch: str | None = None, weights: str | None = None,
                  test: SourceLike | None = None, metrics: str = "all", seed: int = 0,
                  device: str = "auto", precision: str = "fp32", name: str = "evaluator",
                  ref_dir: str | None = None, encoder_module: Any = None):
-        from evalkit.api import encoder_list
-        from evalkit.devices import resolve_device
-        from evalkit.encoders import build_encoder
-        from evalkit.features.identity import EncoderIdentity
-
-        names = encoder_list(encoder)
-        self._parts: list[Evaluator] = []
-        if len(names) > 1:  # one Evaluator per encoder, images converted once
-            self._init_parts(names, ref, arch=arch, weights=weights, test=test, metrics=metrics,
-                             seed=seed, device=device, precision=precision, name=name,
-                             ref_dir=ref_dir, encoder_module=encoder_module)
-            return
-        encoder = names[0]
-
+        (encoder,) = encoder_list(encoder)
         self.options = ExtractOptions(encoder=encoder, arch=arch, weights=weights, device=device,
                                       precision=precision, quiet=True)
         self.device = resolve_device(device)
@@ -93,68 +90,72 @@ class Evaluator:
         self.name = name
         self.reset()
 
-    def _init_parts(self, names: list[str], ref: SourceLike | None, *, arch, weights, test,
-                    encoder_module, **kw: Any) -> None:
-        """Several encoders: an image-folder ``ref``/``test`` is decoded once for all of them
-        (:func:`evalkit.features.loader.load_features_many`); each encoder gets its own Evaluator."""
-        from pathlib import Path
-
-        from evalkit.features.loader import load_features_many
-        from evalkit.images.sources import is_feature_file
-        from evalkit.refs.store import is_stats_file
-
-        if arch or weights or encoder_module is not None:
-            raise InputError("Evaluator: arch/weights/encoder_module name one encoder; with "
-                             f"several ({','.join(names)}) each uses its default")
-        per = [ExtractOptions(encoder=n, device=kw["device"], precision=kw["precision"],
-                              quiet=True) for n in names]
-
-        def each(src: SourceLike | None) -> list:
-            if isinstance(src, (str, Path)) and Path(src).exists() and not is_feature_file(src) \
-                    and not is_stats_file(src):
-                return load_features_many(str(src), per)
-            return [src] * len(names)
-
-        refs, tests = each(ref), each(test)
-        self._parts = [Evaluator(n, r, test=t, **kw) for n, r, t in zip(names, refs, tests)]
-
     def reset(self) -> None:
+        """Forget the accumulated outputs (the reference stays loaded)."""
         self._outputs: dict[str, list[np.ndarray]] = {}
-        for part in self._parts:
-            part.reset()
 
     @torch.inference_mode()
     def update(self, images: torch.Tensor) -> None:
         """Encode one batch of generated images (B×3×H×W, uint8 or float in [0, 1])."""
-        arrays = to_uint8_images(images)
-        if self._parts:
-            for part in self._parts:
-                part._encode(arrays)
-            return
-        self._encode(arrays)
+        self.encode(to_uint8_images(images))
 
-    def _encode(self, arrays: np.ndarray) -> None:
+    @torch.inference_mode()
+    def encode(self, arrays: np.ndarray) -> None:
+        """Encode B×H×W×3 uint8 images (what :func:`to_uint8_images` returns)."""
         x = torch.from_numpy(np.stack([prepare(a, self.encoder.preprocess) for a in arrays]))
         with precision_context(self.device, self.options.precision):
             out = self.encoder(x.to(self.device, non_blocking=True))
         for key, value in out.items():
             self._outputs.setdefault(key, []).append(value.float().cpu().numpy())
 
-    def features(self) -> FeatureSet | list[FeatureSet]:
-        """Everything accumulated so far as a FeatureSet (several encoders: one each)."""
-        if self._parts:
-            return [part.features() for part in self._parts]
+    def features(self) -> FeatureSet:
+        """Everything accumulated so far as a FeatureSet."""
         if not self._outputs:
             raise InputError("Evaluator.compute: no images were given to update()")
         arrays = {k: np.concatenate(v) for k, v in self._outputs.items()}
         return FeatureSet(arrays, meta={"encoder": self.identity.as_dict()}, source=self.name)
 
-    def compute(self) -> dict[str, Any] | list[dict[str, Any]]:
-        """Score the accumulated samples against the reference; returns the result record
-        (several encoders: one record each, in the order given)."""
-        if self._parts:
-            return [part.compute() for part in self._parts]
+    def compute(self) -> dict[str, Any]:
+        """Score the accumulated samples against the reference; returns the result record."""
         if self.real is None:
             raise InputError("Evaluator.compute: no reference given (Evaluator(..., ref=...))")
         return build_record(score_set(self.features(), self.real, self.test, self.config,
                                       name=self.name, ref_name=self.real.meta.get("reference_name")))
+
+
+class EvaluatorGroup:
+    """Several encoders at once: each batch converted once and given to one
+    :class:`Evaluator` per encoder; an image-folder ``ref``/``test`` is decoded once for all
+    (:func:`evalkit.features.loader.features_for_each`). ``compute()`` returns one record per
+    encoder, in the order given."""
+
+    def __init__(self, encoders: list[str], ref: SourceLike | None = None, *,
+                 arch: str | None = None, weights: str | None = None,
+                 test: SourceLike | None = None, encoder_module: Any = None, **kw: Any):
+        if arch or weights or encoder_module is not None:
+            raise InputError("Evaluator: arch/weights/encoder_module name one encoder; with "
+                             f"several ({','.join(encoders)}) each uses its default")
+        per = [ExtractOptions(encoder=n, device=kw.get("device", "auto"),
+                              precision=kw.get("precision", "fp32"), quiet=True) for n in encoders]
+        refs, tests = features_for_each(ref, per), features_for_each(test, per)
+        self.parts = [Evaluator(n, r, test=t, **kw) for n, r, t in zip(encoders, refs, tests)]
+
+    def reset(self) -> None:
+        """Forget every encoder's accumulated outputs."""
+        for part in self.parts:
+            part.reset()
+
+    @torch.inference_mode()
+    def update(self, images: torch.Tensor) -> None:
+        """Convert one batch once, then encode it with every encoder."""
+        arrays = to_uint8_images(images)
+        for part in self.parts:
+            part.encode(arrays)
+
+    def features(self) -> list[FeatureSet]:
+        """One FeatureSet per encoder."""
+        return [part.features() for part in self.parts]
+
+    def compute(self) -> list[dict[str, Any]]:
+        """One result record per encoder."""
+        return [part.compute() for part in self.parts]

@@ -6,7 +6,6 @@ import warnings
 import click
 from click.core import ParameterSource
 
-from evalkit.api import score
 from evalkit.cli.app import main
 from evalkit.cli.options import extract_options, options_from_kwargs
 from evalkit.errors import ProtocolWarning
@@ -40,6 +39,8 @@ from evalkit.results.outputs import metrics_table
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
                   out, name, per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
+    from evalkit.api import score  # the engine imports torch: only when a command runs it
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProtocolWarning)  # said below, louder
         results = score(list(samples), ref, test=test, metrics=metric_list, seed=seed,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ from evalkit.features.extract import Shard, assemble, extract
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.identity import EncoderIdentity, identity_for
 from evalkit.features.options import ExtractOptions
-from evalkit.images.sources import Source, is_feature_file, resolve_source
+from evalkit.images.sources import Source, is_feature_file, is_image_source, resolve_source
 from evalkit.provenance import versions
 
 log = logging.getLogger("evalkit")
@@ -114,7 +115,7 @@ def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[F
                          "encoders need images")
     first = options[0]
     src = resolve_source(source)
-    idents = [_identity(o) for o in options]
+    idents = [identity_for(o) for o in options]
     keys = [cache_key(src.fingerprint, i) for i in idents]
     t0 = time.perf_counter()
     cache = FeatureCache(first.cache_dir) if first.use_cache else None
@@ -139,6 +140,16 @@ def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[F
     return [_finish(src, fs, o, time.perf_counter() - t0) for fs, o in zip(sets, options)]
 
 
+
+def features_for_each(source: Any, options: Sequence[ExtractOptions]) -> list[Any]:
+    """``source`` for each of several encoders: an image source (folder, zip, image array) is
+    decoded once and encoded by each (:func:`load_features_many`, each encoder's features
+    cached under its own identity); anything else (a feature or statistics file, a reference
+    name, a FeatureSet, None) is passed on unchanged, once per encoder."""
+    if isinstance(source, (str, os.PathLike)) and is_image_source(source):
+        return load_features_many(os.fspath(source), list(options))
+    return [source] * len(options)
+
 def save_features(fs: FeatureSet, path: str) -> None:
     """Write ``fs`` as a SPEC feature file (atomic); locators go into ``meta["files"]``.
 
@@ -159,11 +170,6 @@ def check_feature_path(path: str) -> None:
         raise InputError(f"{path}: a feature file must end in .npz")
 
 
-def _identity(options: ExtractOptions) -> EncoderIdentity:
-    """The encoder identity ``options`` extract with (no model built)."""
-    return identity_for(options)
-
-
 def _build(options: ExtractOptions):
     from evalkit.encoders import build_encoder
 
@@ -172,7 +178,7 @@ def _build(options: ExtractOptions):
 
 def _prepare(source: str, options: ExtractOptions) -> tuple[Source, str, EncoderIdentity]:
     src = resolve_source(source)
-    identity = _identity(options)
+    identity = identity_for(options)
     return src, cache_key(src.fingerprint, identity), identity
 
 
@@ -254,7 +260,7 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
     have: dict[int, Shard] = {}
     todo = []
     for rng in mine:
-        shard = _load_shard(cache, key, rng) if cache is not None else None
+        shard = cache.load_shard(key, rng, parse=Shard.from_payload) if cache is not None else None
         if shard is None:
             todo.append(rng)
         elif keep:
@@ -292,10 +298,6 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
     return have, {"extracted": len(todo), "reused": len(mine) - len(todo)}
 
 
-def _load_shard(cache: FeatureCache, key: str, rng) -> Shard | None:
-    return cache.load_shard(key, rng, parse=lambda arrays, meta: Shard.from_payload(arrays, meta))
-
-
 def _collect(plan: list, key: str, cache: FeatureCache | None,
              have: dict[int, Shard]) -> dict[int, Shard]:
     """Bring every shard to rank 0: from the (shared) cache folder, else over the network.
@@ -311,7 +313,7 @@ def _collect(plan: list, key: str, cache: FeatureCache | None,
         for rng in plan:
             if rng.index in have:
                 continue
-            shard = _load_shard(cache, key, rng) if cache is not None else None
+            shard = cache.load_shard(key, rng, parse=Shard.from_payload) if cache is not None else None
             if shard is not None:
                 have[rng.index] = shard
             else:
@@ -324,7 +326,7 @@ def _collect(plan: list, key: str, cache: FeatureCache | None,
             index = per_rank[me][j]
             payload = have.pop(index, None)
             if payload is None and cache is not None:
-                payload = _load_shard(cache, key, plan[index])
+                payload = cache.load_shard(key, plan[index], parse=Shard.from_payload)
         received = dist.gather(payload)
         if me == 0:
             for shard in received:

@@ -54,6 +54,26 @@ def is_feature_file(path: str | os.PathLike) -> bool:
         return False
 
 
+
+def is_stats_npz(path: str | os.PathLike) -> bool:
+    """True for an ``.npz`` holding ``mu``/``sigma`` statistics and no images or features
+    (pytorch-fid's and clean-fid's statistics files)."""
+    p = Path(path)
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return {"mu", "sigma"} <= keys and not keys & {"arr_0", "features"}
+
+
+def is_image_source(path: str | os.PathLike) -> bool:
+    """True when ``path`` exists and holds images to decode (a folder, a zip, an image array),
+    not already-made features or statistics."""
+    return Path(path).exists() and not is_feature_file(path) and not is_stats_npz(path)
+
 def is_image_name(name: str) -> bool:
     """True when ``name`` has one of the image extensions (any case)."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
