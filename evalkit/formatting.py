@@ -1,8 +1,10 @@
-"""The one number formatter of every human-facing output (console table, leaderboards,
-check reports, HTML report), so that one value reads the same everywhere."""
+"""The formatters of every human-facing output (console tables, leaderboards, check reports,
+HTML report), so that one value reads the same everywhere."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 
 def format_number(x: float | None, digits: int = 4) -> str:
@@ -17,3 +19,16 @@ def format_number(x: float | None, digits: int = 4) -> str:
     if mag < -3:
         return f"{x:.{digits - 1}e}"
     return f"{x:.{max(0, digits - 1 - mag)}f}"
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table for terminals (first column left-aligned, others right)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)]
+                     + [line(r) for r in cells[1:]])

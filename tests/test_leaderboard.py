@@ -7,14 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from evalkit.cli import main
-from evalkit.results.leaderboard import (
-    build_tables,
-    collect_records,
-    format_number,
-    metric_directions,
-    render,
-)
+from evalkit.formatting import format_number
+from evalkit.results.directions import metric_directions
+from evalkit.results.leaderboard import build_tables, collect_records
 from evalkit.results.record import METRIC_KEYS, SCHEMA
+from evalkit.results.renderers import render
 
 
 def rec(name, encoder="dinov2", ref_fp="fpA", n=1000, ci=None, **metrics):

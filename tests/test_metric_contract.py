@@ -111,7 +111,7 @@ def test_declaration_matches_what_the_function_returns(name):
 
 
 def test_result_keys_are_unique_and_derived_tables_agree():
-    from evalkit.results.leaderboard import metric_directions
+    from evalkit.results.directions import metric_directions
     from evalkit.results.record import METRIC_KEYS
 
     keys = M.result_keys()

@@ -6,7 +6,8 @@ import click
 from evalkit.cli.app import main
 from evalkit.files.fileio import atomic_write_text
 from evalkit.files.guards import check_outputs
-from evalkit.results.leaderboard import FORMATS, leaderboard
+from evalkit.results.leaderboard import leaderboard
+from evalkit.results.renderers import FORMATS
 
 
 @main.command("leaderboard")

@@ -7,6 +7,7 @@ import click
 
 from evalkit.cli.app import main
 from evalkit.cli.options import extract_options, options_from_kwargs
+from evalkit.formatting import text_table
 from evalkit.refs.pull import add_file as add_catalog_file
 from evalkit.refs.pull import available, pull, registered_name
 from evalkit.refs.store import (
@@ -16,7 +17,6 @@ from evalkit.refs.store import (
     list_references,
     remove_reference,
 )
-from evalkit.results.leaderboard import text_table
 
 _REF_DIR = click.option(
     "--ref-dir", default=None, type=click.Path(file_okay=False),

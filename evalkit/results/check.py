@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import InputError, ProtocolMismatchError
-from evalkit.results.leaderboard import direction_of, format_number, metric_directions, text_table
+from evalkit.formatting import format_number, text_table
+from evalkit.results.directions import direction_of, metric_directions
 from evalkit.results.record import load_records, protocol_of
 
 DEFAULT_RTOL = 0.01

@@ -33,9 +33,10 @@ import numpy as np
 from evalkit.errors import InputError
 from evalkit.files.fileio import atomic_write_text
 from evalkit.files.guards import inside
+from evalkit.formatting import format_number
 from evalkit.images.locators import rebase
 from evalkit.images.sources import open_image
-from evalkit.results.leaderboard import ARROWS, direction_of, format_number, metric_directions
+from evalkit.results.directions import ARROWS, direction_of, metric_directions
 from evalkit.results.record import load_records, metric_keys
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
