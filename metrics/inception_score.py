@@ -11,7 +11,7 @@ from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.primitives.common import as_tensor, require_samples, resolve_device, take_rows
 
 # torch-fidelity shuffles with its fixed rng_seed, whatever the run's seed: IS keeps that
-# convention so its numbers equal torch-fidelity's (SPEC.md's one exception to the seed rule).
+# convention so its numbers equal torch-fidelity's (the one metric whose draws do not follow --seed).
 IS_SHUFFLE_SEED = 2020
 
 

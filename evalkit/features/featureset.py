@@ -1,4 +1,4 @@
-"""FeatureSet: the arrays one source yields, and the SPEC feature-file format (.npz)."""
+"""FeatureSet: the arrays one source yields, and the feature-file format (.npz)."""
 from __future__ import annotations
 
 import io
@@ -90,7 +90,7 @@ class FeatureSet:
 
 
 def load_feature_file(path: str | os.PathLike) -> FeatureSet:
-    """Read and validate a SPEC feature file; every problem is an InputError naming the file."""
+    """Read and validate a feature file (:func:`save_feature_file`'s format); every problem is an InputError naming the file."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -142,7 +142,7 @@ def validate(fs: FeatureSet, name: str) -> None:
 
 
 def save_feature_file(fs: FeatureSet, path: str | os.PathLike) -> None:
-    """Write ``fs`` as a SPEC feature file, atomically."""
+    """Write ``fs`` as a feature file (.npz: one array per output, ``meta`` as JSON), atomically."""
     payload: dict[str, Any] = {k: v for k, v in fs.arrays.items()}
     if fs.labels is not None:
         payload["labels"] = fs.labels

@@ -30,7 +30,7 @@ DEPRECATED_KEYS: dict[str, str] = {}
 
 
 def metric_keys() -> tuple[str, ...]:
-    """Every result key the metric registry declares, in listing order (SPEC's table).
+    """Every result key the metric registry declares, in listing order (the order `evalkit metrics` prints).
 
     Derived when asked (importing the metrics pulls in torch, which reading or writing a record
     does not need); ``METRIC_KEYS`` is the same tuple.
