@@ -71,7 +71,8 @@ class MetricSpec:
         order_invariant: the values do not depend on the order of the rows of any input (for
             metrics that subsample: whenever no subsampling happens).
         position: where it is listed (`evalkit metrics`, record keys, table columns); the
-            built-in metrics use the documented listing order (README's metric table). Ties keep registration order.
+            built-in metrics use the documented listing order (README's metric table). Ties
+            keep registration order.
         group: every entry name the same decorator made (they share ``fn``).
         defaults: the function's keyword defaults (read from its signature).
     """

@@ -90,7 +90,8 @@ class FeatureSet:
 
 
 def load_feature_file(path: str | os.PathLike) -> FeatureSet:
-    """Read and validate a feature file (:func:`save_feature_file`'s format); every problem is an InputError naming the file."""
+    """Read and validate a feature file (:func:`save_feature_file`'s format); every problem is
+    an InputError naming the file."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")

@@ -151,7 +151,8 @@ def features_for_each(source: Any, options: Sequence[ExtractOptions]) -> list[An
     return [source] * len(options)
 
 def save_features(fs: FeatureSet, path: str) -> None:
-    """Write ``fs`` as an evalkit feature file (atomic; :func:`~evalkit.features.featureset.save_feature_file`); locators go into ``meta["files"]``.
+    """Write ``fs`` as a feature file (atomic; :func:`~evalkit.features.featureset.save_feature_file`);
+    locators go into ``meta["files"]``.
 
     Under torchrun only rank 0 writes (the other ranks hold placeholders).
     """
