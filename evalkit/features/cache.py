@@ -1,8 +1,7 @@
 """The feature cache: one feature file per (source, encoder, preprocessing, precision).
 
 Keys hash content and configuration, as torch-fidelity's and clean-fid's caches do: the cache
-schema version, the source's
-fast fingerprint, the encoder identity (name, arch, weights sha256, preprocessing) and the
+schema version, the source's fast fingerprint, the encoder identity (name, arch, weights sha256, preprocessing) and the
 precision; never a bare name (dgm-eval's cache key ignored arch and resizing). Entries are
 written atomically (temp file + ``os.replace``, as torch-fidelity does) and carry their key and a
 sha256 of their arrays in ``meta["cache"]``; an entry that fails to load, holds another key or
