@@ -77,7 +77,9 @@ def test_rounds_reuse_per_sample_statistics(monkeypatch):
         for attr, fn in (("knn_self_sq", real_self), ("knn_sq", real_knn)):
             if hasattr(sys.modules[mod], attr):
                 monkeypatch.setattr(sys.modules[mod], attr, count("knn", fn))
-    monkeypatch.setattr(frechet, "moments", count("moments", real_moments))
+    counted = count("moments", real_moments)
+    monkeypatch.setattr(frechet, "moments", counted)
+    monkeypatch.setattr(sys.modules["evalkit.scoring.intervals"], "moments", counted)  # bound by name
     g = np.random.default_rng(1)
     real, fake = _fs(g.standard_normal((200, 8))), _fs(g.standard_normal((150, 8)) + 0.2)
     specs = [get_metric(n) for n in ("precision", "density", "coverage", "realism", "authpct", "fd")]

@@ -17,6 +17,7 @@ import warnings
 import click
 
 from evalkit.errors import EvalkitError
+from evalkit.features.distributed import launch_env
 
 EXIT_INTERNAL = 3
 
@@ -110,8 +111,6 @@ def _worker_rank() -> int | None:
     """This process's rank when torchrun started it as a rank other than 0, else None."""
     if not os.environ.get("RANK", "").strip():  # not under torchrun: don't import torch for it
         return None
-    from evalkit.features.distributed import launch_env
-
     try:
         env = launch_env()
     except EvalkitError:

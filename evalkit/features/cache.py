@@ -1,20 +1,20 @@
 """The feature cache: one feature file per (source, encoder, preprocessing, precision).
 
 Keys hash content and configuration, as torch-fidelity's and clean-fid's caches do: the cache
-schema version, the source's fast fingerprint, the encoder identity (name, arch, weights sha256, preprocessing) and the
-precision; never a bare name (dgm-eval's cache key ignored arch and resizing). Entries are
-written atomically (temp file + ``os.replace``, as torch-fidelity does) and carry their key and a
-sha256 of their arrays in ``meta["cache"]``; an entry that fails to load, holds another key or
-whose arrays do not match the checksum is warned about, deleted and recomputed, never used.
+schema version, the source's fast fingerprint, the encoder identity (name, arch, weights
+sha256, preprocessing) and the precision; never a bare name (dgm-eval's cache key ignored arch
+and resizing). Entries are written atomically (temp file + ``os.replace``, as torch-fidelity
+does) and carry their key and a sha256 of their arrays in ``meta["cache"]``; an entry that
+fails to load, holds another key or whose arrays do not match the checksum is warned about,
+deleted and recomputed, never used.
 
 Shards: while an entry is being extracted, each finished shard of its images is written as
-``<key>.shard-00012-of-00030.npz`` next to where the entry will be (atomically, stamped with the
-key, its range and a sha256 of its arrays and bookkeeping), so an interrupted run resumes from
-the shards already written; once the entry is stored its shard files are deleted.
+``<key>.shard-00012-of-00030.npz`` next to where the entry will be (atomically, stamped with
+the key, its range and a sha256 of its arrays and bookkeeping), so an interrupted run resumes
+from the shards already written; once the entry is stored its shard files are deleted.
 
-Location: ``cache_dir`` argument, else ``$EVALKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/evalkit``,
-else ``~/.cache/evalkit``; entries live under ``<dir>/features/``.
-"""
+Location: ``cache_dir`` argument, else ``$EVALKIT_CACHE_DIR``, else
+``$XDG_CACHE_HOME/evalkit``, else ``~/.cache/evalkit``; entries live under ``<dir>/features/``."""
 from __future__ import annotations
 
 import hashlib

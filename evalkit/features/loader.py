@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from evalkit.encoders import build_encoder
 from evalkit.errors import BadImageWarning, CacheWarning, InputError, JpegWarning
 from evalkit.features import distributed as dist
 from evalkit.features.cache import FeatureCache, cache_key
@@ -172,8 +173,6 @@ def check_feature_path(path: str) -> None:
 
 
 def _build(options: ExtractOptions):
-    from evalkit.encoders import build_encoder
-
     return build_encoder(options.encoder, options.arch, options.weights, resize=options.resize)
 
 

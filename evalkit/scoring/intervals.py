@@ -40,8 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from evalkit.devices import resolve_device
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
+from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments
+from evalkit.metrics.memorization import authenticity
+from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
+from evalkit.metrics.primitives.common import take_rows
 from evalkit.scoring.plan import array_for
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import compute_metrics, stream_name
@@ -84,16 +89,14 @@ class _Resampler:
 
 
 def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str]) -> _Resampler:
-    from evalkit.metrics.prdc import prdc_parts, recall_of
-    from evalkit.metrics.primitives.common import take_rows as take
 
     real_a, fake_a = array_for(spec, real), array_for(spec, fake)
     parts = prdc_parts(real_a, fake_a, seed=seed, device=device)
     gp, rp = parts["pairs"]
     n, nr, k = parts["n_fake"], parts["n_real"], parts["k"]
     counts = np.bincount(gp, minlength=n)
-    real_used = take(real_a, parts["real_index"])
-    fake_used = take(fake_a, parts["fake_index"])
+    real_used = take_rows(real_a, parts["real_index"])
+    fake_used = take_rows(fake_a, parts["fake_index"])
     m = n // 2
 
     def values(rng: np.random.Generator) -> dict[str, float]:
@@ -104,7 +107,7 @@ def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str
                "density": float(counts[idx].mean() / k),
                "coverage": float(np.unique(rp[member[gp]]).size / nr)}
         if "recall" in wanted and m > k:
-            out["recall"] = recall_of(real_used, take(fake_used, idx), nearest_k=k, device=device)
+            out["recall"] = recall_of(real_used, take_rows(fake_used, idx), nearest_k=k, device=device)
         return out
 
     return _Resampler("prdc", _PRDC, n, values)
@@ -121,9 +124,6 @@ def _mean_resampler(key: str, per_sample: np.ndarray, scale: float = 1.0) -> _Re
 
 
 def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
-    from evalkit.devices import resolve_device
-    from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments
-    from evalkit.metrics.primitives.common import take_rows
 
     dev = resolve_device(device)
     fake_a = array_for(spec, fake)
@@ -164,8 +164,6 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
     recomputation on the subset (see the module docstring). Per-sample statistics are computed
     with the seed the metric itself got (``run_rng``'s metric stream), so they average to the
     recorded values."""
-    from evalkit.metrics.memorization import authenticity
-    from evalkit.metrics.prdc import realism_scores
 
     overrides = overrides or {}
     names = {s.name for s in specs}
