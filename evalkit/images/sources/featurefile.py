@@ -1,0 +1,38 @@
+"""A feature file: an ``.npz`` holding a ``features`` array (already extracted; no images)."""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from evalkit.files.fileio import file_sha256
+from evalkit.images.sources.base import Source
+
+
+def is_feature_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an .npz holding a ``features`` array (not an image batch)."""
+    p = Path(path)
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return "features.npy" in zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+@dataclass
+class FeatureFileSource(Source):
+    """A feature file; fingerprint: the file's bytes. It has no images (length 0)."""
+
+    kind: ClassVar[str] = "features"
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return is_feature_file(path)
+
+    @classmethod
+    def resolve(cls, text: str, path: Path, fingerprint: bool = True) -> FeatureFileSource:
+        return cls(text, path, fingerprint=file_sha256(path) if fingerprint else "")
