@@ -17,7 +17,7 @@ from evalkit.errors import InputError
 from evalkit.features.extract import precision_context
 from evalkit.features.featureset import FeatureSet
 from evalkit.features.options import ExtractOptions
-from evalkit.images.decode import prepare
+from evalkit.images.resize import prepare
 from evalkit.results.record import build_record
 from evalkit.scoring.plan import parse_metric_list
 from evalkit.scoring.score import ScoreConfig, score_set
