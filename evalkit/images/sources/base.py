@@ -122,20 +122,20 @@ class Source:
         return self.read_rgb(i)
 
 
-_KINDS: list[type[Source]] = []
+KINDS: list[type[Source]] = []
 
 
 def register_kinds(*kinds: type[Source]) -> None:
     """Add source kinds; :func:`resolve_source` asks them in registration order."""
     for kind in kinds:
-        if not kind.kind or any(k.kind == kind.kind for k in _KINDS):
+        if not kind.kind or any(k.kind == kind.kind for k in KINDS):
             raise ValueError(f"source kind {kind.kind!r}: empty or registered twice")
-        _KINDS.append(kind)
+        KINDS.append(kind)
 
 
 def source_kinds() -> tuple[type[Source], ...]:
     """The registered kinds, in the order :func:`resolve_source` asks them."""
-    return tuple(_KINDS)
+    return tuple(KINDS)
 
 
 def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Source:
@@ -153,17 +153,17 @@ def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Sourc
     path = Path(text)
     if not path.exists():
         raise InputError(f"{text}: no such file or directory")
-    for kind in _KINDS:
+    for kind in KINDS:
         if kind.claims(path):
             return kind.resolve(text, path, fingerprint)
-    names = [name for kind in _KINDS for name in kind.accepts]
+    names = [name for kind in KINDS for name in kind.accepts]
     expected = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
     raise InputError(f"{text}: unsupported source (expected {expected})")
 
 
 def kind_for_locator(loc: Locator) -> type[Source]:
     """The registered kind whose locators have ``loc.kind``."""
-    for kind in _KINDS:
+    for kind in KINDS:
         if kind.locator_kind == loc.kind:
             return kind
     raise InputError(f"{loc.format()}: no source kind reads {loc.kind} locators")
