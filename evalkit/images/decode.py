@@ -115,7 +115,7 @@ def decode_rgb(data: bytes, name: str) -> tuple[np.ndarray, bool]:
 
     8-bit grey / grey+alpha / RGB / RGBA PNGs (with or without tRNS, interlaced or not) go
     through a faster lossless decoder when one is installed (``pip install evalkit[fast]``:
-    pyspng), whose pixels equal PIL's for those kinds (tests/test_imageio_decode.py,
+    pyspng), whose pixels equal PIL's for those kinds (tests/test_extract_device.py,
     benchmarks/bench_decode.py); everything else, and anything that decoder refuses, is PIL's.
 
     Raises:
