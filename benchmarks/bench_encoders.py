@@ -172,7 +172,7 @@ def nonsquare(n: int = 8) -> None:
     from PIL import Image
 
     import evalkit.encoders as E
-    from evalkit.images.decode import clean_resize
+    from evalkit.images.resize import clean_resize
 
     rows = []
     for name in ("swav", "simclr"):

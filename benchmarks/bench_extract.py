@@ -483,7 +483,8 @@ def task_profile(task: dict) -> dict:
     from torchvision.transforms import ToTensor
 
     from evalkit.features.extract import _Images
-    from evalkit.images.decode import clean_resize, decode_image, decode_rgb, to_rgb_uint8
+    from evalkit.images.decode import decode_image, decode_rgb, to_rgb_uint8
+    from evalkit.images.resize import clean_resize
     from evalkit.images.sources import resolve_source
 
     dev = _device(task["device"])

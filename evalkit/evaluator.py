@@ -21,7 +21,7 @@ from evalkit.features.featureset import FeatureSet
 from evalkit.features.identity import EncoderIdentity
 from evalkit.features.loader import features_for_each
 from evalkit.features.options import ExtractOptions
-from evalkit.images.decode import prepare
+from evalkit.images.resize import prepare
 from evalkit.results.record import build_record
 from evalkit.scoring.plan import parse_metric_list
 from evalkit.scoring.score import ScoreConfig, score_set

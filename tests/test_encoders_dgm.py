@@ -27,7 +27,7 @@ from evalkit.encoders import simclr as SC
 from evalkit.encoders import swav as SW
 from evalkit.encoders import weights as W
 from evalkit.errors import InputError
-from evalkit.images.decode import prepare
+from evalkit.images.resize import prepare
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

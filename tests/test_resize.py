@@ -6,8 +6,14 @@ import torch
 from PIL import Image
 
 from evalkit.encoders.base import Preprocess
-from evalkit.images.decode import clean_resize, prepare
-from evalkit.images.resize import pil_bicubic_weights, resize_batch, resize_planes, target_size
+from evalkit.images.resize import (
+    clean_resize,
+    pil_bicubic_weights,
+    prepare,
+    resize_batch,
+    resize_planes,
+    target_size,
+)
 
 TOL = 1e-4  # max abs on the [0, 255] scale (issue 9)
 

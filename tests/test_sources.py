@@ -10,7 +10,8 @@ from conftest import write_images
 from PIL import Image
 
 from evalkit.errors import InputError
-from evalkit.images.decode import clean_resize, decode_image, to_rgb_uint8
+from evalkit.images.decode import decode_image, to_rgb_uint8
+from evalkit.images.resize import clean_resize
 from evalkit.images.sources import open_image, resolve_source
 
 cleanfid_resize = pytest.importorskip("cleanfid.resize")

@@ -38,8 +38,7 @@ from evalkit.devices import resolve_device
 from evalkit.errors import BadImageWarning, InputError
 from evalkit.features.distributed import ShardRange
 from evalkit.features.featureset import FeatureSet
-from evalkit.images.decode import prepare
-from evalkit.images.resize import resize_batch
+from evalkit.images.resize import prepare, resize_batch
 from evalkit.images.sources import Source, content_fingerprint
 
 log = logging.getLogger("evalkit")
@@ -76,7 +75,7 @@ class _Images(Dataset):
 
     ``preprocesses`` None: the payload is the decoded H×W×3 uint8 image (resized later, on the
     device, by :mod:`evalkit.images.resize`). Otherwise a tuple with one 3×H'×W' float32 array per
-    Preprocess (:func:`evalkit.images.decode.prepare`, PIL's resize in this worker).
+    Preprocess (:func:`evalkit.images.resize.prepare`, PIL's resize in this worker).
     """
 
     def __init__(self, source: Source, preprocesses: tuple | None):
@@ -204,7 +203,7 @@ def extract(source: Source, encoder: torch.nn.Module | Sequence[torch.nn.Module]
             (the shards are then not kept here).
         resize_on: ``"device"``: workers only read and decode, batches travel as uint8 and the
             clean resize runs on the device (:mod:`evalkit.images.resize`, two matrix products per
-            size group); ``"workers"``: workers resize with PIL (:func:`evalkit.images.decode.prepare`)
+            size group); ``"workers"``: workers resize with PIL (:func:`evalkit.images.resize.prepare`)
             and batches travel as float32; ``"auto"``: device on CUDA, workers on CPU (there
             the workers' PIL resize runs in parallel with the network, which is the bottleneck).
             Both give the same features to float rounding (≤ 1e-4 on the [0, 255] pixels).

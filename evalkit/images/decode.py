@@ -1,17 +1,13 @@
-"""Image decoding, RGB conversion and clean resizing, the same way for every input.
+"""Image decoding and RGB conversion, the same way for every input.
 
-Every image that enters an encoder goes through three steps, all here:
+Every image that enters an encoder is read in two steps, both here, then resized
+(:mod:`evalkit.images.resize`):
 
 1. :func:`decode_image` turns file bytes into a fully loaded PIL image; anything that is not a
    readable image (zero bytes, truncated data, a text file named ``.png``, a decompression bomb)
    is an :class:`~evalkit.errors.InputError` naming the file.
 2. :func:`to_rgb_uint8` turns any PIL mode into an H×W×3 uint8 array by one documented rule
    per mode (see its docstring).
-3. :func:`clean_resize` resizes with PIL bicubic on float32 channels, antialiased and without
-   re-quantisation: clean-fid's ``clean`` mode (Parmar et al., "On Aliased Resizing and
-   Surprising Subtleties in GAN Evaluation", CVPR 2022), equal to
-   ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))``.
-
 """
 from __future__ import annotations
 
@@ -119,7 +115,7 @@ def decode_rgb(data: bytes, name: str) -> tuple[np.ndarray, bool]:
 
     8-bit grey / grey+alpha / RGB / RGBA PNGs (with or without tRNS, interlaced or not) go
     through a faster lossless decoder when one is installed (``pip install evalkit[fast]``:
-    pyspng), whose pixels equal PIL's for those kinds (tests/test_imageio_decode.py,
+    pyspng), whose pixels equal PIL's for those kinds (tests/test_extract_device.py,
     benchmarks/bench_decode.py); everything else, and anything that decoder refuses, is PIL's.
 
     Raises:
@@ -189,92 +185,3 @@ def array_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
     if c == 1:
         return np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr[:, :, :3])
-
-
-_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
-
-
-def _resize_channel(ch: np.ndarray, width: int, height: int, resample=Image.BICUBIC) -> np.ndarray:
-    img = Image.fromarray(np.ascontiguousarray(ch, dtype=np.float32))  # mode "F"
-    return np.asarray(img.resize((width, height), resample=resample))
-
-
-def _target(h: int, w: int, size: int, crop: bool, crop_from: int, keep_aspect: bool
-            ) -> tuple[int, int]:
-    """(width, height) before any crop: torchvision ``Resize(S)`` rule for the shorter side."""
-    if not (crop or keep_aspect):
-        return size, size
-    short = (crop_from or size) if crop else size
-    if w <= h:
-        return short, int(short * h / w)
-    return int(short * w / h), short
-
-
-def _centre_crop(out: np.ndarray, size: int) -> np.ndarray:
-    th, tw = out.shape[-2:]
-    top = int(round((th - size) / 2.0))
-    left = int(round((tw - size) / 2.0))
-    return out[:, top:top + size, left:left + size]
-
-
-def pil_resize(arr: np.ndarray, size: int, crop: bool = False, crop_from: int = 0,
-               keep_aspect: bool = False, interpolation: str = "bicubic") -> np.ndarray:
-    """torchvision ``Resize`` (+ ``CenterCrop``) on the 8-bit PIL image, as dgm-eval and timm's
-    eval transforms run it: PIL's antialiased filter on uint8 (re-quantised), 3×H'×W' float32
-    in [0, 255]. Geometry as :func:`clean_resize`; ``keep_aspect`` keeps non-square shapes."""
-    h, w = arr.shape[:2]
-    tw, th = _target(h, w, size, crop, crop_from, keep_aspect)
-    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
-    if (tw, th) != (w, h):
-        img = img.resize((tw, th), resample=_FILTERS[interpolation])
-    out = np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
-    if crop:
-        out = _centre_crop(out, size)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def clean_resize(arr: np.ndarray, size: int, crop: bool = False, crop_from: int = 0,
-                 interpolation: str = "bicubic") -> np.ndarray:
-    """Resize an H×W×3 uint8 image to a 3×S×S float32 array in [0, 255], clean-fid style.
-
-    Each channel becomes a float32 PIL image (mode ``F``) resized with PIL's antialiased
-    bicubic filter; values are clipped to [0, 255] and never re-quantised. Without ``crop`` this
-    equals ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))`` (Parmar et al.
-    2022). With ``crop`` (CLIP-style) the shorter side is resized to ``S`` (the longer one to
-    ``int(S * long / short)``, torchvision's ``Resize(S)`` rule) and the centre S×S is cut out
-    with torchvision's ``CenterCrop`` offsets. ``crop_from`` (with ``crop``) resizes the shorter
-    side to that size first, e.g. ``Resize(256)`` + ``CenterCrop(224)``. ``interpolation``:
-    ``bicubic`` (default) or ``bilinear`` (timm models whose pretrained config says so).
-    """
-    h, w = arr.shape[:2]
-    tw, th = _target(h, w, size, crop, crop_from, False)
-    if (tw, th) == (w, h):
-        out = arr.astype(np.float32).transpose(2, 0, 1)
-    else:
-        resample = _FILTERS[interpolation]
-        out = np.stack([_resize_channel(arr[:, :, c], tw, th, resample) for c in range(3)])
-        np.clip(out, 0, 255, out=out)
-    if crop:
-        out = _centre_crop(out, size)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def prepare(arr: np.ndarray, preprocess) -> np.ndarray:
-    """Apply an encoder's ``Preprocess`` to an H×W×3 uint8 image: 3×H'×W' float32 in [0, 255].
-
-    ``resize == "clean"``: :func:`clean_resize` to ``preprocess.size`` (with its ``crop``);
-    ``resize == "pil"``: :func:`pil_resize` (dgm-eval's transforms, ``--resize legacy``);
-    ``resize == "none"``: native size (the encoder resizes in-network).
-    """
-    if preprocess.resize == "none":
-        return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
-    interpolation = getattr(preprocess, "interpolation", "bicubic")
-    if preprocess.resize == "clean":
-        return clean_resize(arr, preprocess.size, crop=preprocess.crop,
-                            crop_from=getattr(preprocess, "crop_from", 0),
-                            interpolation=interpolation)
-    if preprocess.resize == "pil":
-        return pil_resize(arr, preprocess.size, crop=preprocess.crop,
-                          crop_from=preprocess.crop_from, keep_aspect=preprocess.keep_aspect,
-                          interpolation=interpolation)
-    raise ValueError(f"unknown Preprocess.resize {preprocess.resize!r} (clean | pil | none)")

@@ -1,11 +1,18 @@
-"""Clean resize as matrix products: PIL's antialiased bicubic on float32 channels, batched.
+"""Resizing, both halves: PIL on the CPU (per image, in the data workers) and the same clean
+resize as matrix products on the device (per batch).
 
-PIL's ``Image.resize(..., BICUBIC)`` on a mode ``F`` image (clean-fid's ``clean`` mode, Parmar
-et al., "On Aliased Resizing and Surprising Subtleties in GAN Evaluation", CVPR 2022) is a
-separable filter: a horizontal pass then a vertical pass, each output pixel a weighted sum of
-input pixels. The weights depend only on (input size, output size), so each pass is one matrix
-product with a fixed (out × in) matrix. This module builds those matrices exactly as Pillow's
-``precompute_coeffs`` (``src/libImaging/Resample.c``) does:
+CPU half: :func:`clean_resize` resizes with PIL bicubic on float32 channels, antialiased and
+without re-quantisation: clean-fid's ``clean`` mode (Parmar et al., "On Aliased Resizing and
+Surprising Subtleties in GAN Evaluation", CVPR 2022), equal to
+``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))``; :func:`pil_resize` is
+torchvision's ``Resize`` on the 8-bit image (dgm-eval's transforms); :func:`prepare` applies an
+encoder's ``Preprocess`` with one of them.
+
+Device half: the clean resize as matrix products, batched. PIL's ``Image.resize(...,
+BICUBIC)`` on a mode ``F`` image is a separable filter: a horizontal pass then a vertical
+pass, each output pixel a weighted sum of input pixels. The weights depend only on (input size,
+output size), so each pass is one matrix product with a fixed (out × in) matrix, built exactly
+as Pillow's ``precompute_coeffs`` (``src/libImaging/Resample.c``) does:
 
 * ``scale = in / out``; the filter is stretched by ``filterscale = max(scale, 1)`` (antialiasing
   when downscaling): support ``2 · filterscale`` for bicubic;
@@ -30,6 +37,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from PIL import Image
 
 _A = -0.5  # Keys' cubic convolution parameter, as in Pillow's bicubic_filter
 _SUPPORT = 2.0
@@ -66,6 +74,7 @@ def pil_bicubic_weights(in_size: int, out_size: int) -> np.ndarray:
     return out
 
 
+# -- device half: matrix products ----------------------------------------------------------
 _CACHE: dict[tuple, torch.Tensor] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -156,7 +165,7 @@ def resize_batch(images: torch.Tensor, preprocess, dtype: torch.dtype = torch.fl
 
     ``preprocess.resize == "clean"``: :func:`resize_planes` to ``preprocess.size`` (with its
     ``crop`` / ``crop_from``); ``"none"``: native size. Either way N×3×H'×W' float32 in
-    [0, 255], equal to :func:`evalkit.images.decode.prepare` on each image to float rounding.
+    [0, 255], equal to :func:`prepare` on each image to float rounding.
     """
     planes = images.permute(0, 3, 1, 2)
     if preprocess.resize == "none":
@@ -170,3 +179,93 @@ def resize_batch(images: torch.Tensor, preprocess, dtype: torch.dtype = torch.fl
 def flops_per_image(h: int, w: int, size: int) -> int:
     """Multiply-adds of :func:`resize_planes` for one 3-channel image (for benchmarks)."""
     return 3 * (h * w * size + size * h * size)
+
+
+# -- CPU half: PIL, per image ------------------------------------------------------------------
+_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def _resize_channel(ch: np.ndarray, width: int, height: int, resample=Image.BICUBIC) -> np.ndarray:
+    img = Image.fromarray(np.ascontiguousarray(ch, dtype=np.float32))  # mode "F"
+    return np.asarray(img.resize((width, height), resample=resample))
+
+
+def _target(h: int, w: int, size: int, crop: bool, crop_from: int, keep_aspect: bool
+            ) -> tuple[int, int]:
+    """(width, height) before any crop: torchvision ``Resize(S)`` rule for the shorter side."""
+    if not (crop or keep_aspect):
+        return size, size
+    short = (crop_from or size) if crop else size
+    if w <= h:
+        return short, int(short * h / w)
+    return int(short * w / h), short
+
+
+def _centre_crop(out: np.ndarray, size: int) -> np.ndarray:
+    th, tw = out.shape[-2:]
+    top = int(round((th - size) / 2.0))
+    left = int(round((tw - size) / 2.0))
+    return out[:, top:top + size, left:left + size]
+
+
+def pil_resize(arr: np.ndarray, size: int, crop: bool = False, crop_from: int = 0,
+               keep_aspect: bool = False, interpolation: str = "bicubic") -> np.ndarray:
+    """torchvision ``Resize`` (+ ``CenterCrop``) on the 8-bit PIL image, as dgm-eval and timm's
+    eval transforms run it: PIL's antialiased filter on uint8 (re-quantised), 3×H'×W' float32
+    in [0, 255]. Geometry as :func:`clean_resize`; ``keep_aspect`` keeps non-square shapes."""
+    h, w = arr.shape[:2]
+    tw, th = _target(h, w, size, crop, crop_from, keep_aspect)
+    img = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+    if (tw, th) != (w, h):
+        img = img.resize((tw, th), resample=_FILTERS[interpolation])
+    out = np.asarray(img, dtype=np.float32).transpose(2, 0, 1)
+    if crop:
+        out = _centre_crop(out, size)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def clean_resize(arr: np.ndarray, size: int, crop: bool = False, crop_from: int = 0,
+                 interpolation: str = "bicubic") -> np.ndarray:
+    """Resize an H×W×3 uint8 image to a 3×S×S float32 array in [0, 255], clean-fid style.
+
+    Each channel becomes a float32 PIL image (mode ``F``) resized with PIL's antialiased
+    bicubic filter; values are clipped to [0, 255] and never re-quantised. Without ``crop`` this
+    equals ``cleanfid.resize.make_resizer("PIL", False, "bicubic", (S, S))`` (Parmar et al.
+    2022). With ``crop`` (CLIP-style) the shorter side is resized to ``S`` (the longer one to
+    ``int(S * long / short)``, torchvision's ``Resize(S)`` rule) and the centre S×S is cut out
+    with torchvision's ``CenterCrop`` offsets. ``crop_from`` (with ``crop``) resizes the shorter
+    side to that size first, e.g. ``Resize(256)`` + ``CenterCrop(224)``. ``interpolation``:
+    ``bicubic`` (default) or ``bilinear`` (timm models whose pretrained config says so).
+    """
+    h, w = arr.shape[:2]
+    tw, th = _target(h, w, size, crop, crop_from, False)
+    if (tw, th) == (w, h):
+        out = arr.astype(np.float32).transpose(2, 0, 1)
+    else:
+        resample = _FILTERS[interpolation]
+        out = np.stack([_resize_channel(arr[:, :, c], tw, th, resample) for c in range(3)])
+        np.clip(out, 0, 255, out=out)
+    if crop:
+        out = _centre_crop(out, size)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def prepare(arr: np.ndarray, preprocess) -> np.ndarray:
+    """Apply an encoder's ``Preprocess`` to an H×W×3 uint8 image: 3×H'×W' float32 in [0, 255].
+
+    ``resize == "clean"``: :func:`clean_resize` to ``preprocess.size`` (with its ``crop``);
+    ``resize == "pil"``: :func:`pil_resize` (dgm-eval's transforms, ``--resize legacy``);
+    ``resize == "none"``: native size (the encoder resizes in-network).
+    """
+    if preprocess.resize == "none":
+        return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+    interpolation = getattr(preprocess, "interpolation", "bicubic")
+    if preprocess.resize == "clean":
+        return clean_resize(arr, preprocess.size, crop=preprocess.crop,
+                            crop_from=getattr(preprocess, "crop_from", 0),
+                            interpolation=interpolation)
+    if preprocess.resize == "pil":
+        return pil_resize(arr, preprocess.size, crop=preprocess.crop,
+                          crop_from=preprocess.crop_from, keep_aspect=preprocess.keep_aspect,
+                          interpolation=interpolation)
+    raise ValueError(f"unknown Preprocess.resize {preprocess.resize!r} (clean | pil | none)")

@@ -1,0 +1,83 @@
+"""Sources: what a SAMPLES / REF / TEST argument points at, resolved into a list of images.
+
+:func:`resolve_source` asks each registered kind in turn (one module each):
+
+* :mod:`.folder` — a directory of images, searched recursively, class folders as labels;
+* :mod:`.featurefile` — an ``.npz`` with a ``features`` array (kind ``"features"``: no images);
+* :mod:`.ziparchive` — a ``.zip`` of images, read in place;
+* :mod:`.array` — an ``.npz`` with ``arr_0`` (the ADM reference-batch format) or an ``.npy``,
+  N×H×W×C uint8.
+
+A :class:`Source` is picklable and cheap to send to DataLoader workers; its :meth:`Source.load_rgb`
+reads one image's bytes, hashes them and decodes them to H×W×3 uint8. :func:`open_image` reads
+one image back from its locator (:mod:`evalkit.images.locators`), through the kind that owns the
+locator's container.
+
+A new kind is one module with a :class:`Source` subclass (``kind``, ``locator_kind``,
+``accepts``, ``claims``, ``resolve``, ``open_locator``, ``read_bytes`` or ``read_rgb``) plus its
+entry in the :func:`register_kinds` call below, whose order is the order the kinds are asked in.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from evalkit.images.locators import parse as parse_locator
+from evalkit.images.sources.array import ArraySource
+from evalkit.images.sources.base import (
+    CONTENT_VERSION,
+    FINGERPRINT_VERSION,
+    IMAGE_EXTENSIONS,
+    JPEG_EXTENSIONS,
+    Source,
+    is_image_name,
+    kind_for_locator,
+    register_kinds,
+    resolve_source,
+    source_kinds,
+)
+from evalkit.images.sources.featurefile import (
+    FeatureFileSource,
+    is_feature_file,
+    is_image_source,
+    is_stats_npz,
+)
+from evalkit.images.sources.folder import FolderSource
+from evalkit.images.sources.ziparchive import ZipSource
+
+register_kinds(FolderSource, FeatureFileSource, ZipSource, ArraySource)
+
+__all__ = ["CONTENT_VERSION", "FINGERPRINT_VERSION", "IMAGE_EXTENSIONS", "JPEG_EXTENSIONS",
+           "ArraySource", "FeatureFileSource", "FolderSource", "Source", "ZipSource",
+           "content_fingerprint", "is_feature_file", "is_image_name", "is_image_source",
+           "is_stats_npz", "open_image",
+           "resolve_source", "source_kinds"]
+
+
+def content_fingerprint(names: list[str], digests: list[str]) -> str:
+    """sha256 over (name, sha256 of the image's bytes) per image, in order.
+
+    Comparable across machines: it depends on file names relative to the source and on the
+    bytes, not on paths, sizes on disk or times. Array rows hash their raw pixel bytes.
+    """
+    h = hashlib.sha256(CONTENT_VERSION.encode() + b"\n")
+    for name, digest in zip(names, digests):
+        h.update(f"{name}\t{digest}\n".encode("utf-8", "surrogateescape"))
+    return "sha256:" + h.hexdigest()
+
+
+def open_image(locator: str | os.PathLike, root: str | os.PathLike | None = None) -> Image.Image:
+    """A PIL RGB image for a path or a locator from ``FeatureSet.files``.
+
+    Locators: ``"rel/path.png"`` (relative to the source folder ``root``), ``"x.zip::member"``,
+    ``"x.npz[i]"`` / ``"x.npy[i]"``. When ``root`` is the zip or array file itself, it is used
+    as the container (so locators stay valid after the source moved). The image is converted by
+    :func:`~evalkit.images.decode.to_rgb_uint8`, exactly as the encoder saw it before resizing.
+    """
+    text = os.fspath(locator)
+    loc = parse_locator(text)
+    root_path = Path(root) if root is not None else None
+    return kind_for_locator(loc).open_locator(loc, text, root_path)

@@ -1,0 +1,198 @@
+"""What every source kind shares: the :class:`Source` base class, the registry of kinds that
+:func:`resolve_source` asks in order, and the helpers kinds use to fingerprint and label.
+
+A kind is a :class:`Source` subclass that says which arguments it claims
+(:meth:`Source.claims`), how it lists their images (:meth:`Source.resolve`), how it reads one
+image (:meth:`Source.read_bytes` or :meth:`Source.read_rgb`) and how it opens one of its
+locators (:meth:`Source.open_locator`, for reports).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image
+
+from evalkit.errors import InputError
+from evalkit.images.decode import decode_rgb
+from evalkit.images.locators import Locator
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
+JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg"})
+FINGERPRINT_VERSION = "evalkit.source/1"
+CONTENT_VERSION = "evalkit.content/1"
+
+
+def is_image_name(name: str) -> bool:
+    """True when ``name`` has one of the image extensions (any case)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass
+class Source:
+    """A resolved source: N images (or a feature file), their locators, labels, fingerprint.
+
+    Subclasses (one per kind) set the class attributes and implement the classmethods.
+
+    Class attributes:
+        kind: ``"dir"``, ``"zip"``, ``"array"``, ``"features"``, ...
+        locator_kind: the :class:`~evalkit.images.locators.Locator` kind this source's locators
+            have (``"file"``, ``"zip"``, ``"array"``); None when it has no images.
+        accepts: how the kind is named in "unsupported source" messages (e.g. ``(".zip",)``).
+
+    Attributes:
+        arg: the argument as the user gave it.
+        path: the file or folder.
+        locators: per image, ``"rel/path.png"`` (dir), ``"arg.zip::member"``, ``"arg.npz[i]"``.
+        names: per image, the name hashed into the content fingerprint (relative path, zip
+            member, or array index).
+        labels: int labels (class folders or ``arr_1``), or None.
+        classes: sorted class-folder names when labels come from folders.
+        fingerprint: fast fingerprint for the feature-cache key (sha256 hex): dirs hash
+            (relative path, size, mtime_ns), zips the file bytes and (member, CRC32, size),
+            arrays the file bytes.
+        bad: index -> reason for images known bad before reading (odd zip member paths).
+    """
+
+    kind: ClassVar[str] = ""
+    locator_kind: ClassVar[str | None] = None
+    accepts: ClassVar[tuple[str, ...]] = ()
+
+    arg: str
+    path: Path
+    locators: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None
+    classes: list[str] | None = None
+    fingerprint: str = ""
+    bad: dict[int, str] = field(default_factory=dict)
+
+    # -- the kind's contract -----------------------------------------------------------------
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        """True when the existing ``path`` is a source of this kind."""
+        raise NotImplementedError
+
+    @classmethod
+    def resolve(cls, text: str, path: Path, fingerprint: bool) -> Source:
+        """The source at ``path`` (``text`` as the user wrote it); see :func:`resolve_source`."""
+        raise NotImplementedError
+
+    @classmethod
+    def open_locator(cls, loc: Locator, text: str, root: Path | None) -> Image.Image:
+        """The PIL RGB image a locator of this kind names; see :func:`open_image`."""
+        raise NotImplementedError
+
+    def read_bytes(self, i: int) -> bytes:
+        """The encoded bytes of image ``i``."""
+        raise InputError(f"{self.arg}: a {self.kind} source has no images")
+
+    def read_rgb(self, i: int) -> tuple[np.ndarray, str, bool]:
+        """Image ``i`` as in :meth:`load_rgb`, without the known-bad check: its bytes, hashed
+        and decoded. Kinds that do not store encoded files (arrays) override this."""
+        data = self.read_bytes(i)
+        digest = hashlib.sha256(data).hexdigest()
+        rgb, jpeg = decode_rgb(data, self.display(i))
+        return rgb, digest, jpeg
+
+    # -- shared ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.locators)
+
+    def display(self, i: int) -> str:
+        """How image ``i`` is named in messages: an openable path or locator."""
+        return self.locators[i]
+
+    def open(self) -> None:
+        """Load what every worker shares (a compressed npz array) once, before forking."""
+
+    def load_rgb(self, i: int) -> tuple[np.ndarray, str, bool]:
+        """Image ``i`` as (H×W×3 uint8, sha256 hex of its bytes, is_jpeg).
+
+        Raises:
+            InputError: naming the image, when it cannot be read or decoded.
+        """
+        if i in self.bad:
+            raise InputError(f"{self.display(i)}: {self.bad[i]}")
+        return self.read_rgb(i)
+
+
+KINDS: list[type[Source]] = []
+
+
+def register_kinds(*kinds: type[Source]) -> None:
+    """Add source kinds; :func:`resolve_source` asks them in registration order."""
+    for kind in kinds:
+        if not kind.kind or any(k.kind == kind.kind for k in KINDS):
+            raise ValueError(f"source kind {kind.kind!r}: empty or registered twice")
+        KINDS.append(kind)
+
+
+def source_kinds() -> tuple[type[Source], ...]:
+    """The registered kinds, in the order :func:`resolve_source` asks them."""
+    return tuple(KINDS)
+
+
+def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Source:
+    """Resolve a SAMPLES/REF/TEST argument into a :class:`Source` of the first kind claiming it.
+
+    Args:
+        arg: a folder, ``.zip``, ``.npz``/``.npy`` image array, or feature file.
+        fingerprint: compute the fast cache fingerprint (hashes array files; off for lookups).
+
+    Raises:
+        InputError: one line naming the file: missing path, no images under a folder or in a
+            zip, unsupported file type, array of the wrong dtype or shape.
+    """
+    text = os.fspath(arg)
+    path = Path(text)
+    if not path.exists():
+        raise InputError(f"{text}: no such file or directory")
+    for kind in KINDS:
+        if kind.claims(path):
+            return kind.resolve(text, path, fingerprint)
+    names = [name for kind in KINDS for name in kind.accepts]
+    expected = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+    raise InputError(f"{text}: unsupported source (expected {expected})")
+
+
+def kind_for_locator(loc: Locator) -> type[Source]:
+    """The registered kind whose locators have ``loc.kind``."""
+    for kind in KINDS:
+        if kind.locator_kind == loc.kind:
+            return kind
+    raise InputError(f"{loc.format()}: no source kind reads {loc.kind} locators")
+
+
+def container(text: str, root: Path | None, suffixes: tuple[str, ...]) -> Path:
+    """The container file of a locator: ``root`` when it is such a file (the source moved),
+    else the locator's own container path."""
+    if root is not None and root.is_file() and root.suffix.lower() in suffixes:
+        return root
+    return Path(text)
+
+
+def hash_lines(lines: list[str]) -> str:
+    """sha256 hex of the fingerprint version and ``lines``, one per line (the fast fingerprint)."""
+    h = hashlib.sha256(FINGERPRINT_VERSION.encode() + b"\n")
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
+
+
+def class_labels(rels: list[str]) -> tuple[np.ndarray | None, list[str] | None]:
+    """Labels from the top folder of each posix relative path, when every image sits in one of
+    at least two folders (the index of the sorted folder name); else (None, None)."""
+    tops = [r.split("/", 1)[0] if "/" in r else None for r in rels]
+    if any(t is None for t in tops):
+        return None, None
+    classes = sorted(set(tops))
+    if len(classes) < 2:
+        return None, None
+    index = {c: k for k, c in enumerate(classes)}
+    return np.array([index[t] for t in tops], dtype=np.int64), classes

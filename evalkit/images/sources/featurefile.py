@@ -1,0 +1,58 @@
+"""A feature file: an ``.npz`` holding a ``features`` array (already extracted; no images)."""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from evalkit.files.fileio import file_sha256
+from evalkit.images.sources.base import Source
+
+
+def is_feature_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an .npz holding a ``features`` array (not an image batch)."""
+    p = Path(path)
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return "features.npy" in zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def is_stats_npz(path: str | os.PathLike) -> bool:
+    """True for an ``.npz`` holding ``mu``/``sigma`` statistics and no images or features
+    (pytorch-fid's and clean-fid's statistics files)."""
+    p = Path(path)
+    if p.suffix.lower() != ".npz" or not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return {"mu", "sigma"} <= keys and not keys & {"arr_0", "features"}
+
+
+def is_image_source(path: str | os.PathLike) -> bool:
+    """True when ``path`` exists and holds images to decode (a folder, a zip, an image array),
+    not already-made features or statistics."""
+    return Path(path).exists() and not is_feature_file(path) and not is_stats_npz(path)
+
+
+@dataclass
+class FeatureFileSource(Source):
+    """A feature file; fingerprint: the file's bytes. It has no images (length 0)."""
+
+    kind: ClassVar[str] = "features"
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return is_feature_file(path)
+
+    @classmethod
+    def resolve(cls, text: str, path: Path, fingerprint: bool = True) -> FeatureFileSource:
+        return cls(text, path, fingerprint=file_sha256(path) if fingerprint else "")
