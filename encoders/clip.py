@@ -18,18 +18,21 @@ when online. ``open_clip`` is imported only when a CLIP encoder is built.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 
 import torch
 import torch.nn.functional as F
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
-from evalkit.encoders.spec import LazyArchTable
+from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
+from evalkit.encoders.spec import BUILTINS, LazyArchTable, check_resize
+from evalkit.encoders.weights import build_module, load_checkpoint
 from evalkit.errors import InputError
 
+DECLARED = BUILTINS["clip"]
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-DEFAULT_ARCH = "ViT-L-14"
+DEFAULT_ARCH = DECLARED.default_arch
 HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
 # dgm-eval's default tags; ViT-L-14-336 (CMMD's model) exists only as OpenAI's.
 DEFAULT_TAGS = {
@@ -78,8 +81,6 @@ def _model_config(model: str) -> tuple[int, int, int]:
     open_clip = _import_open_clip()
     cfg = open_clip.get_model_config(model)
     if cfg is None:
-        import difflib
-
         close = difflib.get_close_matches(model, open_clip.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise InputError(f"clip: unknown open_clip model {model!r}{hint}")
@@ -118,9 +119,7 @@ def clip_weights(arch: str | None) -> WeightsSpec | None:
 
 def clip_preprocess(arch: str | None = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
     """Shorter side to the model's size (clean bicubic) + centre crop; mean/std in-module."""
-    if resize != "clean":
-        raise InputError(f"--resize {resize} is only valid for the inception, convnext, "
-                         "data2vec, swav, simclr and timm encoders (clip uses clean resizing)")
+    check_resize("clip", resize)
     model, tag = split_arch(arch)
     size = _model_config(model)[2]
     mean, std = OPENAI_MEAN, OPENAI_STD
@@ -179,6 +178,13 @@ class CLIPEncoder(Encoder):
         return {"features": features.float(), "embedding": F.normalize(projected.float(), dim=-1)}
 
 
+def _visual_state_dict(sd: dict, path=None) -> dict:
+    """The image tower's weights of an open_clip state dict (``visual.`` prefix stripped; the
+    text tower is not needed); a state dict of the image tower alone is taken as it is."""
+    visual = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+    return visual or sd
+
+
 @contextlib.contextmanager
 def _quiet_open_clip():
     """Hide open_clip's "initialized randomly" log line: evalkit loads the weights itself."""
@@ -199,56 +205,32 @@ def build_clip(arch: str | None = None, weights: str | None = None, resize: str 
     (the text tower is not needed and is dropped). A state dict holding only the image tower
     (keys with or without the ``visual.`` prefix) is accepted too.
     """
-    from evalkit.encoders.weights import (
-        build_module,
-        file_sha256,
-        load_state_dict,
-        load_strict,
-        resolve_weights,
-    )
-
     arch = arch or DEFAULT_ARCH
     preprocess = clip_preprocess(arch, resize)
     model_name, tag = split_arch(arch)
     open_clip = _import_open_clip()
     pcfg = _pretrained_cfg(model_name, tag)
-    path = sd = None
-    if not random_init:
-        spec = clip_weights(arch)
-        if spec is None and weights is None:
-            raise InputError(f"clip: open_clip has no pretrained weights for {model_name!r}; "
-                             "pass --weights FILE")
-        path = resolve_weights("clip", spec or WeightsSpec(filename=model_name), weights)
-        sd = load_state_dict(path, "clip")
+    spec = None if random_init else clip_weights(arch)
+    if not random_init and spec is None and weights is None:
+        raise InputError(f"clip: open_clip has no pretrained weights for {model_name!r}; "
+                         "pass --weights FILE")
     quick_gelu = bool(pcfg.get("quick_gelu", False))
-    on_meta = sd is not None  # weights to load: skip the random initialisation entirely
-    with _quiet_open_clip():
+    with _quiet_open_clip():  # to be loaded: built on the meta device, no random initialisation
         model = build_module(lambda: open_clip.create_model(
             model_name, pretrained=None, force_quick_gelu=quick_gelu,
-            device="meta" if on_meta else "cpu"), random_init=not on_meta)
+            device="cpu" if random_init else "meta"), random_init=random_init)
     visual = model.visual
     del model
     sha = None
-    if sd is not None:
-        visual_sd = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
-        if not visual_sd:
-            visual_sd = sd
-        load_strict(visual, visual_sd, "clip", path)
-        if any(t.is_meta for t in list(visual.parameters()) + list(visual.buffers())):
-            raise InputError(f"clip weights {path}: some image-tower tensors were not loaded")
-        sha = file_sha256(path)
+    if not random_init:
+        sha = load_checkpoint(visual, "clip", spec or WeightsSpec(filename=model_name), weights,
+                              _visual_state_dict)
     enc = CLIPEncoder(visual, arch, preprocess, weights_sha256=sha)
     return enc.eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="clip",
-    factory=build_clip,
-    description="open_clip image tower (dgm-eval's ViT-L-14 datacomp_xl_s13b_b90k): ln_post "
-                "features before the projection + normalised embedding",
-    archs=tuple(KNOWN),
-    default_arch=DEFAULT_ARCH,
-    outputs=LazyArchTable(_outputs, KNOWN),
-    weights=LazyArchTable(clip_weights, KNOWN),
-    input_size=LazyArchTable(lambda a: _model_config(split_arch(a)[0])[2], KNOWN),
-)
+SPEC = DECLARED.spec(build_clip, preprocess=clip_preprocess, weights_for=clip_weights,
+                     outputs=LazyArchTable(_outputs, DECLARED.archs),
+                     weights=LazyArchTable(clip_weights, DECLARED.archs),
+                     input_size=LazyArchTable(lambda a: _model_config(split_arch(a)[0])[2],
+                                              DECLARED.archs))

@@ -16,8 +16,8 @@ by timm's filter) in the torch hub folder, or timm's ``timm/convnext_large.fb_in
 """
 from __future__ import annotations
 
-from evalkit.encoders.base import EncoderSpec, Preprocess, WeightsSpec
-from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
+from evalkit.encoders.base import Preprocess, WeightsSpec
+from evalkit.encoders.spec import BUILTINS, IMAGENET_MEAN, IMAGENET_STD, check_arch
 from evalkit.encoders.timm_models import (
     TimmEncoder,
     build_timm_model,
@@ -25,7 +25,8 @@ from evalkit.encoders.timm_models import (
     preprocess_from_cfg,
 )
 
-ARCH = "convnext_large.fb_in22k"
+DECLARED = BUILTINS["convnext"]
+ARCH = DECLARED.default_arch
 WEIGHTS = WeightsSpec(
     filename="convnext_large_22k_224.pth",
     url="https://dl.fbaipublicfiles.com/convnext/convnext_large_22k_224.pth",
@@ -36,12 +37,10 @@ WEIGHTS = WeightsSpec(
 
 def convnext_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
     """256 shorter side (bicubic) + centre crop 224; ImageNet mean/std in the module."""
-    from evalkit.encoders import _check_arch
-
-    _check_arch("convnext", arch, (ARCH,))
+    check_arch("convnext", arch, DECLARED.archs)
     cfg = {"input_size": (3, 224, 224), "crop_pct": 0.875, "interpolation": "bicubic",
            "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-    return preprocess_from_cfg(cfg, resize)
+    return preprocess_from_cfg(cfg, resize, "convnext")
 
 
 def build_convnext(arch: str | None = None, weights: str | None = None, resize: str = "clean",
@@ -55,14 +54,5 @@ def build_convnext(arch: str | None = None, weights: str | None = None, resize: 
     return TimmEncoder(net, "convnext", arch, preprocess, sha).eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="convnext",
-    factory=build_convnext,
-    description="ConvNeXt-Large IN-22k (dgm-eval): global pool + head norm (pre-logits), "
-                "256->224 centre crop",
-    archs=(ARCH,),
-    default_arch=ARCH,
-    outputs={ARCH: {"features": 1536}},
-    weights={ARCH: WEIGHTS},
-    input_size={ARCH: 224},
-)
+SPEC = DECLARED.spec(build_convnext, preprocess=convnext_preprocess, weights={ARCH: WEIGHTS},
+                     input_size={ARCH: 224})

@@ -25,15 +25,18 @@ from pathlib import Path
 
 import torch
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
+from evalkit.encoders.spec import BUILTINS, check_arch, check_resize
+from evalkit.encoders.weights import build_module, load_checkpoint, resolve_weights
 from evalkit.errors import InputError
 
+DECLARED = BUILTINS["data2vec"]
 SIZE = 224
 MEAN = STD = (0.5, 0.5, 0.5)
-# arch -> (HF repo, hidden size, layers, heads)
-ARCHS = {"vitl16": ("facebook/data2vec-vision-large", 1024, 24, 16),
-         "vitb16": ("facebook/data2vec-vision-base", 768, 12, 12)}
-DEFAULT_ARCH = "vitl16"
+# arch -> (HF repo, hidden size, layers, heads), for each declared arch
+ARCHS = dict(zip(DECLARED.archs, [("facebook/data2vec-vision-large", 1024, 24, 16),
+                                  ("facebook/data2vec-vision-base", 768, 12, 12)], strict=True))
+DEFAULT_ARCH = DECLARED.default_arch
 
 
 def import_transformers():
@@ -53,11 +56,8 @@ def _weights(arch: str) -> WeightsSpec:
 
 def data2vec_preprocess(arch: str = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
     """224×224 square resize (clean, or PIL bicubic on uint8 under legacy); mean/std 0.5."""
-    from evalkit.encoders import _check_arch
-
-    _check_arch("data2vec", arch, tuple(ARCHS))
-    if resize not in ("clean", "legacy"):
-        raise InputError(f"data2vec: unknown --resize {resize!r} (clean or legacy)")
+    check_arch("data2vec", arch, DECLARED.archs)
+    check_resize("data2vec", resize)
     return Preprocess(size=SIZE, resize="clean" if resize == "clean" else "pil", mean=MEAN, std=STD)
 
 
@@ -87,7 +87,7 @@ def load_config(arch: str, weights_path: Path | None):
     return transformers.Data2VecVisionConfig(**default_config(arch))
 
 
-def convert_state_dict(sd: dict, expected) -> dict:
+def convert_state_dict(sd: dict, expected, path=None) -> dict:
     """HF checkpoint -> ``Data2VecVisionModel`` keys: a ``data2vec_vision.`` prefix (classifier
     checkpoints) stripped, heads, ``mask_token`` and stored position indices dropped."""
     prefix = "data2vec_vision."
@@ -124,45 +124,27 @@ class Data2VecEncoder(Encoder):
 
 def build_data2vec(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                    random_init: bool = False) -> Data2VecEncoder:
-    """Factory registered as ``data2vec``."""
-    from evalkit.encoders.weights import (
-        build_module,
-        check_keys,
-        file_sha256,
-        load_state_dict,
-        load_strict,
-        resolve_weights,
-    )
+    """Factory registered as ``data2vec``.
 
+    The weights file is found first: the architecture is read from the ``config.json`` beside
+    it. The model is built on the CPU (its relative-position tables are computed buffers, not
+    in the checkpoint), then loaded strictly.
+    """
     arch = arch or DEFAULT_ARCH
     data2vec_preprocess(arch, resize)
     transformers = import_transformers()
     path = None if random_init else resolve_weights("data2vec", _weights(arch), weights)
     config = load_config(arch, path)
-    def make():
-        return transformers.Data2VecVisionModel(config, add_pooling_layer=True)
-
-    sd = None
-    if path is not None:  # keys checked on a meta-device model: a wrong file fails fast
-        expected = build_module(make, random_init=False).state_dict().keys()
-        sd = convert_state_dict(load_state_dict(path, "data2vec"), expected)
-        check_keys("data2vec", path, expected, sd.keys())
-    model = build_module(make, random_init=True)
+    model = build_module(lambda: transformers.Data2VecVisionModel(config, add_pooling_layer=True),
+                         random_init=True)
     sha = None
-    if sd is not None:
-        load_strict(model, sd, "data2vec", path)
-        sha = file_sha256(path)
+    if path is not None:
+        expected = model.state_dict().keys()
+        sha = load_checkpoint(model, "data2vec", _weights(arch), weights, path=path,
+                              convert=lambda sd, path: convert_state_dict(sd, expected))
     return Data2VecEncoder(model, arch, resize, sha).eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="data2vec",
-    factory=build_data2vec,
-    description="data2vec-vision ViT-L/16 pretrained (dgm-eval; transformers): pooler_output, "
-                "224×224, mean/std 0.5",
-    archs=tuple(ARCHS),
-    default_arch=DEFAULT_ARCH,
-    outputs={a: {"features": v[1]} for a, v in ARCHS.items()},
-    weights={a: _weights(a) for a in ARCHS},
-    input_size={a: SIZE for a in ARCHS},
-)
+SPEC = DECLARED.spec(build_data2vec, preprocess=data2vec_preprocess,
+                     outputs={a: {"features": v[1]} for a, v in ARCHS.items()},
+                     weights={a: _weights(a) for a in ARCHS}, input_size={a: SIZE for a in ARCHS})

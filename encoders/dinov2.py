@@ -23,23 +23,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
-from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
+from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
+from evalkit.encoders.spec import BUILTINS, IMAGENET_MEAN, IMAGENET_STD, check_arch, check_resize
+from evalkit.encoders.weights import build_module, load_checkpoint
 from evalkit.errors import InputError
+
+DECLARED = BUILTINS["dinov2"]
 
 PATCH = 14
 GRID = 37  # the checkpoints' position grid: 518 px / 14
 SIZE = 224
 INTERPOLATE_OFFSET = 0.1
-# arch -> (embed dim, depth, heads, ffn)
-ARCHS = {
-    "vits14": (384, 12, 6, "mlp"),
-    "vitb14": (768, 12, 12, "mlp"),
-    "vitl14": (1024, 24, 16, "mlp"),
-    "vitg14": (1536, 40, 24, "swiglu"),
-}
-_TIMM_NAMES = {"vits14": "small", "vitb14": "base", "vitl14": "large", "vitg14": "giant"}
-DEFAULT_ARCH = "vitl14"
+# arch -> (embed dim, depth, heads, ffn), for each declared arch
+ARCHS = dict(zip(DECLARED.archs, [(384, 12, 6, "mlp"), (768, 12, 12, "mlp"),
+                                  (1024, 24, 16, "mlp"), (1536, 40, 24, "swiglu")], strict=True))
+_TIMM_NAMES = dict(zip(DECLARED.archs, ("small", "base", "large", "giant"), strict=True))
+DEFAULT_ARCH = DECLARED.default_arch
 
 
 def _weights(arch: str) -> WeightsSpec:
@@ -56,12 +55,8 @@ def _weights(arch: str) -> WeightsSpec:
 
 def dinov2_preprocess(arch: str = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
     """224×224 clean resize; ImageNet mean/std applied in the module."""
-    from evalkit.encoders import _check_arch
-
-    _check_arch("dinov2", arch, tuple(ARCHS))
-    if resize != "clean":
-        raise InputError(f"--resize {resize} is only valid for the inception, convnext, "
-                         "data2vec, swav, simclr and timm encoders (dinov2 uses clean resizing)")
+    check_arch("dinov2", arch, DECLARED.archs)
+    check_resize("dinov2", resize)
     return Preprocess(size=SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
@@ -253,38 +248,18 @@ class DINOv2Encoder(Encoder):
 def build_dinov2(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                  random_init: bool = False) -> DINOv2Encoder:
     """Factory registered as ``dinov2`` (archs vits14, vitb14, vitl14, vitg14)."""
-    from evalkit.encoders.weights import (
-        build_module,
-        file_sha256,
-        load_state_dict,
-        load_strict,
-        resolve_weights,
-    )
-
     arch = arch or DEFAULT_ARCH
     dinov2_preprocess(arch, resize)  # validates arch and resize before any I/O
+    net = build_module(lambda: DinoVisionTransformer(arch), random_init=random_init,
+                       init=_init_random)
     sha = None
-    if random_init:
-        net = build_module(lambda: DinoVisionTransformer(arch), random_init=True,
-                           init=_init_random)
-    else:
-        path = resolve_weights("dinov2", _weights(arch), weights)
-        sd = convert_state_dict(load_state_dict(path, "dinov2"), arch, "dinov2", path)
-        net = build_module(lambda: DinoVisionTransformer(arch), random_init=False)
-        load_strict(net, sd, "dinov2", path)
-        sha = file_sha256(path)
+    if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
+        sha = load_checkpoint(net, "dinov2", _weights(arch), weights,
+                              lambda sd, path: convert_state_dict(sd, arch, "dinov2", path))
     enc = DINOv2Encoder(net, arch, resize=resize, weights_sha256=sha)
     return enc.eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="dinov2",
-    factory=build_dinov2,
-    description="DINOv2 ViT/14 (Oquab et al. 2023): CLS token after the final norm, 224 px "
-                "(FD-DINOv2)",
-    archs=tuple(ARCHS),
-    default_arch=DEFAULT_ARCH,
-    outputs={a: {"features": spec[0]} for a, spec in ARCHS.items()},
-    weights={a: _weights(a) for a in ARCHS},
-    input_size={a: SIZE for a in ARCHS},
-)
+SPEC = DECLARED.spec(build_dinov2, preprocess=dinov2_preprocess,
+                     outputs={a: {"features": spec[0]} for a, spec in ARCHS.items()},
+                     weights={a: _weights(a) for a in ARCHS}, input_size={a: SIZE for a in ARCHS})

@@ -30,15 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
 from evalkit.encoders.runtime import InferenceCopy
+from evalkit.encoders.spec import BUILTINS, check_arch, check_resize
+from evalkit.encoders.weights import build_module, load_checkpoint
 from evalkit.errors import InputError
 
-ARCH = "fid_v3"
+DECLARED = BUILTINS["inception"]
+ARCH = DECLARED.default_arch
 SIZE = 299
 NUM_CLASSES = 1008
 SPATIAL_CHANNELS = 7
-OUTPUTS = {"features": 2048, "logits": NUM_CLASSES, "spatial": SPATIAL_CHANNELS * 17 * 17}
+OUTPUTS = dict(DECLARED.default_outputs)  # 2048, NUM_CLASSES, SPATIAL_CHANNELS·17·17
 WEIGHTS = WeightsSpec(
     filename="pt_inception-2015-12-05-6726825d.pth",
     url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
@@ -49,14 +52,11 @@ WEIGHTS = WeightsSpec(
 
 def inception_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
     """``clean``: workers resize to 299; ``legacy``: native size, bilinear resize in-network."""
-    from evalkit.encoders import _check_arch
-
-    _check_arch("inception", arch, (ARCH,))
-    if resize == "clean":
-        return Preprocess(size=SIZE)
+    check_arch("inception", arch, DECLARED.archs)
+    check_resize("inception", resize)
     if resize == "legacy":
         return Preprocess(size=SIZE, resize="none", in_network="bilinear-299")
-    raise InputError(f"inception: unknown --resize {resize!r} (clean or legacy)")
+    return Preprocess(size=SIZE)
 
 
 # --------------------------------------------------------------------------- network
@@ -301,50 +301,23 @@ class InceptionEncoder(Encoder):
         return {"features": pool3, "logits": logits, "spatial": spatial}
 
 
-def _filter_state_dict(sd: dict) -> dict:
-    """Drop BatchNorm ``num_batches_tracked`` (present in some copies of the file, not others)."""
+def _filter_state_dict(sd: dict, path=None) -> dict:
+    """Drop BatchNorm ``num_batches_tracked`` (present in some copies of the file, not others;
+    the loader sets them all to 0: they are unused at inference)."""
     return {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
 
 
 def build_inception(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                     random_init: bool = False) -> InceptionEncoder:
     """Factory registered as ``inception``: loads pytorch-fid's weights file strictly."""
-    from evalkit.encoders.weights import (
-        build_module,
-        check_keys,
-        file_sha256,
-        load_state_dict,
-        load_strict,
-        resolve_weights,
-    )
-
     inception_preprocess(arch or ARCH, resize)  # validates arch and resize before any I/O
+    net = build_module(FIDInceptionV3, random_init=random_init, init=_init_random)
     sha = None
-    if random_init:
-        net = build_module(FIDInceptionV3, random_init=True, init=_init_random)
-    else:
-        path = resolve_weights("inception", WEIGHTS, weights)
-        sd = _filter_state_dict(load_state_dict(path, "inception"))
-        net = build_module(FIDInceptionV3, random_init=False)
-        expected = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
-        check_keys("inception", path, expected, sd.keys())
-        # every real weight is checked above; the BN step counters are unused at inference
-        sd.update({k: torch.zeros((), dtype=torch.long) for k in net.state_dict()
-                   if k.endswith("num_batches_tracked")})
-        load_strict(net, sd, "inception", path)
-        sha = file_sha256(path)
+    if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
+        sha = load_checkpoint(net, "inception", WEIGHTS, weights, _filter_state_dict)
     enc = InceptionEncoder(net, resize=resize, weights_sha256=sha)
     return enc.eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="inception",
-    factory=build_inception,
-    description="FID Inception-v3 (pytorch-fid weights): pool3 2048-d, fc logits 1008, "
-                "sFID spatial 2023",
-    archs=(ARCH,),
-    default_arch=ARCH,
-    outputs={ARCH: dict(OUTPUTS)},
-    weights={ARCH: WEIGHTS},
-    input_size={ARCH: SIZE},
-)
+SPEC = DECLARED.spec(build_inception, preprocess=inception_preprocess, weights={ARCH: WEIGHTS},
+                     input_size={ARCH: SIZE})

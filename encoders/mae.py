@@ -25,11 +25,14 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
-from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
+from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
+from evalkit.encoders.spec import BUILTINS, IMAGENET_MEAN, IMAGENET_STD, check_arch
+from evalkit.encoders.timm_models import import_timm
+from evalkit.encoders.weights import build_module, load_checkpoint
 from evalkit.errors import InputError
 
-ARCH = "vitl16"
+DECLARED = BUILTINS["mae"]
+ARCH = DECLARED.default_arch
 SIZE = 224
 VIT_L16 = dict(img_size=SIZE, patch_size=16, embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4)
 WEIGHTS = WeightsSpec(
@@ -42,9 +45,7 @@ WEIGHTS = WeightsSpec(
 
 def mae_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
     """224×224 clean resize (dgm-eval's --clean_resize); ImageNet mean/std in the module."""
-    from evalkit.encoders import _check_arch
-
-    _check_arch("mae", arch, (ARCH,))
+    check_arch("mae", arch, DECLARED.archs)
     if resize != "clean":
         raise InputError("mae has no --resize legacy: dgm-eval's only working MAE transform is "
                          "its clean 224×224 resize, evalkit's default")
@@ -53,11 +54,7 @@ def mae_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
 
 def mae_vit(**overrides) -> torch.nn.Module:
     """MAE's ``vit_large_patch16`` as a timm ``VisionTransformer`` without a head."""
-    from evalkit.encoders.timm_models import import_timm
-
-    import_timm()
-    from timm.models.vision_transformer import VisionTransformer
-
+    VisionTransformer = import_timm().models.vision_transformer.VisionTransformer
     kwargs = dict(VIT_L16, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
                   num_classes=0, global_pool="token")
     kwargs.update(overrides)
@@ -76,7 +73,7 @@ def resize_pos_embed(pos: torch.Tensor, num_patches: int) -> torch.Tensor:
     return torch.cat([pos[:, :extra], grid.permute(0, 2, 3, 1).flatten(1, 2).to(pos.dtype)], 1)
 
 
-def convert_state_dict(sd: dict, net: torch.nn.Module) -> dict:
+def convert_state_dict(sd: dict, net: torch.nn.Module, path=None) -> dict:
     """MAE pretrain / timm checkpoint -> the encoder's keys (decoder and head dropped)."""
     drop = ("decoder", "mask_token", "head.")
     sd = {k: v for k, v in sd.items() if not k.startswith(drop)}
@@ -109,24 +106,14 @@ class MAEEncoder(Encoder):
 def build_mae(arch: str | None = None, weights: str | None = None, resize: str = "clean",
               random_init: bool = False, _vit_kwargs: dict | None = None) -> MAEEncoder:
     """Factory registered as ``mae``. ``_vit_kwargs`` (tests): a smaller ViT, same code path."""
-    from evalkit.encoders.weights import build_module, load_checkpoint
-
     arch = arch or ARCH
     mae_preprocess(arch, resize)
     net = build_module(lambda: mae_vit(**(_vit_kwargs or {})), random_init=random_init)
     sha = None
     if not random_init:  # built on the meta device: the checkpoint's tensors are assigned
-        sha = load_checkpoint(net, "mae", WEIGHTS, weights, lambda sd: convert_state_dict(sd, net))
+        sha = load_checkpoint(net, "mae", WEIGHTS, weights, lambda sd, path: convert_state_dict(sd, net))
     return MAEEncoder(net, arch, resize, sha).eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="mae",
-    factory=build_mae,
-    description="MAE ViT-L/16 pretrain (dgm-eval): CLS token after the final norm, 224 px",
-    archs=(ARCH,),
-    default_arch=ARCH,
-    outputs={ARCH: {"features": 1024}},
-    weights={ARCH: WEIGHTS},
-    input_size={ARCH: SIZE},
-)
+SPEC = DECLARED.spec(build_mae, preprocess=mae_preprocess, weights={ARCH: WEIGHTS},
+                     input_size={ARCH: SIZE})

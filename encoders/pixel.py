@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import torch
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess
+from evalkit.encoders.base import Encoder, Preprocess
+from evalkit.encoders.spec import BUILTINS, check_arch, check_resize
 from evalkit.errors import InputError
 
+DECLARED = BUILTINS["pixel"]
 SIZE = 32
-ARCH = "rgb32"
-DIM = 3 * SIZE * SIZE
+ARCH = DECLARED.default_arch
+DIM = DECLARED.default_outputs["features"]  # 3 × SIZE × SIZE
 
 
 def pixel_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
     """Preprocessing of the pixel encoder: clean resize to 32×32."""
-    from evalkit.encoders import _check_arch
-
-    _check_arch("pixel", arch, (ARCH,))
-    if resize != "clean":
-        raise InputError(f"--resize {resize} is only valid for the inception, convnext, "
-                         "data2vec, swav, simclr and timm encoders (pixel uses clean resizing)")
+    check_arch("pixel", arch, DECLARED.archs)
+    check_resize("pixel", resize)
     return Preprocess(size=SIZE)
 
 
@@ -60,13 +58,4 @@ def build_pixel(arch: str | None = None, weights: str | None = None, resize: str
     return PixelEncoder(resize=resize).eval()
 
 
-SPEC = EncoderSpec(
-    name="pixel",
-    factory=build_pixel,
-    description="raw pixels at 32x32, flattened (3072-d); weight-free, for smoke tests and CI",
-    archs=(ARCH,),
-    default_arch=ARCH,
-    outputs={ARCH: {"features": DIM}},
-    weights={ARCH: None},
-    input_size={ARCH: SIZE},
-)
+SPEC = DECLARED.spec(build_pixel, preprocess=pixel_preprocess, input_size={ARCH: SIZE})

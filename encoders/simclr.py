@@ -24,14 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evalkit.encoders.base import EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.base import Preprocess, WeightsSpec
+from evalkit.encoders.spec import BUILTINS, check_arch
 from evalkit.encoders.swav import ConvEncoder, imagenet_resnet_preprocess
+from evalkit.encoders.weights import build_module, load_checkpoint
 
+DECLARED = BUILTINS["simclr"]
 BN_EPS = 1e-5
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-ARCHS = ("r50_1x_sk1", "r50_1x_sk0", "r50_2x_sk1", "r101_1x_sk1", "r101_2x_sk1",
-         "r152_1x_sk1", "r152_2x_sk1", "r152_3x_sk1")
-DEFAULT_ARCH = "r50_1x_sk1"
+ARCHS = DECLARED.archs  # r<depth>_<width>x_sk<0|1>
+DEFAULT_ARCH = DECLARED.default_arch
 
 
 def parse_arch(arch: str) -> tuple[tuple[int, ...], int, float]:
@@ -45,9 +47,7 @@ def _weights(arch: str) -> WeightsSpec:
 
 
 def simclr_preprocess(arch: str = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
-    from evalkit.encoders import _check_arch
-
-    _check_arch("simclr", arch, ARCHS)
+    check_arch("simclr", arch, ARCHS)
     return imagenet_resnet_preprocess("simclr", resize)
 
 
@@ -161,8 +161,6 @@ def _init_random(net: nn.Module) -> None:
 def build_simclr(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                  random_init: bool = False) -> ConvEncoder:
     """Factory registered as ``simclr``: loads the converter's ``resnet`` state dict."""
-    from evalkit.encoders.weights import build_module, load_checkpoint
-
     arch = arch or DEFAULT_ARCH
     preprocess = simclr_preprocess(arch, resize)
     net = build_module(lambda: SimCLRv2ResNet(arch), random_init=random_init, init=_init_random)
@@ -173,14 +171,6 @@ def build_simclr(arch: str | None = None, weights: str | None = None, resize: st
     return enc.eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="simclr",
-    factory=build_simclr,
-    description="SimCLRv2 ResNet-50 1x SK1 (dgm-eval): global average pool before the heads, "
-                "224 shorter side + centre crop",
-    archs=ARCHS,
-    default_arch=DEFAULT_ARCH,
-    outputs={a: {"features": 2048 * parse_arch(a)[1]} for a in ARCHS},
-    weights={a: _weights(a) for a in ARCHS},
-    input_size={a: 224 for a in ARCHS},
-)
+SPEC = DECLARED.spec(build_simclr, preprocess=simclr_preprocess,
+                     outputs={a: {"features": 2048 * parse_arch(a)[1]} for a in ARCHS},
+                     weights={a: _weights(a) for a in ARCHS}, input_size={a: 224 for a in ARCHS})

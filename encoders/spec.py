@@ -4,13 +4,20 @@
 ``EncoderSpec`` (name, archs, outputs, input sizes, factory) are plain dataclasses so that
 `evalkit encoders` and encoder identities can be read without importing torch;
 :mod:`evalkit.encoders.base` re-exports them beside the ``Encoder`` module class.
+
+:data:`BUILTINS` declares every built-in encoder once (one :class:`Builtin` entry: what
+`evalkit encoders` lists, the ``--encoder`` help, which encoders accept ``--resize legacy``);
+each encoder module completes its entry into an ``EncoderSpec`` with :meth:`Builtin.spec`.
 """
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
+
+from evalkit.errors import InputError
 
 if TYPE_CHECKING:
     from evalkit.encoders.base import Encoder
@@ -81,6 +88,11 @@ class EncoderSpec:
     outputs: Mapping[str, Mapping[str, int]]  # arch -> {output name: dim}
     weights: Mapping[str, WeightsSpec | None] = field(default_factory=dict)  # arch -> weights
     input_size: Mapping[str, int] = field(default_factory=dict)  # arch -> size
+    # (arch, resize) -> Preprocess without building the model (None: learnt from a build)
+    preprocess: Callable[[str, str], Preprocess] | None = None
+    # arch -> WeightsSpec for open-ended arch names (raises InputError for an unknown one)
+    weights_for: Callable[[str], WeightsSpec | None] | None = None
+    resizes: tuple[str, ...] = ("clean",)  # the --resize modes the factory accepts
 
 
 class LazyArchTable(Mapping):
@@ -96,8 +108,6 @@ class LazyArchTable(Mapping):
         self._cache: dict[str, object] = {}
 
     def __getitem__(self, arch: str):
-        from evalkit.errors import InputError
-
         if arch not in self._cache:
             try:
                 self._cache[arch] = self._fn(arch)
@@ -110,3 +120,110 @@ class LazyArchTable(Mapping):
 
     def __len__(self) -> int:
         return len(self._listed)
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """The declaration of a built-in encoder, readable without importing its module (or torch).
+
+    ``module``: ``evalkit.encoders.<module>`` (default: ``name``), which defines
+    ``SPEC = BUILTINS[name].spec(...)``. ``default_outputs``: the outputs of ``default_arch``.
+    ``resizes``: the ``--resize`` modes it accepts (``legacy``: the reference tool's own
+    resize, e.g. pytorch-fid's in-network bilinear for Inception).
+    """
+
+    name: str
+    description: str
+    archs: tuple[str, ...]
+    default_arch: str
+    default_outputs: Mapping[str, int]
+    resizes: tuple[str, ...] = ("clean",)
+    module: str = ""
+
+    @property
+    def module_name(self) -> str:
+        return f"evalkit.encoders.{self.module or self.name}"
+
+    def spec(self, factory: Callable[..., Encoder], *,
+             preprocess: Callable[[str, str], Preprocess],
+             outputs: Mapping[str, Mapping[str, int]] | None = None,
+             weights: Mapping[str, WeightsSpec | None] | None = None,
+             input_size: Mapping[str, int] | None = None,
+             weights_for: Callable[[str], WeightsSpec | None] | None = None) -> EncoderSpec:
+        """The module's :class:`EncoderSpec`: this declaration plus its code. ``outputs``,
+        ``weights`` and ``input_size`` default to the single-arch tables
+        ``{default_arch: default_outputs}``, ``{default_arch: None}`` (weight-free) and none."""
+        arch = self.default_arch
+        return EncoderSpec(
+            name=self.name, factory=factory, description=self.description, archs=self.archs,
+            default_arch=arch,
+            outputs=outputs if outputs is not None else {arch: dict(self.default_outputs)},
+            weights=weights if weights is not None else {arch: None},
+            input_size=input_size or {}, preprocess=preprocess, weights_for=weights_for,
+            resizes=self.resizes)
+
+
+def check_arch(encoder: str, arch: str, archs) -> None:
+    """InputError for an ``arch`` not in ``archs``, suggesting close names."""
+    if arch not in archs:
+        close = difflib.get_close_matches(arch, list(archs), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise InputError(f"{encoder} has no arch {arch!r}{hint}; choose one of "
+                         f"{', '.join(archs)}")
+
+
+def legacy_resize_encoders() -> list[str]:
+    """Names of the built-in encoders that accept ``--resize legacy``, in table order."""
+    return [b.name for b in BUILTINS.values() if "legacy" in b.resizes]
+
+
+def check_resize(encoder: str, resize: str) -> None:
+    """InputError unless ``encoder`` declares ``resize`` (the message lists who takes legacy)."""
+    decl = BUILTINS.get(encoder)
+    if decl is not None and resize in decl.resizes:
+        return
+    if resize not in ("clean", "legacy"):
+        raise InputError(f"{encoder}: unknown --resize {resize!r} (clean or legacy)")
+    names = legacy_resize_encoders()
+    listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+    raise InputError(f"--resize {resize} is only valid for the {listed} encoders "
+                     f"({encoder} uses clean resizing)")
+
+
+# One entry per built-in encoder, listed in this order by `evalkit encoders`.
+BUILTINS: dict[str, Builtin] = {b.name: b for b in (
+    Builtin("pixel", "raw pixels at 32x32, flattened (3072-d); weight-free, for smoke tests and CI",
+            ("rgb32",), "rgb32", {"features": 3072}),
+    Builtin("inception", "FID Inception-v3 (pytorch-fid weights): pool3 2048-d, fc logits 1008, "
+            "sFID spatial 2023",
+            ("fid_v3",), "fid_v3", {"features": 2048, "logits": 1008, "spatial": 2023},
+            resizes=("clean", "legacy")),
+    Builtin("dinov2", "DINOv2 ViT/14 (Oquab et al. 2023): CLS token after the final norm, 224 px "
+            "(FD-DINOv2)",
+            ("vits14", "vitb14", "vitl14", "vitg14"), "vitl14", {"features": 1024}),
+    Builtin("clip", "open_clip image tower (dgm-eval's ViT-L-14 datacomp_xl_s13b_b90k): ln_post "
+            "features before the projection + normalised embedding",
+            ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14"),
+            "ViT-L-14", {"features": 1024, "embedding": 768}),
+    Builtin("convnext", "ConvNeXt-Large IN-22k (dgm-eval): global pool + head norm (pre-logits), "
+            "256->224 centre crop",
+            ("convnext_large.fb_in22k",), "convnext_large.fb_in22k", {"features": 1536},
+            resizes=("clean", "legacy")),
+    Builtin("data2vec", "data2vec-vision ViT-L/16 pretrained (dgm-eval; transformers): "
+            "pooler_output, 224×224, mean/std 0.5",
+            ("vitl16", "vitb16"), "vitl16", {"features": 1024}, resizes=("clean", "legacy")),
+    Builtin("mae", "MAE ViT-L/16 pretrain (dgm-eval): CLS token after the final norm, 224 px",
+            ("vitl16",), "vitl16", {"features": 1024}),
+    Builtin("swav", "SwAV ResNet-50 800ep (dgm-eval): global average pool after layer4, "
+            "224 shorter side + centre crop",
+            ("rn50_800ep",), "rn50_800ep", {"features": 2048}, resizes=("clean", "legacy")),
+    Builtin("simclr", "SimCLRv2 ResNet-50 1x SK1 (dgm-eval): global average pool before the "
+            "heads, 224 shorter side + centre crop",
+            ("r50_1x_sk1", "r50_1x_sk0", "r50_2x_sk1", "r101_1x_sk1", "r101_2x_sk1",
+             "r152_1x_sk1", "r152_2x_sk1", "r152_3x_sk1"), "r50_1x_sk1", {"features": 2048},
+            resizes=("clean", "legacy")),
+    Builtin("timm", "any timm model (--arch MODEL[.TAG]): pooled pre-logits features, the "
+            "model's own input size, crop_pct, interpolation and mean/std",
+            ("resnet50.a1_in1k",), "resnet50.a1_in1k", {"features": 2048},
+            resizes=("clean", "legacy"), module="timm_models"),
+)}

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.models import resnet50
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
+from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
 from evalkit.encoders.runtime import InferenceCopy
-from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD
-from evalkit.errors import InputError
+from evalkit.encoders.spec import BUILTINS, IMAGENET_MEAN, IMAGENET_STD, check_arch, check_resize
+from evalkit.encoders.weights import build_module, load_checkpoint
 
-ARCH = "rn50_800ep"
+DECLARED = BUILTINS["swav"]
+ARCH = DECLARED.default_arch
 SIZE = 224
 WEIGHTS = WeightsSpec(
     filename="swav_800ep_pretrain.pth.tar",
@@ -41,18 +43,15 @@ HEAD_KEYS = ("projection_head.", "prototypes.", "fc.")
 def imagenet_resnet_preprocess(encoder: str, resize: str) -> Preprocess:
     """dgm-eval's ``Resize(224)`` ResNet preprocessing: clean resize + centre crop by default,
     its own torchvision bilinear resize (aspect kept, no crop) under ``legacy``."""
-    if resize == "clean":
-        return Preprocess(size=SIZE, crop=True, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    check_resize(encoder, resize)
     if resize == "legacy":
         return Preprocess(size=SIZE, resize="pil", keep_aspect=True, interpolation="bilinear",
                           mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    raise InputError(f"{encoder}: unknown --resize {resize!r} (clean or legacy)")
+    return Preprocess(size=SIZE, crop=True, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def swav_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
-    from evalkit.encoders import _check_arch
-
-    _check_arch("swav", arch, (ARCH,))
+    check_arch("swav", arch, DECLARED.archs)
     return imagenet_resnet_preprocess("swav", resize)
 
 
@@ -99,7 +98,7 @@ class ConvEncoder(Encoder):
         return {"features": feats.float()}
 
 
-def swav_state_dict(sd: dict) -> dict:
+def swav_state_dict(sd: dict, path=None) -> dict:
     """SwAV checkpoint (``module.`` stripped by the loader) -> torchvision ResNet-50 keys."""
     sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
     return {k: v for k, v in sd.items() if not k.startswith(HEAD_KEYS)}
@@ -108,10 +107,6 @@ def swav_state_dict(sd: dict) -> dict:
 def build_swav(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                random_init: bool = False) -> ConvEncoder:
     """Factory registered as ``swav``."""
-    from torchvision.models import resnet50
-
-    from evalkit.encoders.weights import build_module, load_checkpoint
-
     arch = arch or ARCH
     preprocess = swav_preprocess(arch, resize)
     net = build_module(lambda: PooledResNet(resnet50(weights=None)), random_init=random_init)
@@ -122,14 +117,5 @@ def build_swav(arch: str | None = None, weights: str | None = None, resize: str 
     return enc.eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="swav",
-    factory=build_swav,
-    description="SwAV ResNet-50 800ep (dgm-eval): global average pool after layer4, "
-                "224 shorter side + centre crop",
-    archs=(ARCH,),
-    default_arch=ARCH,
-    outputs={ARCH: {"features": 2048}},
-    weights={ARCH: WEIGHTS},
-    input_size={ARCH: SIZE},
-)
+SPEC = DECLARED.spec(build_swav, preprocess=swav_preprocess, weights={ARCH: WEIGHTS},
+                     input_size={ARCH: SIZE})

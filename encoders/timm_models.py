@@ -17,6 +17,7 @@ with ``strict=True``. Also the base of the ``convnext`` encoder.
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import sys
@@ -24,11 +25,19 @@ from pathlib import Path
 
 import torch
 
-from evalkit.encoders.base import Encoder, EncoderSpec, Preprocess, WeightsSpec
-from evalkit.encoders.spec import IMAGENET_MEAN, IMAGENET_STD, LazyArchTable
+from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
+from evalkit.encoders.spec import (
+    BUILTINS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LazyArchTable,
+    check_resize,
+)
+from evalkit.encoders.weights import build_module, load_checkpoint
 from evalkit.errors import InputError
 
-DEFAULT_ARCH = "resnet50.a1_in1k"
+DECLARED = BUILTINS["timm"]
+DEFAULT_ARCH = DECLARED.default_arch
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z.]+$")  # torch.hub's name-<sha256 prefix>.pth
 
 
@@ -54,8 +63,6 @@ def canonical_arch(arch: str | None) -> str:
         pass
     model, _ = timm.models.split_model_name_tag(arch)
     if not timm.is_model(model):
-        import difflib
-
         close = difflib.get_close_matches(model, timm.list_models(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise InputError(f"timm: unknown model {arch!r}{hint}")
@@ -76,28 +83,21 @@ def pretrained_cfg(arch: str) -> dict:
     return cfg.to_dict()
 
 
-def preprocess_from_cfg(cfg: dict, resize: str) -> Preprocess:
-    """timm's eval transform as a :class:`Preprocess` (``crop_pct`` -> ``crop_from``)."""
+def preprocess_from_cfg(cfg: dict, resize: str, encoder: str = "timm") -> Preprocess:
+    """timm's eval transform as a :class:`Preprocess` (``crop_pct`` -> ``crop_from``);
+    ``resize``: ``clean`` (the clean float resize) or ``legacy`` (torchvision on the PIL image)."""
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
     crop_pct = float(cfg.get("crop_pct") or 0.875)
     interpolation = cfg.get("interpolation", "bicubic")
     if interpolation not in ("bicubic", "bilinear"):
         interpolation = "bicubic"
     crop_from = math.floor(size / crop_pct)
-    return Preprocess(size=size, resize=_resize_mode(resize), crop=True,
+    check_resize(encoder, resize)
+    return Preprocess(size=size, resize="pil" if resize == "legacy" else "clean", crop=True,
                       crop_from=0 if crop_from == size else crop_from,
                       mean=tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN)),
                       std=tuple(float(v) for v in cfg.get("std", IMAGENET_STD)),
                       interpolation=interpolation)
-
-
-def _resize_mode(resize: str) -> str:
-    """``clean`` -> the clean float resize; ``legacy`` -> torchvision on the PIL image."""
-    if resize == "clean":
-        return "clean"
-    if resize == "legacy":
-        return "pil"
-    raise InputError(f"unknown --resize {resize!r} (clean or legacy)")
 
 
 def timm_preprocess(arch: str | None = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
@@ -140,15 +140,10 @@ def _num_features(arch: str) -> int:
 
 # --------------------------------------------------------------------------- loading
 
-def load_timm_checkpoint(net: torch.nn.Module, path, encoder_name: str) -> None:
-    """Load a timm or original-repository checkpoint into ``net`` (built with num_classes=0).
-
-    The model module's ``checkpoint_filter_fn`` maps original layouts; classifier weights
-    (``pretrained_cfg["classifier"]``) are dropped; everything else is strict.
-    """
-    from evalkit.encoders.weights import load_state_dict, load_strict
-
-    sd = load_state_dict(path, encoder_name)
+def timm_state_dict(net: torch.nn.Module, sd: dict, path, encoder_name: str) -> dict:
+    """A timm or original-repository checkpoint in the keys of ``net`` (built with
+    num_classes=0): the model module's ``checkpoint_filter_fn`` maps original layouts and the
+    classifier weights (``pretrained_cfg["classifier"]``) are dropped."""
     filter_fn = getattr(sys.modules.get(type(net).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:
         try:
@@ -159,9 +154,8 @@ def load_timm_checkpoint(net: torch.nn.Module, path, encoder_name: str) -> None:
     classifiers = getattr(net, "pretrained_cfg", {}).get("classifier", "head")
     classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
     expected = set(net.state_dict())
-    sd = {k: v for k, v in sd.items()
-          if k in expected or not any(k.startswith(c + ".") for c in classifiers)}
-    load_strict(net, sd, encoder_name, path)
+    return {k: v for k, v in sd.items()
+            if k in expected or not any(k.startswith(c + ".") for c in classifiers)}
 
 
 class TimmEncoder(Encoder):
@@ -186,8 +180,6 @@ class TimmEncoder(Encoder):
 def build_timm_model(arch: str, weights, encoder_name: str, spec: WeightsSpec | None, *,
                      random_init: bool, **create_kwargs) -> tuple[torch.nn.Module, str | None]:
     """(timm model with num_classes=0 and its weights, sha256 of the file or None)."""
-    from evalkit.encoders.weights import build_module, file_sha256, resolve_weights
-
     timm = import_timm()
     model, _ = timm.models.split_model_name_tag(arch)
     net = build_module(lambda: timm.create_model(model, pretrained=False, num_classes=0,
@@ -198,17 +190,17 @@ def build_timm_model(arch: str, weights, encoder_name: str, spec: WeightsSpec | 
     if spec is None and weights is None:
         raise InputError(f"{encoder_name}: timm has no pretrained weights for {arch!r}; "
                          "pass --weights FILE")
-    path = resolve_weights(encoder_name, spec or WeightsSpec(filename=Path(arch).name), weights)
-    load_timm_checkpoint(net, path, encoder_name)
-    return net, file_sha256(path)
+    sha = load_checkpoint(net, encoder_name, spec or WeightsSpec(filename=Path(arch).name),
+                          weights, lambda sd, path: timm_state_dict(net, sd, path, encoder_name))
+    return net, sha
 
 
 def build_timm(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                random_init: bool = False) -> TimmEncoder:
     """Factory registered as ``timm``: any timm model, its pooled pre-logits features.
 
-    ``encoder.arch`` is ``arch`` as given (what :func:`evalkit.encoders.encoder_identity`
-    records); timm's deprecated names are mapped only to build the model."""
+    ``encoder.arch`` is ``arch`` as given (what the encoder identity records); timm's
+    deprecated names are mapped only to build the model."""
     arch = arch or DEFAULT_ARCH
     preprocess = timm_preprocess(arch, resize)
     model = canonical_arch(arch)
@@ -217,14 +209,8 @@ def build_timm(arch: str | None = None, weights: str | None = None, resize: str 
     return TimmEncoder(net, "timm", arch, preprocess, sha).eval().requires_grad_(False)
 
 
-SPEC = EncoderSpec(
-    name="timm",
-    factory=build_timm,
-    description="any timm model (--arch MODEL[.TAG]): pooled pre-logits features, the model's "
-                "own input size, crop_pct, interpolation and mean/std",
-    archs=(DEFAULT_ARCH,),
-    default_arch=DEFAULT_ARCH,
-    outputs=LazyArchTable(lambda a: {"features": _num_features(a)}, (DEFAULT_ARCH,)),
-    weights=LazyArchTable(timm_weights, (DEFAULT_ARCH,)),
-    input_size=LazyArchTable(lambda a: timm_preprocess(a).size, (DEFAULT_ARCH,)),
-)
+SPEC = DECLARED.spec(build_timm, preprocess=timm_preprocess, weights_for=timm_weights,
+                     outputs=LazyArchTable(lambda a: {"features": _num_features(a)},
+                                           DECLARED.archs),
+                     weights=LazyArchTable(timm_weights, DECLARED.archs),
+                     input_size=LazyArchTable(lambda a: timm_preprocess(a).size, DECLARED.archs))

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from evalkit.encoders.base import WeightsSpec
+from evalkit.encoders.spec import WeightsSpec
 from evalkit.errors import InputError, OfflineError, WeightsHashError
 from evalkit.files.fileio import SHA256_CACHE_FILE, file_sha256  # noqa: F401 (re-exported)
 
@@ -317,15 +317,20 @@ def known_sha256(spec: WeightsSpec) -> str | None:
 
 
 def load_checkpoint(module, encoder_name: str, spec: WeightsSpec,
-                    explicit: str | os.PathLike | None, convert=None) -> str:
+                    explicit: str | os.PathLike | None, convert=None, *,
+                    path: str | os.PathLike | None = None) -> str:
     """Resolve ``spec``'s file (or ``explicit``), load it into ``module`` strictly, return its sha256.
 
-    ``convert(state_dict) -> state_dict`` maps the checkpoint's layout to the module's keys;
-    BatchNorm step counters the file lacks are filled in. Errors name the file (InputError).
+    The one way every built-in encoder loads its weights. ``convert(state_dict, path) ->
+    state_dict`` maps the checkpoint's layout to the module's keys; BatchNorm step counters
+    the file lacks are filled in. ``path``: the file, already resolved by the caller (an
+    encoder whose architecture is read from the file's folder, e.g. data2vec's
+    ``config.json``). Errors name the file (InputError).
     """
-    path = resolve_weights(encoder_name, spec, explicit)
+    if path is None:
+        path = resolve_weights(encoder_name, spec, explicit)
     sd = load_state_dict(path, encoder_name)
     if convert is not None:
-        sd = convert(sd)
+        sd = convert(sd, path)
     load_strict(module, fill_bn_counters(module, sd), encoder_name, path)
     return file_sha256(path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.encoders import BUILTINS
+from evalkit.errors import InputError
 from evalkit.results.record import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,22 +77,41 @@ def test_encoders_lists_every_builtin_without_torch(tmp_path):
 
 
 @pytest.mark.parametrize("name", list(BUILTINS))
-def test_builtin_summaries_match_the_encoder_modules(name):
-    """What `evalkit encoders` prints without torch equals the spec the module declares."""
+def test_builtin_declarations_are_the_encoder_modules_specs(name):
+    """What `evalkit encoders` prints without torch is the spec the module registers: the
+    module builds its spec from its one declaration and restates none of it."""
     import importlib
 
     from evalkit.encoders import encoder_summary, get_encoder_spec
 
     entry = BUILTINS[name]
-    module = importlib.import_module(f"evalkit.encoders.{entry.module}")
-    spec = module.SPEC
+    spec = importlib.import_module(entry.module_name).SPEC
     assert get_encoder_spec(name) is spec
-    assert (entry.archs, entry.default_arch, entry.description) == \
-        (tuple(spec.archs), spec.default_arch, spec.description)
+    assert (entry.name, entry.archs, entry.default_arch, entry.description, entry.resizes) == \
+        (spec.name, tuple(spec.archs), spec.default_arch, spec.description, spec.resizes)
     assert dict(entry.default_outputs) == dict(spec.outputs[spec.default_arch])
     assert encoder_summary(name)[:3] == (entry.archs, entry.default_arch, entry.default_outputs)
-    assert callable(getattr(module, entry.preprocess))
-    assert entry.weights is None or callable(getattr(module, entry.weights))
+    assert callable(spec.preprocess)
+    for resize in ("clean", "legacy"):  # the declared resize modes are the ones accepted
+        if resize in entry.resizes:
+            spec.preprocess(entry.default_arch, resize)
+        else:
+            with pytest.raises(InputError, match="--resize"):
+                spec.preprocess(entry.default_arch, resize)
+
+
+def test_encoder_and_resize_help_derive_from_the_declarations(tmp_path):
+    """`--encoder` lists every built-in; `--resize` names the encoders declaring legacy."""
+    from evalkit.encoders import legacy_resize_encoders
+
+    proc = subprocess.run([sys.executable, "-m", "evalkit", "score", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COLUMNS": "400"})
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert " | ".join(BUILTINS) in text
+    assert ", ".join(legacy_resize_encoders()) in text
+    assert set(legacy_resize_encoders()) == {n for n, b in BUILTINS.items() if "legacy" in b.resizes}
 
 
 def test_torchrun_m_evalkit_from_the_checkout_root():

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 import evalkit.encoders as E
+from evalkit.features.identity import identity_for
+from evalkit.features.options import ExtractOptions
 
 PLUGIN_MODULE = "evalkit_toyplugin_mod"
 PLUGIN_SOURCE = textwrap.dedent('''
@@ -45,6 +47,12 @@ PLUGIN_SOURCE = textwrap.dedent('''
 ''')
 
 
+def identity_of(encoder, arch=None, weights=None, resize="clean"):
+    """The encoder identity record field of extracting with these options (no model built)."""
+    return identity_for(ExtractOptions(encoder=encoder, arch=arch, weights=weights,
+                                       resize=resize)).as_dict()
+
+
 def _write_distribution(root, entry_points: str) -> None:
     (root / f"{PLUGIN_MODULE}.py").write_text(PLUGIN_SOURCE)
     info = root / "evalkit_toyplugin-0.1.dist-info"
@@ -57,8 +65,6 @@ def _write_distribution(root, entry_points: str) -> None:
 def fresh_registry(monkeypatch):
     """A registry copy with the plugin flag reset; everything restored after the test."""
     monkeypatch.setattr(E.ENCODERS, "_entries", dict(E.ENCODERS._entries))
-    monkeypatch.setattr(E, "_PREPROCESS", dict(E._PREPROCESS))
-    monkeypatch.setattr(E, "_WEIGHTS", dict(E._WEIGHTS))
     monkeypatch.setattr(E, "_built_preprocess", {})
     monkeypatch.setattr(E, "_plugins_loaded", False)
     monkeypatch.delitem(sys.modules, PLUGIN_MODULE, raising=False)
@@ -76,9 +82,9 @@ def test_plugin_encoder_is_listed_and_builds(tmp_path, monkeypatch, fresh_regist
     x = torch.full((2, 3, 8, 8), 51.0)
     torch.testing.assert_close(enc(x)["features"], torch.full((2, 3), 0.2))
     assert not enc.training
-    ident = E.encoder_identity("toy_plugin")  # learnt from a build: no preprocess hook given
+    ident = identity_of("toy_plugin")  # learnt from a build: no preprocess hook given
     assert ident == {"name": "toy_plugin", "arch": "mean", "weights_sha256": None,
-                     "preprocess": E.Preprocess(size=8).describe()}
+                     "preprocess": E.Preprocess(size=8).describe(), "precision": "fp32"}
 
 
 def test_broken_plugin_warns_and_others_still_work(tmp_path, monkeypatch, fresh_registry):

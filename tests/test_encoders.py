@@ -20,6 +20,8 @@ from evalkit.encoders import dinov2 as D
 from evalkit.encoders import inception as I
 from evalkit.encoders import weights as W
 from evalkit.errors import InputError, OfflineError, WeightsHashError
+from evalkit.features.identity import identity_for
+from evalkit.features.options import ExtractOptions
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -28,6 +30,12 @@ SMALL_ARCH = {"dinov2": "vits14", "clip": "ViT-B-32", "data2vec": "vitb16",  # k
 # encoders with one large arch: the contract runs on a tiny model built by the same code path
 SMALL_OPTIONS = {"mae": {"_vit_kwargs": {"embed_dim": 64, "depth": 2, "num_heads": 2}},
                  "convnext": {"_timm_model": "convnext_atto"}}
+
+def identity_of(encoder, arch=None, weights=None, resize="clean"):
+    """The encoder identity record field of extracting with these options (no model built)."""
+    return identity_for(ExtractOptions(encoder=encoder, arch=arch, weights=weights,
+                                       resize=resize)).as_dict()
+
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -469,7 +477,7 @@ def test_offline_error_names_file_and_folder(tmp_path, monkeypatch):
     assert "pt_inception-2015-12-05-6726825d.pth" in msg and str(expected) in msg
     assert "\n" not in msg and not called
     with pytest.raises(OfflineError, match="dinov2_vits14_pretrain.pth"):
-        E.encoder_identity("dinov2", "vits14")
+        identity_of("dinov2", "vits14")
 
 
 def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
@@ -485,7 +493,7 @@ def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
     named = dataclasses.replace(I.WEIGHTS, filename=f"pt_inception-{digest[:8]}.pth", sha256=None)
     (hub / named.filename).write_bytes(b"inception")
     assert W.resolve_weights("inception", named, None) == hub / named.filename
-    ident = E.encoder_identity("inception")  # the identity is the digest of the file found
+    ident = identity_of("inception")  # the identity is the digest of the file found
     assert ident["weights_sha256"] == digest
     assert ident["arch"] == I.ARCH and ident["preprocess"] == E.Preprocess(size=299).describe()
     # DINOv2 from timm's HF cache layout, the refs/main snapshot first
@@ -501,7 +509,7 @@ def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
     clip_repo = tmp_path / "hf" / "hub" / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
     (clip_repo / "snapshots" / "s1").mkdir(parents=True)
     (clip_repo / "snapshots" / "s1" / "open_clip_model.safetensors").write_bytes(b"clip")
-    ident = E.encoder_identity("clip", "ViT-B-32")
+    ident = identity_of("clip", "ViT-B-32")
     assert ident["weights_sha256"] == hashlib.sha256(b"clip").hexdigest()
     assert json.loads(ident["preprocess"])["crop"] is True
     # HF_HUB_CACHE wins over HF_HOME
@@ -561,9 +569,9 @@ def test_resize_legacy_only_for_inception():
             E.build_encoder(name, SMALL_ARCH.get(name), resize="legacy", random_init=True)
     with pytest.raises(InputError, match="vitl14"):
         E.build_encoder("dinov2", "vitl16", random_init=True)
-    assert E.encoder_identity("pixel") == {
+    assert identity_of("pixel") == {
         "name": "pixel", "arch": "rgb32", "weights_sha256": None,
-        "preprocess": E.Preprocess(size=32).describe()}
+        "preprocess": E.Preprocess(size=32).describe(), "precision": "fp32"}
 
 
 # --------------------------------------------------------------------------- contract

@@ -27,10 +27,18 @@ from evalkit.encoders import simclr as SC
 from evalkit.encoders import swav as SW
 from evalkit.encoders import weights as W
 from evalkit.errors import InputError
+from evalkit.features.identity import identity_for
+from evalkit.features.options import ExtractOptions
 from evalkit.images.resize import prepare
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def identity_of(encoder, arch=None, weights=None, resize="clean"):
+    """The encoder identity record field of extracting with these options (no model built)."""
+    return identity_for(ExtractOptions(encoder=encoder, arch=arch, weights=weights,
+                                       resize=resize)).as_dict()
 
 
 @pytest.fixture(autouse=True)
@@ -188,11 +196,11 @@ def test_timm_any_model_from_hf_cache_matches_timm(tmp_path, monkeypatch):
     assert_cosine(ours(enc, arrs), want)
     legacy = E.build_encoder("timm", arch, resize="legacy")
     assert_close_scaled(ours(legacy, arrs), want)
-    ident = E.encoder_identity("timm", arch)
+    ident = identity_of("timm", arch)
     assert ident["arch"] == arch and ident["weights_sha256"] == W.file_sha256(snap / "model.safetensors")
     assert ident["preprocess"] == enc.preprocess.describe()
-    assert E.encoder_identity("timm", "resnet50.a1_in1k", weights=str(snap / "model.safetensors")
-                              )["preprocess"] != ident["preprocess"]
+    assert identity_of("timm", "resnet50.a1_in1k", weights=str(snap / "model.safetensors")
+                       )["preprocess"] != ident["preprocess"]
     with pytest.raises(InputError, match="did you mean"):
         E.encoder_preprocess("timm", "convnext_larg")
     tv = E.encoder_preprocess("timm", "resnet18.tv_in1k")  # a bilinear pretrained config
@@ -209,8 +217,8 @@ def test_pretrained_option_joins_arch_and_tag():
     assert with_pretrained("timm", "vit_base_patch16_224", None) == "vit_base_patch16_224"
     with pytest.raises(InputError, match="--pretrained"):
         with_pretrained("dinov2", "vitl14", "x")
-    ident = E.encoder_identity("clip", with_pretrained("clip", "ViT-B-32", "openai"),
-                               weights=__file__)
+    ident = identity_of("clip", with_pretrained("clip", "ViT-B-32", "openai"),
+                        weights=__file__)
     assert ident["arch"] == "ViT-B-32:openai"
 
 
@@ -318,7 +326,7 @@ def test_data2vec_checkpoint_layouts(tmp_path, monkeypatch):
     with torch.no_grad():
         want = cls.data2vec_vision(pixel_values=(x / 255 - 0.5) / 0.5).pooler_output
     assert_close_scaled(enc(x)["features"], want)
-    assert E.encoder_identity("data2vec")["weights_sha256"] == W.file_sha256(snap / "pytorch_model.bin")
+    assert identity_of("data2vec")["weights_sha256"] == W.file_sha256(snap / "pytorch_model.bin")
 
 
 # --------------------------------------------------------------------------- swav

@@ -64,3 +64,33 @@ def test_old_manifest_spelling_reads_as_the_same_identity():
     old = {"encoder": BASE.name, "arch": BASE.arch, "weights_sha256": BASE.weights_sha256,
            "preprocess": BASE.preprocess, "resize": "clean"}
     assert refs._entry_identity(old) == (BASE, True)
+
+
+def test_one_identity_function_local_and_downloading(tmp_path, monkeypatch):
+    """encoder_identity: a weight-free encoder is known without a digest; declared weights
+    found nowhere are unknown locally and an OfflineError when a download is needed; a
+    ``--weights`` file is hashed in both forms; the pixel key is pinned (cache keys of
+    existing caches must not move)."""
+    import hashlib
+
+    from evalkit.errors import OfflineError
+    from evalkit.features.identity import encoder_identity, identity_for, local_identity
+    from evalkit.features.options import ExtractOptions
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pixel, known = local_identity(ExtractOptions(encoder="pixel"))
+    assert known and pixel.weights_sha256 is None and pixel == identity_for(ExtractOptions("pixel"))
+    assert pixel.key() == "26b1a5502f98cbcaf4b1a9b1f2f9dbf1193a8c0f378287d2a68f0a07e93742ff"
+    swav = ExtractOptions(encoder="swav")
+    ident, known = encoder_identity(swav, download=False)
+    assert not known and ident.weights_sha256 is None and ident.arch == "rn50_800ep"
+    with pytest.raises(OfflineError, match="swav_800ep_pretrain.pth.tar"):
+        identity_for(swav)
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"weights")
+    given = dataclasses.replace(swav, weights=str(f))
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert local_identity(given) == (identity_for(given), True)
+    assert identity_for(given).weights_sha256 == digest

@@ -5,6 +5,7 @@ import os
 
 import click
 
+from evalkit.encoders import BUILTINS, legacy_resize_encoders
 from evalkit.features.options import ExtractOptions
 
 
@@ -12,8 +13,7 @@ def extract_options(fn):
     """Add the encoder/extraction options; the command receives them as keyword arguments."""
     opts = [
         click.option("--encoder", default="dinov2", show_default=True,
-                     help="inception | dinov2 | clip | convnext | data2vec | mae | swav | simclr | "
-                          "timm | pixel | a plugin (`evalkit encoders`)."),
+                     help=" | ".join(BUILTINS) + " | a plugin (`evalkit encoders`)."),
         click.option("--arch", default=None,
                      help="Encoder variant, e.g. vitl14, ViT-L-14 (clip), convnext_small.fb_in1k (timm)."),
         click.option("--pretrained", default=None,
@@ -23,7 +23,8 @@ def extract_options(fn):
                      help="Local weights file (official checkpoint formats)."),
         click.option("--resize", type=click.Choice(["clean", "legacy"]), default="clean",
                      show_default=True,
-                     help="clean: PIL bicubic (clean-fid); legacy: pytorch-fid (inception), "
+                     help=f"clean: PIL bicubic (clean-fid); legacy "
+                          f"({', '.join(legacy_resize_encoders())}): pytorch-fid (inception), "
                           "dgm-eval's or timm's torchvision transform (others)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]"),

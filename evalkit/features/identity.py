@@ -10,8 +10,9 @@ This frozen type is that identity; everything else derives from it:
 - the ``encoder`` field of feature-file meta and result records,
 - the encoder part of a record's protocol (:func:`evalkit.results.record.protocol_of`).
 
-It is produced in one place: :func:`identity_for` (from run options, without building a
-model), or :meth:`EncoderIdentity.of_encoder` for an encoder already built (the in-training
+It is produced in one place: :func:`encoder_identity` (from run options, without building
+a model; :func:`identity_for` and :func:`local_identity` are its downloading and local-only
+forms), or :meth:`EncoderIdentity.of_encoder` for an encoder already built (the in-training
 ``Evaluator``). :meth:`EncoderIdentity.from_dict` reads the stored forms (meta, records and
 reference manifests, including the older spelling ``encoder`` for ``name``).
 """
@@ -22,7 +23,9 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from evalkit.errors import InputError
+from evalkit import encoders
+from evalkit.encoders.spec import WeightsSpec
+from evalkit.encoders.weights import file_sha256, known_sha256, resolve_weights
 
 IDENTITY_SCHEMA = 1
 
@@ -103,56 +106,49 @@ class EncoderIdentity:
                    precision=precision)
 
 
-def identity_for(options: Any) -> EncoderIdentity:
-    """The identity that extracting with ``options`` (an ExtractOptions) gives, no model built.
+def encoder_identity(options: Any, *, download: bool = True) -> tuple[EncoderIdentity, bool]:
+    """The identity that extracting with ``options`` (an ExtractOptions) gives, no model built:
+    ``(identity, weights_known)``.
 
-    ``weights_sha256`` is the sha256 of the file the encoder would load (``--weights``, else
-    the torch hub / Hugging Face caches, downloading it when missing and online).
-
-    Raises:
-        InputError / OfflineError: from the encoder layer (unknown arch, missing weights).
-    """
-    from evalkit import encoders
-
-    ident = encoders.encoder_identity(options.encoder, options.arch, options.weights,
-                                      resize=options.resize)
-    return EncoderIdentity(name=ident["name"], arch=ident["arch"],
-                           weights_sha256=ident["weights_sha256"],
-                           preprocess=_describe(ident["preprocess"]),
-                           precision=options.precision)
-
-
-def local_identity(options: Any) -> tuple[EncoderIdentity, bool]:
-    """Like :func:`identity_for`, never downloading: ``(identity, weights_known)``.
-
-    When the encoder has weights and none are on this machine (no ``--weights``, nothing in
-    the caches, no full sha256 declared), ``weights_sha256`` is None and ``weights_known``
-    False: such an identity looks up stored references by the other fields only.
+    ``weights_sha256`` is the sha256 of the file the encoder would load: ``--weights``, else
+    the torch hub / Hugging Face caches (digests remembered per path, size and mtime), else
+    the full sha256 the weights declare, else (``download``) the file downloaded when online.
+    Without ``download``, weights found nowhere leave ``weights_sha256`` None and
+    ``weights_known`` False: such an identity looks up stored references by its other fields.
+    Weight-free encoders have ``weights_sha256`` None and ``weights_known`` True.
 
     Raises:
-        InputError: unknown encoder or arch, a ``--weights`` file that does not exist.
+        InputError: unknown encoder or arch, ``resize`` not valid for this encoder, a
+            ``--weights`` file that does not exist.
+        OfflineError: ``download`` and the weights are nowhere on this machine and cannot be
+            downloaded.
     """
-    from pathlib import Path
-
-    from evalkit import encoders
-    from evalkit.encoders.weights import file_sha256, known_sha256
-
     spec = encoders.get_encoder_spec(options.encoder)
     arch = options.arch or spec.default_arch
     pre = encoders.encoder_preprocess(options.encoder, arch, options.resize)
     wspec = encoders.encoder_weights_spec(options.encoder, arch)
-    sha, known = None, True
+    sha = None
     if options.weights:
-        path = Path(options.weights).expanduser()
-        if not path.is_file():
-            raise InputError(f"{options.encoder} weights file not found: {path} (--weights)")
-        sha = file_sha256(path)
+        sha = file_sha256(resolve_weights(options.encoder,
+                                          wspec or WeightsSpec(filename=str(options.weights)),
+                                          options.weights))
     elif wspec is not None:
         sha = known_sha256(wspec)
-        known = sha is not None
+        if sha is None and download:
+            sha = file_sha256(resolve_weights(options.encoder, wspec, None))
     ident = EncoderIdentity(name=options.encoder, arch=arch, weights_sha256=sha,
                             preprocess=_describe(pre), precision=options.precision)
-    return ident, known
+    return ident, sha is not None or (wspec is None and not options.weights)
+
+
+def identity_for(options: Any) -> EncoderIdentity:
+    """:func:`encoder_identity`, downloading the weights when they are nowhere on this machine."""
+    return encoder_identity(options, download=True)[0]
+
+
+def local_identity(options: Any) -> tuple[EncoderIdentity, bool]:
+    """:func:`encoder_identity` without downloading: ``(identity, weights_known)``."""
+    return encoder_identity(options, download=False)
 
 
 IDENTITY_FIELDS = tuple(f.name for f in fields(EncoderIdentity))

@@ -11,7 +11,10 @@ class ExtractOptions:
     encoder: str = "dinov2"
     arch: str | None = None
     weights: str | None = None
-    resize: str = "clean"  # "clean" | "legacy" (Inception only: pytorch-fid's in-network bilinear)
+    # "clean" | "legacy": the reference tool's own resize, for the encoders whose declaration
+    # lists it (evalkit.encoders.legacy_resize_encoders(): pytorch-fid's in-network bilinear
+    # for inception, dgm-eval's / timm's torchvision transform for the others)
+    resize: str = "clean"
     batch_size: int = 64
     device: str = "auto"
     workers: int = 2
