@@ -56,10 +56,10 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
     path = Path(source)
     if path.exists():
         if role == "reference":
-            from evalkit.refs.store import is_stats_file, load_stats_file
+            from evalkit.refs.statsfiles import is_stats_file, load_stats
 
             if is_stats_file(path):
-                return load_stats_file(path)
+                return load_stats(path)
         from evalkit.features.loader import load_features
 
         return load_features(str(path), options)
@@ -165,9 +165,10 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
     check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     if proto and proto.protocol.published_stats and real.has_samples:
-        from evalkit.refs.pull import published_for
+        from evalkit.refs.store import published_stats
 
-        published = published_for(real.meta.get("reference_name"), opts, ref_dir)
+        name = real.meta.get("reference_name")  # None: the reference was a path, not a name
+        published = published_stats(name, opts, ref_dir) if name else None
         if published is not None:  # fd/sfid against the statistics inside the batch
             real.moments = dict(published.moments)
     test_fs = load_source(test, opts, role="test") if test is not None else None
@@ -217,7 +218,7 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     from evalkit.features.distributed import launch_env
     from evalkit.features.loader import load_features_many
     from evalkit.images.sources import is_feature_file
-    from evalkit.refs.store import is_stats_file
+    from evalkit.refs.statsfiles import is_stats_file
 
     if protocol:
         raise InputError(f"--protocol {protocol} sets its own encoder; name one --encoder "

@@ -101,7 +101,7 @@ class Evaluator:
 
         from evalkit.features.loader import load_features_many
         from evalkit.images.sources import is_feature_file
-        from evalkit.refs.store import is_stats_file
+        from evalkit.refs.statsfiles import is_stats_file
 
         if arch or weights or encoder_module is not None:
             raise InputError("Evaluator: arch/weights/encoder_module name one encoder; with "

@@ -7,15 +7,11 @@ import click
 
 from evalkit.cli.app import main
 from evalkit.cli.options import extract_options, options_from_kwargs
+from evalkit.refs.layout import default_ref_dir
+from evalkit.refs.manifest import PUBLISHED
 from evalkit.refs.pull import add_file as add_catalog_file
 from evalkit.refs.pull import available, pull, registered_name
-from evalkit.refs.store import (
-    PUBLISHED,
-    add_reference,
-    default_ref_dir,
-    list_references,
-    remove_reference,
-)
+from evalkit.refs.store import add_reference, list_references, remove_reference
 from evalkit.results.leaderboard import text_table
 
 _REF_DIR = click.option(
