@@ -1,4 +1,4 @@
-"""The one number formatter of every human-facing output (console table, leaderboards,
+"""The number and size formatters of every human-facing output (console table, leaderboards,
 check reports, HTML report), so that one value reads the same everywhere."""
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ def format_number(x: float | None, digits: int = 4) -> str:
     if mag < -3:
         return f"{x:.{digits - 1}e}"
     return f"{x:.{max(0, digits - 1 - mag)}f}"
+
+
+def format_size(n: int) -> str:
+    """A byte count in binary units: ``512 B``, ``1.5 KiB``, ``2.0 GiB`` (IEC 80000-13)."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} B"

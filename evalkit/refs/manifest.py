@@ -19,6 +19,7 @@ from evalkit.encoders import get_encoder_spec
 from evalkit.errors import InputError
 from evalkit.features.identity import EncoderIdentity
 from evalkit.files.fileio import atomic_write_text
+from evalkit.formatting import format_size
 
 FILE_NAME = "manifest.json"
 SCHEMA = "evalkit.ref/1"
@@ -170,3 +171,53 @@ def stats_entry(ident: EncoderIdentity, weights_known: bool, payload: dict[str, 
                          f"{ident.name}/{ident.arch} features have {expected}{hint}")
     return dict(identity_fields(ident, weights_known), stats_only=True, n=n, dim=dim,
                 arrays=sorted(payload), labels=False, file=entry_file_name(ident, True))
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+LIST_COLUMNS = ["name", "encoder", "arch", "kind", "N", "dim", "created", "sha256", "source"]
+
+
+def entry_encoder(entry: Entry) -> str:
+    """An entry's encoder name (``name``; manifests before EncoderIdentity said ``encoder``)."""
+    return str(entry.get("name") or entry.get("encoder"))
+
+
+def entry_kind(entry: Entry) -> str:
+    """``features``, ``stats`` (statistics only) or ``published stats`` (inside a batch)."""
+    if entry.get("role") == PUBLISHED:
+        return "published stats"
+    return "stats" if entry.get("stats_only") else "features"
+
+
+def trust_label(manifest: Manifest) -> str:
+    """How a catalog file's sha256 is trusted (``-`` for a reference made from local data)."""
+    cat = manifest.get("catalog")
+    if not cat:
+        return "-"
+    how = "published" if cat.get("sha256_origin") == "publisher" else "first use (TOFU)"
+    return f"{cat['sha256'][:12]} {how}"
+
+
+def list_rows(manifests: list[Manifest]) -> list[list[Any]]:
+    """One row per stored entry, in the order of :data:`LIST_COLUMNS`."""
+    return [[m["name"], entry_encoder(e), e.get("arch") or "-", entry_kind(e), e.get("n") or "?",
+             e.get("dim") or "?", e.get("created", "?")[:19], trust_label(m), m["source"]]
+            for m in manifests for e in m["entries"]]
+
+
+def describe_added(manifest: Manifest) -> str:
+    """One line on the entry just added: ``NAME: encoder/arch N x D features from SOURCE``."""
+    entry = manifest["entries"][-1]
+    kind = ("statistics only (fd/sfid)" if entry.get("stats_only")
+            else f"{entry['n']} x {entry['dim']} features")
+    return f"{manifest['name']}: {entry_encoder(entry)}/{entry.get('arch')} {kind} from {manifest['source']}"
+
+
+def describe_catalog(manifest: Manifest) -> str:
+    """One line on a registered catalog file: its name, size, how it is trusted, where it is."""
+    cat = manifest["catalog"]
+    trust = ("sha256 matches the published one" if cat["sha256_origin"] == "publisher"
+             else "no published sha256: recorded now, checked on later use")
+    return f"{manifest['name']}: {cat['file']} ({format_size(cat['size'])}, {trust}) -> {manifest['source']}"
