@@ -1,11 +1,11 @@
 """Where the reference store lives on disk and how its folders change.
 
 ``REF_DIR`` (default ``$EVALKIT_REF_DIR``, else ``$XDG_DATA_HOME/evalkit/refs``, else
-``~/.local/share/evalkit/refs``) holds one folder per reference and ``.lock``, the advisory
-lock every change takes. A reference folder is built in a temporary folder beside it and
-renamed into place (:func:`building`), and removed by renaming it away first
-(:func:`discard`): readers see no reference or a complete one, the pattern torch-fidelity's
-feature cache uses for single files.
+``~/.local/share/evalkit/refs``) holds one folder per reference, ``.lock`` (the advisory lock
+every change takes) and ``_downloads/`` (catalog downloads in progress). A reference folder
+is built in a temporary folder beside it and renamed into place (:func:`building`), and
+removed by renaming it away first (:func:`discard`): readers see no reference or a complete
+one, the pattern torch-fidelity's feature cache uses for single files.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock
     fcntl = None
 
 LOCK_FILE = ".lock"
+DROP = "_downloads"  # catalog downloads run here; a file fetched by hand may be placed here
 
 
 def default_ref_dir() -> Path:
@@ -40,6 +41,11 @@ def default_ref_dir() -> Path:
 def store_root(ref_dir: str | os.PathLike | None) -> Path:
     """The store folder: ``ref_dir`` when given, else :func:`default_ref_dir`."""
     return Path(ref_dir).expanduser() if ref_dir else default_ref_dir()
+
+
+def drop_dir(ref_dir: str | os.PathLike | None = None) -> Path:
+    """Where downloads run (``FILE.part``) and where a file fetched by hand may be placed."""
+    return store_root(ref_dir) / DROP
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from evalkit.features.options import ExtractOptions
 from evalkit.files.download import download, verify_file
 from evalkit.files.guards import check_folder_writable
 from evalkit.refs.catalog import CatalogEntry, load_catalog, lookup
-from evalkit.refs.layout import locked, now, store_root
+from evalkit.refs.layout import drop_dir, locked, now, store_root
 from evalkit.refs.manifest import PUBLISHED, Entry, Manifest, stats_entry
 from evalkit.refs.statsfiles import check_image_batch, load_edm2_stats, load_stats, stats_payload
 from evalkit.refs.store import (
@@ -36,13 +36,6 @@ from evalkit.refs.store import (
     unknown_reference_message,
     verify_stored_file,
 )
-
-DROP = "_downloads"
-
-
-def drop_dir(ref_dir: str | os.PathLike | None = None) -> Path:
-    """Where downloads run (``FILE.part``) and where a file fetched by hand may be placed."""
-    return store_root(ref_dir) / DROP
 
 
 def registered_name(name: str, ref_dir: str | os.PathLike | None = None) -> str | None:
