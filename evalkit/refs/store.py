@@ -19,6 +19,8 @@ evaluation suite) are entries with ``stats_only: true``: only ``fd`` (and ``sfid
 
 Every write goes through a temporary file and ``os.replace`` (a new reference is built in a
 temporary folder and renamed into place), under an advisory lock on ``REF_DIR/.lock``.
+Where things are on disk is :mod:`evalkit.refs.layout`; the manifest's fields and entries
+:mod:`evalkit.refs.manifest`; reading statistics files :mod:`evalkit.refs.statsfiles`.
 """
 from __future__ import annotations
 
