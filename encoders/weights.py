@@ -8,7 +8,8 @@ Resolution order for a declared :class:`~evalkit.encoders.base.WeightsSpec`:
 3. the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
    ``~/.cache/huggingface/hub``): ``models--org--name/snapshots/*/<file>``, where timm and
    open_clip put theirs;
-4. a download into the torch hub checkpoint folder when online; with no network
+4. a download into the torch hub checkpoint folder when online (resumable, through
+   :func:`evalkit.files.download.download`); with no network
    (``HF_HUB_OFFLINE=1`` or a failed download) an
    :class:`OfflineError` names the file and the exact path to put it at.
 
@@ -28,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from evalkit.encoders.spec import WeightsSpec
-from evalkit.errors import InputError, OfflineError, WeightsHashError
+from evalkit.errors import DownloadError, InputError, OfflineError, WeightsHashError
+from evalkit.files.download import download
 from evalkit.files.fileio import SHA256_CACHE_FILE, file_sha256  # noqa: F401 (re-exported)
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -138,22 +140,14 @@ def resolve_weights(encoder_name: str, spec: WeightsSpec, explicit: str | os.Pat
 
 
 def _download(spec: WeightsSpec, target: Path, hint: str) -> None:
-    """Download ``spec.url`` to ``target`` via a partial file, verify its sha256, then rename."""
-    import torch.hub
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
+    """Fetch ``spec.url`` to ``target`` with :func:`evalkit.files.download.download`: through
+    ``target.part`` (resumed by a later call after a dropped connection), the sha256 checked
+    before the rename; a failed transfer is an :class:`OfflineError` carrying ``hint``."""
     try:
-        torch.hub.download_url_to_file(spec.url, str(partial), progress=True)
-    except Exception as exc:  # noqa: BLE001 — network/DNS/HTTP/disk all become a typed OfflineError
-        partial.unlink(missing_ok=True)
+        download([spec.url], target, mirror=False,
+                 check=lambda part: verify_sha256(part, spec, "downloaded"))
+    except DownloadError as exc:
         raise OfflineError(f"{hint}; download from {spec.url} failed: {exc}") from None
-    try:
-        verify_sha256(partial, spec, "downloaded")
-    except WeightsHashError:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
 
 
 _HEX_PREFIX = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")

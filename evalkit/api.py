@@ -17,7 +17,11 @@ from evalkit.features.featureset import FeatureSet, validate
 from evalkit.features.loader import features_for_each, load_features
 from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
+from evalkit.images.sources import stats_npz_keys
 from evalkit.metrics import get_metric
+from evalkit.refs.pull import ensure
+from evalkit.refs.statsfiles import load_stats
+from evalkit.refs.store import published_stats, resolve_reference
 from evalkit.results.outputs import per_sample_path, write_per_sample_csv
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
@@ -56,16 +60,10 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
         return fs
     path = Path(source)
     if path.exists():
-        if role == "reference":
-            from evalkit.refs.store import is_stats_file, load_stats_file
-
-            if is_stats_file(path):
-                return load_stats_file(path)
+        if role == "reference" and stats_npz_keys(path) is not None:
+            return load_stats(path)
         return load_features(str(path), options)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
-        from evalkit.refs.pull import ensure
-        from evalkit.refs.store import resolve_reference
-
         name = ensure(str(source), ref_dir, quiet=options.quiet)  # a catalog name: pulled once
         return resolve_reference(name, options, ref_dir, allow_stats=True)
     raise InputError(f"{source}: no such file or directory")
@@ -164,9 +162,8 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
     check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     if proto and proto.protocol.published_stats and real.has_samples:
-        from evalkit.refs.pull import published_for
-
-        published = published_for(real.meta.get("reference_name"), opts, ref_dir)
+        name = real.meta.get("reference_name")  # None: the reference was a path, not a name
+        published = published_stats(name, opts, ref_dir) if name else None
         if published is not None:  # fd/sfid against the statistics inside the batch
             real.moments = dict(published.moments)
     test_fs = load_source(test, opts, role="test") if test is not None else None

@@ -1,5 +1,5 @@
-"""The formatters of every human-facing output (console tables, leaderboards, check reports,
-HTML report), so that one value reads the same everywhere."""
+"""The number, size and table formatters of every human-facing output (console tables,
+leaderboards, check reports, HTML report), so that one value reads the same everywhere."""
 from __future__ import annotations
 
 import math
@@ -32,3 +32,9 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)]
                      + [line(r) for r in cells[1:]])
+def format_size(n: int) -> str:
+    """A byte count in binary units: ``512 B``, ``1.5 KiB``, ``2.0 GiB`` (IEC 80000-13)."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} B"

@@ -8,7 +8,8 @@ import dataclasses
 import hashlib
 import json
 import os
-import urllib.error
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -519,33 +520,100 @@ def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
         W.resolve_weights("dinov2", spec, None)
 
 
-def test_download_verifies_sha256(tmp_path, monkeypatch):
+class _WeightsServer:
+    """Serves ``files`` (name -> bytes) on 127.0.0.1 with Range support; records requests."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802 - http.server's API
+                name, rng = self.path.rsplit("/", 1)[-1], self.headers.get("Range")
+                outer.requests.append((name, rng))
+                data = outer.files.get(name)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/w/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def weights_server(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("EVALKIT_OFFLINE", raising=False)
-    payload = b"weights!"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for var in ("HF_HUB_OFFLINE", "EVALKIT_OFFLINE", "EVALKIT_REF_MIRROR", "http_proxy",
+                "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)  # reach 127.0.0.1 directly
+    server = _WeightsServer({})
+    yield server
+    server.close()
 
-    def fake_download(url, dst, *a, **k):
-        assert not str(dst).startswith("/tmp/") or str(tmp_path) in str(dst)
-        with open(dst, "wb") as fh:
-            fh.write(payload)
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    good = E.WeightsSpec("w.pth", url="https://example.invalid/w.pth",
+def test_download_verifies_sha256(weights_server, tmp_path):
+    payload = b"weights!" * 1000
+    weights_server.files.update({"w.pth": payload, "v.pth": payload})
+    good = E.WeightsSpec("w.pth", url=weights_server.url + "w.pth",
                          sha256=hashlib.sha256(payload).hexdigest())
     path = W.resolve_weights("toy", good, None)
     assert path.read_bytes() == payload and path.parent.name == "checkpoints"
-    bad = E.WeightsSpec("v.pth", url="https://example.invalid/v.pth", sha256="0" * 64)
+    assert path == tmp_path / "torch" / "hub" / "checkpoints" / "w.pth"
+    bad = E.WeightsSpec("v.pth", url=weights_server.url + "v.pth", sha256="0" * 64)
     with pytest.raises(WeightsHashError, match="v.pth"):
         W.resolve_weights("toy", bad, None)
-    assert not list(path.parent.glob("v.pth*"))
+    assert not list(path.parent.glob("v.pth*"))  # nothing half-done is left to be found
+    # the torch.hub convention: a sha256 prefix in the file name is checked on download too
+    named = E.WeightsSpec("x-00000000.pth", url=weights_server.url + "v.pth")
+    with pytest.raises(WeightsHashError, match="x-00000000.pth"):
+        W.resolve_weights("toy", named, None)
+    missing = E.WeightsSpec("u.pth", url=weights_server.url + "u.pth")
+    with pytest.raises(OfflineError, match="u.pth") as info:
+        W.resolve_weights("toy", missing, None)
+    assert str(path.parent / "u.pth") in str(info.value) and "404" in str(info.value)
 
-    def failing(*a, **k):
-        raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", failing)
-    with pytest.raises(OfflineError, match="u.pth"):
-        W.resolve_weights("toy", E.WeightsSpec("u.pth", url="https://example.invalid/u"), None)
+def test_weights_download_resumes_a_partial_file(weights_server):
+    payload = bytes(range(256)) * 64
+    weights_server.files["w.pth"] = payload
+    spec = E.WeightsSpec("w.pth", url=weights_server.url + "w.pth",
+                         sha256=hashlib.sha256(payload).hexdigest())
+    hub = W.torch_hub_checkpoints_dir()
+    hub.mkdir(parents=True)
+    (hub / "w.pth.part").write_bytes(payload[:5000])  # left by an interrupted run
+    assert W.resolve_weights("toy", spec, None).read_bytes() == payload
+    assert weights_server.requests == [("w.pth", "bytes=5000-")]
+    assert not (hub / "w.pth.part").exists()
+
+
+def test_weights_download_offline_names_file_and_folder(weights_server):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = E.WeightsSpec("u.pth", url=f"http://127.0.0.1:{port}/u.pth")
+    with pytest.raises(OfflineError) as info:
+        W.resolve_weights("toy", spec, None)
+    msg = str(info.value)
+    assert f"put u.pth at {W.torch_hub_checkpoints_dir() / 'u.pth'}" in msg
+    assert f"download from http://127.0.0.1:{port}/u.pth failed" in msg and "\n" not in msg
 
 
 def test_sha256_cache_json_and_invalidation(tmp_path, monkeypatch):

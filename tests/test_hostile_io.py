@@ -18,6 +18,7 @@ from conftest import TINY, TINY_BUILDS, write_images
 from evalkit.cli import main
 from evalkit.errors import InputError
 from evalkit.features.featureset import FeatureSet, save_feature_file
+from evalkit.formatting import format_size
 from evalkit.results.record import SCHEMA
 
 D = 8
@@ -377,3 +378,12 @@ def test_report_refuses_per_sample_outside_the_record_folder(tmp_path):
     data["per_sample"] = "/etc/passwd"
     rec.write_text(json.dumps(data))
     one_line(invoke("report", rec, "-o", tmp_path / "r.html"), 2, "/etc/passwd")
+
+
+@pytest.mark.parametrize("n, text", [
+    (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+    (5 << 20, "5.0 MiB"), (2 << 30, "2.0 GiB"), (3 << 40, "3.0 TiB"),
+])
+def test_format_size_binary_units(n, text):
+    """One byte formatter (zip limits, catalog sizes): IEC binary prefixes, one decimal."""
+    assert format_size(n) == text

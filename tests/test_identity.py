@@ -8,7 +8,7 @@ import pytest
 
 from evalkit.features.cache import cache_key
 from evalkit.features.identity import IDENTITY_FIELDS, EncoderIdentity
-from evalkit.refs import store as refs
+from evalkit.refs import manifest as refs
 from evalkit.results.record import protocol_of
 
 BASE = EncoderIdentity(name="inception", arch="pt_inception", weights_sha256="a" * 64,
@@ -23,7 +23,7 @@ def _record(ident: EncoderIdentity) -> dict:
 
 
 def _entry(ident: EncoderIdentity) -> dict:
-    return refs._identity_entry(ident, True)
+    return refs.identity_fields(ident, True)
 
 
 def test_every_field_is_covered():
@@ -35,10 +35,10 @@ def test_each_field_changes_every_derived_key(field):
     other = dataclasses.replace(BASE, **{field: CHANGED[field]})
     assert other != BASE
     assert cache_key("fp", other) != cache_key("fp", BASE)
-    assert refs._entry_file(other, False) != refs._entry_file(BASE, False)
+    assert refs.entry_file_name(other, False) != refs.entry_file_name(BASE, False)
     assert _entry(other)["identity_key"] != _entry(BASE)["identity_key"]
-    assert not refs._same_identity(refs._entry_identity(_entry(other)),
-                                   refs._entry_identity(_entry(BASE)))
+    assert not refs.same_identity(refs.entry_identity(_entry(other)),
+                                  refs.entry_identity(_entry(BASE)))
     assert protocol_of(_record(other)) != protocol_of(_record(BASE))
 
 
@@ -53,17 +53,17 @@ def test_same_identity_same_keys_and_round_trips():
 def test_unknown_stored_fields_do_not_match_known_ones():
     """An entry missing a field (None) is another identity, not a wildcard."""
     partial = dataclasses.replace(BASE, preprocess=None)
-    assert not refs._same_identity((partial, True), (BASE, True))
+    assert not refs.same_identity((partial, True), (BASE, True))
     # only a weights digest that one side could not know is left out of the comparison
     unknown = dataclasses.replace(BASE, weights_sha256=None)
-    assert refs._same_identity((unknown, False), (BASE, True))
-    assert not refs._same_identity((unknown, True), (BASE, True))
+    assert refs.same_identity((unknown, False), (BASE, True))
+    assert not refs.same_identity((unknown, True), (BASE, True))
 
 
 def test_old_manifest_spelling_reads_as_the_same_identity():
     old = {"encoder": BASE.name, "arch": BASE.arch, "weights_sha256": BASE.weights_sha256,
            "preprocess": BASE.preprocess, "resize": "clean"}
-    assert refs._entry_identity(old) == (BASE, True)
+    assert refs.entry_identity(old) == (BASE, True)
 
 
 def test_one_identity_function_local_and_downloading(tmp_path, monkeypatch):

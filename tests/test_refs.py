@@ -10,9 +10,9 @@ from evalkit.cli import main
 from evalkit.errors import InputError, StatsOnlyReferenceError
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.options import ExtractOptions
+from evalkit.refs.layout import default_ref_dir
 from evalkit.refs.store import (
     add_reference,
-    default_ref_dir,
     find_entry,
     get_manifest,
     list_references,

@@ -7,16 +7,12 @@ import click
 
 from evalkit.cli.app import main
 from evalkit.cli.options import extract_options, options_from_kwargs
-from evalkit.formatting import text_table
+from evalkit.formatting import format_size, text_table
+from evalkit.refs.layout import default_ref_dir
+from evalkit.refs.manifest import LIST_COLUMNS, describe_added, describe_catalog, list_rows
 from evalkit.refs.pull import add_file as add_catalog_file
 from evalkit.refs.pull import available, pull, registered_name
-from evalkit.refs.store import (
-    PUBLISHED,
-    add_reference,
-    default_ref_dir,
-    list_references,
-    remove_reference,
-)
+from evalkit.refs.store import add_reference, list_references, remove_reference
 
 _REF_DIR = click.option(
     "--ref-dir", default=None, type=click.Path(file_okay=False),
@@ -39,31 +35,9 @@ def add(name: str, source: str, ref_dir: str | None, force: bool, **kwargs) -> N
     options = options_from_kwargs(kwargs)
     catalog = add_catalog_file(name, source, ref_dir, force=force)  # a published file, verified
     if catalog is not None:
-        _echo_catalog(catalog)
+        click.echo(describe_catalog(catalog))
         return
-    manifest = add_reference(name, source, options, ref_dir, force=force)
-    entry = manifest["entries"][-1]
-    kind = ("statistics only (fd/sfid)" if entry.get("stats_only")
-            else f"{entry['n']} x {entry['dim']} features")
-    click.echo(f"{name}: {_encoder(entry)}/{entry.get('arch')} {kind} from {manifest['source']}")
-
-
-def _echo_catalog(manifest: dict) -> None:
-    cat = manifest["catalog"]
-    trust = ("sha256 matches the published one" if cat["sha256_origin"] == "publisher"
-             else "no published sha256: recorded now, checked on later use")
-    click.echo(f"{manifest['name']}: {cat['file']} ({_size(cat['size'])}, {trust}) -> "
-               f"{manifest['source']}")
-
-
-def _size(n) -> str:
-    if not n:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return "?"
+    click.echo(describe_added(add_reference(name, source, options, ref_dir, force=force)))
 
 
 @ref.command("pull")
@@ -73,7 +47,7 @@ def _size(n) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pull_(name: str, ref_dir: str | None, force: bool, quiet: bool) -> None:
     """Download, verify and register catalog reference NAME (see `ref list --available`)."""
-    _echo_catalog(pull(name, ref_dir, quiet=quiet, force=force))
+    click.echo(describe_catalog(pull(name, ref_dir, quiet=quiet, force=force)))
 
 
 @ref.command("list")
@@ -94,25 +68,7 @@ def list_(ref_dir: str | None, as_json: bool, available: bool) -> None:
         click.echo(f"no references in {ref_dir or default_ref_dir()}; "
                    "add one with `evalkit ref add NAME SOURCE`")
         return
-    rows = [[m["name"], _encoder(e), e.get("arch") or "-", _kind(e), e.get("n") or "?",
-             e.get("dim") or "?", e.get("created", "?")[:19], _trust(m), m["source"]]
-            for m in manifests for e in m["entries"]]
-    click.echo(text_table(["name", "encoder", "arch", "kind", "N", "dim", "created", "sha256",
-                           "source"], rows))
-
-
-def _kind(entry: dict) -> str:
-    if entry.get("role") == PUBLISHED:
-        return "published stats"
-    return "stats" if entry.get("stats_only") else "features"
-
-
-def _trust(manifest: dict) -> str:
-    cat = manifest.get("catalog")
-    if not cat:
-        return "-"
-    how = "published" if cat.get("sha256_origin") == "publisher" else "first use (TOFU)"
-    return f"{cat['sha256'][:12]} {how}"
+    click.echo(text_table(LIST_COLUMNS, list_rows(manifests)))
 
 
 def _list_available(ref_dir: str | None, as_json: bool) -> None:
@@ -123,7 +79,7 @@ def _list_available(ref_dir: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     table = [[r["name"], ", ".join(r["aliases"]) or "-", r["kind"], r["resolution"] or "?",
-              r["n"] or "?", _size(r["size"]) if r["size"] else f"~{_size(r['size_estimate'])}",
+              r["n"] or "?", _size(r["size"], r["size_estimate"]),
               "publisher" if r["sha256"] else "TOFU", r["serves"], ",".join(r["protocols"]) or "-",
               "yes" if r["registered"] else "no"] for r in rows]
     click.echo(text_table(["name", "aliases", "kind", "res", "N", "size", "sha256", "serves",
@@ -143,6 +99,8 @@ def rm(name: str, ref_dir: str | None) -> None:
     click.echo(f"removed reference {name}")
 
 
-def _encoder(entry: dict) -> str:
-    """An entry's encoder name (``name``; manifests before EncoderIdentity said ``encoder``)."""
-    return str(entry.get("name") or entry.get("encoder"))
+
+def _size(size: int | None, estimate: int | None) -> str:
+    if size:
+        return format_size(size)
+    return f"~{format_size(estimate)}" if estimate else "~?"

@@ -6,7 +6,7 @@ resize mode, crop, mean/std, in-network resize) and the same numeric precision p
 This frozen type is that identity; everything else derives from it:
 
 - the feature-cache key (:func:`evalkit.features.cache.cache_key`),
-- the reference store's entry file name and matching (:mod:`evalkit.refs.store`),
+- the reference store's entry file name and matching (:mod:`evalkit.refs.manifest`),
 - the ``encoder`` field of feature-file meta and result records,
 - the encoder part of a record's protocol (:func:`evalkit.results.record.protocol_of`).
 

@@ -14,6 +14,7 @@ import zipfile
 import zlib
 
 from evalkit.errors import InputError
+from evalkit.formatting import format_size
 
 MAX_MEMBER_BYTES = int(os.environ.get("EVALKIT_ZIP_MEMBER_LIMIT", 256 << 20))
 """Largest image file accepted inside a zip (256 MiB: more than PIL's pixel limit needs)."""
@@ -30,9 +31,9 @@ def member_problem(info: zipfile.ZipInfo, limit: int | None = None) -> str | Non
     limit = MAX_MEMBER_BYTES if limit is None else limit
     size, packed = info.file_size, max(info.compress_size, 1)
     if size > limit:
-        return f"refused, member expands to {_size(size)} (limit {_size(limit)})"
+        return f"refused, member expands to {format_size(size)} (limit {format_size(limit)})"
     if size > RATIO_MIN_BYTES and size / packed > MAX_RATIO:
-        return (f"refused, member expands to {_size(size)} from {_size(packed)} "
+        return (f"refused, member expands to {format_size(size)} from {format_size(packed)} "
                 f"(compression ratio {size / packed:.0f}:1 is not an image's)")
     return None
 
@@ -60,17 +61,11 @@ def read_member(zf: zipfile.ZipFile, name: str | zipfile.ZipInfo, display: str,
                 total += len(chunk)
                 if total > limit:
                     raise InputError(f"{display}: refused, member expands to more than "
-                                     f"{_size(limit)} (its directory entry says "
-                                     f"{_size(info.file_size)})")
+                                     f"{format_size(limit)} (its directory entry says "
+                                     f"{format_size(info.file_size)})")
                 parts.append(chunk)
         return b"".join(parts)
     except _READ_ERRORS as exc:  # bad CRC-32, truncated or undecodable compressed data
         raise InputError(f"{display}: cannot read from the zip ({type(exc).__name__}: {exc})") \
             from None
 
-
-def _size(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.1f} {unit}"
-    return f"{n} B"

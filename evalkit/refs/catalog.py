@@ -20,6 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.metadata import entry_points
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -153,8 +154,6 @@ def _builtin() -> list[CatalogEntry]:
 
 
 def _plugins() -> list[CatalogEntry]:
-    from importlib.metadata import entry_points
-
     out: list[CatalogEntry] = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         origin = f"entry point {ep.name} ({ep.value})"

@@ -14,35 +14,36 @@ extraction) and whenever size or mtime changed.
 """
 from __future__ import annotations
 
-import io
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evalkit.errors import DownloadError, InputError, OfflineError
+from evalkit.features.identity import local_identity
 from evalkit.features.options import ExtractOptions
 from evalkit.files.download import download, verify_file
 from evalkit.files.guards import check_folder_writable
-from evalkit.refs import store as refs
 from evalkit.refs.catalog import CatalogEntry, load_catalog, lookup
-
-DROP = "_downloads"
-
-
-def drop_dir(ref_dir: str | os.PathLike | None = None) -> Path:
-    """Where downloads run (``FILE.part``) and where a file fetched by hand may be placed."""
-    return refs._root(ref_dir) / DROP
+from evalkit.refs.layout import drop_dir, locked, now, store_root
+from evalkit.refs.manifest import PUBLISHED, Entry, Manifest, stats_entry
+from evalkit.refs.statsfiles import check_image_batch, load_edm2_stats, load_stats, stats_payload
+from evalkit.refs.store import (
+    get_manifest,
+    is_registered,
+    store_file_reference,
+    unknown_reference_message,
+    verify_stored_file,
+)
 
 
 def registered_name(name: str, ref_dir: str | os.PathLike | None = None) -> str | None:
     """The store name ``name`` resolves to: itself, else its catalog entry's name if registered."""
-    if refs.is_registered(name, ref_dir):
+    if is_registered(name, ref_dir):
         return name
     entry = lookup(name)
-    if entry is not None and refs.is_registered(entry.name, ref_dir):
+    if entry is not None and is_registered(entry.name, ref_dir):
         return entry.name
     return None
 
@@ -59,28 +60,28 @@ def ensure(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool =
         return have
     entry = lookup(name)
     if entry is None:
-        raise InputError(refs._unknown_message(name, ref_dir)
+        raise InputError(unknown_reference_message(name, ref_dir)
                          + "; `evalkit ref list --available` lists the published ones")
     pull(entry.name, ref_dir, quiet=quiet)
     return entry.name
 
 
 def pull(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool = False,
-         force: bool = False) -> dict[str, Any]:
+         force: bool = False) -> Manifest:
     """Download (or take from the drop folder), verify and register catalog entry ``name``."""
     entry = lookup(name)
     if entry is None:
         raise InputError(f"{name!r} is not in the catalog (`evalkit ref list --available`)")
-    check_folder_writable("--ref-dir", refs._root(ref_dir))  # before a long download
-    with refs._locked(drop_dir(ref_dir)):  # one download of a file at a time
-        if refs.is_registered(entry.name, ref_dir) and not force:
-            manifest = refs.get_manifest(entry.name, ref_dir)
-            refs.verify_stored_file(manifest, full=True)
+    check_folder_writable("--ref-dir", store_root(ref_dir))  # before a long download
+    with locked(drop_dir(ref_dir)):  # one download of a file at a time
+        if is_registered(entry.name, ref_dir) and not force:
+            manifest = get_manifest(entry.name, ref_dir)
+            verify_stored_file(manifest, full=True)
             return manifest
         return _fetch_and_register(entry, ref_dir, quiet=quiet, force=force)
 
 
-def _fetch_and_register(entry: CatalogEntry, ref_dir, *, quiet: bool, force: bool) -> dict[str, Any]:
+def _fetch_and_register(entry: CatalogEntry, ref_dir, *, quiet: bool, force: bool) -> Manifest:
     placed = drop_dir(ref_dir) / entry.file_name
     if placed.is_file():
         origin = f"placed by hand at {placed}"
@@ -103,7 +104,7 @@ def offline_message(entry: CatalogEntry, ref_dir, reason: str) -> str:
 
 
 def add_file(name: str, source: str, ref_dir: str | os.PathLike | None = None, *,
-             force: bool = False) -> dict[str, Any] | None:
+             force: bool = False) -> Manifest | None:
     """``evalkit ref add NAME FILE`` for a catalog name and its published file, else None.
 
     The file is verified like a download and linked (or copied) into the store; the user's
@@ -121,7 +122,7 @@ def add_file(name: str, source: str, ref_dir: str | os.PathLike | None = None, *
 
 
 def register(entry: CatalogEntry, path: Path, ref_dir, *, digest: str, origin: str, move: bool,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False) -> Manifest:
     """Store ``path`` (already verified, sha256 ``digest``) as reference ``entry.name``."""
     fingerprint = "sha256:" + digest
     stats = [_stats_entry(entry, decl, mu_sigma, n, fingerprint)
@@ -133,43 +134,14 @@ def register(entry: CatalogEntry, path: Path, ref_dir, *, digest: str, origin: s
                     "file": entry.file_name, "url": entry.urls[0], "origin": origin,
                     "size": st.st_size, "sha256": digest,
                     "sha256_origin": "publisher" if entry.sha256 else "first-use",
-                    "mtime_ns": st.st_mtime_ns, "verified": refs._now(),
+                    "mtime_ns": st.st_mtime_ns, "verified": now(),
                     "license": entry.license, "citation": entry.citation},
     }
-    return refs.store_file_reference(entry.name, manifest, path, stats, ref_dir, move=move,
+    return store_file_reference(entry.name, manifest, path, stats, ref_dir, move=move,
                                      force=force)
 
 
 # ----------------------------------------------------------------------------- file formats
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that rebuilds numpy arrays, dtypes and scalars and refuses every other global.
-
-    EDM2's reference files are pickles of ``{"num_images": int, "fid": {"mu", "sigma"}, ...}``
-    with numpy arrays; loading them with plain ``pickle`` would run any callable a tampered
-    file names. Dicts, lists, strings and numbers need no globals.
-    """
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a statistics file")
-
-
-def load_numpy_pickle(path: Path) -> Any:
-    """Unpickle ``path`` allowing numpy arrays only (see :class:`_NumpyOnlyUnpickler`)."""
-    try:
-        return _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes())).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError) as exc:
-        raise InputError(f"{path}: not a statistics pickle of numpy arrays ({exc})") from None
 
 
 StatsItem = tuple[dict[str, Any], dict[str, np.ndarray], "int | None"]
@@ -182,67 +154,27 @@ def read_stats(entry: CatalogEntry, path: Path) -> list[StatsItem]:
         InputError: the file does not hold what the catalog entry declares (wrong format,
             missing keys, shapes that do not match).
     """
-    out = []
     if entry.format in ("adm-batch", "npz-stats"):
         if entry.format == "adm-batch":
-            _check_image_batch(path)
-        stats = refs._load_stats(path)
-        for decl in entry.stats:
-            payload = dict(zip(("mu", "sigma"), stats.moments["features"]))
-            if "spatial" in stats.moments:
-                payload.update(zip(("mu_s", "sigma_s"), stats.moments["spatial"]))
-            out.append((decl, payload, stats.n))
-        return out
-    data = load_numpy_pickle(path)
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a dict of statistics, got {type(data).__name__}")
-    n = data.get("num_images")
-    for decl in entry.stats:
-        item = data.get(decl.get("key"))
-        if not isinstance(item, dict) or "mu" not in item or "sigma" not in item:
-            raise InputError(f"{path}: no {decl.get('key')!r} statistics (mu, sigma); has "
-                             f"{', '.join(map(str, data))}")
-        mu = np.asarray(item["mu"], dtype=np.float64)
-        sigma = np.asarray(item["sigma"], dtype=np.float64)
-        if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]) or not (
-                np.isfinite(mu).all() and np.isfinite(sigma).all()):
-            raise InputError(f"{path}: {decl.get('key')!r} mu {mu.shape} / sigma {sigma.shape} are "
-                             "not a finite (D,) mean and (D, D) covariance")
-        out.append((decl, {"mu": mu, "sigma": sigma}, int(n) if isinstance(n, (int, np.integer)) else None))
-    return out
-
-
-def _check_image_batch(path: Path) -> None:
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{path}: not an .npz reference batch ({exc})") from None
-    if "arr_0.npy" not in names:
-        raise InputError(f"{path}: no images under 'arr_0' (not an ADM reference batch)")
+            check_image_batch(path)
+        stats = load_stats(path)
+        return [(decl, stats_payload(stats), stats.n) for decl in entry.stats]
+    payloads, n = load_edm2_stats(path, [decl.get("key") for decl in entry.stats])
+    return [(decl, payload, n) for decl, payload in zip(entry.stats, payloads)]
 
 
 def _stats_entry(entry: CatalogEntry, decl: dict[str, Any], payload: dict[str, np.ndarray],
-                 n: int | None, fingerprint: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                 n: int | None, fingerprint: str) -> tuple[Entry, dict[str, np.ndarray]]:
     encoder = decl["encoder"]
     # The identity evalkit's closest setting has: TF-graph Inception statistics (ADM, TTUR,
     # EDM2) are nearest to pytorch-fid's in-network bilinear resize (`legacy`).
     resize = decl.get("resize") or ("legacy" if encoder == "inception" else "clean")
-    ident, known = refs.local_identity(ExtractOptions(encoder=encoder, arch=decl.get("arch"),
-                                                      resize=resize))
-    dim = int(payload["mu"].shape[0])
-    expected = refs._declared_dim(encoder, ident.arch)
-    if expected is not None and expected != dim:
-        raise InputError(f"{entry.file_name}: {encoder} statistics of dimension {dim}, but "
-                         f"{encoder}/{ident.arch} features have {expected}")
-    rec = dict(refs._identity_entry(ident, known), stats_only=True, n=n, dim=dim,
-               arrays=sorted(payload), labels=False, made_by=decl.get("made_by"),
-               created=refs._now(), source_fingerprint=fingerprint,
-               file=refs._entry_file(ident, True))
+    ident, known = local_identity(ExtractOptions(encoder=encoder, arch=decl.get("arch"),
+                                                 resize=resize))
+    rec = stats_entry(ident, known, payload, n, entry.file_name)
+    rec.update(made_by=decl.get("made_by"), created=now(), source_fingerprint=fingerprint)
     if entry.kind == "images":
-        rec["role"] = refs.PUBLISHED
+        rec["role"] = PUBLISHED
     return rec, payload
 
 
@@ -257,12 +189,3 @@ def available() -> list[dict[str, Any]]:
                      "file": e.file_name, "license": e.license, "citation": e.citation,
                      "description": e.description, "origin": e.origin})
     return rows
-
-
-def published_for(name: str | None, options, ref_dir: str | os.PathLike | None = None):
-    """Statistics published inside registered reference ``name``'s image batch, or None.
-
-    ``name`` is the reference name the scored reference resolved to (None when it was a
-    path): then, or for references without published statistics, fd uses the features.
-    """
-    return refs.published_stats(name, options, ref_dir) if name else None

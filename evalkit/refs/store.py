@@ -19,20 +19,16 @@ evaluation suite) are entries with ``stats_only: true``: only ``fd`` (and ``sfid
 
 Every write goes through a temporary file and ``os.replace`` (a new reference is built in a
 temporary folder and renamed into place), under an advisory lock on ``REF_DIR/.lock``.
+Where things are on disk is :mod:`evalkit.refs.layout`; the manifest's fields and entries
+:mod:`evalkit.refs.manifest`; reading statistics files :mod:`evalkit.refs.statsfiles`.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
+import io
 import os
 import re
 import shutil
-import tempfile
-import zipfile
-from collections.abc import Iterator
-from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,36 +42,33 @@ from evalkit.features.featureset import (
 )
 from evalkit.features.identity import EncoderIdentity, local_identity
 from evalkit.features.options import ExtractOptions
-from evalkit.files.fileio import atomic_write_bytes, atomic_write_text, current_umask, file_sha256
+from evalkit.files.fileio import atomic_write_bytes, file_sha256
 from evalkit.files.guards import check_folder_writable
-from evalkit.images.sources import is_feature_file
+from evalkit.images.sources import is_feature_file, stats_npz_keys
+from evalkit.refs.layout import building, discard, locked, now, store_root
+from evalkit.refs.manifest import FILE_NAME as MANIFEST
+from evalkit.refs.manifest import (
+    PUBLISHED,
+    Entry,
+    Manifest,
+    describe_entry,
+    entry_file_name,
+    entry_identity,
+    identity_fields,
+    new_manifest,
+    read_manifest,
+    same_identity,
+    stats_entry,
+    write_manifest,
+)
+from evalkit.refs.statsfiles import load_stats, stats_payload
 
-MANIFEST = "manifest.json"
-# Role of a statistics entry that came inside a published image batch (ADM's mu/sigma): kept
-# apart from the reference's own features, used only when a protocol asks for it.
-PUBLISHED = "published_stats"
 # Provenance kept from the loader's meta in a stored feature file (timings etc. are dropped).
 _KEEP_META = ("encoder", "precision", "versions", "classes", "n_skipped", "jpeg")
-REF_SCHEMA = "evalkit.ref/1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 # ----------------------------------------------------------------------------- store paths
-
-
-def default_ref_dir() -> Path:
-    """``$EVALKIT_REF_DIR``, else ``$XDG_DATA_HOME/evalkit/refs``, else ``~/.local/share/...``."""
-    env = os.environ.get("EVALKIT_REF_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "evalkit" / "refs"
-
-
-def _root(ref_dir: str | os.PathLike | None) -> Path:
-    return Path(ref_dir).expanduser() if ref_dir else default_ref_dir()
 
 
 def validate_name(name: str) -> str:
@@ -88,59 +81,18 @@ def validate_name(name: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    """An advisory exclusive lock on ``root/.lock`` (no-op where fcntl is unavailable)."""
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(root / ".lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # ----------------------------------------------------------------------------- manifests
 
 
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: reference manifest missing (remove the folder and add it again)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable reference manifest ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema") != REF_SCHEMA:
-        raise InputError(f"{path}: not an evalkit reference manifest (expected schema {REF_SCHEMA!r})")
-    return data
-
-
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    manifest["stats_only"] = bool(manifest["entries"]) and all(
-        e.get("stats_only") for e in manifest["entries"]
-    )
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-
-
-def list_references(ref_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+def list_references(ref_dir: str | os.PathLike | None = None) -> list[Manifest]:
     """Manifests of every reference in the store, sorted by name (unreadable ones skipped)."""
-    root = _root(ref_dir)
+    root = store_root(ref_dir)
     if not root.is_dir():
         return []
     out = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            out.append(_read_manifest(folder))
+            out.append(read_manifest(folder))
         except InputError:
             continue
     return out
@@ -153,23 +105,24 @@ def known_names(ref_dir: str | os.PathLike | None = None) -> list[str]:
 
 def is_registered(name: str, ref_dir: str | os.PathLike | None = None) -> bool:
     """True when ``name`` is a valid reference name with a manifest in the store."""
-    return bool(_NAME.match(name or "")) and (_root(ref_dir) / name / MANIFEST).is_file()
+    return bool(_NAME.match(name or "")) and (store_root(ref_dir) / name / MANIFEST).is_file()
 
 
-def get_manifest(name: str, ref_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def get_manifest(name: str, ref_dir: str | os.PathLike | None = None) -> Manifest:
     """The manifest of reference ``name``; unknown name: InputError listing the known ones."""
     validate_name(name)
-    folder = _root(ref_dir) / name
+    folder = store_root(ref_dir) / name
     if not (folder / MANIFEST).is_file():
-        raise InputError(_unknown_message(name, ref_dir))
-    return _read_manifest(folder)
+        raise InputError(unknown_reference_message(name, ref_dir))
+    return read_manifest(folder)
 
 
-def _unknown_message(name: str, ref_dir) -> str:
+def unknown_reference_message(name: str, ref_dir: str | os.PathLike | None = None) -> str:
+    """An unknown name's message: the store, the names it has, how to add one."""
     names = known_names(ref_dir)
     have = f"known references: {', '.join(names)}" if names else "no references are registered"
     return (
-        f"unknown reference {name!r} in {_root(ref_dir)} ({have}); "
+        f"unknown reference {name!r} in {store_root(ref_dir)} ({have}); "
         f"add one with `evalkit ref add {name} SOURCE [--encoder ...]`"
     )
 
@@ -191,17 +144,6 @@ def _fingerprint_path(source: str) -> str | None:
     return None
 
 
-def _declared_dim(encoder: str, arch: str | None) -> int | None:
-    """The ``features`` dimension the registry declares for ``encoder``/``arch`` (None: unknown)."""
-    from evalkit.encoders import get_encoder_spec
-
-    spec = get_encoder_spec(encoder)
-    try:
-        return int(spec.outputs[arch or spec.default_arch]["features"])
-    except KeyError:  # an arch or output the registry does not list: nothing to check
-        return None
-
-
 def _identity(fs_meta: dict[str, Any], options: ExtractOptions) -> tuple[EncoderIdentity, bool]:
     """(encoder identity of extracted/imported features, whether its weights are known).
 
@@ -218,86 +160,7 @@ def _identity(fs_meta: dict[str, Any], options: ExtractOptions) -> tuple[Encoder
     return local_identity(options)
 
 
-def _entry_identity(entry: dict[str, Any]) -> tuple[EncoderIdentity, bool]:
-    """A manifest entry's identity and whether its weights digest is known.
-
-    Entries written before :class:`EncoderIdentity` call the name ``encoder`` and have no
-    ``weights_known``: there a missing digest means unknown.
-    """
-    ident = EncoderIdentity.from_dict(entry)
-    if ident is None:
-        raise InputError(f"reference manifest entry {entry.get('file')!r} names no encoder")
-    known = entry.get("weights_known", ident.weights_sha256 is not None)
-    return ident, bool(known)
-
-
-def _identity_entry(ident: EncoderIdentity, weights_known: bool) -> dict[str, Any]:
-    """The manifest fields of ``ident`` (its fields, ``weights_known`` and its ``key``)."""
-    return dict(ident.as_dict(), weights_known=weights_known, identity_key=ident.key())
-
-
-def _entry_file(ident: EncoderIdentity, stats_only: bool) -> str:
-    stem = _UNSAFE.sub("_", f"{ident.name}-{ident.arch or 'default'}")
-    return f"{'stats-' if stats_only else ''}{stem}-{ident.key()[:12]}.npz"
-
-
-def _same_identity(a: tuple[EncoderIdentity, bool], b: tuple[EncoderIdentity, bool]) -> bool:
-    """Identities match on every field; a weights digest is compared only when both know it."""
-    (ia, ka), (ib, kb) = a, b
-    if ka and kb:
-        return ia == ib
-    return replace(ia, weights_sha256=None) == replace(ib, weights_sha256=None)
-
-
 # ----------------------------------------------------------------------------- loading sources
-
-
-def is_stats_file(path: str | os.PathLike) -> bool:
-    """True for an ``.npz`` with ``mu``/``sigma`` and no images or features (pytorch-fid, ADM)."""
-    return _stats_npz_keys(Path(path)) is not None
-
-
-def load_stats_file(path: str | os.PathLike) -> FeatureSet:
-    """Read a statistics ``.npz`` (``mu``, ``sigma``, optional ``mu_s``/``sigma_s``, ``n``) as a
-    statistics-only :class:`FeatureSet` (moments ``features`` and, when present, ``spatial``)."""
-    return _load_stats(Path(path))
-
-
-def _stats_npz_keys(path: Path) -> set[str] | None:
-    """Keys of an .npz holding mu/sigma statistics and no images or features, else None."""
-    if path.suffix.lower() != ".npz" or not path.is_file():
-        return None
-    try:
-        with zipfile.ZipFile(path) as zf:
-            keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-    except (zipfile.BadZipFile, OSError):
-        return None
-    if {"mu", "sigma"} <= keys and not keys & {"arr_0", "features"}:
-        return keys
-    return None
-
-
-def _load_stats(path: Path) -> FeatureSet:
-    """Read mu/sigma (and mu_s/sigma_s) from a statistics .npz, validating shapes."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in z.files
-                      if k in ("mu", "sigma", "mu_s", "sigma_s")}
-            n = int(z["n"]) if "n" in z.files and np.asarray(z["n"]).ndim == 0 else None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"{path}: cannot read statistics .npz ({exc})") from None
-    pairs = [("mu", "sigma")] + ([("mu_s", "sigma_s")] if {"mu_s", "sigma_s"} <= set(arrays) else [])
-    for m, s in pairs:
-        mu, sigma = arrays[m], arrays[s]
-        if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-            raise InputError(f"{path}: '{m}' has shape {mu.shape} and '{s}' {sigma.shape}; "
-                             "expected (D,) and (D, D)")
-        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-            raise InputError(f"{path}: '{m}'/'{s}' hold NaN or infinite values")
-    moments = {"features": (arrays["mu"], arrays["sigma"])}
-    if len(pairs) == 2:
-        moments["spatial"] = (arrays["mu_s"], arrays["sigma_s"])
-    return FeatureSet.from_moments(moments, n=n, source=str(path))
 
 
 def _source_fingerprint(fs_meta: dict[str, Any], source: str) -> str | None:
@@ -315,7 +178,7 @@ def _abs_source(source: str) -> str:
 # ----------------------------------------------------------------------------- add / remove
 
 
-def verify_stored_file(manifest: dict[str, Any], *, full: bool) -> None:
+def verify_stored_file(manifest: Manifest, *, full: bool) -> None:
     """Check a catalog reference's file against the sha256 recorded at registration.
 
     ``full=False``: only when size or mtime changed is the file hashed again; a missing file
@@ -351,7 +214,7 @@ def add_reference(
     *,
     force: bool = False,
     fingerprint: str | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Extract (or import) ``source`` and store it as reference ``name``; returns the manifest.
 
     A feature file is imported as is; an ``.npz`` with only ``mu``/``sigma`` is stored as
@@ -367,34 +230,25 @@ def add_reference(
     """
     options = options or ExtractOptions()
     validate_name(name)
-    check_folder_writable("--ref-dir", _root(ref_dir))  # before a long extraction
+    check_folder_writable("--ref-dir", store_root(ref_dir))  # before a long extraction
     src_path = Path(source).expanduser()
     if not src_path.exists():
         raise InputError(f"{source}: no such file or folder (reference source for {name!r})")
-    stats_keys = _stats_npz_keys(src_path)
+    stats_keys = stats_npz_keys(src_path)
     if stats_keys is not None:
-        stats = _load_stats(src_path)
+        stats = load_stats(src_path)
         fingerprint = fingerprint or "sha256:" + file_sha256(src_path)
         ident, known = _identity({}, options)
-        expected = _declared_dim(ident.name, ident.arch)
-        if expected is not None and expected != stats.dim:
-            raise InputError(
-                f"{source}: statistics of dimension {stats.dim}, but {ident.name}/"
-                f"{ident.arch} features have {expected}; pass the --encoder/--arch they "
-                "were computed with (pytorch-fid and ADM statistics: --encoder inception)"
-            )
-        mu, sigma = stats.moments["features"]
-        payload = {"mu": mu, "sigma": sigma}
-        if "spatial" in stats.moments:
-            payload.update(mu_s=stats.moments["spatial"][0], sigma_s=stats.moments["spatial"][1])
-        entry = dict(_identity_entry(ident, known), stats_only=True, n=stats.n, dim=stats.dim,
-                     arrays=sorted(payload), labels=False)
+        payload = stats_payload(stats)
+        entry = stats_entry(ident, known, payload, stats.n, source,
+                            "; pass the --encoder/--arch they were computed with (pytorch-fid "
+                            "and ADM statistics: --encoder inception)")
         writer = _npz_writer(payload)
     else:
         if not force and not is_feature_file(src_path) and is_registered(name, ref_dir):
             found = find_entry(name, options, ref_dir)  # say so before a long extraction
             if found is not None and not found.get("stats_only"):
-                raise InputError(f"reference {name!r} already has {_describe_entry(found)} "
+                raise InputError(f"reference {name!r} already has {describe_entry(found)} "
                                  "features; pass --force to extract them again")
         from evalkit.features.loader import load_features  # torch-heavy: only when extracting
 
@@ -403,7 +257,7 @@ def add_reference(
             return {}
         fingerprint = fingerprint or _source_fingerprint(fs.meta, str(src_path))
         ident, known = _identity(fs.meta, options)
-        entry = dict(_identity_entry(ident, known), stats_only=False, n=fs.n, dim=fs.dim,
+        entry = dict(identity_fields(ident, known), stats_only=False, n=fs.n, dim=fs.dim,
                      arrays=sorted(fs.arrays),
                      labels=fs.labels is not None, files=fs.files is not None)
         meta = {k: v for k, v in fs.meta.items() if k in _KEEP_META}
@@ -413,27 +267,25 @@ def add_reference(
             meta["files"] = list(fs.files)
         stored = FeatureSet(fs.arrays, fs.labels, meta, fs.source)
         writer = lambda path: save_feature_file(stored, path)  # noqa: E731
-    entry.update(file=_entry_file(ident, entry["stats_only"]), created=_now(),
+    entry.update(file=entry_file_name(ident, entry["stats_only"]), created=now(),
                  source_fingerprint=fingerprint)
     return _store_entry(name, _abs_source(source), fingerprint, entry, writer, ref_dir, force)
 
 
 def _npz_writer(payload: dict[str, np.ndarray]):
     def write(path: Path) -> None:
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, **payload)
         atomic_write_bytes(path, buf.getvalue())
     return write
 
 
-def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> dict[str, Any]:
-    root = _root(ref_dir)
-    with _locked(root):
+def _store_entry(name, source, fingerprint, entry: Entry, writer, ref_dir, force) -> Manifest:
+    root = store_root(ref_dir)
+    with locked(root):
         folder = root / name
         if (folder / MANIFEST).is_file():
-            manifest = _read_manifest(folder)
+            manifest = read_manifest(folder)
             if manifest.get("source_fingerprint") != fingerprint:
                 if not force:
                     raise InputError(
@@ -445,39 +297,31 @@ def _store_entry(name, source, fingerprint, entry, writer, ref_dir, force) -> di
                 for old in manifest["entries"]:  # another source: the old features go
                     (folder / old["file"]).unlink(missing_ok=True)
                 manifest["entries"], manifest["created"] = [], entry["created"]
-            mine = _entry_identity(entry)
+            mine = entry_identity(entry)
             same = [e for e in manifest["entries"] if e.get("role") == entry.get("role")
-                    and _same_identity(_entry_identity(e), mine)]
+                    and same_identity(entry_identity(e), mine)]
             if same and not force:
                 raise InputError(
-                    f"reference {name!r} already has {_describe_entry(entry)} features; "
+                    f"reference {name!r} already has {describe_entry(entry)} features; "
                     "pass --force to extract them again"
                 )
             writer(folder / entry["file"])
             manifest["entries"] = [e for e in manifest["entries"] if e not in same]
             manifest["entries"].append(entry)
             manifest.update(source=source, source_fingerprint=fingerprint)
-            _write_manifest(folder, manifest)
+            write_manifest(folder, manifest)
             return manifest
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
-        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
-        try:
+        manifest = new_manifest(name, source, fingerprint, entry["created"], [entry])
+        with building(root, name) as tmp:
             writer(tmp / entry["file"])
-            manifest = {"schema": REF_SCHEMA, "name": name, "source": source,
-                        "source_fingerprint": fingerprint, "created": entry["created"],
-                        "entries": [entry]}
-            _write_manifest(tmp, manifest)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_manifest(tmp, manifest)
         return manifest
 
 
 def store_file_reference(name: str, manifest: dict[str, Any], file: Path,
-                         stats: list[tuple[dict[str, Any], dict[str, np.ndarray]]],
+                         stats: list[tuple[Entry, dict[str, np.ndarray]]],
                          ref_dir: str | os.PathLike | None = None, *, move: bool = False,
-                         force: bool = False) -> dict[str, Any]:
+                         force: bool = False) -> Manifest:
     """Register a reference that keeps its source file (a downloaded catalog file) in its folder.
 
     The folder ``REF_DIR/NAME`` is built in a temporary folder (the file moved or linked/copied
@@ -486,16 +330,18 @@ def store_file_reference(name: str, manifest: dict[str, Any], file: Path,
     the top-level fields (``source_fingerprint``, ``catalog``...); ``source`` is set to the
     file's final path. An existing reference of that name is replaced only with ``force``.
     """
-    root = _root(ref_dir)
-    with _locked(root):
+    root = store_root(ref_dir)
+    with locked(root):
         folder = root / name
         if (folder / MANIFEST).is_file() and not force:
-            old = _read_manifest(folder)["source"]
+            old = read_manifest(folder)["source"]
             raise InputError(f"reference {name!r} is already registered ({old}); "
                              f"`evalkit ref rm {name}` first or pass --force")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
-        tmp.chmod(0o777 & ~current_umask())  # a folder like mkdir's, not mkdtemp's private 0700
-        try:
+        def give_back(tmp: Path) -> None:  # a moved download goes back for a retry
+            if move and (tmp / file.name).exists() and not file.exists():
+                os.replace(tmp / file.name, file)
+
+        with building(root, name, replace=force, on_error=give_back) as tmp:
             target = tmp / file.name
             if move:
                 os.replace(file, target)
@@ -504,23 +350,13 @@ def store_file_reference(name: str, manifest: dict[str, Any], file: Path,
                     os.link(file, target)
                 except OSError:
                     shutil.copy2(file, target)
-            entries = []
             for entry, payload in stats:
                 _npz_writer(payload)(tmp / entry["file"])
-                entries.append(entry)
-            full = dict(manifest, schema=REF_SCHEMA, name=name, source=str(folder / file.name),
-                        created=manifest.get("created") or _now(), entries=entries)
-            _write_manifest(tmp, full)
-            if folder.exists():  # force: swap the old folder out, then drop it
-                trash = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".removing", dir=root))
-                os.replace(folder, trash / "old")
-                shutil.rmtree(trash, ignore_errors=True)
-            os.replace(tmp, folder)
-        except BaseException:
-            if move and (tmp / file.name).exists() and not file.exists():
-                os.replace(tmp / file.name, file)  # give the download back for a retry
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            full = new_manifest(name, str(folder / file.name), manifest.get("source_fingerprint"),
+                                manifest.get("created") or now(), [e for e, _ in stats],
+                                **{k: v for k, v in manifest.items()
+                                   if k not in ("source_fingerprint", "created")})
+            write_manifest(tmp, full)
         return full
 
 
@@ -537,10 +373,10 @@ def published_stats(name: str, options: ExtractOptions | None = None,
     manifest = get_manifest(name, ref_dir)
     wanted, _ = local_identity(options)
     for entry in manifest["entries"]:
-        ident, _ = _entry_identity(entry)
+        ident, _ = entry_identity(entry)
         if entry.get("role") == PUBLISHED and (ident.name, ident.arch, ident.preprocess) == (
                 wanted.name, wanted.arch, wanted.preprocess):
-            stats = _load_stats(_root(ref_dir) / name / entry["file"])
+            stats = load_stats(store_root(ref_dir) / name / entry["file"])
             stats.meta.update(_provenance(name, manifest, entry), published=entry.get("made_by"),
                               n=entry.get("n"))
             stats.source = manifest["source"]
@@ -551,18 +387,16 @@ def published_stats(name: str, options: ExtractOptions | None = None,
 def remove_reference(name: str, ref_dir: str | os.PathLike | None = None) -> None:
     """Delete reference ``name`` and all its stored features (unknown name: InputError)."""
     get_manifest(name, ref_dir)
-    root = _root(ref_dir)
-    with _locked(root):
-        trash = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".removing", dir=root))
-        os.replace(root / name, trash)  # atomic: the name disappears at once
-        shutil.rmtree(trash, ignore_errors=True)
+    root = store_root(ref_dir)
+    with locked(root):
+        discard(root / name)  # atomic: the name disappears at once
 
 
 # ----------------------------------------------------------------------------- resolving
 
 
 def find_entry(name: str, options: ExtractOptions | None = None,
-               ref_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
+               ref_dir: str | os.PathLike | None = None) -> Entry | None:
     """The manifest entry of ``name`` for the encoder identity in ``options`` (None: absent).
 
     Feature entries are preferred over statistics-only ones, then the most recent.
@@ -571,7 +405,7 @@ def find_entry(name: str, options: ExtractOptions | None = None,
     manifest = get_manifest(name, ref_dir)
     wanted = local_identity(options)
     cands = [e for e in manifest["entries"]
-             if e.get("role") != PUBLISHED and _same_identity(_entry_identity(e), wanted)]
+             if e.get("role") != PUBLISHED and same_identity(entry_identity(e), wanted)]
     cands.sort(key=lambda e: (not e.get("stats_only"), e.get("created", "")), reverse=True)
     return cands[0] if cands else None
 
@@ -605,14 +439,14 @@ def resolve_reference(
     entry = find_entry(name, options, ref_dir)
     if entry is None:
         entry = _extract_missing(name, manifest, options, ref_dir)
-    path = _root(ref_dir) / name / entry["file"]
+    path = store_root(ref_dir) / name / entry["file"]
     if entry.get("stats_only"):
         if not allow_stats:
             raise StatsOnlyReferenceError(
                 f"reference {name!r} holds only mean/covariance statistics ({manifest['source']}); "
                 "only fd and sfid can run against it"
             )
-        stats = _load_stats(path)
+        stats = load_stats(path)
         stats.meta.update(_provenance(name, manifest, entry))
         stats.source = manifest["source"]
         return stats
@@ -625,33 +459,15 @@ def resolve_reference(
     return fs
 
 
-def _provenance(name: str, manifest: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def _provenance(name: str, manifest: Manifest, entry: Entry) -> dict[str, Any]:
     """Meta of a resolved reference, in the pipeline's shape (``source`` is a dict)."""
     return {"reference_name": name, "stats_only": bool(entry.get("stats_only")),
             "source": {"source": manifest["source"], "n": entry.get("n"),
                        "fingerprint": manifest.get("source_fingerprint")}}
 
 
-def _describe_entry(entry: dict[str, Any]) -> str:
-    """``encoder/arch`` plus what else tells identities apart (weights, preprocessing, precision)."""
-    ident, known = _entry_identity(entry)
-    extra = []
-    if ident.weights_sha256:
-        extra.append(f"weights {ident.weights_sha256[:8]}")
-    elif not known:
-        extra.append("weights unknown")
-    if ident.preprocess:
-        digest = hashlib.sha256(ident.preprocess.encode("utf-8")).hexdigest()[:8]
-        extra.append(f"preprocess {digest}")
-    if ident.precision != "fp32":
-        extra.append(ident.precision)
-    if entry.get("stats_only"):
-        extra.append("statistics only")
-    return f"{ident.name}/{ident.arch}" + (f" ({', '.join(extra)})" if extra else "")
-
-
-def _extract_missing(name, manifest, options, ref_dir) -> dict[str, Any]:
-    have = "; ".join(sorted({_describe_entry(e) for e in manifest["entries"]})) or "none"
+def _extract_missing(name, manifest: Manifest, options, ref_dir) -> Entry:
+    have = "; ".join(sorted({describe_entry(e) for e in manifest["entries"]})) or "none"
     how = (f"add them with `evalkit ref add {name} SOURCE --encoder {options.encoder}"
            f"{' --arch ' + options.arch if options.arch else ''} --force`")
     source = manifest["source"]
@@ -662,7 +478,7 @@ def _extract_missing(name, manifest, options, ref_dir) -> dict[str, Any]:
     if not Path(source).exists():
         raise InputError(f"reference {name!r} has no {options.encoder} features (has: {have}) and "
                          f"its source {source} is gone; {how}")
-    if is_feature_file(source) or _stats_npz_keys(Path(source)) is not None:
+    if is_feature_file(source) or stats_npz_keys(source) is not None:
         raise InputError(f"reference {name!r} has no {options.encoder} features (has: {have}) and "
                          f"its source {source} holds features, not images; {how}")
     if manifest.get("catalog"):  # a downloaded file: check it is still the one first verified

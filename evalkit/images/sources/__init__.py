@@ -43,7 +43,7 @@ from evalkit.images.sources.featurefile import (
     FeatureFileSource,
     is_feature_file,
     is_image_source,
-    is_stats_npz,
+    stats_npz_keys,
 )
 from evalkit.images.sources.folder import FolderSource
 from evalkit.images.sources.ziparchive import ZipSource
@@ -53,7 +53,7 @@ register_kinds(FolderSource, FeatureFileSource, ZipSource, ArraySource)
 __all__ = ["CONTENT_VERSION", "FINGERPRINT_VERSION", "IMAGE_EXTENSIONS", "JPEG_EXTENSIONS",
            "ArraySource", "FeatureFileSource", "FolderSource", "Source", "ZipSource",
            "content_fingerprint", "is_feature_file", "is_image_name", "is_image_source",
-           "is_stats_npz", "open_image",
+           "open_image", "stats_npz_keys",
            "resolve_source", "source_kinds"]
 
 

@@ -23,24 +23,26 @@ def is_feature_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def is_stats_npz(path: str | os.PathLike) -> bool:
-    """True for an ``.npz`` holding ``mu``/``sigma`` statistics and no images or features
-    (pytorch-fid's and clean-fid's statistics files)."""
-    p = Path(path)
-    if p.suffix.lower() != ".npz" or not p.is_file():
-        return False
+def stats_npz_keys(path: str | os.PathLike) -> set[str] | None:
+    """Keys of an .npz holding mu/sigma statistics and no images or features, else None
+    (pytorch-fid's, clean-fid's and EDM2-converted statistics files)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
     try:
-        with zipfile.ZipFile(p) as zf:
+        with zipfile.ZipFile(path) as zf:
             keys = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
     except (zipfile.BadZipFile, OSError):
-        return False
-    return {"mu", "sigma"} <= keys and not keys & {"arr_0", "features"}
+        return None
+    if {"mu", "sigma"} <= keys and not keys & {"arr_0", "features"}:
+        return keys
+    return None
 
 
 def is_image_source(path: str | os.PathLike) -> bool:
     """True when ``path`` exists and holds images to decode (a folder, a zip, an image array),
     not already-made features or statistics."""
-    return Path(path).exists() and not is_feature_file(path) and not is_stats_npz(path)
+    return Path(path).exists() and not is_feature_file(path) and stats_npz_keys(path) is None
 
 
 @dataclass
