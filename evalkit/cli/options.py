@@ -1,12 +1,11 @@
 """Click options shared by the commands that extract features (score, features, ref add)."""
 from __future__ import annotations
 
-import os
-
 import click
 
-from evalkit.encoders import BUILTINS, legacy_resize_encoders
-from evalkit.features.options import ExtractOptions
+from evalkit.encoders import BUILTINS, get_encoder_spec, legacy_resize_encoders
+from evalkit.errors import InputError
+from evalkit.features.options import ExtractOptions, default_workers
 
 
 def extract_options(fn):
@@ -28,7 +27,7 @@ def extract_options(fn):
                           "dgm-eval's or timm's torchvision transform (others)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]"),
-        click.option("--workers", type=click.IntRange(min=0), default=min(8, os.cpu_count() or 1),
+        click.option("--workers", type=click.IntRange(min=0), default=default_workers(),
                      show_default=True, help="Data-loading worker processes."),
         click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
                      default="fp32", show_default=True,
@@ -64,9 +63,6 @@ def with_pretrained(encoder: str, arch: str | None, tag: str | None) -> str | No
     """``--arch A --pretrained T`` as one arch name: ``A:T`` for open_clip, ``A.T`` for timm."""
     if not tag:
         return arch
-    from evalkit.encoders import get_encoder_spec
-    from evalkit.errors import InputError
-
     if encoder not in ("clip", "timm"):
         raise InputError(f"--pretrained is for --encoder clip or timm, not {encoder}")
     sep = ":" if encoder == "clip" else "."

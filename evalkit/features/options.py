@@ -1,7 +1,14 @@
 """Frozen run options handed from the CLI (or the Python API) to the engine. No I/O here."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field
+
+
+def default_workers() -> int:
+    """Decode workers when none are asked for: one per core, at most 8 (the CLI and the
+    Python API share this default)."""
+    return min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -17,7 +24,7 @@ class ExtractOptions:
     resize: str = "clean"
     batch_size: int = 64
     device: str = "auto"
-    workers: int = 2
+    workers: int = field(default_factory=default_workers)
     precision: str = "fp32"  # fp32 | tf32 | bf16 | fp16
     cache_dir: str | None = None
     use_cache: bool = True
