@@ -17,6 +17,7 @@ from evalkit.features.featureset import FeatureSet, validate
 from evalkit.features.loader import features_for_each, load_features
 from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
+from evalkit.images.sources import is_source_arg
 from evalkit.metrics import get_metric
 from evalkit.results.outputs import per_sample_path, write_per_sample_csv
 from evalkit.results.record import build_record, write_records
@@ -55,7 +56,7 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
         validate(fs, fs.source)
         return fs
     path = Path(source)
-    if path.exists():
+    if is_source_arg(source):
         if role == "reference":
             from evalkit.refs.store import is_stats_file, load_stats_file
 

@@ -30,9 +30,9 @@ def member_problem(info: zipfile.ZipInfo, limit: int | None = None) -> str | Non
     limit = MAX_MEMBER_BYTES if limit is None else limit
     size, packed = info.file_size, max(info.compress_size, 1)
     if size > limit:
-        return f"refused, member expands to {_size(size)} (limit {_size(limit)})"
+        return f"refused, member expands to {size_text(size)} (limit {size_text(limit)})"
     if size > RATIO_MIN_BYTES and size / packed > MAX_RATIO:
-        return (f"refused, member expands to {_size(size)} from {_size(packed)} "
+        return (f"refused, member expands to {size_text(size)} from {size_text(packed)} "
                 f"(compression ratio {size / packed:.0f}:1 is not an image's)")
     return None
 
@@ -60,8 +60,8 @@ def read_member(zf: zipfile.ZipFile, name: str | zipfile.ZipInfo, display: str,
                 total += len(chunk)
                 if total > limit:
                     raise InputError(f"{display}: refused, member expands to more than "
-                                     f"{_size(limit)} (its directory entry says "
-                                     f"{_size(info.file_size)})")
+                                     f"{size_text(limit)} (its directory entry says "
+                                     f"{size_text(info.file_size)})")
                 parts.append(chunk)
         return b"".join(parts)
     except _READ_ERRORS as exc:  # bad CRC-32, truncated or undecodable compressed data
@@ -69,7 +69,8 @@ def read_member(zf: zipfile.ZipFile, name: str | zipfile.ZipInfo, display: str,
             from None
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """``n`` bytes in the largest binary unit that fits (``1.5 MiB``)."""
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift:
             return f"{n / (1 << shift):.1f} {unit}"

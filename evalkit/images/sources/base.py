@@ -57,6 +57,8 @@ class Source:
             (relative path, size, mtime_ns), zips the file bytes and (member, CRC32, size),
             arrays the file bytes.
         bad: index -> reason for images known bad before reading (odd zip member paths).
+        prompts: per image, its text prompt (webdataset ``.txt``, a Parquet prompt column;
+            None where a sample has none), or None when the kind has no prompts.
     """
 
     kind: ClassVar[str] = ""
@@ -71,12 +73,19 @@ class Source:
     classes: list[str] | None = None
     fingerprint: str = ""
     bad: dict[int, str] = field(default_factory=dict)
+    prompts: list[str | None] | None = None
 
     # -- the kind's contract -----------------------------------------------------------------
     @classmethod
     def claims(cls, path: Path) -> bool:
         """True when the existing ``path`` is a source of this kind."""
         raise NotImplementedError
+
+    @classmethod
+    def claims_pattern(cls, text: str) -> bool:
+        """True when ``text``, not an existing path, names sources of this kind (a brace
+        pattern of shards)."""
+        return False
 
     @classmethod
     def resolve(cls, text: str, path: Path, fingerprint: bool) -> Source:
@@ -142,7 +151,8 @@ def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Sourc
     """Resolve a SAMPLES/REF/TEST argument into a :class:`Source` of the first kind claiming it.
 
     Args:
-        arg: a folder, ``.zip``, ``.npz``/``.npy`` image array, or feature file.
+        arg: a folder, ``.zip``, ``.tar`` shards (a file, a folder of them, a brace pattern),
+            ``.npz``/``.npy`` image array, or feature file.
         fingerprint: compute the fast cache fingerprint (hashes array files; off for lookups).
 
     Raises:
@@ -152,6 +162,9 @@ def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Sourc
     text = os.fspath(arg)
     path = Path(text)
     if not path.exists():
+        for kind in KINDS:
+            if kind.claims_pattern(text):
+                return kind.resolve(text, path, fingerprint)
         raise InputError(f"{text}: no such file or directory")
     for kind in KINDS:
         if kind.claims(path):
@@ -159,6 +172,12 @@ def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Sourc
     names = [name for kind in KINDS for name in kind.accepts]
     expected = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
     raise InputError(f"{text}: unsupported source (expected {expected})")
+
+
+def is_source_arg(arg: str | os.PathLike) -> bool:
+    """True when ``arg`` is an existing path or a pattern a kind claims (``{a..b}.tar``)."""
+    text = os.fspath(arg)
+    return Path(text).exists() or any(kind.claims_pattern(text) for kind in KINDS)
 
 
 def kind_for_locator(loc: Locator) -> type[Source]:

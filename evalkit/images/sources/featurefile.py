@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from evalkit.files.fileio import file_sha256
-from evalkit.images.sources.base import Source
+from evalkit.images.sources.base import Source, is_source_arg
 
 
 def is_feature_file(path: str | os.PathLike) -> bool:
@@ -38,9 +38,10 @@ def is_stats_npz(path: str | os.PathLike) -> bool:
 
 
 def is_image_source(path: str | os.PathLike) -> bool:
-    """True when ``path`` exists and holds images to decode (a folder, a zip, an image array),
+    """True when ``path`` exists (or is a brace pattern of shards) and holds images to decode
+    (a folder, a zip, tar shards, an image array),
     not already-made features or statistics."""
-    return Path(path).exists() and not is_feature_file(path) and not is_stats_npz(path)
+    return is_source_arg(path) and not is_feature_file(path) and not is_stats_npz(path)
 
 
 @dataclass
