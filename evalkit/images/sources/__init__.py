@@ -6,6 +6,7 @@
 * :mod:`.featurefile` — an ``.npz`` with a ``features`` array (kind ``"features"``: no images);
 * :mod:`.ziparchive` — a ``.zip`` of images, read in place;
 * :mod:`.tarshards` — webdataset ``.tar`` shards (a file, a folder, a brace pattern), in place;
+* :mod:`.parquet` — Parquet / Arrow tables (``datasets.save_to_disk`` folders), in place;
 * :mod:`.array` — an ``.npz`` with ``arr_0`` (the ADM reference-batch format) or an ``.npy``,
   N×H×W×C uint8.
 
@@ -33,6 +34,7 @@ from evalkit.images.sources.base import (
     FINGERPRINT_VERSION,
     IMAGE_EXTENSIONS,
     JPEG_EXTENSIONS,
+    Columns,
     Source,
     is_image_name,
     is_source_arg,
@@ -48,13 +50,15 @@ from evalkit.images.sources.featurefile import (
     is_stats_npz,
 )
 from evalkit.images.sources.folder import FolderSource
+from evalkit.images.sources.parquet import TableSource
 from evalkit.images.sources.tarshards import TarSource
 from evalkit.images.sources.ziparchive import ZipSource
 
-register_kinds(TarSource, FolderSource, FeatureFileSource, ZipSource, ArraySource)
+register_kinds(TarSource, TableSource, FolderSource, FeatureFileSource, ZipSource, ArraySource)
 
 __all__ = ["CONTENT_VERSION", "FINGERPRINT_VERSION", "IMAGE_EXTENSIONS", "JPEG_EXTENSIONS",
-           "ArraySource", "FeatureFileSource", "FolderSource", "Source", "TarSource", "ZipSource",
+           "ArraySource", "Columns", "FeatureFileSource", "FolderSource", "Source", "TableSource",
+           "TarSource", "ZipSource",
            "content_fingerprint", "is_feature_file", "is_image_name", "is_image_source",
            "is_source_arg", "is_stats_npz", "open_image",
            "resolve_source", "source_kinds"]
