@@ -4,6 +4,7 @@ The same images as a folder, a zip and tar shards give identical features and la
 pattern over three shards equals one shard holding everything; two processes agree with one;
 truncated shards, oversized members and ``..`` member names are refused (or skipped, counted)
 naming shard and member, and nothing is ever written from a member name."""
+import csv
 import io
 import json
 import os
@@ -271,3 +272,36 @@ def test_two_processes_split_by_shard_and_agree_with_one(layouts):
     np.testing.assert_array_equal(two, one.arrays["features"])
     if labels is not None:
         np.testing.assert_array_equal(labels, one.labels)
+
+
+def test_cli_exit_codes_and_per_sample_locators(layouts):
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    pattern = str(layouts / "shards" / "part-{000000..000002}.tar")
+    cut = layouts / "cut.tar"
+    data = (layouts / "all.tar").read_bytes()
+    last = resolve_source(layouts / "all.tar").members[-1]
+    cut.write_bytes(data[:last.offset + 10])
+    common = ["--encoder", "pixel", "--device", "cpu", "--workers", "0", "--no-cache", "--quiet"]
+    res = CliRunner().invoke(main, ["features", str(cut), "-o", str(layouts / "f.npz"), *common])
+    assert res.exit_code == 2 and "cut.tar::s008.png: truncated shard" in res.output, res.output
+    res = CliRunner().invoke(main, ["features", str(cut), "-o", str(layouts / "f.npz"), *common,
+                                    "--skip-bad"])
+    assert res.exit_code == 0, res.output
+    out = layouts / "r.json"
+    res = CliRunner().invoke(main, ["score", pattern, "--ref", str(layouts / "dir"), *common,
+                                    "--metrics", "fd", "--out", str(out), "--per-sample",
+                                    str(layouts / "per.csv")])
+    assert res.exit_code == 0, res.output
+    record = json.loads(out.read_text())
+    assert record["metrics"]["fd"] == pytest.approx(0.0, abs=1e-3)  # the same images
+    res = CliRunner().invoke(main, ["ref", "add", "shardref", pattern, "--ref-dir",
+                                    str(layouts / "refs"), *common])
+    assert res.exit_code == 0 and "9 x 3072 features" in res.output, res.output
+    rows = list(csv.DictReader((layouts / "per.csv").open()))
+    assert rows[0]["path"].endswith("part-000000.tar::s000.png")
+    assert rows[0]["nn_path"].startswith("ant/")  # the reference folder's file
+    assert np.array_equal(np.asarray(open_image(rows[0]["path"])),
+                          resolve_source(pattern).load_rgb(0)[0])

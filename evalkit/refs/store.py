@@ -48,7 +48,7 @@ from evalkit.features.identity import EncoderIdentity, local_identity
 from evalkit.features.options import ExtractOptions
 from evalkit.files.fileio import atomic_write_bytes, atomic_write_text, current_umask, file_sha256
 from evalkit.files.guards import check_folder_writable
-from evalkit.images.sources import is_feature_file
+from evalkit.images.sources import is_feature_file, is_source_arg
 
 MANIFEST = "manifest.json"
 # Role of a statistics entry that came inside a published image batch (ADM's mu/sigma): kept
@@ -309,7 +309,8 @@ def _source_fingerprint(fs_meta: dict[str, Any], source: str) -> str | None:
 
 
 def _abs_source(source: str) -> str:
-    return str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
+    path = Path(source).expanduser()
+    return str(path.resolve()) if is_source_arg(path) else source  # a shard pattern too
 
 
 # ----------------------------------------------------------------------------- add / remove
@@ -369,7 +370,7 @@ def add_reference(
     validate_name(name)
     check_folder_writable("--ref-dir", _root(ref_dir))  # before a long extraction
     src_path = Path(source).expanduser()
-    if not src_path.exists():
+    if not is_source_arg(src_path):
         raise InputError(f"{source}: no such file or folder (reference source for {name!r})")
     stats_keys = _stats_npz_keys(src_path)
     if stats_keys is not None:
@@ -659,7 +660,7 @@ def _extract_missing(name, manifest, options, ref_dir) -> dict[str, Any]:
         raise InputError(f"reference {name!r} is a published statistics file ({have}); it has no "
                          f"images to extract {options.encoder} features from: pass the --encoder "
                          "(and --arch, --resize) it serves, see `evalkit ref list --available`")
-    if not Path(source).exists():
+    if not is_source_arg(source):
         raise InputError(f"reference {name!r} has no {options.encoder} features (has: {have}) and "
                          f"its source {source} is gone; {how}")
     if is_feature_file(source) or _stats_npz_keys(Path(source)) is not None:
