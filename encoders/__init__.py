@@ -57,7 +57,7 @@ _built_preprocess: dict[tuple[str, str, str], Preprocess] = {}
 
 
 def register_encoder(spec: EncoderSpec, *, preprocess: PreprocessFn | None = None,
-                     weights: WeightsFn | None = None) -> EncoderSpec:
+                     weights: WeightsFn | None = None, replace: bool = False) -> EncoderSpec:
     """Add ``spec`` to the registry (refuses duplicate names).
 
     Args:
@@ -67,8 +67,13 @@ def register_encoder(spec: EncoderSpec, *, preprocess: PreprocessFn | None = Non
             encoder is read from a randomly initialised build, once per (arch, resize).
         weights: optional ``arch -> WeightsSpec | None`` for archs not listed in
             ``spec.weights`` (open-ended arch names such as open_clip models).
+        replace: put ``spec`` in place of the one registered under its name (custom
+            encoders re-registered by :func:`evalkit.encoders.custom.custom_encoder`).
     """
-    ENCODERS.add(spec.name, spec)
+    if replace:
+        ENCODERS.replace(spec.name, spec)
+    else:
+        ENCODERS.add(spec.name, spec)
     if preprocess is not None:
         _PREPROCESS[spec.name] = preprocess
     if weights is not None:
