@@ -166,3 +166,15 @@ def test_cli_through_the_entry_point_group(registry, images, tmp_path, monkeypat
     assert res.exit_code == 0, res.output
     with np.load(out, allow_pickle=False) as z:
         assert z["features"].shape == (6, 6)
+
+
+def test_in_training_evaluator_takes_the_encoder_object(registry, images):
+    enc = evalkit.custom_encoder(Tiny(), name="tiny", input_size=12, mean=MEAN, std=STD)
+    ev = evalkit.Evaluator(encoder=enc, ref=str(images), metrics="fd", device="cpu")
+    src = resolve_source(images)
+    for i in range(len(src)):
+        rgb = src.load_rgb(i)[0]
+        ev.update(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+    record = ev.compute()
+    assert record["encoder"]["name"] == "tiny"
+    assert record["metrics"]["fd"] == pytest.approx(0.0, abs=1e-4)
