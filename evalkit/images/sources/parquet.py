@@ -84,8 +84,9 @@ class TableSource(Source):
             return path.suffix.lower() in SUFFIXES
         if not path.is_dir():
             return False
-        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
-            return True
+        if ((path / "state.json").is_file() and (path / "dataset_info.json").is_file()) \
+                or (path / "dataset_dict.json").is_file():
+            return True  # what datasets' save_to_disk writes (a Dataset, a DatasetDict)
         try:
             names = [e.name for e in os.scandir(path) if not e.name.startswith(".") and e.is_file()]
         except OSError:
@@ -158,7 +159,7 @@ def _files(text: str, path: Path) -> list[str]:
         one = os.path.join(text, splits[0]) if splits else os.path.join(text, "train")
         raise InputError(f"{text}: a datasets DatasetDict (splits: {', '.join(splits) or '?'}); "
                          f"give one split's folder, e.g. {one}")
-    if (path / "state.json").is_file():
+    if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
         try:
             state = json.loads((path / "state.json").read_text())
             names = [d["filename"] for d in state["_data_files"]]
