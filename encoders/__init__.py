@@ -48,7 +48,7 @@ _built_preprocess: dict[tuple[str, str, str], Preprocess] = {}
 
 
 def register_encoder(spec: EncoderSpec, *, preprocess: PreprocessFn | None = None,
-                     weights: WeightsFn | None = None) -> EncoderSpec:
+                     weights: WeightsFn | None = None, replace: bool = False) -> EncoderSpec:
     """Add ``spec`` to the registry (refuses duplicate names); returns the spec registered.
 
     Args:
@@ -58,12 +58,17 @@ def register_encoder(spec: EncoderSpec, *, preprocess: PreprocessFn | None = Non
             encoder is read from a randomly initialised build, once per (arch, resize).
         weights: optional ``arch -> WeightsSpec | None`` for archs not listed in
             ``spec.weights`` (sets ``spec.weights_for``; open-ended arch names).
+        replace: put ``spec`` in place of the one registered under its name (custom
+            encoders re-registered by :func:`evalkit.encoders.custom.custom_encoder`).
     """
     if preprocess is not None:
         spec = dataclasses.replace(spec, preprocess=preprocess)
     if weights is not None:
         spec = dataclasses.replace(spec, weights_for=weights)
-    ENCODERS.add(spec.name, spec)
+    if replace:
+        ENCODERS.replace(spec.name, spec)
+    else:
+        ENCODERS.add(spec.name, spec)
     return spec
 
 

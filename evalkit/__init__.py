@@ -13,7 +13,7 @@ _source_tree.install(__path__[0])  # `python -m evalkit` in a checkout: encoders
 
 _LAZY = {"score": "evalkit.api", "Result": "evalkit.api", "Evaluator": "evalkit.evaluator",
          "EvaluatorGroup": "evalkit.evaluator", "load_features": "evalkit.features.loader",
-         "is_main": "evalkit.features.distributed"}
+         "is_main": "evalkit.features.distributed", "custom_encoder": "evalkit.encoders.custom"}
 
 
 def __getattr__(name):  # lazy: `import evalkit` (and the CLI) must not import torch

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from evalkit.encoders.custom import encoder_name
 from evalkit.errors import InputError, ProtocolWarning
 from evalkit.features.distributed import is_main, launch_env
 from evalkit.features.featureset import FeatureSet, validate
 from evalkit.features.loader import features_for_each, load_features
 from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
-from evalkit.images.sources import stats_npz_keys
+from evalkit.images.sources import is_source_arg, stats_npz_keys
 from evalkit.metrics import get_metric
 from evalkit.refs.pull import ensure
 from evalkit.refs.statsfiles import load_stats
@@ -59,7 +60,7 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
         validate(fs, fs.source)
         return fs
     path = Path(source)
-    if path.exists():
+    if is_source_arg(source):
         if role == "reference" and stats_npz_keys(path) is not None:
             return load_stats(path)
         return load_features(str(path), options)
@@ -115,7 +116,8 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         per_sample: CSV path of realism, nearest reference and authenticity per generated
             sample (with several sets, one file per set: ``stem.NAME.csv``).
         out: write the records here (JSON, atomically): one object, or a list for several sets.
-        options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception").
+        options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception";
+            ``encoder`` may also be the object :func:`evalkit.custom_encoder` returned).
         protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``; :mod:`evalkit.scoring.protocols`):
             sets encoder, resize, sample count, metrics and the default ``ref``; the records
             get a ``protocol`` field. Options that contradict it raise InputError.
@@ -129,6 +131,8 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
     Raises:
         InputError: bad sources, names or metric inputs (see :mod:`evalkit.errors`).
     """
+    if "encoder" in extract:  # a name, or the object evalkit.custom_encoder returned
+        extract["encoder"] = encoder_name(extract["encoder"])
     opts = options or ExtractOptions(**extract)
     encoders = encoder_list(opts.encoder)
     if len(encoders) > 1:

@@ -15,6 +15,7 @@ import torch
 from evalkit.api import SourceLike, encoder_list, load_source
 from evalkit.devices import resolve_device
 from evalkit.encoders import build_encoder
+from evalkit.encoders.custom import encoder_name
 from evalkit.errors import InputError
 from evalkit.features.extract import precision_context
 from evalkit.features.featureset import FeatureSet
@@ -54,6 +55,9 @@ def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
 class Evaluator:
     """Accumulate encoder outputs batch by batch, then score against a reference.
 
+    ``encoder`` is a name, a list of names, or the object :func:`evalkit.custom_encoder`
+    returned.
+
     ``encoder`` naming several encoders (``"inception,dinov2"`` or a list) gives an
     :class:`EvaluatorGroup` instead: each batch converted once, one record per encoder.
 
@@ -65,7 +69,7 @@ class Evaluator:
     """
 
     def __new__(cls, encoder: str | list[str] = "dinov2", *args: Any, **kwargs: Any):
-        names = encoder_list(encoder)
+        names = encoder_list(_named(encoder))
         if cls is Evaluator and len(names) > 1:
             return EvaluatorGroup(names, *args, **kwargs)
         return super().__new__(cls)
@@ -75,7 +79,7 @@ class Evaluator:
                  test: SourceLike | None = None, metrics: str = "all", seed: int = 0,
                  device: str = "auto", precision: str = "fp32", name: str = "evaluator",
                  ref_dir: str | None = None, encoder_module: Any = None):
-        (encoder,) = encoder_list(encoder)
+        (encoder,) = encoder_list(_named(encoder))
         self.options = ExtractOptions(encoder=encoder, arch=arch, weights=weights, device=device,
                                       precision=precision, quiet=True)
         self.device = resolve_device(device)
@@ -159,3 +163,8 @@ class EvaluatorGroup:
     def compute(self) -> list[dict[str, Any]]:
         """One result record per encoder."""
         return [part.compute() for part in self.parts]
+
+
+def _named(encoder: Any) -> Any:
+    """Names and lists of names as given; a custom encoder object as its registered name."""
+    return encoder if isinstance(encoder, (str, list, tuple)) else encoder_name(encoder)

@@ -32,6 +32,13 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def replace(self, name: str, entry: T) -> T:
+        """Put ``entry`` under an already registered ``name`` (keeping its position)."""
+        if name not in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is not registered")
+        self._entries[name] = entry
+        return entry
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -80,7 +80,7 @@ def test_content_fingerprint_is_pinned():
 
 
 def test_builtin_kinds_in_the_order_they_are_asked():
-    assert [k.kind for k in source_kinds()] == ["dir", "features", "zip", "array"]
+    assert [k.kind for k in source_kinds()] == ["tar", "table", "dir", "features", "zip", "array"]
 
 
 @dataclass
@@ -109,13 +109,15 @@ def test_a_new_kind_is_one_class_and_one_registration(tmp_path, monkeypatch):
     monkeypatch.setattr(kinds_base, "KINDS", list(kinds_base.KINDS))
     (tmp_path / "x.lines").write_text("7\n200\n")
     (tmp_path / "x.txt").write_text("7\n")
-    with pytest.raises(InputError, match=r"expected an image folder, \.zip, \.npz or \.npy\)$"):
+    with pytest.raises(InputError, match=r"expected \.tar shards, \.parquet / \.arrow, an image "
+                                         r"folder, \.zip, \.npz or \.npy\)$"):
         resolve_source(tmp_path / "x.lines")
     kinds_base.register_kinds(LinesSource)
     src = resolve_source(tmp_path / "x.lines")
     assert isinstance(src, LinesSource) and len(src) == 2
     assert src.load_rgb(1)[0].tolist() == np.full((2, 2, 3), 200).tolist()
-    with pytest.raises(InputError, match=r"expected an image folder, \.zip, \.npz, \.npy or \.lines\)$"):
+    with pytest.raises(InputError, match=r"expected \.tar shards, \.parquet / \.arrow, an image "
+                                         r"folder, \.zip, \.npz, \.npy or \.lines\)$"):
         resolve_source(tmp_path / "x.txt")
     with pytest.raises(ValueError, match="registered twice"):
         kinds_base.register_kinds(LinesSource)

@@ -39,6 +39,12 @@ def extract_options(fn):
         click.option("--skip-bad", is_flag=True,
                      help="Skip unreadable images with a warning (counted in the record)."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--image-column", default=None, metavar="NAME",
+                     help="Parquet / Arrow sources: the column of images (default: found)."),
+        click.option("--label-column", default=None, metavar="NAME",
+                     help="Parquet / Arrow sources: the column of integer labels."),
+        click.option("--prompt-column", default=None, metavar="NAME",
+                     help="Parquet / Arrow sources: the column of text prompts."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -55,7 +61,8 @@ def options_from_kwargs(kwargs: dict) -> ExtractOptions:
         device=kwargs.pop("device"), workers=kwargs.pop("workers"),
         precision=kwargs.pop("precision"), cache_dir=kwargs.pop("cache_dir"),
         use_cache=not kwargs.pop("no_cache"), skip_bad=kwargs.pop("skip_bad"),
-        quiet=kwargs.pop("quiet"),
+        quiet=kwargs.pop("quiet"), image_column=kwargs.pop("image_column"),
+        label_column=kwargs.pop("label_column"), prompt_column=kwargs.pop("prompt_column"),
     )
 
 

@@ -44,7 +44,7 @@ from evalkit.features.extract import Shard, assemble, extract
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.identity import EncoderIdentity, identity_for
 from evalkit.features.options import ExtractOptions
-from evalkit.images.sources import Source, is_feature_file, is_image_source, resolve_source
+from evalkit.images.sources import Columns, Source, is_feature_file, is_image_source, resolve_source
 from evalkit.provenance import versions
 
 log = logging.getLogger("evalkit")
@@ -115,7 +115,7 @@ def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[F
         raise InputError(f"{source}: a feature file holds one encoder's features; several "
                          "encoders need images")
     first = options[0]
-    src = resolve_source(source)
+    src = resolve_source(source, columns=_columns(first))
     idents = [identity_for(o) for o in options]
     keys = [cache_key(src.fingerprint, i) for i in idents]
     t0 = time.perf_counter()
@@ -176,8 +176,12 @@ def _build(options: ExtractOptions):
     return build_encoder(options.encoder, options.arch, options.weights, resize=options.resize)
 
 
+def _columns(options: ExtractOptions) -> Columns:
+    return Columns(options.image_column, options.label_column, options.prompt_column)
+
+
 def _prepare(source: str, options: ExtractOptions) -> tuple[Source, str, EncoderIdentity]:
-    src = resolve_source(source)
+    src = resolve_source(source, columns=_columns(options))
     identity = identity_for(options)
     return src, cache_key(src.fingerprint, identity), identity
 

@@ -30,6 +30,9 @@ class ExtractOptions:
     use_cache: bool = True
     skip_bad: bool = False
     quiet: bool = False
+    image_column: str | None = None  # Parquet / Arrow sources: None finds them automatically
+    label_column: str | None = None
+    prompt_column: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -44,7 +44,7 @@ from evalkit.features.identity import EncoderIdentity, local_identity
 from evalkit.features.options import ExtractOptions
 from evalkit.files.fileio import atomic_write_bytes, file_sha256
 from evalkit.files.guards import check_folder_writable
-from evalkit.images.sources import is_feature_file, stats_npz_keys
+from evalkit.images.sources import is_feature_file, is_source_arg, stats_npz_keys
 from evalkit.refs.layout import building, discard, locked, now, store_root
 from evalkit.refs.manifest import FILE_NAME as MANIFEST
 from evalkit.refs.manifest import (
@@ -172,7 +172,8 @@ def _source_fingerprint(fs_meta: dict[str, Any], source: str) -> str | None:
 
 
 def _abs_source(source: str) -> str:
-    return str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
+    path = Path(source).expanduser()
+    return str(path.resolve()) if is_source_arg(path) else source  # a shard pattern too
 
 
 # ----------------------------------------------------------------------------- add / remove
@@ -232,7 +233,7 @@ def add_reference(
     validate_name(name)
     check_folder_writable("--ref-dir", store_root(ref_dir))  # before a long extraction
     src_path = Path(source).expanduser()
-    if not src_path.exists():
+    if not is_source_arg(src_path):
         raise InputError(f"{source}: no such file or folder (reference source for {name!r})")
     stats_keys = stats_npz_keys(src_path)
     if stats_keys is not None:
@@ -475,7 +476,7 @@ def _extract_missing(name, manifest: Manifest, options, ref_dir) -> Entry:
         raise InputError(f"reference {name!r} is a published statistics file ({have}); it has no "
                          f"images to extract {options.encoder} features from: pass the --encoder "
                          "(and --arch, --resize) it serves, see `evalkit ref list --available`")
-    if not Path(source).exists():
+    if not is_source_arg(source):
         raise InputError(f"reference {name!r} has no {options.encoder} features (has: {have}) and "
                          f"its source {source} is gone; {how}")
     if is_feature_file(source) or stats_npz_keys(source) is not None:

@@ -5,6 +5,8 @@
 * :mod:`.folder` — a directory of images, searched recursively, class folders as labels;
 * :mod:`.featurefile` — an ``.npz`` with a ``features`` array (kind ``"features"``: no images);
 * :mod:`.ziparchive` — a ``.zip`` of images, read in place;
+* :mod:`.tarshards` — webdataset ``.tar`` shards (a file, a folder, a brace pattern), in place;
+* :mod:`.parquet` — Parquet / Arrow tables (``datasets.save_to_disk`` folders), in place;
 * :mod:`.array` — an ``.npz`` with ``arr_0`` (the ADM reference-batch format) or an ``.npy``,
   N×H×W×C uint8.
 
@@ -32,8 +34,10 @@ from evalkit.images.sources.base import (
     FINGERPRINT_VERSION,
     IMAGE_EXTENSIONS,
     JPEG_EXTENSIONS,
+    Columns,
     Source,
     is_image_name,
+    is_source_arg,
     kind_for_locator,
     register_kinds,
     resolve_source,
@@ -46,14 +50,17 @@ from evalkit.images.sources.featurefile import (
     stats_npz_keys,
 )
 from evalkit.images.sources.folder import FolderSource
+from evalkit.images.sources.parquet import TableSource
+from evalkit.images.sources.tarshards import TarSource
 from evalkit.images.sources.ziparchive import ZipSource
 
-register_kinds(FolderSource, FeatureFileSource, ZipSource, ArraySource)
+register_kinds(TarSource, TableSource, FolderSource, FeatureFileSource, ZipSource, ArraySource)
 
 __all__ = ["CONTENT_VERSION", "FINGERPRINT_VERSION", "IMAGE_EXTENSIONS", "JPEG_EXTENSIONS",
-           "ArraySource", "FeatureFileSource", "FolderSource", "Source", "ZipSource",
+           "ArraySource", "Columns", "FeatureFileSource", "FolderSource", "Source", "TableSource",
+           "TarSource", "ZipSource",
            "content_fingerprint", "is_feature_file", "is_image_name", "is_image_source",
-           "open_image", "stats_npz_keys",
+           "is_source_arg", "open_image", "stats_npz_keys",
            "resolve_source", "source_kinds"]
 
 
@@ -73,7 +80,8 @@ def open_image(locator: str | os.PathLike, root: str | os.PathLike | None = None
     """A PIL RGB image for a path or a locator from ``FeatureSet.files``.
 
     Locators: ``"rel/path.png"`` (relative to the source folder ``root``), ``"x.zip::member"``,
-    ``"x.npz[i]"`` / ``"x.npy[i]"``. When ``root`` is the zip or array file itself, it is used
+    ``"x.tar::member"``, ``"x.npz[i]"`` / ``"x.npy[i]"``. When ``root`` is the archive or array
+    file itself (or, for tar shards, their folder), it is used
     as the container (so locators stay valid after the source moved). The image is converted by
     :func:`~evalkit.images.decode.to_rgb_uint8`, exactly as the encoder saw it before resizing.
     """

@@ -33,6 +33,16 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which table columns hold the images, labels and prompts (None: found automatically);
+    kinds that read tables take them (``--image-column``, ...), the others ignore them."""
+
+    image: str | None = None
+    label: str | None = None
+    prompt: str | None = None
+
+
 @dataclass
 class Source:
     """A resolved source: N images (or a feature file), their locators, labels, fingerprint.
@@ -44,6 +54,7 @@ class Source:
         locator_kind: the :class:`~evalkit.images.locators.Locator` kind this source's locators
             have (``"file"``, ``"zip"``, ``"array"``); None when it has no images.
         accepts: how the kind is named in "unsupported source" messages (e.g. ``(".zip",)``).
+        takes_columns: whether :meth:`resolve` takes ``columns`` (:class:`Columns`).
 
     Attributes:
         arg: the argument as the user gave it.
@@ -57,11 +68,14 @@ class Source:
             (relative path, size, mtime_ns), zips the file bytes and (member, CRC32, size),
             arrays the file bytes.
         bad: index -> reason for images known bad before reading (odd zip member paths).
+        prompts: per image, its text prompt (webdataset ``.txt``, a Parquet prompt column;
+            None where a sample has none), or None when the kind has no prompts.
     """
 
     kind: ClassVar[str] = ""
     locator_kind: ClassVar[str | None] = None
     accepts: ClassVar[tuple[str, ...]] = ()
+    takes_columns: ClassVar[bool] = False
 
     arg: str
     path: Path
@@ -71,12 +85,19 @@ class Source:
     classes: list[str] | None = None
     fingerprint: str = ""
     bad: dict[int, str] = field(default_factory=dict)
+    prompts: list[str | None] | None = None
 
     # -- the kind's contract -----------------------------------------------------------------
     @classmethod
     def claims(cls, path: Path) -> bool:
         """True when the existing ``path`` is a source of this kind."""
         raise NotImplementedError
+
+    @classmethod
+    def claims_pattern(cls, text: str) -> bool:
+        """True when ``text``, not an existing path, names sources of this kind (a brace
+        pattern of shards)."""
+        return False
 
     @classmethod
     def resolve(cls, text: str, path: Path, fingerprint: bool) -> Source:
@@ -138,12 +159,15 @@ def source_kinds() -> tuple[type[Source], ...]:
     return tuple(KINDS)
 
 
-def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Source:
+def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True,
+                   columns: Columns | None = None) -> Source:
     """Resolve a SAMPLES/REF/TEST argument into a :class:`Source` of the first kind claiming it.
 
     Args:
-        arg: a folder, ``.zip``, ``.npz``/``.npy`` image array, or feature file.
+        arg: a folder, ``.zip``, ``.tar`` shards (a file, a folder of them, a brace pattern),
+            ``.npz``/``.npy`` image array, or feature file.
         fingerprint: compute the fast cache fingerprint (hashes array files; off for lookups).
+        columns: the image / label / prompt columns of a table source (ignored by the others).
 
     Raises:
         InputError: one line naming the file: missing path, no images under a folder or in a
@@ -151,14 +175,23 @@ def resolve_source(arg: str | os.PathLike, *, fingerprint: bool = True) -> Sourc
     """
     text = os.fspath(arg)
     path = Path(text)
-    if not path.exists():
-        raise InputError(f"{text}: no such file or directory")
+    exists = path.exists()
     for kind in KINDS:
-        if kind.claims(path):
+        if kind.claims(path) if exists else kind.claims_pattern(text):
+            if kind.takes_columns:
+                return kind.resolve(text, path, fingerprint, columns=columns)
             return kind.resolve(text, path, fingerprint)
+    if not exists:
+        raise InputError(f"{text}: no such file or directory")
     names = [name for kind in KINDS for name in kind.accepts]
     expected = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
     raise InputError(f"{text}: unsupported source (expected {expected})")
+
+
+def is_source_arg(arg: str | os.PathLike) -> bool:
+    """True when ``arg`` is an existing path or a pattern a kind claims (``{a..b}.tar``)."""
+    text = os.fspath(arg)
+    return Path(text).exists() or any(kind.claims_pattern(text) for kind in KINDS)
 
 
 def kind_for_locator(loc: Locator) -> type[Source]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from evalkit.files.fileio import file_sha256
-from evalkit.images.sources.base import Source
+from evalkit.images.sources.base import Source, is_source_arg
 
 
 def is_feature_file(path: str | os.PathLike) -> bool:
@@ -40,9 +40,10 @@ def stats_npz_keys(path: str | os.PathLike) -> set[str] | None:
 
 
 def is_image_source(path: str | os.PathLike) -> bool:
-    """True when ``path`` exists and holds images to decode (a folder, a zip, an image array),
+    """True when ``path`` exists (or is a brace pattern of shards) and holds images to decode
+    (a folder, a zip, tar shards, an image array),
     not already-made features or statistics."""
-    return Path(path).exists() and not is_feature_file(path) and stats_npz_keys(path) is None
+    return is_source_arg(path) and not is_feature_file(path) and stats_npz_keys(path) is None
 
 
 @dataclass
