@@ -11,7 +11,7 @@ class ExtractOptions:
     encoder: str = "dinov2"
     arch: str | None = None
     weights: str | None = None
-    resize: str = "clean"  # "clean" | "legacy" (Inception only: pytorch-fid's in-network bilinear)
+    resize: str = "clean"  # "clean" | "legacy" (Inception: pytorch-fid's in-network bilinear) | "tf1"
     batch_size: int = 64
     device: str = "auto"
     workers: int = 2
