@@ -12,6 +12,7 @@ from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics import knn as _knn
 from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.adm import adm_precision_recall
 from evalkit.metrics.common import Seed, check_points
 from evalkit.metrics.common import take_rows as take
 from evalkit.metrics.knn import (
@@ -47,6 +48,7 @@ def prdc(
     max_samples: int = 10000,
     seed: Seed = 0,
     device: Any = None,
+    convention: str = "prdc",
 ) -> dict[str, float]:
     """Precision, recall, density and coverage of generated features against real ones.
 
@@ -73,6 +75,9 @@ def prdc(
         max_samples: largest number of samples used from each set.
         seed: seed of the subsets.
         device: torch device (None: cuda when available).
+        convention: ``"prdc"`` (above) or ``"adm"``: guided-diffusion's evaluator
+            (:func:`evalkit.metrics.adm.adm_precision_recall`: squared float16 distances, ``<=``;
+            precision and recall only, with the count of float16-borderline samples).
 
     Returns:
         ``{"precision", "recall", "density", "coverage"}`` as floats; higher is better.
@@ -83,6 +88,10 @@ def prdc(
     nf = int(fake.shape[0])
     ir, jf = seeded_subsets([nr, nf], max_samples, seed)
     real_s, fake_s = take(real, ir), take(fake, jf)
+    if convention == "adm":
+        return adm_precision_recall(real_s, fake_s, nearest_k=k, device=device)
+    if convention != "prdc":
+        raise MetricInputError(f"prdc: unknown convention {convention!r} (prdc or adm)")
     r_cmp, f_cmp = compare_dtype(real_s), compare_dtype(fake_s)
     cross_cmp = compare_dtype(real_s, fake_s)
     space, (R, F) = prepare(real_s, fake_s, device=device)
