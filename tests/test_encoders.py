@@ -684,3 +684,26 @@ def test_inception_tf1_resize_is_not_pytorch_fid(inception_files, torch_fidelity
     # different features, different identities: caches and references never mix the two
     assert (E.encoder_preprocess("inception", None, "tf1").describe()
             != E.encoder_preprocess("inception", None, "legacy").describe())
+
+
+def test_dinov2_torch_resize_is_edm2s(dinov2_files):
+    """``--resize torch`` (EDM2's FD_DINOv2): F.interpolate bicubic antialias of the float
+    image to 224 inside the module, then /255 and ImageNet mean/std, CLS token; any native
+    size, batches of mixed sizes as lists."""
+    enc = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["official"]), resize="torch")
+    clean = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["official"]))
+    assert enc.preprocess.resize == "none" and enc.preprocess.describe() != clean.preprocess.describe()
+    x, y = images(2, 512, seed=6), images(1, (300, 260), seed=7)
+
+    def edm2(v):  # EDM2 calculate_metrics.py's DINOv2Detector, resize_mode="torch"
+        v = F.interpolate(v.to(torch.float32), size=(224, 224), mode="bicubic", antialias=True)
+        return clean.net(_normalise(v))
+
+    with torch.no_grad():
+        got = enc([x[0], y[0], x[1]])["features"]
+        want = torch.cat([edm2(x[:1]), edm2(y), edm2(x[1:])])
+        torch.testing.assert_close(enc(x)["features"], edm2(x), rtol=0, atol=1e-6 * want.abs().max().item())
+        # planted: the same resize without antialias moves the features far beyond round-off
+        aliased = clean(F.interpolate(x[:1], size=(224, 224), mode="bicubic"))["features"]
+    assert_close_scaled(got, want, rel=1e-6)
+    assert (aliased - want[:1]).abs().max() > 1e-3 * want.abs().max()

@@ -21,11 +21,12 @@ def extract_options(fn):
                           "e.g. laion2b_s34b_b79k."),
         click.option("--weights", default=None, type=click.Path(dir_okay=False),
                      help="Local weights file (official checkpoint formats)."),
-        click.option("--resize", type=click.Choice(["clean", "legacy", "tf1"]), default="clean",
+        click.option("--resize", type=click.Choice(["clean", "legacy", "tf1", "torch"]), default="clean",
                      show_default=True,
                      help="clean: PIL bicubic (clean-fid); legacy: pytorch-fid (inception), "
                           "dgm-eval's or timm's torchvision transform (others); tf1: the TF "
-                          "Inception graph's own resize (inception; ADM, TTUR)."),
+                          "Inception graph's own resize (inception; ADM, TTUR); torch: F.interpolate "
+                          "bicubic antialias (dinov2; EDM2)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]"),
         click.option("--workers", type=click.IntRange(min=0), default=min(8, os.cpu_count() or 1),
