@@ -84,6 +84,7 @@ def inception_files(tmp_path_factory):
     _randomize_norms(net, torch.Generator().manual_seed(2))
     with torch.no_grad():
         net.fc.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(3))
+        net.fc.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(4))  # unused: IS logits
     full = {k: v.clone() for k, v in net.state_dict().items()}
     bare = {k: v for k, v in full.items() if not k.endswith("num_batches_tracked")}
     assert len(full) > len(bare)
