@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from evalkit.lazy import torch
-from evalkit.metrics.common import resolve_device
+from evalkit.metrics.common import fp32_matmul_is_ieee, resolve_device
 
 # Rows (and columns) of one ADM distance block: its float16/float32 choice is made per block.
 ADM_BLOCK = 10000
@@ -41,9 +41,14 @@ def _as_tensor(x: Any, device) -> torch.Tensor:
 
 
 class _Half:
-    """Features cast to float16 and their float16 squared norms (float32 accumulation)."""
+    """Features cast to float16 and their float16 squared norms (float32 accumulation).
+
+    ``acc`` is the dtype of the products' accumulation: float32, or float64 where float32
+    products are not IEEE (TF32 on CUDA would round the float16 inputs to 10 mantissa bits).
+    """
 
     def __init__(self, x32: torch.Tensor):
+        self.acc = torch.float32 if fp32_matmul_is_ieee(x32.device) else torch.float64
         self.x32 = x32
         self.x16 = x32.to(torch.float16)
         self.sq16 = (self.x16 * self.x16).float().sum(1).to(torch.float16)
@@ -53,10 +58,11 @@ class _Half:
 def _sq_dist(a: _Half, b: _Half, rows: slice, cols: slice, half: bool) -> torch.Tensor:
     """ADM's squared distances of rows × cols, float16 arithmetic (``half``) or float32."""
     if half:
-        mm = (a.x16[rows].float() @ b.x16[cols].float().T).to(torch.float16)
+        mm = (a.x16[rows].to(a.acc) @ b.x16[cols].to(a.acc).T).to(torch.float16)
         d = (a.sq16[rows].unsqueeze(1) - 2 * mm) + b.sq16[cols].unsqueeze(0)
     else:
-        d = (a.sq32[rows].unsqueeze(1) - 2 * (a.x32[rows] @ b.x32[cols].T)) + b.sq32[cols].unsqueeze(0)
+        mm = (a.x32[rows].to(a.acc) @ b.x32[cols].to(a.acc).T).float()
+        d = (a.sq32[rows].unsqueeze(1) - 2 * mm) + b.sq32[cols].unsqueeze(0)
     return d.clamp_min(0).float()
 
 
