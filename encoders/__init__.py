@@ -31,6 +31,8 @@ from evalkit.encoders.spec import (  # noqa: F401 (re-exported)
     check_arch,
     check_resize,
     legacy_resize_encoders,
+    resize_encoders,
+    resize_modes,
 )
 from evalkit.registry import Registry
 

@@ -54,9 +54,14 @@ def _weights(arch: str) -> WeightsSpec:
 
 
 def dinov2_preprocess(arch: str = DEFAULT_ARCH, resize: str = "clean") -> Preprocess:
-    """224×224 clean resize; ImageNet mean/std applied in the module."""
+    """224×224 clean resize; ImageNet mean/std applied in the module. ``resize="torch"``: EDM2's
+    ``calculate_metrics.py`` instead: native-size images, resized in the module with
+    ``F.interpolate(x.float(), (224, 224), mode="bicubic", antialias=True)``, no clamp."""
     check_arch("dinov2", arch, DECLARED.archs)
     check_resize("dinov2", resize)
+    if resize == "torch":
+        return Preprocess(size=SIZE, resize="none", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                          in_network="torch-bicubic-antialias-224")
     return Preprocess(size=SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
@@ -231,18 +236,35 @@ class DINOv2Encoder(Encoder):
         super().__init__()
         self.arch = arch
         self.preprocess = dinov2_preprocess(arch, resize)
+        self.torch_resize = resize == "torch"
         self.outputs = {"features": ARCHS[arch][0]}
         self.weights_sha256 = weights_sha256
         self.net = net
         self.set_normalisation(IMAGENET_MEAN, IMAGENET_STD)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """B×3×H×W in [0, 255], H and W multiples of 14 (224 by default) -> {"features"}."""
+        """B×3×H×W in [0, 255], H and W multiples of 14 (224 by default) -> {"features"}.
+
+        With ``resize="torch"``: any size (a batch, or a list of 3×H×W of different sizes),
+        resized here as EDM2 does (see :func:`dinov2_preprocess`)."""
+        if self.torch_resize:
+            images = self._edm2_resize(images)
         x = self.normalise(images)
         if x.shape[2] % PATCH or x.shape[3] % PATCH:
             raise InputError(f"dinov2 encoder needs sides that are multiples of {PATCH}, got "
                              f"{tuple(x.shape[2:])}")
         return {"features": self.net(x).float()}
+
+
+    def _edm2_resize(self, images) -> torch.Tensor:
+        batch = [images] if isinstance(images, torch.Tensor) else [im[None] for im in images]
+        out = []
+        for x in batch:
+            if x.ndim != 4 or x.shape[1] != 3:
+                raise InputError(f"dinov2 encoder expects 3-channel images, got {tuple(x.shape)}")
+            x = x.to(device=self.mean.device, dtype=torch.float32)
+            out.append(F.interpolate(x, size=(SIZE, SIZE), mode="bicubic", antialias=True))
+        return torch.cat(out) if len(out) > 1 else out[0]
 
 
 def build_dinov2(arch: str | None = None, weights: str | None = None, resize: str = "clean",

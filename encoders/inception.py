@@ -16,6 +16,10 @@ Input is B×3×H×W in [0, 255]. ``resize="clean"``: the data workers resized to
 bicubic, clean-fid), the network only maps x/255 to [-1, 1]. ``resize="legacy"``: pytorch-fid's
 in-network ``F.interpolate(size=(299, 299), mode="bilinear", align_corners=False)`` on x/255,
 then 2x-1; batches may then hold different native sizes, passed as a list of 3×H×W tensors.
+``resize="tf1"``: the TF graph's own preprocessing, as the ADM evaluator, TTUR and StyleGAN's
+port feed it: native-size float32 pixels, TF1 ``ResizeBilinear`` to 299 (no half-pixel centres,
+:func:`evalkit.images.resize.tf1_bilinear`), then (x − 128) / 128; equals torch-fidelity's
+``FeatureExtractorInceptionV3`` to float32 round-off.
 
 Batches run through a BatchNorm-folded ``channels_last`` copy of the network (on CPU in fp32,
 frozen, fused by oneDNN Graph and run as concurrent one-thread slices; see
@@ -35,6 +39,7 @@ from evalkit.encoders.runtime import InferenceCopy
 from evalkit.encoders.spec import BUILTINS, check_arch, check_resize
 from evalkit.encoders.weights import build_module, load_checkpoint
 from evalkit.errors import InputError
+from evalkit.images.resize import tf1_bilinear
 
 DECLARED = BUILTINS["inception"]
 ARCH = DECLARED.default_arch
@@ -51,11 +56,14 @@ WEIGHTS = WeightsSpec(
 
 
 def inception_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
-    """``clean``: workers resize to 299; ``legacy``: native size, bilinear resize in-network."""
+    """``clean``: workers resize to 299; ``legacy``: native size, pytorch-fid's bilinear resize
+    in-network; ``tf1``: native size, the TF graph's ResizeBilinear and (x − 128) / 128."""
     check_arch("inception", arch, DECLARED.archs)
     check_resize("inception", resize)
     if resize == "legacy":
         return Preprocess(size=SIZE, resize="none", in_network="bilinear-299")
+    if resize == "tf1":
+        return Preprocess(size=SIZE, resize="none", in_network="tf1-bilinear-299-x128")
     return Preprocess(size=SIZE)
 
 
@@ -265,11 +273,13 @@ class InceptionEncoder(Encoder):
         self._inference = InferenceCopy(_conv_bn_pairs)
         self.preprocess = inception_preprocess(ARCH, resize)
         self.legacy = resize == "legacy"
+        self.tf1 = resize == "tf1"
         self.outputs = dict(OUTPUTS)
         self.weights_sha256 = weights_sha256
         self.net = net
 
     def _prepare(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Images in [0, 255] -> the network's input in [-1, 1] (see the module docstring)."""
         device = self.net.fc.weight.device
         if isinstance(images, torch.Tensor):
             batch = [images.unsqueeze(0) if images.ndim == 3 else images]
@@ -282,18 +292,22 @@ class InceptionEncoder(Encoder):
             if x.ndim != 4 or x.shape[1] != 3:
                 raise InputError(f"inception encoder expects 3-channel images, got "
                                  f"{tuple(x.shape)}")
-            x = x.to(device=device, dtype=torch.float32) / 255.0
+            x = x.to(device=device, dtype=torch.float32)
+            if self.tf1:
+                out.append((tf1_bilinear(x, SIZE) - 128) / 128)
+                continue
+            x = x / 255.0
             if self.legacy:
                 x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
             elif tuple(x.shape[2:]) != (SIZE, SIZE):
                 raise InputError(f"inception encoder (clean resize) expects {SIZE}×{SIZE} "
                                  f"inputs, got {tuple(x.shape[2:])}")
-            out.append(x)
+            out.append(2 * x - 1)
         return torch.cat(out, 0) if len(out) > 1 else out[0]
 
     def forward(self, images) -> dict[str, torch.Tensor]:
         """Images in [0, 255] (a batch, or in legacy mode a list of 3×H×W) -> outputs."""
-        x = 2 * self._prepare(images) - 1
+        x = self._prepare(images)
         pool3, mixed_6 = self._inference(self.net, x) if self.fast else self.net(x)
         pool3 = pool3.float()
         logits = pool3 @ self.net.fc.weight.float().T

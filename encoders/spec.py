@@ -172,22 +172,34 @@ def check_arch(encoder: str, arch: str, archs) -> None:
                          f"{', '.join(archs)}")
 
 
+def resize_encoders(mode: str) -> list[str]:
+    """Names of the built-in encoders that accept ``--resize MODE``, in table order."""
+    return [b.name for b in BUILTINS.values() if mode in b.resizes]
+
+
 def legacy_resize_encoders() -> list[str]:
     """Names of the built-in encoders that accept ``--resize legacy``, in table order."""
-    return [b.name for b in BUILTINS.values() if "legacy" in b.resizes]
+    return resize_encoders("legacy")
+
+
+def resize_modes() -> list[str]:
+    """Every ``--resize`` mode some built-in encoder declares, ``clean`` first."""
+    return list(dict.fromkeys(m for b in BUILTINS.values() for m in b.resizes))
 
 
 def check_resize(encoder: str, resize: str) -> None:
-    """InputError unless ``encoder`` declares ``resize`` (the message lists who takes legacy)."""
+    """InputError unless ``encoder`` declares ``resize`` (the message lists who takes it)."""
     decl = BUILTINS.get(encoder)
     if decl is not None and resize in decl.resizes:
         return
-    if resize not in ("clean", "legacy"):
-        raise InputError(f"{encoder}: unknown --resize {resize!r} (clean or legacy)")
-    names = legacy_resize_encoders()
+    modes = resize_modes()
+    if resize not in modes:
+        raise InputError(f"{encoder}: unknown --resize {resize!r} ({', '.join(modes)})")
+    names = resize_encoders(resize)
     listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-    raise InputError(f"--resize {resize} is only valid for the {listed} encoders "
-                     f"({encoder} uses clean resizing)")
+    which = "encoders" if len(names) > 1 else "encoder"
+    raise InputError(f"--resize {resize} is only valid for the {listed} {which} "
+                     f"({encoder} takes {', '.join(decl.resizes) if decl else 'clean'})")
 
 
 # One entry per built-in encoder, listed in this order by `evalkit encoders`.
@@ -197,10 +209,11 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("inception", "FID Inception-v3 (pytorch-fid weights): pool3 2048-d, fc logits 1008, "
             "sFID spatial 2023",
             ("fid_v3",), "fid_v3", {"features": 2048, "logits": 1008, "spatial": 2023},
-            resizes=("clean", "legacy")),
+            resizes=("clean", "legacy", "tf1")),
     Builtin("dinov2", "DINOv2 ViT/14 (Oquab et al. 2023): CLS token after the final norm, 224 px "
             "(FD-DINOv2)",
-            ("vits14", "vitb14", "vitl14", "vitg14"), "vitl14", {"features": 1024}),
+            ("vits14", "vitb14", "vitl14", "vitg14"), "vitl14", {"features": 1024},
+            resizes=("clean", "torch")),
     Builtin("clip", "open_clip image tower (dgm-eval's ViT-L-14 datacomp_xl_s13b_b90k): ln_post "
             "features before the projection + normalised embedding",
             ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14"),

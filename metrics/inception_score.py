@@ -20,7 +20,8 @@ IS_SHUFFLE_SEED = 2020
     Output("is_std", "none", "standard deviation of the Inception Score over the splits", select=False),
     array="logits", args=("fake",), min_samples=10, order_invariant=False, position=50,
 )
-def inception_score(fake: Any, *, splits: int = 10, device: Any = None) -> dict[str, float]:
+def inception_score(fake: Any, *, splits: int = 10, device: Any = None,
+                    convention: str = "torch-fidelity", split_size: int = 5000) -> dict[str, float]:
     """Inception Score (Salimans et al. 2016, "Improved techniques for training GANs").
 
     Softmax of the class ``logits`` (Inception: the 1008-way fc layer without bias), samples
@@ -29,10 +30,18 @@ def inception_score(fake: Any, *, splits: int = 10, device: Any = None) -> dict[
     float64; mean and ``np.std`` (ddof 0) over the splits. Equals torch-fidelity's ``isc``
     (``isc_features_to_metric``) on the same logits.
 
+    ``convention="adm"``: guided-diffusion's ``compute_inception_score`` instead: no shuffle,
+    ordered splits ``range(0, N, split_size)`` of 5,000 (the last one shorter when N is not a
+    multiple), the mean of the split scores (``is_std``: their ``np.std``); ``splits`` unused.
+    ADM runs the softmax in float32 and the KL in float32 numpy; here float64 (the difference
+    is float32 round-off, ~1e-6 relative).
+
     Args:
         fake: generated logits, N×C (N >= splits).
         splits: number of splits.
         device: torch device.
+        convention: ``"torch-fidelity"`` or ``"adm"``.
+        split_size: rows per split under ``convention="adm"``.
 
     Returns:
         ``{"is": mean, "is_std": std}``.
@@ -42,12 +51,20 @@ def inception_score(fake: Any, *, splits: int = 10, device: Any = None) -> dict[
     if splits < 1:
         raise MetricInputError(f"is: splits must be >= 1, got {splits}")
     n = int(fake.shape[0])
-    require_samples("is", n, splits, "generated")
     dev = resolve_device(device)
-    perm = np.random.RandomState(IS_SHUFFLE_SEED).permutation(n)
+    if convention == "adm":
+        if split_size < 1:
+            raise MetricInputError(f"is: split_size must be >= 1, got {split_size}")
+        parts = [np.arange(s, min(s + split_size, n)) for s in range(0, n, split_size)]
+    elif convention == "torch-fidelity":
+        require_samples("is", n, splits, "generated")
+        perm = np.random.RandomState(IS_SHUFFLE_SEED).permutation(n)
+        parts = [perm[i * n // splits:(i + 1) * n // splits] for i in range(splits)]
+    else:
+        raise MetricInputError(f"is: unknown convention {convention!r} (torch-fidelity or adm)")
     scores = []
-    for i in range(splits):
-        logits = as_tensor(take_rows(fake, perm[i * n // splits:(i + 1) * n // splits]), dev, torch.float64)
+    for rows in parts:
+        logits = as_tensor(take_rows(fake, rows), dev, torch.float64)
         if not bool(torch.isfinite(logits).all()):
             raise MetricInputError("is: logits contain NaN or inf")
         p = logits.softmax(dim=1)

@@ -12,6 +12,7 @@ from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.primitives import knn as _knn
+from evalkit.metrics.primitives.adm import adm_precision_recall
 from evalkit.metrics.primitives.common import Seed, check_points
 from evalkit.metrics.primitives.common import take_rows as take
 from evalkit.metrics.primitives.knn import (
@@ -47,6 +48,7 @@ def prdc(
     max_samples: int = 10000,
     seed: Seed = 0,
     device: Any = None,
+    convention: str = "prdc",
 ) -> dict[str, float]:
     """Precision, recall, density and coverage of generated features against real ones.
 
@@ -73,6 +75,9 @@ def prdc(
         max_samples: largest number of samples used from each set.
         seed: seed of the subsets.
         device: torch device (None: cuda when available).
+        convention: ``"prdc"`` (above) or ``"adm"``: guided-diffusion's evaluator
+            (:func:`evalkit.metrics.primitives.adm.adm_precision_recall`: squared float16 distances, ``<=``;
+            precision and recall only, with the count of float16-borderline samples).
 
     Returns:
         ``{"precision", "recall", "density", "coverage"}`` as floats; higher is better.
@@ -83,6 +88,10 @@ def prdc(
     nf = int(fake.shape[0])
     ir, jf = seeded_subsets([nr, nf], max_samples, seed)
     real_s, fake_s = take(real, ir), take(fake, jf)
+    if convention == "adm":
+        return adm_precision_recall(real_s, fake_s, nearest_k=k, device=device)
+    if convention != "prdc":
+        raise MetricInputError(f"prdc: unknown convention {convention!r} (prdc or adm)")
     r_cmp, f_cmp = compare_dtype(real_s), compare_dtype(fake_s)
     cross_cmp = compare_dtype(real_s, fake_s)
     space, (R, F) = prepare(real_s, fake_s, device=device)
@@ -173,7 +182,7 @@ def _realism_candidates(space, fc, cc, rad: torch.Tensor, eps: float):
 
 # The realism score's k: dgm-eval's (its PRDC k, 5); the NVlabs code and paper use 3.
 REALISM_K = 5
-# Relative regulariser of the realism denominator, in units of the median k-NN radius.
+# The realism denominator for exact copies (distance 0), in units of the median k-NN radius.
 REALISM_EPS = 1e-5
 
 
@@ -193,10 +202,12 @@ def realism_scores(
     nr = check_points(metric, "reference", real, k + 1)
     check_points(metric, "generated", fake, 1, dim=real.shape[1])
     (ir,) = seeded_subsets([nr], max_samples, seed)
-    space, (R, F) = prepare(take(real, ir), fake, device=device)
+    real_s = take(real, ir)
+    r_cmp, cross_cmp = compare_dtype(real_s), compare_dtype(real_s, fake)
+    space, (R, F) = prepare(real_s, fake, device=device)
     r_sq, _ = knn_self_sq(R, space, k, kth_only=True)
-    radius = torch.sqrt(r_sq)
-    median = torch.quantile(radius, 0.5)
+    radius = round_like(r_sq, r_cmp)  # sklearn's distances, as dgm-eval gets them
+    median = _numpy_median(radius, r_cmp)
     below = radius < median
     if not bool(below.any()):
         raise MetricInputError(
@@ -207,7 +218,7 @@ def realism_scores(
         return torch.zeros(F.n, dtype=torch.float64, device=space.device)
     C = R.rows(keep)
     rad = radius[keep]
-    eps_abs = float(eps) * float(median)  # scale-equivariant: the score does not depend on units
+    eps_abs = float(eps) * float(median)  # only for exact copies (distance 0): see :func:`realism`
     twins = bf16_twins(space, F, C)
     tier = (twins[0], twins[1][0], twins[1][1]) if twins is not None else (space, F, C)
     out = torch.empty(F.n, dtype=torch.float64, device=space.device)
@@ -216,13 +227,28 @@ def realism_scores(
         e = min(s + step, F.n)
         sp, fc, cc = tier[0], tier[1].rows(slice(s, e)), tier[2]
         rows, cols = _realism_candidates(sp, fc, cc, rad, eps_abs)
-        d = torch.sqrt(exact_sq(fc.raw, cc.raw, rows, cols))
-        ratio = rad[cols] / (d + eps_abs)
+        d = round_like(exact_sq(fc.raw, cc.raw, rows, cols), cross_cmp)
+        ratio = _realism_ratio(rad[cols], d, eps_abs, cross_cmp)
         best = torch.full((e - s,), -torch.inf, dtype=torch.float64, device=space.device)
         out[s:e] = best.scatter_reduce_(0, rows, ratio, reduce="amax")
         if tier[0] is not space and rows.numel() > 32 * (e - s):  # coarse screen too coarse here
             tier = (space, F, C)
     return out
+
+
+def _numpy_median(x: torch.Tensor, dtype: torch.dtype) -> float:
+    """``np.median`` of ``x`` held as ``dtype`` (even N: the mean of the two middle values,
+    computed in that dtype, as numpy does for a float32 array)."""
+    v = torch.sort(x.to(dtype)).values
+    n = v.shape[0]
+    return float(v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2)
+
+
+def _realism_ratio(rad: torch.Tensor, d: torch.Tensor, eps_abs: float, dtype: torch.dtype) -> torch.Tensor:
+    """``rad / d`` in ``dtype`` (float32 like dgm-eval's numpy on sklearn's float32 distances);
+    a distance of exactly 0 (a copy of a reference sample) divides by ``eps_abs`` instead."""
+    d = torch.where(d > 0, d, torch.full_like(d, eps_abs))
+    return (rad.to(dtype) / d.to(dtype)).to(torch.float64)
 
 
 @register_metric(
@@ -254,11 +280,12 @@ def realism(
     mean of the two middle radii for even N). k=5 is dgm-eval's (the PRDC k, the contract's
     default); the paper and the official NVlabs code use k=3 (``nearest_k=3``, recorded in the
     result's config as ``realism_k``), which gives another number.
-    The denominator is ``d + eps * median_radius``: dgm-eval divides by the plain distance
-    (an exact copy of a reference sample scores infinity); the NVlabs code adds an absolute 1e-5 to
-    a squared distance. A regulariser relative to the median radius keeps copies finite and the
-    score independent of the features' units (scaling all features by c leaves it unchanged);
-    it moves other scores by about ``eps * median / d`` relative (1e-5 for samples near the data).
+    The denominator is the plain distance, as dgm-eval divides (sklearn's distances: float32
+    values for float32 features, the ratio then in float32 as numpy computes it), so every
+    score whose distances are nonzero equals dgm-eval's to round-off. Only an exact copy of a
+    reference sample (distance 0, where dgm-eval gives infinity) divides by
+    ``eps * median_radius`` instead: a finite score, ``radius / (eps * median)``, independent of
+    the features' units (the NVlabs code adds an absolute 1e-5 to a squared distance).
 
     The reference is a seeded subset of at most ``max_samples`` (the same subset
     :func:`prdc` uses for the same seed); every generated sample is scored, in chunks. The maximum

@@ -375,7 +375,7 @@ def test_adm_protocol_resolution():
 
     r = protocols.resolve_protocol("adm", ExtractOptions())
     assert (r.options.encoder, r.options.resize, r.nsample, r.ref) == (
-        "inception", "legacy", 50000, "imagenet256")
+        "inception", "tf1", 50000, "imagenet256")
     assert r.metrics == ("fd", "sfid", "is", "precision", "recall")
     assert r.overrides["precision"]["nearest_k"] == 3
     d = protocols.resolve_protocol("dgm-eval", ExtractOptions(), ref="real/")

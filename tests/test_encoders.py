@@ -93,6 +93,7 @@ def inception_files(tmp_path_factory):
     _randomize_norms(net, torch.Generator().manual_seed(2))
     with torch.no_grad():
         net.fc.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(3))
+        net.fc.bias.normal_(0, 1.0, generator=torch.Generator().manual_seed(4))  # unused: IS logits
     full = {k: v.clone() for k, v in net.state_dict().items()}
     bare = {k: v for k, v in full.items() if not k.endswith("num_batches_tracked")}
     assert len(full) > len(bare)
@@ -702,3 +703,84 @@ def test_random_weights_under_the_official_name_are_refused(tmp_path, monkeypatc
         E.build_encoder("inception")
     assert E.build_encoder("inception", weights=str(path)).weights_sha256 == \
         hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def torch_fidelity_inception(inception_files):
+    """torch-fidelity's TF-graph Inception (its TF1 resize and (x - 128) / 128) on our random
+    weights in pytorch-fid's format, with a hook on Mixed_6d.branch1x1 for sFID."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                        feature_extractor_weights_path=str(inception_files["with"]))
+    taps = []
+    model.Mixed_6d.branch1x1.register_forward_hook(lambda m, i, o, t=taps: t.append(o))
+    return model, taps
+
+
+def torch_fidelity_outputs(model, taps, x: torch.Tensor):
+    """pool3, unbiased logits and ADM's spatial (NHWC[..., :7]) of uint8-valued images."""
+    taps.clear()
+    with torch.no_grad():
+        pool3, logits = model(x.to(torch.uint8))
+    spatial = taps[-1][:, :7].permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+    return pool3, logits, spatial
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_inception_tf1_matches_torch_fidelity(inception_files, torch_fidelity_inception, fast):
+    """``--resize tf1`` is the TF graph's preprocessing: equal to torch-fidelity's extractor
+    (which reproduces TF1's ResizeBilinear) on several native sizes, up- and downscaled."""
+    enc = E.build_encoder("inception", weights=str(inception_files["without"]), resize="tf1")
+    enc.fast = fast
+    assert enc.preprocess.resize == "none" and enc.preprocess.in_network.startswith("tf1")
+    model, taps = torch_fidelity_inception
+    sizes = [(64, 64), (128, 128), (96, 150), (320, 300)]
+    batch = [images(1, s, seed=10 + i)[0] for i, s in enumerate(sizes)]
+    with torch.no_grad():
+        out = enc(batch)
+    refs = [torch_fidelity_outputs(model, taps, x[None]) for x in batch]
+    # plain module: float32 round-off of two implementations of the same graph; the
+    # BN-folded fast copy adds its own float32 reassociation (as for the other modes)
+    rel = 1e-4 if fast else 2e-6
+    for j, key in enumerate(("features", "logits", "spatial")):
+        assert_close_scaled(out[key], torch.cat([r[j] for r in refs]), rel=rel)
+
+
+def test_inception_tf1_resize_is_not_pytorch_fid(inception_files, torch_fidelity_inception):
+    """The TF1 resize moves features far beyond round-off from pytorch-fid's (the test above
+    can fail): planting ``F.interpolate`` + 2x - 1 is caught."""
+    legacy = E.build_encoder("inception", weights=str(inception_files["without"]), resize="legacy")
+    legacy.fast = False
+    x = images(1, (96, 150), seed=11)
+    with torch.no_grad():
+        got = legacy([x[0]])["features"]
+    want = torch_fidelity_outputs(*torch_fidelity_inception, x)[0]
+    err = (got - want).abs().max() / want.abs().max()
+    assert err > 1e-3
+    # different features, different identities: caches and references never mix the two
+    assert (E.encoder_preprocess("inception", None, "tf1").describe()
+            != E.encoder_preprocess("inception", None, "legacy").describe())
+
+
+def test_dinov2_torch_resize_is_edm2s(dinov2_files):
+    """``--resize torch`` (EDM2's FD_DINOv2): F.interpolate bicubic antialias of the float
+    image to 224 inside the module, then /255 and ImageNet mean/std, CLS token; any native
+    size, batches of mixed sizes as lists."""
+    enc = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["official"]), resize="torch")
+    clean = E.build_encoder("dinov2", "vits14", weights=str(dinov2_files["official"]))
+    assert enc.preprocess.resize == "none" and enc.preprocess.describe() != clean.preprocess.describe()
+    x, y = images(2, 512, seed=6), images(1, (300, 260), seed=7)
+
+    def edm2(v):  # EDM2 calculate_metrics.py's DINOv2Detector, resize_mode="torch"
+        v = F.interpolate(v.to(torch.float32), size=(224, 224), mode="bicubic", antialias=True)
+        return clean.net(_normalise(v))
+
+    with torch.no_grad():
+        got = enc([x[0], y[0], x[1]])["features"]
+        want = torch.cat([edm2(x[:1]), edm2(y), edm2(x[1:])])
+        torch.testing.assert_close(enc(x)["features"], edm2(x), rtol=0, atol=1e-6 * want.abs().max().item())
+        # planted: the same resize without antialias moves the features far beyond round-off
+        aliased = clean(F.interpolate(x[:1], size=(224, 224), mode="bicubic"))["features"]
+    assert_close_scaled(got, want, rel=1e-6)
+    assert (aliased - want[:1]).abs().max() > 1e-3 * want.abs().max()

@@ -180,3 +180,33 @@ def test_cli_progress_bar_method_and_quiet(files, tmp_path):
 def test_cli_refuses_huge_rounds_before_work(files):
     res = CliRunner().invoke(main, ["score", files["fake"], "--ref", files["real"], "--bootstrap", "1000000"])
     assert res.exit_code == 2 and "--bootstrap 1000000" in res.output
+
+
+def test_protocol_overrides_reach_the_prdc_intervals():
+    """k = 3 (a protocol's override) in the per-sample fast path, and ADM's precision/recall
+    convention, which has no per-sample form, through recomputation: each interval holds its
+    own estimate."""
+    g = np.random.default_rng(3)
+    real, fake = _fs(g.standard_normal((120, 6))), _fs(g.standard_normal((100, 6)) * 1.1)
+    for over in ({"nearest_k": 3}, {"nearest_k": 3, "convention": "adm"}):
+        cfg = ScoreConfig(metrics=("precision", "recall"), bootstrap=20, progress=False,
+                          overrides={"precision": over, "recall": over})
+        sc = score_set(fake, real, None, cfg, name="m")
+        from evalkit.metrics.prdc import prdc
+
+        want = prdc(real.get("features"), fake.get("features"), **over)
+        assert sc.values["precision"] == want["precision"]
+        for key in ("precision", "recall"):
+            lo, hi = sc.intervals[key]
+            assert lo <= sc.values[key] <= hi, (over, key)
+    # the fast path's half-sample values are those of k = 3 on that half
+    from evalkit.scoring.intervals import plan_resamplers
+    from evalkit.scoring.rng import RunRNG
+
+    over = {"precision": {"nearest_k": 3}, "recall": {"nearest_k": 3}}
+    [res] = plan_resamplers([get_metric("precision"), get_metric("recall")], fake, real, None,
+                            run_rng=RunRNG(0), device="cpu", overrides=over)
+    got = res.fn(np.random.default_rng(5))
+    idx = np.sort(np.random.default_rng(5).choice(100, 50, replace=False))
+    want = prdc(real.get("features"), fake.get("features")[idx], nearest_k=3)
+    assert got["precision"] == want["precision"] and got["recall"] == want["recall"]

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from evalkit.cli import main
+from evalkit.errors import InputError
 from evalkit.formatting import format_number
 from evalkit.results.directions import metric_directions
 from evalkit.results.leaderboard import build_tables, collect_records
@@ -211,3 +212,15 @@ def test_cli_bad_input_exits_2(tmp_path, records, args, message):
     _write(tmp_path / "notes.json", {"hello": 1})
     r = CliRunner().invoke(main, ["leaderboard"] + [a.format(d=tmp_path) for a in args])
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_paper_exact_and_non_exact_numbers_never_share_a_column(records):
+    """A number every convention of which is the original tool's (``protocol.exact``) is not
+    ranked beside one that is not (an older record of the same protocol, say)."""
+    exact = [dict(rec(m, fd=v), protocol={"name": "adm", "complete": True, "exact": ["fd"]})
+             for m, v in (("adm_a", 3.9), ("adm_b", 4.2))]
+    [(_, t)] = build_tables(exact)
+    assert list(t.index) == ["adm_a", "adm_b"]
+    old = dict(rec("adm_old", fd=3.0), protocol={"name": "adm", "complete": True})
+    with pytest.raises(InputError, match="fd: paper-exact in adm_a, adm_b but not in adm_old"):
+        build_tables(exact + [old])

@@ -192,14 +192,15 @@ def test_prdc_input_errors():
 
 def realism_brute(real, fake, k=5, eps=1e-5):
     """dgm-eval's realism (its compute_prdc(realism=True)): radius_k / distance, maximised over the
-    reference samples whose radius is below the median; ``eps`` x the median radius is added to
-    the distance (0 gives dgm-eval's exact formula)."""
+    reference samples whose radius is below the median; a distance of exactly 0 (a copy) is
+    replaced by ``eps`` x the median radius (eps = 0: dgm-eval's infinity)."""
     sq = brute_sq(real, real)
     np.fill_diagonal(sq, np.inf)
     radius = np.sqrt(np.sort(sq, axis=1)[:, k - 1])
     keep = radius < np.median(radius)
     d = np.sqrt(brute_sq(fake, real[keep]))
-    return (radius[keep][None, :] / (d + eps * np.median(radius))).max(1)
+    with np.errstate(divide="ignore"):
+        return (radius[keep][None, :] / np.where(d > 0, d, eps * np.median(radius))).max(1)
 
 
 def test_realism_matches_definition():
@@ -207,12 +208,12 @@ def test_realism_matches_definition():
     real, fake = g.standard_normal((301, 12)), 1.2 * g.standard_normal((150, 12))
     expected = realism_brute(real, fake)
     assert realism(real, fake, device=CPU)["realism"] == pytest.approx(expected.mean(), rel=1e-12)
-    # the default is dgm-eval's k = 5; its exact formula (no eps) differs by ~eps relative
+    # the default is dgm-eval's k = 5 and its exact formula wherever no distance is 0
     assert realism(real, fake, eps=0.0, device=CPU)["realism"] == pytest.approx(
         realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-12
     )
     assert realism(real, fake, device=CPU)["realism"] == pytest.approx(
-        realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-4
+        realism_brute(real, fake, k=5, eps=0.0).mean(), rel=1e-12
     )
     # the NVlabs code's k = 3 is an option, and another number
     k3 = realism(real, fake, nearest_k=3, device=CPU)["realism"]
@@ -227,6 +228,35 @@ def test_realism_matches_definition():
     assert a == realism(real, fake, max_samples=200, seed=3, device=CPU)
     (ir,) = knn.seeded_subsets([301], 200, 3)
     assert a["realism"] == pytest.approx(realism_brute(real[ir], fake).mean(), rel=1e-12)
+
+
+def test_realism_near_copies_equal_dgm_eval_and_copies_stay_finite():
+    """Samples within 1e-6 of reference rows: the plain ratio radius / d, as dgm-eval divides
+    (an eps added to d would move these by ~eps * median / d); exact copies get the documented
+    finite radius / (eps * median)."""
+    g = rng(31)
+    real = g.standard_normal((200, 16))
+    near = real[:40] + 1e-6 * g.standard_normal((40, 16))
+    got = knn_realism_scores(real, near)
+    want = realism_brute(real, near, eps=0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    copies = knn_realism_scores(real, real[:5])
+    assert np.isfinite(copies).all()
+    np.testing.assert_allclose(copies, realism_brute(real, real[:5]), rtol=1e-12)
+    # float32 features: sklearn's float32 distances and numpy's float32 ratio, exactly
+    r32, f32 = real.astype(np.float32), (near + 0.01 * g.standard_normal(near.shape)).astype(np.float32)
+    from sklearn.metrics import pairwise_distances
+
+    rad = np.sort(pairwise_distances(r32, r32), axis=1)[:, 5]
+    keep = rad < np.median(rad)
+    dgm = (rad[keep][:, None] / pairwise_distances(r32, f32)[keep]).max(axis=0)
+    np.testing.assert_array_equal(knn_realism_scores(r32, f32).astype(np.float32), dgm)
+
+
+def knn_realism_scores(real, fake):
+    from evalkit.metrics.prdc import realism_scores
+
+    return realism_scores(real, fake, device=CPU).cpu().numpy()
 
 
 def test_realism_k_option_is_recorded_and_reaches_per_sample_csv(tmp_path):

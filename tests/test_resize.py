@@ -88,3 +88,18 @@ def test_target_size_follows_torchvision():
     assert target_size(300, 451, 224, crop=True) == (224, 336, 0, 56)
     assert target_size(451, 300, 224, crop=True, crop_from=256) == (384, 256, 80, 16)
     assert target_size(10, 20, 5) == (5, 5, 0, 0)
+
+
+@pytest.mark.parametrize("h, w", [(64, 64), (96, 150), (320, 300), (512, 512), (299, 299)])
+def test_tf1_bilinear_equals_torch_fidelity_bit_for_bit(h, w):
+    """TF1 ResizeBilinear (no half-pixel centres) as torch-fidelity reproduces it, exactly."""
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    from evalkit.images.resize import tf1_bilinear
+
+    x = torch.from_numpy(np.random.default_rng(h * w).integers(0, 256, (2, 3, h, w))).float()
+    want = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+    assert torch.equal(tf1_bilinear(x, 299), want)
+    if (h, w) != (299, 299):  # and it is not F.interpolate's half-pixel resize
+        other = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        assert (other - want).abs().max() > 1.0

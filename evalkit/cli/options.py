@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import click
 
-from evalkit.encoders import BUILTINS, get_encoder_spec, legacy_resize_encoders
+from evalkit.encoders import (
+    BUILTINS,
+    get_encoder_spec,
+    legacy_resize_encoders,
+    resize_encoders,
+    resize_modes,
+)
 from evalkit.errors import InputError
 from evalkit.features.options import ExtractOptions, default_workers
 
@@ -20,11 +26,14 @@ def extract_options(fn):
                           "e.g. laion2b_s34b_b79k."),
         click.option("--weights", default=None, type=click.Path(dir_okay=False),
                      help="Local weights file (official checkpoint formats)."),
-        click.option("--resize", type=click.Choice(["clean", "legacy"]), default="clean",
+        click.option("--resize", type=click.Choice(resize_modes()), default="clean",
                      show_default=True,
                      help=f"clean: PIL bicubic (clean-fid); legacy "
                           f"({', '.join(legacy_resize_encoders())}): pytorch-fid (inception), "
-                          "dgm-eval's or timm's torchvision transform (others)."),
+                          "dgm-eval's or timm's torchvision transform (others); tf1 "
+                          f"({', '.join(resize_encoders('tf1'))}): the TF Inception graph's own "
+                          f"resize (ADM, TTUR); torch ({', '.join(resize_encoders('torch'))}): "
+                          "F.interpolate bicubic antialias (EDM2)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]"),
         click.option("--workers", type=click.IntRange(min=0), default=default_workers(),

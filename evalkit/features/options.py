@@ -18,9 +18,11 @@ class ExtractOptions:
     encoder: str = "dinov2"
     arch: str | None = None
     weights: str | None = None
-    # "clean" | "legacy": the reference tool's own resize, for the encoders whose declaration
-    # lists it (evalkit.encoders.legacy_resize_encoders(): pytorch-fid's in-network bilinear
-    # for inception, dgm-eval's / timm's torchvision transform for the others)
+    # "clean" | "legacy" | "tf1" | "torch": the reference tool's own resize, for the encoders
+    # whose declaration lists it (evalkit.encoders.BUILTINS[...].resizes): pytorch-fid's
+    # in-network bilinear (inception legacy), dgm-eval's / timm's torchvision transform (legacy,
+    # others), the TF Inception graph's ResizeBilinear (inception tf1), EDM2's F.interpolate
+    # bicubic antialias (dinov2 torch)
     resize: str = "clean"
     batch_size: int = 64
     device: str = "auto"

@@ -269,3 +269,40 @@ def prepare(arr: np.ndarray, preprocess) -> np.ndarray:
                           crop_from=preprocess.crop_from, keep_aspect=preprocess.keep_aspect,
                           interpolation=interpolation)
     raise ValueError(f"unknown Preprocess.resize {preprocess.resize!r} (clean | pil | none)")
+def tf1_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """TensorFlow 1.x ``ResizeBilinear`` (``align_corners=False``, no half-pixel centres) to S×S.
+
+    The resize inside the TF FID Inception graph (``classify_image_graph_def.pb``) that the
+    ADM evaluator (Dhariwal & Nichol 2021, guided-diffusion ``evaluations/evaluator.py``) and
+    TTUR feed images of their stored size. TF's kernel (``resize_bilinear_op.cc``) samples
+    output pixel ``i`` at source position ``i · (in / out)`` computed in float32 (no half-pixel
+    offset, unlike ``F.interpolate(align_corners=False)``), reads pixels ``floor`` and
+    ``min(floor + 1, in − 1)``, and interpolates horizontally first, then vertically:
+    ``top + (bottom − top) · dy`` with ``top = a + (b − a) · dx``. The same arithmetic, in the
+    same float32 order, as torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x``
+    (bit-exact to TF on CPU according to its authors).
+
+    Args:
+        x: N×C×H×W float batch (values in any range; [0, 255] for the Inception graph).
+        size: the output side S.
+
+    Returns:
+        N×C×S×S float32.
+    """
+    x = x.to(torch.float32)
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+
+    def grid(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pos = torch.arange(size, dtype=torch.float32, device=x.device) * torch.tensor(
+            n_in / size, dtype=torch.float32, device=x.device)
+        lo = pos.long()  # floor: positions are >= 0
+        return lo, (lo + 1).clamp_max(n_in - 1), pos - lo.to(torch.float32)
+
+    ylo, yhi, dy = grid(h)
+    xlo, xhi, dx = grid(w)
+    top, bottom = x.index_select(-2, ylo), x.index_select(-2, yhi)
+    dx = dx.view(1, 1, 1, size)
+    top = top.index_select(-1, xlo) + (top.index_select(-1, xhi) - top.index_select(-1, xlo)) * dx
+    bottom = (bottom.index_select(-1, xlo)
+              + (bottom.index_select(-1, xhi) - bottom.index_select(-1, xlo)) * dx)
+    return top + (bottom - top) * dy.view(1, 1, size, 1)

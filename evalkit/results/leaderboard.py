@@ -143,6 +143,7 @@ def _build_one(group, sort, metrics, directions) -> pd.DataFrame:
         wanted = ", ".join(metrics) if metrics else "any metric"
         raise InputError(f"no records hold {wanted} (they have: {', '.join(sorted(present))})")
     names = _row_names(group)
+    _refuse_mixed_exactness(group, names, cols)
     frame = pd.DataFrame(
         [[_as_float((r.get("metrics") or {}).get(c)) for c in cols] for r in group],
         index=pd.Index(names, name="model"), columns=cols, dtype=float,
@@ -171,6 +172,20 @@ def _build_one(group, sort, metrics, directions) -> pd.DataFrame:
         sources={n: r.get("_path") for n, r in zip(names, group)},
     )
     return frame
+
+
+def _refuse_mixed_exactness(group, names, cols) -> None:
+    """A column must not hold a paper-exact number (``protocol.exact``: every convention the
+    original tool's) beside one that is not: they are not comparable."""
+    for c in cols:
+        held = [(n, c in ((r.get("protocol") or {}).get("exact") or ())) for n, r in zip(names, group)
+                if c in (r.get("metrics") or {})]
+        if len({exact for _, exact in held}) > 1:
+            exact = ", ".join(n for n, e in held if e)
+            other = ", ".join(n for n, e in held if not e)
+            raise InputError(f"{c}: paper-exact in {exact} but not in {other} (records of another "
+                             "evalkit version or protocol); score them again with the same "
+                             "--protocol to compare")
 
 
 def _sort_key(sort: str | None, cols: list[str], dirs: dict[str, str]) -> str:

@@ -88,10 +88,13 @@ class _Resampler:
         self.m = n // 2
 
 
-def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str]) -> _Resampler:
+def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str],
+                    nearest_k: int = 5, max_samples: int = 10000, convention: str = "prdc"
+                    ) -> _Resampler:
 
     real_a, fake_a = array_for(spec, real), array_for(spec, fake)
-    parts = prdc_parts(real_a, fake_a, seed=seed, device=device)
+    parts = prdc_parts(real_a, fake_a, nearest_k=nearest_k, max_samples=max_samples, seed=seed,
+                       device=device)
     gp, rp = parts["pairs"]
     n, nr, k = parts["n_fake"], parts["n_real"], parts["k"]
     counts = np.bincount(gp, minlength=n)
@@ -173,10 +176,11 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
     prdc_done = False
     for spec in specs:
         seed = run_rng.seed_for("metric", stream_name(spec))
-        if spec.name in _PRDC and samples:
-            if not prdc_done:
+        kw = overrides.get(spec.name, {})
+        if spec.name in _PRDC and samples and kw.get("convention", "prdc") == "prdc":
+            if not prdc_done:  # the per-sample fast path knows the prdc convention only
                 out.append(_prdc_resampler(spec, fake, real, seed=seed, device=device,
-                                           wanted=names & set(_PRDC)))
+                                           wanted=names & set(_PRDC), **kw))
             prdc_done = True
         elif spec.name == "realism" and samples:
             kw = {k: v for k, v in overrides.get("realism", {}).items()

@@ -25,7 +25,7 @@ from typing import Any
 from evalkit.errors import InputError, UnknownNameError
 from evalkit.features.options import ExtractOptions
 
-_ADM_PR = {"nearest_k": 3, "max_samples": 50000}
+_ADM_PR = {"nearest_k": 3, "max_samples": 50000, "convention": "adm"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class Protocol:
             reference image batch (ADM) rather than the batch's own features.
         needs_test: metrics that need ``--test``; dropped (and listed) when there is none.
         differences: where evalkit's number can differ from the original tool's.
+        conventions: metric -> the convention that produces it (recorded per number in
+            ``protocol.conventions``).
+        exact: metrics whose every convention is the original tool's (the numbers are
+            comparable with the published tables up to the residual in ``differences``).
     """
 
     name: str
@@ -52,6 +56,8 @@ class Protocol:
     published_stats: bool = False
     needs_test: tuple[str, ...] = ()
     differences: str = ""
+    conventions: Mapping[str, str] = field(default_factory=dict)
+    exact: tuple[str, ...] = ()
 
 
 PROTOCOLS: dict[str, Protocol] = {}
@@ -65,26 +71,44 @@ def register_protocol(protocol: Protocol) -> Protocol:
     return protocol
 
 
+_ADM_INCEPTION = ("TF Inception graph (pytorch-fid's weights file), TF1 ResizeBilinear from the "
+                  "stored size, (x-128)/128")
 register_protocol(Protocol(
     name="adm",
     description="guided-diffusion evaluator: Inception FID, sFID, IS, precision/recall (k=3)",
-    encoders={"inception": {"resize": "legacy",
+    encoders={"inception": {"resize": "tf1",
                             "metrics": ("fd", "sfid", "is", "precision", "recall")}},
     n_samples=50000, reference="imagenet256",
-    overrides={"precision": _ADM_PR, "recall": _ADM_PR, "density": _ADM_PR, "coverage": _ADM_PR},
+    overrides={"precision": _ADM_PR, "recall": _ADM_PR, "density": _ADM_PR, "coverage": _ADM_PR,
+               "is": {"convention": "adm", "split_size": 5000}},
     published_stats=True,
-    differences="PyTorch port of the TF Inception graph with pytorch-fid's in-network bilinear "
-                "resize; IS shuffles with RandomState(2020) (ADM: 10 ordered splits of 5,000); "
-                "PR radii test '<' in float32 (ADM: '<=' on float16 distances)"))
+    conventions={
+        "fd": f"ADM: {_ADM_INCEPTION}; pool_3 vs the mu/sigma stored in the reference batch",
+        "sfid": f"ADM: {_ADM_INCEPTION}; mixed_6/conv[..., :7] in HWC order vs mu_s/sigma_s",
+        "is": "ADM: softmax(pool_3 @ W) without the bias, ordered splits of 5,000, mean",
+        "precision": "ADM: k=3, squared float16 distances, '<=', 10,000-row blocks",
+        "recall": "ADM: k=3, squared float16 distances, '<=', 10,000-row blocks"},
+    exact=("fd", "sfid", "is", "precision", "recall"),
+    differences="float32 round-off of the PyTorch port of the TF graph (features ~1e-6 "
+                "relative); IS softmax/KL in float64 (ADM: float32); precision/recall: samples "
+                "within one float16 ulp of their radius may fall either way (counted in "
+                "details.precision._float16_borderline)"))
 
 register_protocol(Protocol(
     name="edm2",
     description="EDM2 calculate_metrics.py: FID (Inception) or FD_DINOv2 vs EDM2 statistics",
-    encoders={"inception": {"resize": "legacy", "metrics": ("fd",)},
-              "dinov2": {"arch": "vitl14", "resize": "clean", "metrics": ("fd",)}},
+    encoders={"inception": {"resize": "tf1", "metrics": ("fd",)},
+              "dinov2": {"arch": "vitl14", "resize": "torch", "metrics": ("fd",)}},
     n_samples=50000, reference="edm2-img512",
-    differences="Inception: pytorch-fid's port (EDM2 uses StyleGAN3's port of the same TF "
-                "graph); DINOv2: PIL bicubic on float32 (EDM2: torch bicubic antialias)"))
+    conventions={"fd": "EDM2: Inception: the TF graph on uint8 NCHW (TF1 bilinear sampling "
+                       "positions, (x-128)/128); DINOv2-L/14: F.interpolate bicubic antialias "
+                       "to 224, /255, ImageNet mean/std, CLS; statistics in float64"},
+    exact=("fd",),
+    differences="DINOv2: float32 round-off only (same torch resize and normalisation); "
+                "Inception: StyleGAN3's TorchScript port samples TF1's positions through "
+                "affine_grid/grid_sample in float32 (evalkit: TF1's own float32 arithmetic), "
+                "differences at float32 round-off of the sampling coordinates; covariance "
+                "centred (EDM2: raw second moments minus N mu mu^T, float64)"))
 
 register_protocol(Protocol(
     name="dgm-eval",
@@ -122,7 +146,9 @@ class ResolvedProtocol:
         fields: dict[str, Any] = {
             "name": p.name, "encoder": self.options.encoder, "resize": self.options.resize,
             "metrics": list(self.metrics), "n_expected": p.n_samples, "complete": complete,
-            "differences": p.differences}
+            "differences": p.differences,
+            "conventions": {m: p.conventions.get(m, "evalkit") for m in self.metrics},
+            "exact": [m for m in self.metrics if m in p.exact]}
         if published is not None:
             meta = getattr(published, "meta", {}) or {}
             fields["published_stats"] = {"n": getattr(published, "n", None),

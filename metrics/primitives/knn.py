@@ -117,7 +117,9 @@ def round_like(sq: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     float64. The result is returned as float64 either way (holding float32 values for float32).
     """
     if dtype == torch.float32:
-        return torch.sqrt(sq.to(torch.float32)).to(torch.float64)
+        # IEEE sqrt of the float32 value: in float64 then rounded (exact for sqrt, 53 >= 2*24+2
+        # bits); torch's vectorised float32 sqrt on CPU is not always correctly rounded
+        return torch.sqrt(sq.to(torch.float32).to(torch.float64)).to(torch.float32).to(torch.float64)
     return torch.sqrt(sq.to(torch.float64))
 
 

@@ -1,0 +1,159 @@
+"""Reproduce published ADM numbers with ``--protocol adm``: evalkit vs the paper, per metric.
+
+Dhariwal & Nichol 2021 published their sample batches (50,000 images each, ``.npz``) and the
+reference batches (guided-diffusion ``evaluations/README.md``). For every row below this script
+downloads the sample batch it lacks (resumable, ``$EVALKIT_REF_MIRROR`` honoured, like every
+evalkit download), lets evalkit fetch the reference batch from its catalog, scores the samples
+with ``--protocol adm`` and prints evalkit's number, the published one and the difference::
+
+    python benchmarks/reproduce_papers.py                        # every row (~40 GB)
+    python benchmarks/reproduce_papers.py --rows adm-g+u-256     # the README's example
+    python benchmarks/reproduce_papers.py --list
+
+Published numbers: ``README`` = guided-diffusion's ``evaluations/README.md`` example output (full
+digits); ``paper`` = the paper's tables (FID/sFID to 2 decimals, precision/recall to 2), so a
+difference below the last printed digit there is no difference. Inception on a CPU takes about
+0.2 s per image: a row takes hours without a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+BASE = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/"
+METRICS = ("is", "fd", "sfid", "precision", "recall")
+
+# name -> (catalog reference, sample batch URL, published {metric: value}, source)
+ROWS: dict[str, dict] = {
+    "adm-g+u-256": {
+        "reference": "imagenet256",
+        "url": BASE + "imagenet/256/admnet_guided_upsampled_imagenet256.npz",
+        "published": {"is": 215.8370361328125, "fd": 3.9425574129223264, "sfid": 6.140433703346162,
+                      "precision": 0.8265, "recall": 0.5309},
+        "source": "README"},
+    "adm-g-256": {
+        "reference": "imagenet256",
+        "url": BASE + "imagenet/256/admnet_guided_imagenet256.npz",
+        "published": {"fd": 4.59, "sfid": 5.25, "precision": 0.82, "recall": 0.52},
+        "source": "paper"},
+    "adm-256": {
+        "reference": "imagenet256",
+        "url": BASE + "imagenet/256/admnet_imagenet256.npz",
+        "published": {"fd": 10.94, "sfid": 6.02, "precision": 0.69, "recall": 0.63},
+        "source": "paper"},
+    "adm-g-128": {
+        "reference": "imagenet128",
+        "url": BASE + "imagenet/128/admnet_guided_imagenet128.npz",
+        "published": {"fd": 2.97, "sfid": 5.09, "precision": 0.78, "recall": 0.59},
+        "source": "paper"},
+    "adm-64": {
+        "reference": "imagenet64",
+        "url": BASE + "imagenet/64/admnet_imagenet64.npz",
+        "published": {"fd": 2.07, "sfid": 4.29, "precision": 0.74, "recall": 0.63},
+        "source": "paper"},
+    "adm-g+u-512": {
+        "reference": "imagenet512",
+        "url": BASE + "imagenet/512/admnet_guided_upsampled_imagenet512.npz",
+        "published": {"fd": 3.85, "sfid": 5.86, "precision": 0.84, "recall": 0.53},
+        "source": "paper"},
+    "adm-lsun-bedroom": {
+        "reference": "lsun-bedroom256",
+        "url": BASE + "lsun/bedroom/admnet_dropout_lsun_bedroom.npz",
+        "published": {"fd": 1.90, "sfid": 5.59, "precision": 0.66, "recall": 0.51},
+        "source": "paper"},
+}
+
+
+def papers_dir(arg: str | None) -> Path:
+    """Where sample batches are kept: ``--dir``, else ``$EVALKIT_CACHE_DIR/papers``, else
+    ``~/.cache/evalkit/papers``."""
+    if arg:
+        return Path(arg)
+    root = os.environ.get("EVALKIT_CACHE_DIR") or Path.home() / ".cache" / "evalkit"
+    return Path(root) / "papers"
+
+
+def fetch_samples(row: dict, folder: Path, quiet: bool) -> Path:
+    """The row's sample batch, downloaded (resuming a ``.part``) when it is not there yet."""
+    from evalkit.files.download import download
+
+    dest = folder / row["url"].rsplit("/", 1)[-1]
+    if not dest.is_file():
+        download([row["url"]], dest, quiet=quiet)
+    return dest
+
+
+def compare(name: str, row: dict, metrics: dict[str, float]) -> list[tuple]:
+    """(row, metric, evalkit, published, difference, relative difference) for each metric."""
+    out = []
+    for key in METRICS:
+        ours, theirs = metrics.get(key), row["published"].get(key)
+        diff = None if ours is None or theirs is None else ours - theirs
+        rel = None if diff is None or theirs == 0 else diff / abs(theirs)
+        out.append((name, key, ours, theirs, diff, rel))
+    return out
+
+
+def _fmt(x, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", default="", help="comma list of row names (default: all)")
+    ap.add_argument("--rows-json", default=None,
+                    help="a JSON file of rows in the same form (other batches, a test mirror)")
+    ap.add_argument("--dir", default=None, help="folder for the sample batches")
+    ap.add_argument("--list", action="store_true", help="list the rows and exit")
+    ap.add_argument("--weights", default=None, help="Inception weights file (pytorch-fid's)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--out", default=None, help="write the comparison as JSON here")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    rows = json.loads(Path(args.rows_json).read_text()) if args.rows_json else ROWS
+    names = [s for s in args.rows.split(",") if s] or list(rows)
+    unknown = [n for n in names if n not in rows]
+    if unknown:
+        ap.error(f"unknown rows {', '.join(unknown)}; known: {', '.join(rows)}")
+    if args.list:
+        for n in names:
+            print(f"{n}: {rows[n]['url']} vs {rows[n]['reference']} ({rows[n]['source']})")
+        return 0
+    import warnings
+
+    import evalkit
+    from evalkit.errors import ProtocolWarning
+
+    folder = papers_dir(args.dir)
+    table = []
+    for name in names:
+        row = rows[name]
+        path = fetch_samples(row, folder, args.quiet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ProtocolWarning)  # shown in the record instead
+            res = evalkit.score(str(path), protocol="adm", ref=row["reference"], weights=args.weights,
+                                device=args.device, batch_size=args.batch_size,
+                                workers=args.workers, quiet=args.quiet)
+        border = (res.record.get("details") or {}).get("precision", {}).get("_float16_borderline")
+        table += compare(name, row, res.record["metrics"])
+        print(f"{name}: {res.record['samples']['n']} samples vs {row['reference']}, complete="
+              f"{res.record['protocol']['complete']}, float16-borderline {border}", flush=True)
+    print("| row | metric | evalkit | published | difference | relative |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, key, ours, theirs, diff, rel in table:
+        print(f"| {name} | {key} | {_fmt(ours, '.6g')} | {_fmt(theirs, '.6g')} | "
+              f"{_fmt(diff, '+.3g')} | {_fmt(rel, '+.2e')} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(
+            [dict(zip(("row", "metric", "evalkit", "published", "difference", "relative"), t))
+             for t in table], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
