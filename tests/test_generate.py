@@ -304,3 +304,48 @@ def test_two_processes_equal_one_and_a_killed_run_resumes(ref, tmp_path):
     for k, v in r1["metrics"].items():  # kd's subsets are drawn from the same rows
         assert r2["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-4 * r1["metrics"].get(
             f"{k}_std", 0) or 1e-12), k
+
+
+def test_slurm_variables_stand_in_for_torchrun(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # a batch script's own shell: no step, one process
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS", raising=False)
+    assert dist.slurm_env() == {} and dist.launch_env() == dist.LaunchEnv(0, 1, 0)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "gpu[07-08]")
+    monkeypatch.setenv("SLURM_JOB_ID", "123456")
+    assert dist.launch_env() == dist.LaunchEnv(3, 4, 1)
+    assert dist.slurm_env()["MASTER_ADDR"] == "gpu07"
+    assert dist.slurm_env()["MASTER_PORT"] == "23456"
+    monkeypatch.setenv("RANK", "0")  # torchrun's own variables win
+    assert dist.slurm_env() == {}
+    assert [dist.first_host(t) for t in ("gpu[03-05,9],cpu1", "n1,n2", "a[7]", "x-y[01,02]")] \
+        == ["gpu03", "n1", "a7", "x-y01"]
+
+
+def test_two_srun_tasks_without_torchrun_equal_one_process(ref, tmp_path):
+    """Two local processes with the variables ``srun -n 2`` sets, and no torchrun."""
+    args = ["score", "--ref", ref, *GEN_ARGS, "--no-cache", "--quiet"]
+    one = _run([*args, "--out", tmp_path / "r1.json"], tmp_path)
+    assert one.returncode == 0, one.stdout + one.stderr
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = _env({"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": str(rank),
+                    "SLURM_LOCALID": str(rank), "SLURM_STEP_NODELIST": "127.0.0.1",
+                    "MASTER_PORT": port})
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "evalkit", *[str(a) for a in args], "--out",
+             tmp_path / "r2.json"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert outs[0][0].count("precision") == 1 and outs[1][0] == ""  # task 1 prints nothing
+    r1, r2 = (json.loads((tmp_path / f).read_text()) for f in ("r1.json", "r2.json"))
+    assert r2["samples"]["fingerprint"] == r1["samples"]["fingerprint"]
+    for k, v in r1["metrics"].items():
+        assert r2["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-4 * r1["metrics"].get(
+            f"{k}_std", 0) or 1e-12), k
