@@ -349,3 +349,16 @@ def test_two_srun_tasks_without_torchrun_equal_one_process(ref, tmp_path):
     for k, v in r1["metrics"].items():
         assert r2["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-4 * r1["metrics"].get(
             f"{k}_std", 0) or 1e-12), k
+
+
+def test_cli_needs_samples_or_a_generator(ref):
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    res = CliRunner().invoke(main, ["score", "--ref", str(ref)])
+    assert res.exit_code == 2 and "--generator" in res.output
+    res = CliRunner().invoke(main, ["score", "--ref", str(ref), "--generator",
+                                    "test_generate:tiny_generator", "--num-samples", "4",
+                                    "--generator-args", "[1]"])
+    assert res.exit_code == 2 and "JSON object" in res.output
