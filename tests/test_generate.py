@@ -362,3 +362,21 @@ def test_cli_needs_samples_or_a_generator(ref):
                                     "test_generate:tiny_generator", "--num-samples", "4",
                                     "--generator-args", "[1]"])
     assert res.exit_code == 2 and "JSON object" in res.output
+
+
+def test_device_resize_path_matches_the_pil_path():
+    """``resize_on="device"`` (what CUDA runs): the generated uint8 batch is resized by the
+    engine's matrix resize instead of PIL per image; the same features to float rounding."""
+    from conftest import TinyEncoder
+
+    from evalkit.features.extract import assemble, extract
+
+    src = GeneratedSource.make(tiny_generator, 20, seed=2, batch_size=6)
+    got = {}
+    for where in ("device", "workers"):
+        shards = extract(src, TinyEncoder(), device="cpu", quiet=True, shards=src.plan,
+                         resize_on=where)
+        got[where] = assemble(src, shards)
+    a, b = got["device"].arrays["features"], got["workers"].arrays["features"]
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 / 255)  # ≤ 1e-4 on 0-255 pixels
+    assert got["device"].meta["content_fingerprint"] == got["workers"].meta["content_fingerprint"]
