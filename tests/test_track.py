@@ -69,3 +69,14 @@ def test_records_without_steps_or_metrics_are_input_errors(tmp_path):
         from evalkit.results.leaderboard import collect_records
 
         curves(collect_records([str(tmp_path / "recs")]), ["is"])
+
+
+def test_leaderboard_takes_each_runs_best_step(tmp_path):
+    _write(tmp_path / "recs", "a")
+    other = {"schema": SCHEMA, "name": "b", "metrics": {"fd": 10.0, "precision": 0.5}}
+    (tmp_path / "recs" / "b.json").write_text(json.dumps(other))  # a plain record, no step
+    res = CliRunner().invoke(main, ["leaderboard", str(tmp_path / "recs"), "--best-step",
+                                    "--sort", "fd", "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = [line.split(",") for line in res.stdout.splitlines() if line[:1].isdigit()]
+    assert [r[1:3] for r in rows] == [["a", "9.250*"], ["b", "10.00"]], res.stdout  # step 300

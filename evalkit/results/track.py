@@ -149,3 +149,12 @@ def track(inputs: Iterable[str], *, metrics: Sequence[str] | None = None,
     if plot is not None:
         atomic_write_bytes(plot, track_plot(cs))
     return track_table(cs)
+
+
+def best_steps(records: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """``records`` with each run's stepped records reduced to its best step by ``metric``
+    (records without a ``step`` are kept as they are); for leaderboards of training runs."""
+    cs = {c.name: c for c in curves(records, [metric])}
+    keep_step = {name: c.steps[c.best] for name, c in cs.items() if c.best is not None}
+    return [r for r in records if not isinstance(r.get("step"), int)
+            or keep_step.get(str(r.get("name"))) == r["step"]]
