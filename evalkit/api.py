@@ -15,7 +15,13 @@ from evalkit.encoders.custom import encoder_name
 from evalkit.errors import InputError, ProtocolWarning
 from evalkit.features.distributed import is_main, launch_env
 from evalkit.features.featureset import FeatureSet, validate
-from evalkit.features.loader import features_for_each, load_features
+from evalkit.features.generate import GeneratedSource, image_grid, load_generator
+from evalkit.features.loader import (
+    features_for_each,
+    load_features,
+    load_generated,
+    load_generated_many,
+)
 from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
 from evalkit.images.sources import is_source_arg, stats_npz_keys
@@ -55,6 +61,8 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
     """Any source (path, feature array, FeatureSet, registered reference name) -> FeatureSet."""
     if isinstance(source, FeatureSet):
         return source
+    if isinstance(source, GeneratedSource):
+        return load_generated(source, options)
     if isinstance(source, np.ndarray):
         fs = FeatureSet({"features": source}, source=f"<array {role}>")
         validate(fs, fs.source)
@@ -84,16 +92,23 @@ def default_name(source: SourceLike) -> str:
         return p.stem if p.suffix else p.name
     if isinstance(source, FeatureSet) and source.source:
         return Path(source.source).stem or "samples"
+    if isinstance(source, GeneratedSource):
+        return source.arg.rpartition(":")[2].rpartition(".")[2] or "samples"
     return "samples"
 
 
-def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = None, *,
+def score(samples: SourceLike | Sequence[SourceLike] | None = None,
+          ref: SourceLike | None = None, *,
           test: SourceLike | None = None, metrics: str | Sequence[str] = "all", seed: int = 0,
           nsample: int | None = None, bootstrap: int = 0, realism_k: int = 5,
           names: Sequence[str] | None = None,
           per_sample: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           ref_dir: str | None = None, options: ExtractOptions | None = None,
           protocol: str | None = None, explicit: Collection[str] | None = None,
+          generator: Any = None, num_samples: int | None = None,
+          generator_args: dict[str, Any] | None = None, labels: str | None = None,
+          num_classes: int | None = None, save_samples: int = 0,
+          samples_dir: str | os.PathLike | None = None, step: int | None = None,
           **extract: Any) -> Result | list[Result] | None:
     """Score one or several sample sets against one reference (loaded once).
 
@@ -123,6 +138,18 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
             get a ``protocol`` field. Options that contradict it raise InputError.
         explicit: which of encoder/arch/resize/metrics/nsample the caller set on purpose
             (the CLI passes what was typed); None: those differing from the defaults.
+        generator: instead of ``samples``, a callable ``fn(batch_size, *, seed, labels=None)``
+            returning B×3×H×W uint8 or float [0, 1] images (or ``"pkg.module:function"``):
+            ``num_samples`` images are sampled and encoded batch by batch, never written
+            (:mod:`evalkit.features.generate`; batch size ``batch_size``, per-batch seeds
+            from ``seed``, the same on any number of processes).
+        num_samples: how many images the generator makes.
+        generator_args: keyword arguments passed to every generator call.
+        labels: ``random`` or ``balanced`` class labels for a class-conditional generator
+            (``num_classes`` classes, else ``generator.num_classes``); in the record.
+        save_samples: write a grid PNG and the first K samples as PNG files to
+            ``samples_dir`` (default: ``samples`` beside ``out``, else in the working folder).
+        step: the training step recorded in the record (``step``), for `evalkit track`.
 
     Returns:
         a Result per sample set (a single Result when ``samples`` is one source). Under
@@ -135,11 +162,23 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         extract["encoder"] = encoder_name(extract["encoder"])
     opts = options or ExtractOptions(**extract)
     encoders = encoder_list(opts.encoder)
+    gen = None
+    if generator is not None or num_samples is not None:
+        gen = generated_source(samples, generator, num_samples, seed=seed, options=opts,
+                               generator_args=generator_args, labels=labels,
+                               num_classes=num_classes, save_samples=save_samples)
+        samples = gen
+    elif samples is None:
+        raise InputError("nothing to score: give SAMPLES, or --generator with --num-samples")
     if len(encoders) > 1:
-        return _score_encoders(encoders, samples, ref, test=test, metrics=metrics, seed=seed,
-                               nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
-                               names=names, per_sample=per_sample, out=out, ref_dir=ref_dir,
-                               options=opts, protocol=protocol)
+        results = _score_encoders(encoders, samples, ref, test=test, metrics=metrics,
+                                  seed=seed, nsample=nsample, bootstrap=bootstrap,
+                                  realism_k=realism_k, names=names, per_sample=per_sample,
+                                  out=out, ref_dir=ref_dir, options=opts, protocol=protocol,
+                                  step=step)
+        if gen is not None and save_samples and is_main():
+            write_samples(gen, save_samples, samples_dir, out)
+        return results
     if opts.encoder != encoders[0]:
         opts = replace(opts, encoder=encoders[0])
     many = isinstance(samples, (list, tuple))
@@ -187,11 +226,48 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
             write_per_sample(path, scores.samples, real, config)
             base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
             csv = os.path.relpath(os.path.abspath(path), base)
-        record = build_record(scores, per_sample=csv, protocol=fields)
+        record = build_record(scores, per_sample=csv, protocol=fields,
+                              generator=src.describe() if isinstance(src, GeneratedSource)
+                              else None, step=step)
         results.append(Result(record, scores.samples))
     if out is not None and results:
         write_records([r.record for r in results], out)
+    if gen is not None and save_samples and is_main():
+        write_samples(gen, save_samples, samples_dir, out)
     return results if many else (results[0] if results else None)
+
+
+def generated_source(samples: Any, generator: Any, num_samples: int | None, *, seed: int,
+                     options: ExtractOptions, generator_args: dict[str, Any] | None = None,
+                     labels: str | None = None, num_classes: int | None = None,
+                     save_samples: int = 0) -> GeneratedSource:
+    """The :class:`~evalkit.features.generate.GeneratedSource` :func:`score` samples from."""
+    if samples is not None:
+        raise InputError("give either SAMPLES or --generator, not both")
+    if generator is None or num_samples is None:
+        raise InputError("--generator needs --num-samples N (and --num-samples a --generator)")
+    fn = load_generator(generator) if isinstance(generator, str) else generator
+    name = generator if isinstance(generator, str) else None
+    return GeneratedSource.make(fn, num_samples, seed=seed, batch_size=options.batch_size,
+                                labels=labels, num_classes=num_classes, kwargs=generator_args,
+                                name=name, keep_first=save_samples)
+
+
+def write_samples(gen: GeneratedSource, k: int, folder: str | os.PathLike | None,
+                  out: str | os.PathLike | None = None) -> Path:
+    """``grid.png`` of the first ``k`` samples and each of them as ``NNNNNN.png`` in
+    ``folder`` (default: ``samples`` beside ``out``, else in the working folder)."""
+    from PIL import Image
+
+    if folder is None:
+        folder = Path(out).resolve().parent / "samples" if out else Path("samples")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = gen.first(k)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:06d}.png")
+    Image.fromarray(image_grid(images)).save(folder / "grid.png")
+    return folder
 
 
 def encoder_list(encoder: str | Sequence[str]) -> list[str]:
@@ -207,8 +283,8 @@ def encoder_list(encoder: str | Sequence[str]) -> list[str]:
 def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLike],
                     ref: SourceLike | None, *, test: SourceLike | None,
                     names: Sequence[str] | None, per_sample: Any, out: Any,
-                    options: ExtractOptions, protocol: str | None, **score_args: Any
-                    ) -> list[Result]:
+                    options: ExtractOptions, protocol: str | None, step: int | None = None,
+                    **score_args: Any) -> list[Result]:
     """:func:`score` with several encoders: every image source is decoded once for all of
     them (:func:`evalkit.features.loader.load_features_many`, each encoder's features cached under
     its own identity), then each encoder's features are scored as a one-encoder run would
@@ -235,17 +311,26 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     paths = [s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))]
     check_outputs({"--out": out}, inputs=paths)
     per_encoder = [replace(options, encoder=e) for e in encoders]
-    loaded: dict[str, list[Any]] = {}  # each path decoded once, whatever roles it plays
+    loaded: dict[Any, list[Any]] = {}  # each path decoded once, whatever roles it plays
     for p in paths:
         loaded.setdefault(os.fspath(p), features_for_each(p, per_encoder))
+    for s in sources:  # a generator: sampled once, every encoder on each batch
+        if isinstance(s, GeneratedSource):
+            loaded[id(s)] = load_generated_many(s, per_encoder)
 
-    def pick(s: SourceLike | None, i: int) -> SourceLike | None:
+    def pick(s: Any, i: int) -> Any:
+        if isinstance(s, GeneratedSource):
+            return loaded[id(s)][i]
         return loaded[os.fspath(s)][i] if isinstance(s, (str, os.PathLike)) else s
 
     results: list[Result] = []
     for i, opts in enumerate(per_encoder):
-        results += score([pick(s, i) for s in sources], pick(ref, i), test=pick(test, i),
-                         names=names, options=opts, **score_args)
+        part = score([pick(s, i) for s in sources], pick(ref, i), test=pick(test, i),
+                     names=names, options=opts, step=step, **score_args)
+        for r, s in zip(part, sources):
+            if isinstance(s, GeneratedSource):
+                r.record["generator"] = s.describe()
+        results += part
     if out is not None and results:
         write_records([r.record for r in results], out)
     return results

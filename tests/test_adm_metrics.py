@@ -7,9 +7,9 @@ import adm_reference as ref
 import numpy as np
 import pytest
 
-from evalkit.metrics import adm
 from evalkit.metrics.inception_score import inception_score
 from evalkit.metrics.prdc import prdc
+from evalkit.metrics.primitives import adm
 
 
 def _logits(n: int, seed: int) -> np.ndarray:

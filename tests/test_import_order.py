@@ -26,7 +26,7 @@ STAGES = [  # (rank, module prefixes)
     (4, ("evalkit.features",)),
     (5, ("evalkit.refs", "evalkit.scoring")),
     (6, ("evalkit.results",)),
-    (7, ("evalkit.api", "evalkit.evaluator")),
+    (7, ("evalkit.api", "evalkit.evaluator", "evalkit.integrations")),
     (8, ("evalkit.cli", "evalkit.__main__")),
 ]
 

@@ -109,8 +109,9 @@ def _one_line_warnings():
 
 def _worker_rank() -> int | None:
     """This process's rank when torchrun started it as a rank other than 0, else None."""
-    if not os.environ.get("RANK", "").strip():  # not under torchrun: don't import torch for it
-        return None
+    if not (os.environ.get("RANK", "").strip()  # torchrun, or an srun step (slurm_env)
+            or os.environ.get("SLURM_STEP_NUM_TASKS", "").strip()):
+        return None  # neither: don't import torch for it
     try:
         env = launch_env()
     except EvalkitError:

@@ -1,6 +1,8 @@
 """Click options shared by the commands that extract features (score, features, ref add)."""
 from __future__ import annotations
 
+import json
+
 import click
 
 from evalkit.encoders import (
@@ -86,3 +88,47 @@ def with_pretrained(encoder: str, arch: str | None, tag: str | None) -> str | No
     if sep in base:
         raise InputError(f"--arch {base} already names a pretrained tag; drop --pretrained {tag}")
     return f"{base}{sep}{tag}"
+
+
+def generator_options(fn):
+    """Add the options that make a generator the source of ``score``."""
+    opts = [
+        click.option("--generator", default=None, metavar="PKG.MODULE:FUNCTION",
+                     help="Sample from fn(batch_size, *, seed, labels=None) -> B×3×H×W uint8 "
+                          "or float [0, 1] images instead of reading SAMPLES."),
+        click.option("--generator-args", default=None, metavar="JSON",
+                     help="Keyword arguments (a JSON object) passed to every generator call."),
+        click.option("--num-samples", type=click.IntRange(min=1), default=None,
+                     help="How many images the --generator makes."),
+        click.option("--labels", "label_mode", type=click.Choice(["random", "balanced"]),
+                     default=None, help="Class labels for a class-conditional --generator: "
+                     "uniform draws (ADM, EDM2) or exactly N/classes each (MAR)."),
+        click.option("--num-classes", type=click.IntRange(min=1), default=None,
+                     help="Classes for --labels (default: the generator's num_classes)."),
+        click.option("--save-samples", type=click.IntRange(min=0), default=0,
+                     help="Write a grid PNG and the first K samples (to --samples-dir)."),
+        click.option("--samples-dir", default=None, type=click.Path(file_okay=False),
+                     help="Where --save-samples writes (default: samples/ beside --out)."),
+        click.option("--step", type=click.IntRange(min=0), default=None,
+                     help="Training step recorded in the record (for `evalkit track`)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def generator_kwargs(kwargs: dict) -> dict:
+    """Pop the generator options out of a command's kwargs, as :func:`evalkit.score` takes them."""
+    text = kwargs.pop("generator_args")
+    args = None
+    if text is not None:
+        try:
+            args = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON ({exc})", param_hint="--generator-args") from None
+        if not isinstance(args, dict):
+            raise click.BadParameter("expected a JSON object", param_hint="--generator-args")
+    return {"generator": kwargs.pop("generator"), "generator_args": args,
+            "num_samples": kwargs.pop("num_samples"), "labels": kwargs.pop("label_mode"),
+            "num_classes": kwargs.pop("num_classes"), "save_samples": kwargs.pop("save_samples"),
+            "samples_dir": kwargs.pop("samples_dir"), "step": kwargs.pop("step")}

@@ -7,14 +7,19 @@ import click
 from click.core import ParameterSource
 
 from evalkit.cli.app import main
-from evalkit.cli.options import extract_options, options_from_kwargs
+from evalkit.cli.options import (
+    extract_options,
+    generator_kwargs,
+    generator_options,
+    options_from_kwargs,
+)
 from evalkit.errors import ProtocolWarning
 from evalkit.features.distributed import is_main
 from evalkit.results.outputs import metrics_table
 
 
 @main.command("score")
-@click.argument("samples", nargs=-1, required=True)
+@click.argument("samples", nargs=-1, required=False)
 @click.option("--ref", default=None,
               help="Reference: a source, a registered name or a catalog name (`ref list --available`).")
 @click.option("--protocol", default=None,
@@ -35,19 +40,27 @@ from evalkit.results.outputs import metrics_table
               help="CSV of realism, nearest reference and authenticity per generated sample.")
 @click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
               help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
+@generator_options
 @extract_options
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
                   out, name, per_sample, ref_dir, **kwargs):
-    """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
+    """Score SAMPLES (image folders, zips, npz/npy, feature files), or --num-samples images
+    of a --generator, against --ref."""
     from evalkit.api import score  # the engine imports torch: only when a command runs it
 
+    gen = generator_kwargs(kwargs)
+    if not samples and gen["generator"] is None:
+        raise click.UsageError("give SAMPLES, or --generator pkg.module:function --num-samples N")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ProtocolWarning)  # said below, louder
-        results = score(list(samples), ref, test=test, metrics=metric_list, seed=seed,
+        results = score(list(samples) or None, ref, test=test, metrics=metric_list, seed=seed,
                         nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
                         names=name.split(",") if name else None, per_sample=per_sample, out=out,
                         ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
-                        explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}))
+                        explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}),
+                        **gen)
+    if not isinstance(results, list):  # a generator: one sample set
+        results = [results] if results is not None else []
     if is_main():
         blocks: dict[str, list] = {}
         for r in results:  # several encoders: one block each

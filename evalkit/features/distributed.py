@@ -21,6 +21,11 @@ process.
   :mod:`evalkit.features.loader`), so no shared filesystem is needed; when rank 0 can read another
   rank's shard files from a shared cache folder, it reads them instead of receiving them.
 
+SLURM: ``srun --ntasks-per-node=1 torchrun --nnodes=$SLURM_NNODES --nproc_per_node=G
+--rdzv_backend=c10d --rdzv_endpoint=$HEAD:29500 -m evalkit score ...`` (one torchrun per node),
+or without torchrun ``srun -n K python -m evalkit score ...``: then each task takes its rank,
+the world size and its local rank from SLURM's variables (:func:`slurm_env`).
+
 Environment variables (besides torchrun's): ``EVALKIT_SHARD_SIZE`` fixes the shard size (images
 per shard; default from N, see :func:`shard_size`); ``EVALKIT_DIST_TIMEOUT`` is the collective
 timeout in seconds (default 6 hours: a rank may wait that long for the slowest one).
@@ -72,15 +77,57 @@ class LaunchEnv:
         return self.world_size > 1
 
 
+SLURM_NAMES = {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_STEP_NUM_TASKS",
+               "LOCAL_RANK": "SLURM_LOCALID"}
+
+
+def slurm_env() -> dict[str, str]:
+    """torchrun's variables derived from an ``srun`` step's, when torchrun set none.
+
+    ``srun -n K python -m evalkit ...`` starts K tasks with ``SLURM_PROCID`` (rank),
+    ``SLURM_STEP_NUM_TASKS`` (world size; set by srun only, so a batch script's own shell,
+    which has ``SLURM_NTASKS`` but no step, stays one process) and ``SLURM_LOCALID``.
+    ``MASTER_ADDR`` defaults to the first host of ``SLURM_STEP_NODELIST`` (where task 0
+    runs) and ``MASTER_PORT`` to 20000 + the job id modulo 10000; both are kept when set.
+    Returns {} outside such a step or when ``RANK``/``WORLD_SIZE`` are set.
+    """
+    env = os.environ
+    if env.get("RANK", "").strip() or env.get("WORLD_SIZE", "").strip():
+        return {}
+    if not env.get("SLURM_STEP_NUM_TASKS", "").strip():
+        return {}
+    out = {name: env.get(slurm, "").strip() for name, slurm in SLURM_NAMES.items()}
+    nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or ""
+    out["MASTER_ADDR"] = env.get("MASTER_ADDR") or first_host(nodes) or "127.0.0.1"
+    job = env.get("SLURM_JOB_ID", "").strip()
+    out["MASTER_PORT"] = env.get("MASTER_PORT") or str(
+        20000 + (int(job) % 10000 if job.isdigit() else 0))
+    return out
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``gpu[03-05,9],cpu1`` -> ``gpu03``."""
+    text = nodelist.strip()
+    if not text:
+        return ""
+    head = text.split(",")[0] if "[" not in text.split(",")[0] else text[:text.index("]") + 1]
+    if "[" not in head:
+        return head
+    prefix, rest = head.split("[", 1)
+    return prefix + rest.rstrip("]").split(",")[0].split("-")[0]
+
+
 def launch_env() -> LaunchEnv:
-    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` from the environment (defaults 0, 1, 0).
+    """``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` from the environment (defaults 0, 1, 0); in
+    an ``srun`` step without torchrun, from SLURM's variables (:func:`slurm_env`).
 
     Raises:
         InputError: a variable that is not a valid integer, or a rank outside the world.
     """
     values = {}
+    slurm = slurm_env()
     for name, default in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)):
-        text = os.environ.get(name, "").strip()
+        text = (slurm.get(name) if slurm else os.environ.get(name, "")).strip()
         try:
             values[name] = int(text) if text else default
         except ValueError:
@@ -158,6 +205,9 @@ def setup(device: str | torch.device = "auto") -> torch.device | None:
     if torch.distributed.is_initialized():
         return dev
     backend = "cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo"
+    slurm = slurm_env()
+    for name, value in slurm.items():  # srun without torchrun: env:// reads these
+        os.environ.setdefault(name, value)
     try:
         torch.distributed.init_process_group(backend=backend, timeout=_timeout())
     except (ValueError, RuntimeError) as exc:

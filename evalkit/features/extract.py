@@ -10,6 +10,11 @@ one resize per distinct ``Preprocess``. Outputs
 are written in source order into preallocated float32 CPU arrays, so the result does not depend
 on the batch size or the number of workers (torch-fidelity's batch-size-independence property).
 
+A source with an ``encoder_batches(ranges, device, preprocesses)`` method (a generator,
+:mod:`evalkit.features.generate`) makes its own batches, in the loader's format, instead of a
+DataLoader reading files: they enter the same engine (device resize, every encoder, rows
+stored by index).
+
 Sharded extraction (:func:`extract` with ``shards=``): the images are cut into contiguous
 :class:`~evalkit.features.distributed.ShardRange` ranges (the same for any number of processes); one
 DataLoader runs over the requested shards back to back, and each shard is handed to
@@ -274,8 +279,10 @@ def _run(source: Source, encoders: list[torch.nn.Module], ranges: list[ShardRang
     which = [distinct.index(k) for k in keys]
     preprocesses = [encoders[keys.index(k)].preprocess for k in distinct]
     on_device = resize_on == "device" or (resize_on == "auto" and dev.type == "cuda")
-    loader = _loader(source, None if on_device else tuple(preprocesses), indices, batch_size,
-                     workers, dev)
+    make_batches = getattr(source, "encoder_batches", None)  # a generator source
+    if make_batches is None:
+        loader = _loader(source, None if on_device else tuple(preprocesses), indices,
+                         batch_size, workers, dev)
     runs = [_Run(e, ranges) for e in encoders]
     engine = _Engine(encoders, which, preprocesses, dev, precision, on_device, compile)
     from tqdm.auto import tqdm
@@ -284,7 +291,8 @@ def _run(source: Source, encoders: list[torch.nn.Module], ranges: list[ShardRang
     bar = tqdm(total=len(indices), unit="img", disable=quiet, file=sys.stderr,
                dynamic_ncols=True, leave=False, desc=f"{name} {source.arg}")
     try:
-        batches = _prefetch(iter(loader), dev)
+        batches = (make_batches(ranges, dev, None if on_device else tuple(preprocesses))
+                   if make_batches is not None else _prefetch(iter(loader), dev))
         while True:
             t0 = time.perf_counter()
             try:

@@ -87,6 +87,63 @@ def load_features(source: str, options: ExtractOptions | None = None) -> Feature
     return _finish(src, fs, options, time.perf_counter() - t0)
 
 
+def load_generated(src: Source, options: ExtractOptions | None = None, *,
+                   encoder: Any = None) -> FeatureSet:
+    """Features of a generator's samples (:class:`evalkit.features.generate.GeneratedSource`).
+
+    Always the sharded path (the batches, and so the samples, follow the shard plan): under
+    torchrun each rank samples and encodes its shards and rank 0 gathers them; with the
+    cache on, each finished shard is written to the cache folder and an interrupted run
+    resumes from them; no finished entry is stored (the generator's weights are not in its
+    name), and the shard files are removed once the features are assembled. Several encoders
+    (a list in ``options.encoder``) are not handled here. ``encoder``: an encoder already
+    built (and kept on its device between calls, as in a training loop) instead of building
+    ``options.encoder``; its identity must be the one ``options`` describes.
+
+    Raises:
+        InputError: as :func:`load_features`, and from the generator (bad batch shape,
+            dtype or range).
+    """
+    options = options or ExtractOptions()
+    device = dist.setup(options.device)
+    identity = (EncoderIdentity.of_encoder(encoder, options.precision) if encoder is not None
+                else dist.synced(lambda: identity_for(options)))
+    src, key = _agree(src, cache_key(src.fingerprint, identity))
+    t0 = time.perf_counter()
+    fs = _sharded(src, key, options, identity, device or options.device, encoder)
+    if fs is None:
+        return _placeholder(src.arg)
+    return _finish(src, fs, options, time.perf_counter() - t0)
+
+
+def load_generated_many(src: Source, options: Sequence[ExtractOptions]) -> list[FeatureSet]:
+    """Features of a generator's samples for several encoders (one ExtractOptions each):
+    each batch is sampled once and run through every encoder (one resize per distinct
+    preprocessing), in one process, held in memory (no shard files). Each FeatureSet equals
+    :func:`load_generated` with that encoder alone.
+
+    Raises:
+        InputError: under torchrun, and as :func:`load_generated`.
+    """
+    options = list(options)
+    if dist.launch_env().distributed:
+        raise InputError("several encoders in one run are not supported under torchrun; "
+                         "run one --encoder per launch")
+    first = options[0]
+    t0 = time.perf_counter()
+    got = extract(src, [_build(o) for o in options], batch_size=first.batch_size,
+                  device=first.device, precision=first.precision, quiet=first.quiet,
+                  shards=dist.shard_ranges(len(src)))
+    seconds = time.perf_counter() - t0
+    out = []
+    for shards, o in zip(got, options):
+        fs = assemble(src, shards, total_s=seconds)
+        _annotate(fs, src, o, identity_for(o), seconds)
+        fs.meta["cache_hit"] = False
+        out.append(_finish(src, fs, o, seconds))
+    return out
+
+
 def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[FeatureSet]:
     """Features of one image source for several encoders (one ExtractOptions each), with
     each image read and decoded once.
@@ -212,12 +269,13 @@ def _placeholder(source: str) -> FeatureSet:
 
 
 def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderIdentity,
-             device: Any) -> FeatureSet | None:
+             device: Any, encoder: Any = None) -> FeatureSet | None:
     """The sharded path (cache on, or several processes); None on ranks other than 0."""
     t0 = time.perf_counter()
     cache = FeatureCache(options.cache_dir) if options.use_cache else None
     me, world = dist.rank(), dist.world_size()
-    hit = cache.load(key) if (cache is not None and me == 0) else None
+    reusable = getattr(src, "reusable", True)  # a generator keeps shards only, no entry
+    hit = cache.load(key) if (cache is not None and me == 0 and reusable) else None
     if dist.broadcast(hit is not None):
         if hit is None:
             return None
@@ -226,7 +284,7 @@ def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderId
     plan = dist.shard_ranges(len(src))
     keep = me == 0 or cache is None  # shards held in memory until rank 0 has them
     have, counts = dist.synced(lambda: _own_shards(
-        src, key, cache, dist.rank_shards(plan, me, world), options, device, keep))
+        src, key, cache, dist.rank_shards(plan, me, world), options, device, keep, encoder))
     have = _collect(plan, key, cache, have)
     counts = dist.gather(counts)
 
@@ -245,6 +303,8 @@ def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderId
                           f"{fs.meta['skipped_reasons'][0]}", BadImageWarning, stacklevel=4)
         if cache is None:
             return fs, False
+        if not reusable:
+            return fs, True
         cache.store(key, fs)
         return fs, cache.path(key).is_file()
 
@@ -258,7 +318,7 @@ def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderId
 
 
 def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, options:
-                ExtractOptions, device: Any, keep: bool
+                ExtractOptions, device: Any, keep: bool, encoder: Any = None
                 ) -> tuple[dict[int, Shard], dict[str, int]]:
     """Reuse this rank's shard files, extract the missing shards (writing each when done)."""
     have: dict[int, Shard] = {}
@@ -294,8 +354,8 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
     log.info("%s: rank %d extracts %d of its %d shards (%d reused)", src.arg, dist.rank(),
              len(todo), len(mine), len(mine) - len(todo))
     if todo:
-        encoder = _build(options)
-        extract(src, encoder, batch_size=options.batch_size, device=device,
+        extract(src, encoder if encoder is not None else _build(options),
+                batch_size=options.batch_size, device=device,
                 workers=options.workers, precision=options.precision,
                 skip_bad=options.skip_bad, quiet=options.quiet or not dist.is_main(),
                 shards=todo, on_shard=on_shard)

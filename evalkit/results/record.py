@@ -70,7 +70,9 @@ def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_record(scores: Scores, *, per_sample: str | None = None,
-                 protocol: dict[str, Any] | None = None) -> dict[str, Any]:
+                 protocol: dict[str, Any] | None = None,
+                 generator: dict[str, Any] | None = None,
+                 step: int | None = None) -> dict[str, Any]:
     """The result record of one scored set (the only place a record is assembled).
 
     Args:
@@ -78,6 +80,10 @@ def build_record(scores: Scores, *, per_sample: str | None = None,
         per_sample: the per-sample CSV's path relative to the record's folder, if written.
         protocol: the paper protocol's fields
             (:meth:`evalkit.scoring.protocols.ResolvedProtocol.describe`), if one was used.
+        generator: when the samples came from a generator
+            (:meth:`evalkit.features.generate.GeneratedSource.describe`): its name, keyword
+            arguments, sample count, batch size, seed, label mode and per-class count range.
+        step: the training step (or epoch) the samples were drawn at, for `evalkit track`.
     """
     ident = scores.identity
     record: dict[str, Any] = {
@@ -101,6 +107,10 @@ def build_record(scores: Scores, *, per_sample: str | None = None,
     record["versions"] = versions()
     if protocol is not None:
         record["protocol"] = protocol
+    if generator is not None:
+        record["generator"] = generator
+    if step is not None:
+        record["step"] = int(step)
     return record
 
 
