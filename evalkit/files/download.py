@@ -218,7 +218,8 @@ def _span(resp, have: int) -> tuple[int, int | None, int | None]:
     goes in the file (``have`` for a fitting 206, 0 for a 200).
 
     Raises:
-        _StartOver: a 206 that does not start at ``have`` (or has no usable Content-Range).
+        _StartOver: a 206 that does not start at ``have`` (or has no usable Content-Range),
+            or whose Content-Length is not the span its Content-Range declares.
         _Refused: headers that contradict each other.
     """
     length = resp.headers.get("Content-Length")
@@ -235,9 +236,8 @@ def _span(resp, have: int) -> tuple[int, int | None, int | None]:
     span = last - first + 1
     if span <= 0 or (total is not None and last >= total):
         raise _Refused(f"Content-Range {resp.headers.get('Content-Range')!r} is not a range")
-    if length is not None and length != span:
-        raise _Refused(f"Content-Length {length} for Content-Range "
-                       f"{resp.headers.get('Content-Range')!r} ({span} bytes)")
+    if length is not None and length != span:  # e.g. the whole file behind a fitting range
+        raise _StartOver()
     return first, span, total
 
 
@@ -276,8 +276,9 @@ def _transfer(url: str, part: Path, have: int, *, quiet: bool, size: int | None,
                 if not block:
                     break
                 got += len(block)
-                if expected is not None and got > expected:
-                    raise _Refused(f"the body is longer than the {expected} bytes declared")
+                if expected is not None and got > expected:  # more than the span declared
+                    raise _StartOver() if offset else _Refused(
+                        f"the body is longer than the {expected} bytes declared")
                 if limit is not None and offset + got > limit:
                     raise _Refused(f"more than {format_size(limit)}, more than this file can be "
                                    "(stopped)")
