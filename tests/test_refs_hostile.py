@@ -38,7 +38,8 @@ class _Server:
 
     ``endless``: 200 without a length, bytes until ``ENDLESS_CAP``; ``trickle``: one byte
     every 50 ms for at most 3 s; ``range-from-zero``: a 206 whose Content-Range and body start
-    at 0 whatever was asked; ``range-whole-body``: a 206 claiming the asked offset but sending
+    at 0 whatever was asked; ``range-earlier``: one that starts 1000 bytes before the offset
+    asked (and says so); ``range-whole-body``: a 206 claiming the asked offset but sending
     the whole file; ``ignore-range``: 200 with the whole file; ``range-total``: a 206 with
     the asked span of a file declared 1 byte longer. ``drop[name] = k``: the next answer stops
     after k bytes."""
@@ -75,6 +76,9 @@ class _Server:
                     self._send(206, data, f"bytes 0-{len(data) - 1}/{len(data)}")
                 elif rng and mode == "range-whole-body":
                     self._send(206, data, f"bytes {start}-{len(data) - 1}/{len(data)}")
+                elif rng and mode == "range-earlier":
+                    self._send(206, data[start - 1000:],
+                               f"bytes {start - 1000}-{len(data) - 1}/{len(data)}")
                 elif rng and mode == "range-total":
                     self._send(206, data[start:], f"bytes {start}-{len(data) - 1}/{len(data) + 1}")
                 elif rng and mode != "ignore-range":
@@ -337,7 +341,8 @@ def test_trickling_server_is_stopped(world, tmp_path):
     assert time.monotonic() - t0 < 3.0  # stopped by the limit, not by the server giving up
 
 
-@pytest.mark.parametrize("mode", ["range-from-zero", "range-whole-body", "ignore-range"])
+@pytest.mark.parametrize("mode", ["range-from-zero", "range-earlier", "range-whole-body",
+                                  "ignore-range"])
 def test_resume_only_continues_at_the_offset_asked(world, mode):
     srv = world["server"]
     srv.mode["VIRTUAL_t16.npz"] = mode
@@ -490,3 +495,19 @@ def test_zip_declared_size_guard_alone(tmp_path, monkeypatch):
         monkeypatch.setattr(zf, "open", lambda *a, **k: pytest.fail("member was opened"))
         with pytest.raises(InputError, match=r"refused, member expands to 4\.9 KiB"):
             safezip.read_member(zf, "a.png", "z.zip::a.png", limit=1000)
+
+
+def test_inside_guard_follows_symlinks(tmp_path):
+    """A link inside the folder that points outside it is outside: the guard resolves links."""
+    from evalkit.files.guards import inside
+
+    base, outside = tmp_path / "rec", tmp_path / "secret"
+    base.mkdir()
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"x")
+    (base / "link").symlink_to(outside)
+    (base / "ok.png").write_bytes(b"y")
+    assert inside(base, "ok.png", "record") == (base / "ok.png").resolve()
+    for stored in ("link/x.png", "link", str(outside / "x.png"), "../secret/x.png"):
+        with pytest.raises(InputError, match="points outside"):
+            inside(base, stored, "record")

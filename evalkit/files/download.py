@@ -295,7 +295,7 @@ def _transfer(url: str, part: Path, have: int, *, quiet: bool, size: int | None,
             os.fsync(fh.fileno())
     if expected is not None and got < expected:
         raise ConnectionError(f"connection closed after {got} of {expected} bytes")
-    complete = offset + got
+    complete = part.stat().st_size
     if total is not None and complete != total:
         raise _Refused(f"{complete} bytes, but the server declared {total}")
     return final
