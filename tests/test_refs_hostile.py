@@ -511,3 +511,32 @@ def test_inside_guard_follows_symlinks(tmp_path):
     for stored in ("link/x.png", "link", str(outside / "x.png"), "../secret/x.png"):
         with pytest.raises(InputError, match="points outside"):
             inside(base, stored, "record")
+
+
+def test_feature_file_header_claiming_a_trillion_values(tmp_path):
+    from evalkit.features.featureset import load_feature_file
+
+    path = tmp_path / "f.npz"
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (10 ** 6, 10 ** 6)})
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("features.npy", buf.getvalue() + b"\0" * 64)
+    with pytest.raises(InputError, match="header claims") as exc:
+        load_feature_file(path)
+    assert str(path) in str(exc.value)
+    res = _run("score", path, "--ref", path, "--metrics", "fd")
+    assert res.exit_code == 2 and "header claims" in res.output
+
+
+def test_feature_file_bomb_refused_before_inflating(tmp_path, monkeypatch):
+    from evalkit.features.featureset import load_feature_file
+
+    path = tmp_path / "f.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("features.npy", _npy(np.zeros((4096, 1024), np.float32)))  # 16 MiB, ~1000:1
+    loads = []
+    monkeypatch.setattr(np, "load", lambda *a, **k: loads.append(a) or 1 / 0)
+    with pytest.raises(InputError, match="compression ratio"):
+        load_feature_file(path)
+    assert loads == []

@@ -10,7 +10,8 @@
 Every reader checks that a mean is a finite ``(D,)`` vector and its covariance a finite
 ``(D, D)`` matrix, and raises :class:`InputError` naming the file otherwise. An ``.npz`` member
 is read with bounded memory (:func:`evalkit.files.safezip.read_member`: a declared size over
-:data:`MAX_STATS_BYTES` or an absurd compression ratio is refused before anything is inflated)
+:data:`MAX_STATS_BYTES` or an absurd compression ratio is refused before anything is inflated,
+see :func:`evalkit.files.safezip.read_npy_member`)
 and its ``.npy`` header must describe exactly the bytes the member holds, so a header that
 claims 10^12 elements is an error, never an allocation.
 """
@@ -26,7 +27,7 @@ import numpy as np
 
 from evalkit.errors import InputError
 from evalkit.features.featureset import FeatureSet
-from evalkit.files.safezip import read_member
+from evalkit.files.safezip import read_npy_member
 
 MOMENT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 MAX_STATS_BYTES = 1 << 30
@@ -60,9 +61,9 @@ def load_stats(path: str | Path, what: str | None = None) -> FeatureSet:
             if missing:
                 raise InputError(f"{what}: no {'/'.join(map(repr, missing))} statistics (arrays: "
                                  f"{', '.join(sorted(members)) or 'none'})")
-            arrays = {k: _as_float(read_npy(zf, members[k], what), what, k)
+            arrays = {k: _as_float(read_npy_member(zf, members[k], what, MAX_STATS_BYTES), what, k)
                       for k in MOMENT_KEYS if k in members}
-            n = read_npy(zf, members["n"], what) if "n" in members else None
+            n = read_npy_member(zf, members["n"], what, MAX_STATS_BYTES) if "n" in members else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"{what}: cannot read statistics .npz ({exc})") from None
     n = int(n) if (n is not None and n.ndim == 0 and n.dtype.kind in "iuf"
@@ -73,38 +74,6 @@ def load_stats(path: str | Path, what: str | None = None) -> FeatureSet:
     for (m, s), (mu, sigma) in zip((("mu", "sigma"), ("mu_s", "sigma_s")), moments.values()):
         check_moments(what, f"'{m}'/'{s}'", mu, sigma)
     return FeatureSet.from_moments(moments, n=n, source=str(path))
-
-
-def read_npy(zf: zipfile.ZipFile, member: str, what: str, limit: int = MAX_STATS_BYTES) -> np.ndarray:
-    """Array ``member`` of an open ``.npz``, never reading or allocating more than ``limit``.
-
-    Raises:
-        InputError: naming ``what`` and the member: refused by the zip guards, not an
-            ``.npy``, an object array, or a header whose shape and dtype do not add up to the
-            bytes that follow it.
-    """
-    display = f"{what}: member {member}"
-    raw = read_member(zf, member, display, limit=limit)
-    fh = io.BytesIO(raw)
-    try:
-        version = np.lib.format.read_magic(fh)
-        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                  else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = header(fh)
-    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
-        raise InputError(f"{display}: not an .npy array ({exc})") from None
-    if dtype.hasobject:
-        raise InputError(f"{display}: an object array (pickled data is not read)")
-    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    held = len(raw) - fh.tell()
-    if claimed != held:
-        raise InputError(f"{display}: its header claims shape {shape} of {dtype} "
-                         f"({claimed} bytes) but {held} bytes follow")
-    fh.seek(0)
-    try:
-        return np.lib.format.read_array(fh, allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{display}: unreadable .npy array ({exc})") from None
 
 
 def _as_float(a: np.ndarray, what: str, key: str) -> np.ndarray:
