@@ -540,3 +540,16 @@ def test_feature_file_bomb_refused_before_inflating(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="compression ratio"):
         load_feature_file(path)
     assert loads == []
+
+
+def test_json_nested_too_deeply_is_exit_2_and_skipped_in_a_folder(tmp_path):
+    deep = tmp_path / "runs" / "deep.json"
+    deep.parent.mkdir()
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for args in (["check", deep, "--baseline", deep], ["report", deep, "-o", tmp_path / "r.html"],
+                 ["leaderboard", deep]):
+        res = _run(*args)
+        assert res.exit_code == 2 and str(deep) in res.output, (args, res.output)
+    with pytest.warns(UserWarning, match="skipping .*nested too deeply"):
+        res = _run("leaderboard", deep.parent)
+    assert res.exit_code == 2 and "no result records" in res.output
