@@ -553,3 +553,16 @@ def test_json_nested_too_deeply_is_exit_2_and_skipped_in_a_folder(tmp_path):
     with pytest.warns(UserWarning, match="skipping .*nested too deeply"):
         res = _run("leaderboard", deep.parent)
     assert res.exit_code == 2 and "no result records" in res.output
+
+
+def test_missing_weights_are_said_before_any_reference_download(world, monkeypatch):
+    from conftest import write_images
+
+    for var in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(var, str(world["tmp"] / "empty-cache"))
+    monkeypatch.setenv("EVALKIT_OFFLINE", "1")
+    write_images(world["tmp"] / "samples", 4, size=(16, 16), seed=5)
+    res = _run("score", world["tmp"] / "samples", "--ref", "tb", "--encoder", "inception",
+               "--metrics", "fd", "--quiet")
+    assert res.exit_code == 2 and "weights not found" in res.output
+    assert world["server"].requests == [] and not (world["refs"] / "tb").exists()

@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from evalkit.encoders import encoder_weights_spec
+from evalkit.encoders.spec import WeightsSpec
+from evalkit.encoders.weights import resolve_weights
 from evalkit.errors import DownloadError, InputError, OfflineError, VerificationError
 from evalkit.features.identity import local_identity
 from evalkit.features.options import ExtractOptions
@@ -56,12 +59,18 @@ def registered_name(name: str, ref_dir: str | os.PathLike | None = None) -> str 
     return None
 
 
-def ensure(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool = False) -> str:
+def ensure(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool = False,
+           options: ExtractOptions | None = None) -> str:
     """Registered name for ``name``; a catalog name not yet registered is pulled first.
+
+    ``options``: the extraction the reference is pulled for; its encoder's weights are found
+    (or fetched) before the reference is downloaded, so that missing weights are said at once,
+    not after a download of gigabytes.
 
     Raises:
         InputError: ``name`` is neither registered nor in the catalog.
-        OfflineError: the file cannot be downloaded (the message says where to place it).
+        OfflineError: the file (or, with ``options``, the encoder's weights) cannot be
+            downloaded (the message says where to place it).
     """
     have = registered_name(name, ref_dir)
     if have is not None:
@@ -70,6 +79,11 @@ def ensure(name: str, ref_dir: str | os.PathLike | None = None, *, quiet: bool =
     if entry is None:
         raise InputError(unknown_reference_message(name, ref_dir)
                          + "; `evalkit ref list --available` lists the published ones")
+    if options is not None:
+        wspec = encoder_weights_spec(options.encoder, options.arch)
+        if wspec is not None or options.weights:
+            resolve_weights(options.encoder, wspec or WeightsSpec(filename=str(options.weights)),
+                            options.weights)
     pull(entry.name, ref_dir, quiet=quiet)
     return entry.name
 
