@@ -566,3 +566,29 @@ def test_missing_weights_are_said_before_any_reference_download(world, monkeypat
                "--metrics", "fd", "--quiet")
     assert res.exit_code == 2 and "weights not found" in res.output
     assert world["server"].requests == [] and not (world["refs"] / "tb").exists()
+
+
+def test_report_embeds_only_images_inside_the_record_sources(tmp_path):
+    """A per-sample CSV naming an absolute path elsewhere, a ``..`` escape or a link inside
+    the samples folder that points outside gets a placeholder, never the file's pixels."""
+    import csv
+
+    from conftest import write_images
+
+    from evalkit.results.record import SCHEMA, load_records
+    from evalkit.results.report import build_report
+
+    write_images(tmp_path / "samples", 2, seed=1)
+    write_images(tmp_path / "secret", 1, seed=3)
+    secret = next((tmp_path / "secret").iterdir())
+    (tmp_path / "samples" / "link").symlink_to(tmp_path / "secret")
+    rec = {"schema": SCHEMA, "name": "m", "metrics": {"fd": 1.0},
+           "samples": {"source": str(tmp_path / "samples")},
+           "reference": {"source": str(tmp_path / "samples")}, "per_sample": "m.csv"}
+    rows = [[0, str(secret), 0, 0.1, f"../secret/{secret.name}"],
+            [1, f"link/{secret.name}", 0, 0.2, str(next((tmp_path / "samples").glob("*.png")))]]
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["index", "path", "nn_index", "nn_distance", "nn_path"], *rows])
+    (tmp_path / "m.json").write_text(json.dumps(rec))
+    page = build_report(load_records(tmp_path / "m.json"), gallery=2)
+    assert page.count("image not available") == 3 and page.count("data:image/png") >= 1
