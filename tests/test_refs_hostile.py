@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import json
 import pickle
 import threading
@@ -592,3 +593,17 @@ def test_report_embeds_only_images_inside_the_record_sources(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(rec))
     page = build_report(load_records(tmp_path / "m.json"), gallery=2)
     assert page.count("image not available") == 3 and page.count("data:image/png") >= 1
+
+
+def test_file_name_that_is_not_utf8_is_written_escaped(tmp_path):
+    from conftest import write_images
+
+    write_images(tmp_path / "s", 6, size=(16, 16), seed=1)
+    write_images(tmp_path / "r", 6, size=(16, 16), seed=2)
+    first = sorted((tmp_path / "s").iterdir())[0]
+    os.rename(first, os.path.join(os.fsencode(tmp_path / "s"), b"bad\xff.png"))
+    csv_path = tmp_path / "ps.csv"
+    res = _run("score", tmp_path / "s", "--ref", tmp_path / "r", "--encoder", TINY,
+               "--metrics", "precision", "--per-sample", csv_path, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "bad\\udcff.png" in csv_path.read_text(encoding="utf-8")
