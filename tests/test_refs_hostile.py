@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import json
+import os
 import pickle
 import threading
 import time
