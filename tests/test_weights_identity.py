@@ -2,11 +2,21 @@
 a cache entry or a stored reference entry), even when the files have the same name."""
 from __future__ import annotations
 
+import pytest
+
+from evalkit import encoders
+from evalkit.encoders.spec import WeightsSpec
 from evalkit.features.identity import encoder_identity, local_identity
 from evalkit.features.options import ExtractOptions
 
 
-def test_two_weights_files_with_the_same_name_have_different_identities(tmp_path):
+@pytest.mark.parametrize("declared", [None, "ab" * 32])
+def test_two_weights_files_with_the_same_name_have_different_identities(tmp_path, monkeypatch,
+                                                                        declared):
+    """Also when the default weights declare their full sha256: ``--weights`` names other bytes."""
+    if declared:
+        monkeypatch.setattr(encoders, "encoder_weights_spec", lambda name, arch=None: WeightsSpec(
+            filename="pt_inception-2015-12-05-6726825d.pth", sha256=declared))
     a, b = tmp_path / "a" / "pt_inception-2015-12-05-6726825d.pth", \
         tmp_path / "b" / "pt_inception-2015-12-05-6726825d.pth"
     for path, payload in ((a, b"weights one"), (b, b"weights two")):
