@@ -19,7 +19,7 @@ def test_each_metric_function_has_its_own_stream():
     for spec in metric_specs():
         by_function.setdefault((spec.fn.__module__, spec.fn.__qualname__), spec)
     seeds = {}
-    for key, spec in by_function.items():
+    for spec in by_function.values():
         seed = RunRNG(0).seed_for("metric", stream_name(spec))
         assert seed not in seeds, f"{spec.name} shares a random stream with {seeds[seed]}"
         seeds[seed] = spec.name
