@@ -607,3 +607,18 @@ def test_file_name_that_is_not_utf8_is_written_escaped(tmp_path):
                "--metrics", "precision", "--per-sample", csv_path, "--quiet")
     assert res.exit_code == 0, res.output
     assert "bad\\udcff.png" in csv_path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_image_array_header_claiming_terabytes(tmp_path, suffix):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False,
+                                               "shape": (10 ** 6, 1000, 1000, 3)})
+    path = tmp_path / f"lie{suffix}"
+    if suffix == ".npy":
+        path.write_bytes(buf.getvalue() + b"\0" * 64)
+    else:
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("arr_0.npy", buf.getvalue() + b"\0" * 64)
+    res = _run("score", path, "--ref", path, "--encoder", "pixel", "--metrics", "fd", "--quiet")
+    assert res.exit_code == 2 and "header claims" in res.output and str(path) in res.output
