@@ -622,3 +622,19 @@ def test_image_array_header_claiming_terabytes(tmp_path, suffix):
             zf.writestr("arr_0.npy", buf.getvalue() + b"\0" * 64)
     res = _run("score", path, "--ref", path, "--encoder", "pixel", "--metrics", "fd", "--quiet")
     assert res.exit_code == 2 and "header claims" in res.output and str(path) in res.output
+
+
+def test_full_disk_during_a_download_is_one_line_naming_the_file(world, monkeypatch):
+    import errno
+
+    from evalkit.files import download as dl
+
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dl, "open", lambda path, mode: Full(), raising=False)
+    res = _run("ref", "pull", "tb", "--quiet")
+    assert res.exit_code == 2 and "No space left" in res.output
+    assert "VIRTUAL_t16.npz.part" in res.output and "connection" not in res.output
+    assert len(world["server"].requests) == 1  # not retried as if the connection dropped

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from evalkit.errors import DownloadError, EvalkitError, InputError, VerificationError
+from evalkit.errors import DownloadError, EvalkitError, InputError, OutputError, VerificationError
 from evalkit.files.fileio import file_sha256
 from evalkit.formatting import format_size
 
@@ -197,6 +197,8 @@ def _fetch(url: str, part: Path, *, size: int | None, limit: int | None, quiet: 
             raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
         except urllib.error.URLError as exc:
             raise DownloadError(f"{url}: {exc.reason}") from None
+        except OutputError:  # our side (a full disk): not the connection's fault
+            raise
         except (http.client.HTTPException, ConnectionError, TimeoutError, OSError) as exc:
             if attempt == retries:
                 done = part.stat().st_size if part.exists() else 0
@@ -204,6 +206,27 @@ def _fetch(url: str, part: Path, *, size: int | None, limit: int | None, quiet: 
                                     f"({exc.__class__.__name__}: {exc}); run again to resume") \
                     from None
     raise DownloadError(f"{url}: transfer kept stopping early; run again to resume")
+
+
+def _open(part: Path, offset: int):
+    """``part`` for appending at ``offset`` (0: truncated); OutputError naming it on failure."""
+    try:
+        return open(part, "ab" if offset else "wb")
+    except OSError as exc:
+        raise OutputError(f"{part}: cannot write the download ({exc.strerror or exc})") from None
+
+
+def _write(fh, data: bytes, part: Path, sync: bool = False) -> None:
+    """Append ``data`` (``sync``: and flush to disk); a full disk is an OutputError naming
+    ``part``, never mistaken for a dropped connection."""
+    try:
+        fh.write(data)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise OutputError(f"{part}: cannot write the download ({exc.strerror or exc}); "
+                          "free some space and run again to resume") from None
 
 
 def _range_total(headers) -> int | None:
@@ -263,7 +286,7 @@ def _transfer(url: str, part: Path, have: int, *, quiet: bool, size: int | None,
         got = 0
         rate, window = low_speed
         since, mark = time.monotonic(), 0
-        with open(part, "ab" if offset else "wb") as fh, tqdm(
+        with _open(part, offset) as fh, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=PurePosixPath(urlsplit(url).path).name, disable=quiet, file=sys.stderr,
                 leave=False) as bar:
@@ -271,7 +294,7 @@ def _transfer(url: str, part: Path, have: int, *, quiet: bool, size: int | None,
                 try:
                     block = resp.read1(CHUNK)
                 except http.client.IncompleteRead as exc:
-                    fh.write(exc.partial)
+                    _write(fh, exc.partial, part)
                     raise ConnectionError("connection closed mid-file") from None
                 if not block:
                     break
@@ -282,7 +305,7 @@ def _transfer(url: str, part: Path, have: int, *, quiet: bool, size: int | None,
                 if limit is not None and offset + got > limit:
                     raise _Refused(f"more than {format_size(limit)}, more than this file can be "
                                    "(stopped)")
-                fh.write(block)
+                _write(fh, block, part)
                 bar.update(len(block))
                 elapsed = time.monotonic() - since
                 if elapsed >= window:
@@ -291,8 +314,7 @@ def _transfer(url: str, part: Path, have: int, *, quiet: bool, size: int | None,
                             f"{url}: slower than {format_size(int(rate))}/s for {window:g} s "
                             f"(stopped after {offset + got} bytes; run again to resume)")
                     since, mark = time.monotonic(), got
-            fh.flush()
-            os.fsync(fh.fileno())
+            _write(fh, b"", part, sync=True)
     if expected is not None and got < expected:
         raise ConnectionError(f"connection closed after {got} of {expected} bytes")
     complete = part.stat().st_size
