@@ -45,6 +45,7 @@ from evalkit.files.fileio import atomic_write_bytes, file_sha256
 from evalkit.files.guards import check_folder_writable
 from evalkit.images.sources import is_feature_file, stats_npz_keys
 from evalkit.refs.layout import (
+    MANIFEST,  # noqa: F401 - re-exported: store.MANIFEST
     NAME_RE,
     building,
     discard,
