@@ -73,7 +73,8 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
             return load_stats(path)
         return load_features(str(path), options)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
-        name = ensure(str(source), ref_dir, quiet=options.quiet)  # a catalog name: pulled once
+        # a catalog name: pulled once, after the encoder's weights are found
+        name = ensure(str(source), ref_dir, quiet=options.quiet, options=options)
         return resolve_reference(name, options, ref_dir, allow_stats=True)
     raise InputError(f"{source}: no such file or directory")
 

@@ -80,3 +80,7 @@ class CacheWarning(UserWarning):
 
 class ProtocolWarning(UserWarning):
     """A protocol's sample count was not met: the number is not comparable with the tables."""
+
+
+class CatalogWarning(UserWarning):
+    """A catalog entry from a plugin or ``$EVALKIT_CATALOG`` replaces a built-in one."""

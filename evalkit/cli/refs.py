@@ -44,10 +44,14 @@ def add(name: str, source: str, ref_dir: str | None, force: bool, **kwargs) -> N
 @click.argument("name")
 @_REF_DIR
 @click.option("--force", is_flag=True, help="Download again and replace the registered copy.")
+@click.option("--trust-new", is_flag=True,
+              help="With --force: accept a file whose sha256 differs from the one recorded at "
+                   "first download (no published sha256).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def pull_(name: str, ref_dir: str | None, force: bool, quiet: bool) -> None:
+def pull_(name: str, ref_dir: str | None, force: bool, trust_new: bool, quiet: bool) -> None:
     """Download, verify and register catalog reference NAME (see `ref list --available`)."""
-    click.echo(describe_catalog(pull(name, ref_dir, quiet=quiet, force=force)))
+    click.echo(describe_catalog(pull(name, ref_dir, quiet=quiet, force=force,
+                                     trust_new=trust_new)))
 
 
 @ref.command("list")

@@ -13,6 +13,7 @@ import numpy as np
 
 from evalkit.errors import InputError
 from evalkit.files.fileio import atomic_write_bytes
+from evalkit.files.safezip import check_npz
 
 ARRAY_KEYS = ("features", "logits", "spatial", "embedding")
 
@@ -95,6 +96,8 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
+    if zipfile.is_zipfile(p):
+        check_npz(p)  # a bomb or a header claiming 10^12 values: refused before numpy reads
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = set(z.files)
@@ -114,7 +117,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     if meta_raw is not None:
         try:
             meta = json.loads(str(meta_raw))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise InputError(f"{p}: 'meta' is not a JSON string") from None
     fs = FeatureSet(arrays, labels, meta, str(p))
     validate(fs, str(p))

@@ -49,7 +49,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` as UTF-8, atomically. Characters UTF-8 cannot hold (the surrogates that
+    stand for undecodable bytes of a file name) are written escaped (``\\udcff``)."""
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
 
 
 def new_file_mode(target: str | os.PathLike | None = None) -> int:

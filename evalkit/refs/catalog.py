@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.metadata import entry_points
@@ -25,12 +26,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from evalkit.errors import InputError
+from evalkit.errors import CatalogWarning, InputError
+from evalkit.files.download import url_file_name
+from evalkit.refs.layout import validate_name
 
 CATALOG_SCHEMA = "evalkit.catalog/1"
 ENTRY_POINT_GROUP = "evalkit.catalog"
 KINDS = ("images", "statistics")
 FORMATS = ("adm-batch", "npz-stats", "edm2-pkl")
+UNBOUNDED_LIMIT = 16 << 30
+"""Largest download accepted for an entry that states no size and allows no estimate."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,15 @@ class CatalogEntry:
                 total += (dim + dim * dim) * 8 if dim else 0
         return total or None
 
+    def size_limit(self) -> int:
+        """The most bytes a download of this entry may bring: the stated size, else twice the
+        estimate plus 64 MiB (npz headers, labels, a compression that did not pay off), else
+        :data:`UNBOUNDED_LIMIT`. A server sending more is not sending this file."""
+        if self.size:
+            return self.size
+        estimate = self.estimated_size()
+        return 2 * estimate + (64 << 20) if estimate else UNBOUNDED_LIMIT
+
 
 def _stats_label(stat: dict[str, Any]) -> str:
     label = stat["encoder"] + (f"/{stat['arch']}" if stat.get("arch") else "")
@@ -92,36 +106,78 @@ def _stats_label(stat: dict[str, Any]) -> str:
 
 
 def _entry(raw: Any, origin: str) -> CatalogEntry:
+    """One validated entry: every field has its type, every name is a store folder name and
+    every URL an http(s) URL of a plain file name, so nothing downstream meets a surprise."""
     if not isinstance(raw, dict):
         raise InputError(f"{origin}: catalog entry is not an object: {raw!r:.80}")
     name = raw.get("name")
-    where = f"{origin}: catalog entry {name!r}"
+    where = f"{origin}: catalog entry {name!r:.80}"
     if not isinstance(name, str) or not name:
         raise InputError(f"{origin}: catalog entry without a name")
+    validate_name(name, f"name of {where}")
     if raw.get("kind") not in KINDS:
         raise InputError(f"{where}: kind must be one of {', '.join(KINDS)}")
     if raw.get("format") not in FORMATS:
         raise InputError(f"{where}: format must be one of {', '.join(FORMATS)}")
-    urls = raw.get("urls") or ([raw["url"]] if raw.get("url") else [])
-    if not urls or not all(isinstance(u, str) and "://" in u for u in urls):
+    aliases = _list_of(raw, "aliases", str, where)
+    for alias in aliases:
+        validate_name(alias, f"alias of {where}")
+    urls = _list_of(raw, "urls", str, where) or (
+        [raw["url"]] if isinstance(raw.get("url"), str) and raw["url"] else [])
+    if not urls:
         raise InputError(f"{where}: needs 'urls' (a list of http(s) URLs)")
-    names = {PurePosixPath(urlsplit(u).path).name for u in urls}
+    names = {url_file_name(u, where) for u in urls}
     if len(names) != 1:
         raise InputError(f"{where}: every URL must end with the same file name (got {sorted(names)})")
     sha = raw.get("sha256")
-    if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+    if sha is not None and (not isinstance(sha, str) or len(sha) != 64
+                            or any(c not in "0123456789abcdefABCDEF" for c in sha)):
         raise InputError(f"{where}: sha256 must be 64 hex digits or null")
-    stats = tuple(dict(s) for s in raw.get("stats") or ())
-    if any(not isinstance(s, dict) or not s.get("encoder") for s in stats):
-        raise InputError(f"{where}: every 'stats' item needs an 'encoder'")
+    stats = tuple(dict(s) for s in _list_of(raw, "stats", dict, where))
+    for stat in stats:
+        if not isinstance(stat.get("encoder"), str) or not stat["encoder"]:
+            raise InputError(f"{where}: every 'stats' item needs an 'encoder' (a name)")
+        for key in ("arch", "resize", "key", "made_by"):
+            if stat.get(key) is not None and not isinstance(stat[key], str):
+                raise InputError(f"{where}: 'stats' item {key!r} must be a string")
+        for key in ("dim", "spatial_dim"):
+            _count(stat, key, f"{where} 'stats' item")
     return CatalogEntry(
         name=name, kind=raw["kind"], format=raw["format"], urls=tuple(urls),
-        description=str(raw.get("description") or ""), aliases=tuple(raw.get("aliases") or ()),
-        resolution=raw.get("resolution"), n=raw.get("n"), labels=bool(raw.get("labels")),
-        size=raw.get("size"), sha256=sha.lower() if sha else None, stats=stats,
-        protocols=tuple(raw.get("protocols") or ()), license=str(raw.get("license") or ""),
-        citation=str(raw.get("citation") or ""), published_in=str(raw.get("published_in") or ""),
-        origin=origin)
+        description=_text(raw, "description", where), aliases=tuple(aliases),
+        resolution=_count(raw, "resolution", where), n=_count(raw, "n", where),
+        labels=bool(raw.get("labels")), size=_count(raw, "size", where),
+        sha256=sha.lower() if sha else None, stats=stats,
+        protocols=tuple(_list_of(raw, "protocols", str, where)),
+        license=_text(raw, "license", where), citation=_text(raw, "citation", where),
+        published_in=_text(raw, "published_in", where), origin=origin)
+
+
+def _list_of(raw: dict, key: str, kind: type, where: str) -> list:
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, kind) for v in value):
+        raise InputError(f"{where}: {key!r} must be a list of {kind.__name__} values, "
+                         f"got {value!r:.80}")
+    return value
+
+
+def _count(raw: dict, key: str, where: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{where}: {key!r} must be a non-negative integer or null, "
+                         f"got {value!r:.80}")
+    return value
+
+
+def _text(raw: dict, key: str, where: str) -> str:
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{where}: {key!r} must be a string, got {value!r:.80}")
+    return value or ""
 
 
 def _entries_of(data: Any, origin: str) -> list[CatalogEntry]:
@@ -143,8 +199,8 @@ def _read_file(path: str | os.PathLike) -> list[CatalogEntry]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: catalog file not found (named in $EVALKIT_CATALOG?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable catalog file ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{path}: unreadable catalog file ({type(exc).__name__}: {exc})") from None
     return _entries_of(data, str(path))
 
 
@@ -162,19 +218,27 @@ def _plugins() -> list[CatalogEntry]:
         except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
             raise InputError(f"{origin}: cannot load catalog plugin ({exc})") from None
         if callable(data):
-            data = data()
+            try:
+                data = data()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+                raise InputError(f"{origin}: catalog plugin failed ({type(exc).__name__}: "
+                                 f"{exc})") from None
         out += _read_file(data) if isinstance(data, (str, os.PathLike)) else _entries_of(data, origin)
     return out
 
 
 def load_catalog() -> dict[str, CatalogEntry]:
     """Every catalog entry by name: built-in, then plugins, then ``$EVALKIT_CATALOG`` files."""
-    merged: dict[str, CatalogEntry] = {}
-    sources = [_builtin(), _plugins()]
+    builtin = {e.name: e for e in _builtin()}
+    merged = dict(builtin)
+    sources = [_plugins()]
     for path in filter(None, os.environ.get("EVALKIT_CATALOG", "").split(os.pathsep)):
         sources.append(_read_file(path))
     for entries in sources:
         for e in entries:
+            if e.name in builtin and e != builtin[e.name]:
+                warnings.warn(f"catalog entry {e.name!r} of {e.origin} replaces evalkit's "
+                              f"(now fetched from {e.urls[0]})", CatalogWarning, stacklevel=2)
             merged[e.name] = e
     return merged
 

@@ -20,8 +20,9 @@ from evalkit.errors import InputError
 from evalkit.features.identity import EncoderIdentity
 from evalkit.files.fileio import atomic_write_text
 from evalkit.formatting import format_size
+from evalkit.refs.layout import MANIFEST
 
-FILE_NAME = "manifest.json"
+FILE_NAME = MANIFEST
 SCHEMA = "evalkit.ref/1"
 # Role of a statistics entry that came inside a published image batch (ADM's mu/sigma): kept
 # apart from the reference's own features, used only when a protocol asks for it.

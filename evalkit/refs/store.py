@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,17 @@ from evalkit.features.options import ExtractOptions
 from evalkit.files.fileio import atomic_write_bytes, file_sha256
 from evalkit.files.guards import check_folder_writable
 from evalkit.images.sources import is_feature_file, is_source_arg, stats_npz_keys
-from evalkit.refs.layout import building, discard, locked, now, store_root
-from evalkit.refs.manifest import FILE_NAME as MANIFEST
+from evalkit.refs.layout import (
+    MANIFEST,  # noqa: F401 - re-exported: store.MANIFEST
+    NAME_RE,
+    building,
+    discard,
+    is_reference_folder,
+    locked,
+    now,
+    store_root,
+    validate_name,
+)
 from evalkit.refs.manifest import (
     PUBLISHED,
     Entry,
@@ -65,20 +73,6 @@ from evalkit.refs.statsfiles import load_stats, stats_payload
 
 # Provenance kept from the loader's meta in a stored feature file (timings etc. are dropped).
 _KEEP_META = ("encoder", "precision", "versions", "classes", "n_skipped", "jpeg")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-# ----------------------------------------------------------------------------- store paths
-
-
-def validate_name(name: str) -> str:
-    """A reference name: letters, digits, ``.``, ``_``, ``-``; no path separators; <= 64 chars."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
-        raise InputError(
-            f"invalid reference name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(no path separators, at most 64 characters, not starting with '.' or '-')"
-        )
-    return name
 
 
 # ----------------------------------------------------------------------------- manifests
@@ -105,14 +99,15 @@ def known_names(ref_dir: str | os.PathLike | None = None) -> list[str]:
 
 def is_registered(name: str, ref_dir: str | os.PathLike | None = None) -> bool:
     """True when ``name`` is a valid reference name with a manifest in the store."""
-    return bool(_NAME.match(name or "")) and (store_root(ref_dir) / name / MANIFEST).is_file()
+    return (isinstance(name, str) and bool(NAME_RE.match(name))
+            and is_reference_folder(store_root(ref_dir) / name))
 
 
 def get_manifest(name: str, ref_dir: str | os.PathLike | None = None) -> Manifest:
     """The manifest of reference ``name``; unknown name: InputError listing the known ones."""
     validate_name(name)
     folder = store_root(ref_dir) / name
-    if not (folder / MANIFEST).is_file():
+    if not is_reference_folder(folder):
         raise InputError(unknown_reference_message(name, ref_dir))
     return read_manifest(folder)
 
@@ -285,7 +280,7 @@ def _store_entry(name, source, fingerprint, entry: Entry, writer, ref_dir, force
     root = store_root(ref_dir)
     with locked(root):
         folder = root / name
-        if (folder / MANIFEST).is_file():
+        if is_reference_folder(folder):
             manifest = read_manifest(folder)
             if manifest.get("source_fingerprint") != fingerprint:
                 if not force:
@@ -334,7 +329,7 @@ def store_file_reference(name: str, manifest: dict[str, Any], file: Path,
     root = store_root(ref_dir)
     with locked(root):
         folder = root / name
-        if (folder / MANIFEST).is_file() and not force:
+        if is_reference_folder(folder) and not force:
             old = read_manifest(folder)["source"]
             raise InputError(f"reference {name!r} is already registered ({old}); "
                              f"`evalkit ref rm {name}` first or pass --force")

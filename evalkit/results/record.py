@@ -158,6 +158,8 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
         raise InputError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{p}: not a JSON result record ({exc})") from None
+    except RecursionError:  # [[[[...]]]] nested past the interpreter's limit
+        raise InputError(f"{p}: not a JSON result record (nested too deeply)") from None
     items = data if isinstance(data, list) else [data]
     for item in items:
         if not isinstance(item, dict) or item.get("schema") != SCHEMA or "metrics" not in item:

@@ -34,7 +34,7 @@ from evalkit.errors import InputError
 from evalkit.files.fileio import atomic_write_text
 from evalkit.files.guards import inside
 from evalkit.formatting import format_number
-from evalkit.images.locators import rebase
+from evalkit.images.locators import parse, rebase
 from evalkit.images.sources import open_image
 from evalkit.results.directions import ARROWS, direction_of, metric_directions
 from evalkit.results.record import load_records, metric_keys
@@ -172,20 +172,36 @@ def _resolve(locator: str, source: str | None, record_dir: Path) -> str:
 
 
 def gallery_image(locator: str, root: str | None = None, record_dir: Path | None = None):
-    """The PIL image behind a locator, or None when it is gone or unreadable (a placeholder).
+    """The PIL image behind a locator, or None when it is gone, unreadable or not reached
+    through the set's source (a placeholder).
 
     Locators (``FeatureSet.files``, the per-sample CSV): ``rel/path.png`` relative to the
-    set's source folder ``root``, ``archive.zip::member``, ``file.npz[i]``. Read with
-    :func:`evalkit.images.sources.open_image` (the one RGB conversion, as the encoder saw the image),
-    first as given, then resolved against the source, its folder and the record's folder.
+    set's source folder ``root``, ``archive.zip::member``, ``file.npz[i]``, resolved against
+    the source, its folder and the record's folder, then read with
+    :func:`evalkit.images.sources.open_image` (the one RGB conversion, as the encoder saw the
+    image). Only images inside the source the record names are embedded, symlinks followed:
+    a CSV cannot make the report show an arbitrary file of the machine.
     """
-    resolved = _resolve(locator, root, record_dir or Path.cwd())
-    for loc, base in ((locator, root), (resolved, None)):
-        try:
-            return open_image(loc, base)
-        except InputError:  # missing or unreadable here: try the next place, else a placeholder
-            continue
-    return None
+    record_dir = record_dir or Path.cwd()
+    resolved = _resolve(locator, root, record_dir)
+    if not _within_source(resolved, root, record_dir):
+        return None
+    try:
+        return open_image(resolved, None)
+    except InputError:  # missing or unreadable: a placeholder
+        return None
+
+
+def _within_source(resolved: str, source: str | None, record_dir: Path) -> bool:
+    """True when the file (or container) of locator ``resolved`` is the source or lies in it."""
+    if not source:
+        return False
+    src = Path(source).expanduser()
+    if not src.is_absolute() and not src.exists():
+        src = record_dir / src
+    src = Path(os.path.realpath(src))
+    base = Path(os.path.realpath(parse(resolved).path))
+    return base == src or (src.is_dir() and src in base.parents)
 
 
 def _thumb_uri(img) -> str:

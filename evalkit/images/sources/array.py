@@ -18,6 +18,7 @@ from PIL import Image
 
 from evalkit.errors import InputError
 from evalkit.files.fileio import file_sha256
+from evalkit.files.safezip import check_npz
 from evalkit.images.decode import array_to_rgb_uint8
 from evalkit.images.locators import Locator, array_item
 from evalkit.images.sources.base import Source, container, hash_lines, resolve_source
@@ -55,7 +56,12 @@ class ArraySource(Source):
         if path.suffix.lower() == ".npy":
             key, shape, dtype, offset, fortran = None, *_npy_header(text, path)
             labels = None
+            held = path.stat().st_size - offset
+            if int(np.prod(shape, dtype=object)) * dtype.itemsize != held:
+                raise InputError(f"{text}: its header claims shape {tuple(shape)} of {dtype} "
+                                 f"but {held} bytes follow it")
         else:
+            check_npz(path, text)  # bombs and headers that lie about their size
             key, (shape, dtype, offset, fortran), labels = "arr_0", *_npz_arrays(text, path)
         if dtype != np.uint8 or len(shape) != 4 or shape[3] not in (1, 3, 4):
             raise InputError(f"{text}: expected N×H×W×C uint8 images with C in 1, 3, 4 "
