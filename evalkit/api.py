@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import InputError, ProtocolWarning
+from evalkit.features.conditions import attach_prompts
 from evalkit.features.distributed import is_main, launch_env
 from evalkit.features.featureset import FeatureSet, validate
 from evalkit.features.loader import features_for_each, load_features
@@ -93,6 +94,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
           per_sample: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           ref_dir: str | None = None, options: ExtractOptions | None = None,
           protocol: str | None = None, explicit: Collection[str] | None = None,
+          prompts: str | os.PathLike | Sequence[str] | None = None,
           **extract: Any) -> Result | list[Result] | None:
     """Score one or several sample sets against one reference (loaded once).
 
@@ -121,6 +123,10 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
             get a ``protocol`` field. Options that contradict it raise InputError.
         explicit: which of encoder/arch/resize/metrics/nsample the caller set on purpose
             (the CLI passes what was typed); None: those differing from the defaults.
+        prompts: the prompt of each generated image: a prompts file (``.txt`` in sample order,
+            ``.csv``/``.jsonl`` file -> prompt, COCO caption ``.json``) or one string per
+            sample; with ``--encoder clip`` they are embedded for ``clip_score``
+            (:mod:`evalkit.features.conditions`).
 
     Returns:
         a Result per sample set (a single Result when ``samples`` is one source). Under
@@ -135,7 +141,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         return _score_encoders(encoders, samples, ref, test=test, metrics=metrics, seed=seed,
                                nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
                                names=names, per_sample=per_sample, out=out, ref_dir=ref_dir,
-                               options=opts, protocol=protocol)
+                               options=opts, protocol=protocol, prompts=prompts)
     if opts.encoder != encoders[0]:
         opts = replace(opts, encoder=encoders[0])
     many = isinstance(samples, (list, tuple))
@@ -169,7 +175,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
     test_fs = load_source(test, opts, role="test") if test is not None else None
     results = []
     for src, name in zip(sources, names):
-        fake = load_source(src, opts, role="samples")
+        fake = attach_prompts(load_source(src, opts, role="samples"), prompts, opts)
         if not is_main():  # torchrun: the other ranks only help extract
             continue
         scores = score_set(fake, real, test_fs, config, name=name,
@@ -203,7 +209,8 @@ def encoder_list(encoder: str | Sequence[str]) -> list[str]:
 def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLike],
                     ref: SourceLike | None, *, test: SourceLike | None,
                     names: Sequence[str] | None, per_sample: Any, out: Any,
-                    options: ExtractOptions, protocol: str | None, **score_args: Any
+                    options: ExtractOptions, protocol: str | None, prompts: Any = None,
+                    **score_args: Any
                     ) -> list[Result]:
     """:func:`score` with several encoders: every image source is decoded once for all of
     them (:func:`evalkit.features.loader.load_features_many`, each encoder's features cached under
@@ -241,7 +248,7 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     results: list[Result] = []
     for i, opts in enumerate(per_encoder):
         results += score([pick(s, i) for s in sources], pick(ref, i), test=pick(test, i),
-                         names=names, options=opts, **score_args)
+                         names=names, options=opts, prompts=prompts, **score_args)
     if out is not None and results:
         write_records([r.record for r in results], out)
     return results

@@ -35,6 +35,7 @@ from anchors import (
 
 import evalkit.metrics as M
 from evalkit.metrics import get_metric, list_metrics, result_directions
+from evalkit.metrics._registry import ARG_NAMES
 
 CPU = "cpu"
 N, D, C, CLASSES = 160, 8, 10, 3
@@ -66,13 +67,17 @@ def _sets(spec, kind: str = "good", seed: int = 0) -> dict:
         return {"fake": fake, "real": _logits(seed + 1), "test": _logits(seed + 3)}
     real, test = _features(seed + 1), _features(seed + 3)
     g = np.random.default_rng(seed + 2)
+    # conditions: row i's prompt id, its text embedding (near the good set's row i), the
+    # reference's class labels
+    cond = {"prompts": np.arange(N) % 20, "real_labels": _labels(seed + 6),
+            "text": _features(seed + 2) + 0.5 * np.random.default_rng(seed + 7).standard_normal((N, D))}
     fake = {
         "good": lambda: _features(seed + 2),
         "shift": lambda: _features(seed + 2, shift=2.0),
         "collapse": lambda: _features(seed + 2, n=3)[g.integers(0, 3, N)] + 0.01 * g.standard_normal((N, D)),
         "copy": lambda: real[g.permutation(N)] + 1e-3 * g.standard_normal((N, D)),
     }[kind]()
-    return {"real": real, "fake": fake, "test": test}
+    return {"real": real, "fake": fake, "test": test, **cond}
 
 
 def _labels(seed: int = 5) -> np.ndarray:
@@ -80,7 +85,7 @@ def _labels(seed: int = 5) -> np.ndarray:
 
 
 def _run(spec, arrays: dict, *, seed=0, labels=None, **overrides) -> dict:
-    kwargs = {k: arrays[k] for k in ("real", "fake", "test") if k in spec.args}
+    kwargs = {k: arrays[k] for k in ARG_NAMES if k in spec.args and k != "labels"}
     if labels is not None and ("labels" in spec.args or "labels" in spec.optional):
         kwargs["labels"] = labels
     out = spec(seed=seed, device=CPU, **kwargs, **overrides)
@@ -100,7 +105,7 @@ def test_declaration_matches_what_the_function_returns(name):
     assert spec.outputs[0].key == name and spec.outputs[0].select
     for o in spec.outputs:
         assert o.description.strip() and o.better in ("lower", "higher", "zero", "none"), o
-    assert set(spec.args) | set(spec.optional) <= {"real", "fake", "test", "labels"}
+    assert set(spec.args) | set(spec.optional) <= set(ARG_NAMES)
     # the group's entries together report exactly what the function returns (labels included)
     group_keys = {k for other in spec.group for k in get_metric(other).keys}
     out = _run(spec, _sets(spec), labels=_labels())
@@ -194,6 +199,7 @@ NO_ANCHOR = {  # no anchor package; the reference test named here checks the def
     "fls": "test_metrics_knn.py::test_fls_matches_autograd_reference",
     "fls_pog": "test_metrics_knn.py::test_fls_matches_autograd_reference",
     "sw_approx": "test_metrics_moments.py::test_sw_approx_hand_checked",
+    "clip_score": "test_conditional.py::test_clip_score_equals_torchmetrics_on_the_same_weights",
 }
 
 
@@ -247,6 +253,9 @@ def test_row_order_invariance(name):
     arrays, labels = _sets(spec, "good", seed=30), _labels()
     g = np.random.default_rng(31)
     perm = {k: g.permutation(len(v)) for k, v in arrays.items()}
+    for k in ("text", "prompts"):  # conditions of the generated rows move with them
+        perm[k] = perm["fake"]
+    perm["real_labels"] = perm["real"]
     shuffled = {k: v[perm[k]] for k, v in arrays.items()}
     over = {} if name in SUBSAMPLE else DRAWS.get(name, {})
     a = _run(spec, arrays, labels=labels, **over)
@@ -260,7 +269,7 @@ WORSE = {  # result key -> the kind of generated set that must score worse than 
     **{k: "shift" for k in ("fd", "fd_inf", "sfid", "kd", "cmmd", "sw_approx", "precision",
                             "recall", "density", "coverage", "realism", "fls")},
     "is": "flat", "vendi": "collapse", "vendi_per_class": "collapse",
-    "authpct": "copy", "ct": "copy", "fls_pog": "copy",
+    "authpct": "copy", "ct": "copy", "fls_pog": "copy", "clip_score": "shift",
 }
 DIRECTED = sorted(k for k, d in result_directions().items() if d != "none")
 

@@ -33,11 +33,14 @@ from evalkit.results.outputs import metrics_table
 @click.option("--name", default=None, help="Model name(s), comma-separated for several sets.")
 @click.option("--per-sample", default=None, type=click.Path(dir_okay=False),
               help="CSV of realism, nearest reference and authenticity per generated sample.")
+@click.option("--prompts", default=None, type=click.Path(dir_okay=False),
+              help="Prompt of each generated image: .txt (one per line, sample order), .csv/.jsonl "
+                   "(file -> prompt) or COCO caption .json; with --encoder clip: clip_score.")
 @click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
               help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
 @extract_options
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
-                  out, name, per_sample, ref_dir, **kwargs):
+                  out, name, per_sample, prompts, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
     from evalkit.api import score  # the engine imports torch: only when a command runs it
 
@@ -47,7 +50,8 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                         nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
                         names=name.split(",") if name else None, per_sample=per_sample, out=out,
                         ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
-                        explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}))
+                        explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}),
+                        prompts=prompts)
     if is_main():
         blocks: dict[str, list] = {}
         for r in results:  # several encoders: one block each

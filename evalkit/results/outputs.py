@@ -13,9 +13,12 @@ from evalkit.features.featureset import FeatureSet
 from evalkit.files.fileio import atomic_write_text
 from evalkit.formatting import format_number
 from evalkit.metrics import per_sample
+from evalkit.metrics.clip_score import clip_scores
 from evalkit.metrics.prdc import REALISM_K
 
 PER_SAMPLE_COLUMNS = ("index", "path", "realism", "nn_index", "nn_distance", "nn_path", "authentic")
+# appended when the generated set has prompts (clip_score: when they have text embeddings too)
+CONDITION_COLUMNS = ("prompt", "clip_score")
 
 
 def metrics_table(records: list[dict[str, Any]]) -> str:
@@ -59,9 +62,15 @@ def write_per_sample_csv(path: str | os.PathLike, fake: FeatureSet, real: Featur
     arrays = per_sample(real.arrays["features"], fake.arrays["features"], seed=seed, device=device,
                         nearest_k=nearest_k)
     nn_index = np.asarray(arrays["nn_index"]).astype(np.int64)
+    extra: list[list[str]] = []
+    if fake.prompts is not None:
+        extra.append(list(fake.prompts))
+        if fake.get("text") is not None and fake.get("embedding") is not None:
+            extra.append([repr(float(v)) for v in clip_scores(fake.arrays["embedding"],
+                                                               fake.arrays["text"])])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PER_SAMPLE_COLUMNS)
+    writer.writerow(PER_SAMPLE_COLUMNS + CONDITION_COLUMNS[:len(extra)])
     for i in range(fake.n):
         j = int(nn_index[i])
         writer.writerow([
@@ -72,6 +81,7 @@ def write_per_sample_csv(path: str | os.PathLike, fake: FeatureSet, real: Featur
             repr(float(arrays["nn_distance"][i])),
             real.files[j] if real.files else "",
             int(bool(arrays["authentic"][i])),
+            *(col[i] for col in extra),
         ])
     atomic_write_text(path, buf.getvalue())
 

@@ -1,0 +1,205 @@
+"""Conditions as data (prompt files, prompts through feature files, records and per-sample CSVs)
+and clip_score against torchmetrics' CLIPScore on the same random open_clip weights."""
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_images
+
+import evalkit
+from evalkit.errors import InputError
+from evalkit.features.conditions import attach_prompts
+from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
+from evalkit.images.conditions import read_prompts
+from evalkit.metrics import clip_score
+from evalkit.metrics.clip_score import clip_scores
+
+FILES = ["imgs/a.png", "imgs/b.png", "x.zip::sub/c.png"]
+
+
+# ------------------------------------------------------------------------- prompt files
+
+
+def test_txt_prompts_are_in_sample_order(tmp_path):
+    p = tmp_path / "p.txt"
+    p.write_text("a cat\na dog, running\n\n", encoding="utf-8")
+    assert read_prompts(p, None, 3) == ["a cat", "a dog, running", ""]
+    with pytest.raises(InputError, match="2 lines for 3 samples"):
+        p.write_text("a\nb\n")
+        read_prompts(p, None, 3)
+
+
+def test_mapping_formats_match_locators(tmp_path):
+    rows = [("b.png", "bee"), ("a.png", "ant, \"quoted\""), ("c", "cow")]
+    with open(tmp_path / "p.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file_name", "caption"])
+        w.writerows(rows)
+    (tmp_path / "p.jsonl").write_text(
+        "\n".join(json.dumps({"file": k, "prompt": v}) for k, v in rows) + "\n")
+    coco = {"images": [{"id": 7, "file_name": "a.png"}, {"id": 9, "file_name": "b.png"},
+                       {"id": 3, "file_name": "c.png"}],
+            "annotations": [{"image_id": 9, "caption": "bee"}, {"image_id": 7, "caption": "ant, \"quoted\""},
+                            {"image_id": 7, "caption": "second caption is ignored"},
+                            {"image_id": 3, "caption": " cow "}]}
+    (tmp_path / "p.json").write_text(json.dumps(coco))
+    want = ["ant, \"quoted\"", "bee", "cow"]
+    for name in ("p.csv", "p.jsonl", "p.json"):
+        assert read_prompts(tmp_path / name, FILES, 3) == want, name
+    with pytest.raises(InputError, match="no prompt for 1 of 4"):
+        read_prompts(tmp_path / "p.csv", FILES + ["d.png"], 4)
+    with pytest.raises(InputError, match="needs image files"):
+        read_prompts(tmp_path / "p.csv", None, 3)
+    (tmp_path / "bad.csv").write_text("name,label\na.png,x\n")
+    with pytest.raises(InputError, match="prompt / caption / text"):
+        read_prompts(tmp_path / "bad.csv", FILES, 3)
+
+
+def test_ambiguous_short_names_are_not_guessed(tmp_path):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"file": "u/a.png", "prompt": "one"}) + "\n"
+                                      + json.dumps({"file": "v/a.png", "prompt": "two"}) + "\n")
+    assert read_prompts(tmp_path / "p.jsonl", ["v/a.png", "u/a.png"], 2) == ["two", "one"]
+    with pytest.raises(InputError, match="no prompt"):
+        read_prompts(tmp_path / "p.jsonl", ["w/a.png"], 1)
+
+
+def test_prompts_travel_through_subset_and_feature_files(tmp_path):
+    fs = FeatureSet({"features": np.arange(12.0).reshape(4, 3)}, source="x")
+    fs = attach_prompts(fs, ["zero", "one", "two", "ünï"])
+    assert "text" not in fs.arrays  # no CLIP encoder recorded: prompts only
+    sub = fs.subset(np.array([3, 1, 1]))
+    assert sub.prompts == ["ünï", "one", "one"]
+    save_feature_file(sub, tmp_path / "f.npz")
+    back = load_feature_file(tmp_path / "f.npz")
+    assert back.prompts == sub.prompts
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:  # stored without pickle
+        assert z["prompts"].dtype.kind == "U"
+    with pytest.raises(InputError, match="3 prompts for 4 samples"):
+        attach_prompts(fs, ["a", "b", "c"])
+
+
+# ------------------------------------------------------------------------- clip_score
+
+
+def test_clip_score_hand_values():
+    img = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    txt = np.array([[1.0, 0.0], [0.0, -1.0], [1.0, 0.0]])
+    # cos 1, -1 (clamped to 0), 1/sqrt(2)
+    assert clip_scores(img, txt) == pytest.approx([100.0, 0.0, 100 / np.sqrt(2)], rel=1e-12)
+    assert clip_score(img, txt)["clip_score"] == pytest.approx((100 + 100 / np.sqrt(2)) / 3, rel=1e-12)
+    perm = np.array([2, 0, 1])
+    assert clip_score(img[perm], txt[perm])["clip_score"] == pytest.approx(
+        clip_score(img, txt)["clip_score"], rel=1e-12)
+
+
+ARCH = "ViT-B-32"
+
+
+@pytest.fixture(scope="module")
+def clip_model(tmp_path_factory):
+    """A random open_clip ViT-B-32 saved in open_clip's state-dict format."""
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        model = open_clip.create_model(ARCH, pretrained=None).eval()
+    path = tmp_path_factory.mktemp("oc") / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def _torchmetrics_adapter(model):
+    """torchmetrics' CLIPScore model/processor interface around an open_clip model: the
+    processor normalises 224 x 224 uint8 images with OpenAI's mean/std and tokenizes with
+    open_clip's tokenizer."""
+    import open_clip
+
+    tok = open_clip.get_tokenizer(ARCH)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1)
+
+    class Model(torch.nn.Module):
+        config = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=77))
+
+        def get_image_features(self, pixel_values):
+            return model.encode_image(pixel_values)
+
+        def get_text_features(self, input_ids, attention_mask=None):
+            return model.encode_text(input_ids)
+
+    def processor(text=None, images=None, **_):
+        if images is not None:
+            return {"pixel_values": torch.stack([(im.float() / 255 - mean) / std for im in images])}
+        ids = tok(text)
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+    return lambda: (Model(), processor)
+
+
+PROMPTS = ["a photo of a cat", "a red car on a street", "two dogs", "an oil painting of a ship",
+           "a bowl of fruit", "the moon over the sea"]
+
+
+def test_clip_score_equals_torchmetrics_on_the_same_weights(tmp_path, clip_model):
+    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+    from torchmetrics.multimodal import CLIPScore
+
+    model, weights = clip_model
+    paths = write_images(tmp_path / "gen", len(PROMPTS), size=(224, 224), seed=4)
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "gen"), metrics="clip_score",
+                        prompts=tmp_path / "p.txt", encoder="clip", arch=ARCH, weights=str(weights),
+                        device="cpu", workers=0, per_sample=str(tmp_path / "ps.csv"))
+    ours = res["clip_score"]
+
+    from PIL import Image
+
+    imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
+    with torch.no_grad():
+        per_pair = []
+        for im, prompt in zip(imgs, PROMPTS):  # one pair per update: its own max(., 0)
+            m = CLIPScore(model_name_or_path=_torchmetrics_adapter(model))
+            m.update(im, prompt)
+            per_pair.append(float(m.compute()))
+        model_fn = _torchmetrics_adapter(model)
+        raw, _ = _clip_score_update(imgs, PROMPTS, *model_fn())  # 100 cos per pair, unclamped
+    scored = res.scored
+    ours_raw = 100 * np.einsum("ij,ij->i", scored.arrays["embedding"], scored.arrays["text"])
+    # float32 embeddings: cosines agree to ~1e-6, scores (0..100) to ~1e-4
+    assert ours_raw == pytest.approx(raw.numpy(), abs=2e-4)
+    assert np.abs(raw.numpy()).max() > 0.1  # not a trivial comparison
+    assert ours == pytest.approx(float(np.mean(per_pair)), abs=2e-4)
+    rows = list(csv.DictReader(open(tmp_path / "ps.csv", encoding="utf-8")))
+    assert [r["prompt"] for r in rows] == PROMPTS
+    assert [float(r["clip_score"]) for r in rows] == pytest.approx(per_pair, abs=2e-4)
+    rec = res.record
+    assert rec["samples"]["prompts"]["n"] == len(PROMPTS)
+    assert rec["samples"]["text"]["truncated"] == 0
+
+
+def test_long_prompts_truncate_keeping_the_end_token(tmp_path, clip_model):
+    import open_clip
+
+    model, weights = clip_model
+    long = " ".join(["word"] * 300)  # 300 tokens: far beyond the 77-token context
+    prompts = ["a cat", long, "a dog"]
+    write_images(tmp_path / "gen", 3, size=(224, 224), seed=5)
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "gen"), metrics="clip_score",
+                        prompts=prompts, encoder="clip", arch=ARCH, weights=str(weights),
+                        device="cpu", workers=0)
+    assert res.record["samples"]["text"]["truncated"] == 1
+    scored = res.scored
+    tok = open_clip.get_tokenizer(ARCH)
+    ids = tok([long])
+    assert ids.shape[1] == 77 and int(ids[0, -1]) == tok.eot_token_id
+    with torch.no_grad():
+        keep_end = model.encode_text(ids, normalize=True)[0].numpy()
+        raw = torch.tensor([[tok.sot_token_id] + tok.encode(long) + [tok.eot_token_id]])
+        sliced = model.encode_text(raw[:, :77], normalize=True)[0].numpy()  # end token cut off
+    assert np.abs(scored.arrays["text"][1] - keep_end).max() < 1e-5
+    assert np.abs(sliced - keep_end).max() > 1e-3  # the slice pools a word instead: differs
