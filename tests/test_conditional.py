@@ -203,3 +203,76 @@ def test_long_prompts_truncate_keeping_the_end_token(tmp_path, clip_model):
         sliced = model.encode_text(raw[:, :77], normalize=True)[0].numpy()  # end token cut off
     assert np.abs(scored.arrays["text"][1] - keep_end).max() < 1e-5
     assert np.abs(sliced - keep_end).max() > 1e-3  # the slice pools a word instead: differs
+
+
+# ------------------------------------------------------------------------- per-condition metrics
+
+
+def test_fd_per_class_equals_pytorch_fid_per_class():
+    from anchors import pytorch_fid
+
+    from evalkit.metrics import fd_per_class
+
+    g = np.random.default_rng(0)
+    d = 6
+    # classes 0..2 full rank in both sets; class 3 rank-deficient (4 samples <= 6 dims);
+    # class 4 has one generated sample (skipped), class 5 is in the reference only (skipped)
+    lab_f = np.repeat([0, 1, 2, 3, 4], [40, 30, 25, 4, 1])
+    lab_r = np.repeat([0, 1, 2, 3, 5], [50, 20, 35, 5, 9])
+    fake = g.standard_normal((len(lab_f), d)) + lab_f[:, None] * 0.3
+    real = g.standard_normal((len(lab_r), d)) * 1.2 + lab_r[:, None] * 0.25
+    out = fd_per_class(real, fake, lab_f, lab_r, device="cpu")
+    assert out["_skipped"] == ["4", "5"] and out["_rank_deficient"] == ["3"]
+    for c in (0, 1, 2):  # full rank: pytorch-fid (scipy sqrtm) to float64 round-off
+        want = pytorch_fid(real[lab_r == c], fake[lab_f == c])
+        assert out["_per_class"][str(c)] == pytest.approx(want, rel=1e-9), c
+    # rank-deficient: the definition via the eigenvalues of S_g S_r (real and >= 0)
+    a, b = np.cov(fake[lab_f == 3], rowvar=False), np.cov(real[lab_r == 3], rowvar=False)
+    ev = np.clip(np.linalg.eigvals(a @ b).real, 0, None)
+    mu = fake[lab_f == 3].mean(0) - real[lab_r == 3].mean(0)
+    want3 = mu @ mu + np.trace(a) + np.trace(b) - 2 * np.sqrt(ev).sum()
+    assert out["_per_class"]["3"] == pytest.approx(want3, rel=1e-8)
+    assert out["fd_per_class"] == pytest.approx(np.mean([out["_per_class"][k] for k in "0123"]), rel=1e-12)
+    # analytic: identical sets per class -> 0 for every class
+    same = fd_per_class(fake, fake, lab_f, lab_f, device="cpu")
+    assert abs(same["fd_per_class"]) < 1e-9
+
+
+def test_prompt_diversity_equals_vendi_package_per_prompt():
+    from anchors import vendi_package
+
+    from evalkit.metrics import prompt_diversity
+
+    g = np.random.default_rng(1)
+    ids = np.repeat([0, 1, 2, 3], [5, 8, 6, 1])  # prompt 3 has one image: left out
+    x = g.standard_normal((len(ids), 7)) + 0.5
+    out = prompt_diversity(x, ids, device="cpu")
+    assert out["_prompts"] == 3 and out["_single"] == 1
+    want = np.mean([vendi_package(x[ids == p])["vendi"] for p in (0, 1, 2)])
+    assert out["prompt_vendi"] == pytest.approx(want, rel=1e-6)
+    assert out["prompt_vendi_all"] == pytest.approx(vendi_package(x)["vendi"], rel=1e-6)
+
+    def mean_sim(rows):
+        u = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return np.mean([u[i] @ u[j] for i in range(len(u)) for j in range(len(u)) if i != j])
+
+    assert out["prompt_similarity"] == pytest.approx(np.mean([mean_sim(x[ids == p]) for p in (0, 1, 2)]),
+                                                     rel=1e-12)
+    # analytic: every prompt's images identical -> Vendi 1, similarity 1
+    copies = prompt_diversity(np.repeat(x[:4], 3, axis=0), np.repeat(np.arange(4), 3), device="cpu")
+    assert copies["prompt_vendi"] == pytest.approx(1.0, abs=1e-9)
+    assert copies["prompt_similarity"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_prompt_metrics_run_from_the_pipeline():
+    """prompts -> ids in scoring; prompt metrics are skipped without prompts."""
+    g = np.random.default_rng(2)
+    fake = attach_prompts(FeatureSet({"features": g.standard_normal((12, 5))}, source="f"),
+                          ["a", "b", "c"] * 4)
+    real = FeatureSet({"features": g.standard_normal((12, 5))}, source="r")
+    res = evalkit.score(fake, real, metrics="all", device="cpu")
+    assert res["prompt_vendi"] > 1 and "prompt_vendi_all" in res.metrics
+    assert "clip_score" in res.record["skipped"] and "fd_per_class" in res.record["skipped"]
+    bare = evalkit.score(FeatureSet({"features": fake.arrays["features"]}, source="f"), real,
+                         metrics="all", device="cpu")
+    assert "prompts" in bare.record["skipped"]["prompt_vendi"]

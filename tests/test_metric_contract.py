@@ -86,6 +86,8 @@ def _labels(seed: int = 5) -> np.ndarray:
 
 def _run(spec, arrays: dict, *, seed=0, labels=None, **overrides) -> dict:
     kwargs = {k: arrays[k] for k in ARG_NAMES if k in spec.args and k != "labels"}
+    if labels is None and "labels" in spec.args:  # a metric that needs labels always gets them
+        labels = _labels()
     if labels is not None and ("labels" in spec.args or "labels" in spec.optional):
         kwargs["labels"] = labels
     out = spec(seed=seed, device=CPU, **kwargs, **overrides)
@@ -200,6 +202,9 @@ NO_ANCHOR = {  # no anchor package; the reference test named here checks the def
     "fls_pog": "test_metrics_knn.py::test_fls_matches_autograd_reference",
     "sw_approx": "test_metrics_moments.py::test_sw_approx_hand_checked",
     "clip_score": "test_conditional.py::test_clip_score_equals_torchmetrics_on_the_same_weights",
+    "fd_per_class": "test_conditional.py::test_fd_per_class_equals_pytorch_fid_per_class",
+    "prompt_vendi": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
+    "prompt_similarity": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
 }
 
 
@@ -270,6 +275,8 @@ WORSE = {  # result key -> the kind of generated set that must score worse than 
                             "recall", "density", "coverage", "realism", "fls")},
     "is": "flat", "vendi": "collapse", "vendi_per_class": "collapse",
     "authpct": "copy", "ct": "copy", "fls_pog": "copy", "clip_score": "shift",
+    "fd_per_class": "shift", "prompt_vendi": "collapse", "prompt_vendi_all": "collapse",
+    "prompt_similarity": "collapse",
 }
 DIRECTED = sorted(k for k, d in result_directions().items() if d != "none")
 
