@@ -276,3 +276,78 @@ def test_prompt_metrics_run_from_the_pipeline():
     bare = evalkit.score(FeatureSet({"features": fake.arrays["features"]}, source="f"), real,
                          metrics="all", device="cpu")
     assert "prompts" in bare.record["skipped"]["prompt_vendi"]
+
+
+def test_class_coverage_hand_checked():
+    from evalkit.metrics import class_coverage
+
+    eye = np.eye(4)
+    logits = eye[[0, 0, 1, 2, 0, 1]] * 3  # predictions 0,0,1,2,0,1: 3 of 4 classes covered
+    out = class_coverage(logits, labels=np.array([0, 1, 1, 2, 0, 3]))
+    h = np.array([3, 2, 1, 0]) / 6
+    kl = sum(p * np.log(p / 0.25) for p in h if p > 0)
+    assert out == pytest.approx({"class_coverage": 3.0, "class_kl": kl, "class_accuracy": 4 / 6}, rel=1e-12)
+    assert class_coverage(eye * 5)["class_kl"] == pytest.approx(0.0, abs=1e-15)
+    # TF Inception's 1008 outputs: ImageNet class k is output k + 1, outputs 1001.. unused
+    tf = np.zeros((3, 1008))
+    tf[0, 1] = tf[1, 1000] = 9.0
+    tf[2, 1005] = 99.0  # an unused output never counts as a prediction
+    tf[2, 6] = 1.0
+    out = class_coverage(tf, labels=np.array([0, 999, 5]))
+    assert out["class_accuracy"] == 1.0 and out["class_coverage"] == 3.0
+    assert out["class_kl"] == pytest.approx(np.log(1000) + np.log(1 / 3), rel=1e-12)
+
+
+def test_rke_equals_eigenvalue_definition():
+    from evalkit.metrics import rke
+
+    g = np.random.default_rng(3)
+    real = g.standard_normal((50, 4))
+    fake = np.concatenate([g.standard_normal((20, 4)) * 0.1 + c for c in (0.0, 5.0, 10.0)])
+    sigma = 1.3
+    sq = ((fake[:, None] - fake[None]) ** 2).sum(-1)
+    lam = np.linalg.eigvalsh(np.exp(-sq / (2 * sigma**2)) / len(fake))
+    want = 1 / (lam**2).sum()  # order-2 Rényi: exp(H_2) = 1 / sum lambda^2
+    out = rke(real, fake, sigma=sigma, device="cpu")
+    assert out["rke"] == pytest.approx(want, rel=1e-10) and out["rke_sigma"] == sigma
+    assert 3.0 < out["rke"] < 3.2  # three well-separated, slightly spread modes
+    # default bandwidth: the median pairwise distance of the reference
+    d = np.sqrt(((real[:, None] - real[None]) ** 2).sum(-1))[np.triu_indices(50, 1)]
+    assert rke(real, fake, device="cpu")["rke_sigma"] == pytest.approx(np.median(d), rel=1e-12)
+    # analytic: N identical samples are one mode
+    assert rke(real, np.zeros((7, 4)), sigma=1.0, device="cpu")["rke"] == pytest.approx(1.0, rel=1e-12)
+
+
+def _rarity_reference(real, fake, k=3):
+    """The authors' convention written out: loops, float64."""
+    dist_rr = np.sqrt(((real[:, None] - real[None]) ** 2).sum(-1))
+    radii = np.sort(dist_rr, axis=1)[:, k]
+    scores = []
+    for f in fake:
+        d = np.sqrt(((real - f) ** 2).sum(-1))
+        inside = [radii[i] for i in range(len(real)) if d[i] < radii[i]]
+        scores.append(min(inside) if inside else np.nan)
+    return np.array(scores)
+
+
+def test_rarity_equals_authors_convention():
+    from evalkit.metrics import rarity
+    from evalkit.metrics.rarity import rarity_scores
+
+    g = np.random.default_rng(4)
+    real = g.standard_normal((60, 5))
+    fake = np.concatenate([g.standard_normal((30, 5)), g.standard_normal((5, 5)) + 8])  # 5 far out
+    want = _rarity_reference(real, fake)
+    got = rarity_scores(real, fake, device="cpu")
+    assert np.isnan(got).tolist() == np.isnan(want).tolist() and np.isnan(want).sum() >= 5
+    assert got[~np.isnan(got)] == pytest.approx(want[~np.isnan(want)], rel=1e-12)
+    out = rarity(real, fake, device="cpu")
+    assert out["rarity"] == pytest.approx(np.nanmean(want), rel=1e-12)
+    assert out["rarity_outside"] == np.isnan(want).sum()
+    # strict <: a generated sample exactly on a ball's boundary is outside that ball
+    real2 = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    # the ball of 10 has radius 9 (its 3rd nearest other sample is 1); the others radius 2 or 3
+    edge = rarity_scores(real2, np.array([[19.0], [18.5], [1.5]]), device="cpu")
+    assert np.isnan(edge[0]) and edge[1] == 9.0 and edge[2] == 2.0
+    perm = g.permutation(len(fake))
+    assert rarity(real, fake[perm], device="cpu") == pytest.approx(out, rel=1e-12)

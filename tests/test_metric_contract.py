@@ -50,20 +50,28 @@ def _features(seed: int, n: int = N, shift: float = 0.0) -> np.ndarray:
     return g.standard_normal((n, D)) + shift
 
 
-def _logits(seed: int, n: int = N, sharp: float = 4.0) -> np.ndarray:
-    """Logits whose softmax is confident (``sharp`` large) about a class spread over C classes."""
+def _logits(seed: int, n: int = N, sharp: float = 4.0, classes: np.ndarray | None = None) -> np.ndarray:
+    """Logits whose softmax is confident (``sharp`` large) about a class spread over C classes
+    (about ``classes``, one per row, when given)."""
     g = np.random.default_rng(seed)
-    return sharp * np.eye(C)[g.integers(0, C, n)] + g.standard_normal((n, C))
+    cls = g.integers(0, C, n) if classes is None else classes
+    return sharp * np.eye(C)[cls] + g.standard_normal((n, C))
 
 
 def _sets(spec, kind: str = "good", seed: int = 0) -> dict:
     """Inputs for ``spec``: reference, test and a generated set of the given ``kind``.
 
     good: the reference's distribution; shift: moved off it; collapse: a few modes only;
-    copy: reference rows plus 1e-3 noise; flat: (logits) an unsure classifier.
+    copy: reference rows plus 1e-3 noise; flat: (logits) an unsure classifier; mislabel:
+    (logits) confident, but not about the requested labels.
     """
     if spec.array == "logits":
-        fake = _logits(seed + 2, sharp=4.0 if kind == "good" else 0.0)
+        # good: confident about each row's requested label (``_labels()``), spread over classes
+        spread = _labels() + 3 * np.random.default_rng(seed + 8).integers(0, 3, N)
+        fake = {"good": lambda: _logits(seed + 2, classes=spread),
+                "flat": lambda: _logits(seed + 2, sharp=0.0),
+                "collapse": lambda: _logits(seed + 2, classes=np.zeros(N, dtype=int)),
+                "mislabel": lambda: _logits(seed + 2, classes=(spread + 1) % C)}[kind]()
         return {"fake": fake, "real": _logits(seed + 1), "test": _logits(seed + 3)}
     real, test = _features(seed + 1), _features(seed + 3)
     g = np.random.default_rng(seed + 2)
@@ -203,6 +211,10 @@ NO_ANCHOR = {  # no anchor package; the reference test named here checks the def
     "sw_approx": "test_metrics_moments.py::test_sw_approx_hand_checked",
     "clip_score": "test_conditional.py::test_clip_score_equals_torchmetrics_on_the_same_weights",
     "fd_per_class": "test_conditional.py::test_fd_per_class_equals_pytorch_fid_per_class",
+    "class_coverage": "test_conditional.py::test_class_coverage_hand_checked",
+    "class_kl": "test_conditional.py::test_class_coverage_hand_checked",
+    "rke": "test_conditional.py::test_rke_equals_eigenvalue_definition",
+    "rarity": "test_conditional.py::test_rarity_equals_authors_convention",
     "prompt_vendi": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
     "prompt_similarity": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
 }
@@ -230,6 +242,7 @@ def test_equals_anchor_at_defaults(name):
 # Parameters that make a seeded metric actually draw on these small sets: subsampling (the
 # kNN metrics are order invariant only when it does not happen) and kd's subsets.
 SUBSAMPLE = {k: {"max_samples": N - 40} for k in ("precision", "recall", "density", "coverage", "realism")}
+SUBSAMPLE["rke"] = {"max_median": 100}  # its bandwidth's median on a seeded subset
 DRAWS = {**SUBSAMPLE, "kd": {"subset_size": 50}}
 
 
@@ -276,7 +289,8 @@ WORSE = {  # result key -> the kind of generated set that must score worse than 
     "is": "flat", "vendi": "collapse", "vendi_per_class": "collapse",
     "authpct": "copy", "ct": "copy", "fls_pog": "copy", "clip_score": "shift",
     "fd_per_class": "shift", "prompt_vendi": "collapse", "prompt_vendi_all": "collapse",
-    "prompt_similarity": "collapse",
+    "prompt_similarity": "collapse", "class_coverage": "collapse", "class_kl": "collapse",
+    "class_accuracy": "mislabel", "rke": "collapse",
 }
 DIRECTED = sorted(k for k, d in result_directions().items() if d != "none")
 
