@@ -94,7 +94,7 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
           per_sample: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
           ref_dir: str | None = None, options: ExtractOptions | None = None,
           protocol: str | None = None, explicit: Collection[str] | None = None,
-          prompts: str | os.PathLike | Sequence[str] | None = None,
+          prompts: str | os.PathLike | Sequence[str] | None = None, rke_sigma: float | None = None,
           **extract: Any) -> Result | list[Result] | None:
     """Score one or several sample sets against one reference (loaded once).
 
@@ -127,6 +127,8 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
             ``.csv``/``.jsonl`` file -> prompt, COCO caption ``.json``) or one string per
             sample; with ``--encoder clip`` they are embedded for ``clip_score``
             (:mod:`evalkit.features.conditions`).
+        rke_sigma: the Gaussian bandwidth of ``rke`` (None: the reference's median pairwise
+            distance); the value used is recorded as ``rke_sigma``.
 
     Returns:
         a Result per sample set (a single Result when ``samples`` is one source). Under
@@ -141,7 +143,8 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         return _score_encoders(encoders, samples, ref, test=test, metrics=metrics, seed=seed,
                                nsample=nsample, bootstrap=bootstrap, realism_k=realism_k,
                                names=names, per_sample=per_sample, out=out, ref_dir=ref_dir,
-                               options=opts, protocol=protocol, prompts=prompts)
+                               options=opts, protocol=protocol, prompts=prompts,
+                               rke_sigma=rke_sigma)
     if opts.encoder != encoders[0]:
         opts = replace(opts, encoder=encoders[0])
     many = isinstance(samples, (list, tuple))
@@ -162,9 +165,12 @@ def score(samples: SourceLike | Sequence[SourceLike], ref: SourceLike | None = N
         opts, ref, nsample, metric_list = proto.options, proto.ref, proto.nsample, proto.metrics
     elif ref is None:
         raise InputError("--ref is required (a source or reference name), or --protocol NAME")
+    overrides = dict(proto.overrides) if proto else {}
+    if rke_sigma is not None:
+        overrides["rke"] = {**overrides.get("rke", {}), "sigma": float(rke_sigma)}
     config = ScoreConfig(metrics=metric_list, seed=seed, nsample=nsample, device=opts.device,
                          bootstrap=bootstrap, realism_k=realism_k, progress=not opts.quiet,
-                         overrides=proto.overrides if proto else {})
+                         overrides=overrides)
     check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     if proto and proto.protocol.published_stats and real.has_samples:
@@ -262,5 +268,6 @@ def write_per_sample(path: str | os.PathLike, scored: FeatureSet, real: FeatureS
         raise InputError(f"--per-sample needs reference features; {real.source} holds "
                          "statistics only")
     seed = RunRNG(config.seed).seed_for("metric", stream_name(get_metric("realism")))
+    rarity_seed = RunRNG(config.seed).seed_for("metric", stream_name(get_metric("rarity")))
     write_per_sample_csv(path, scored, real, seed=seed, device=config.device,
-                         nearest_k=config.realism_k)
+                         nearest_k=config.realism_k, rarity_seed=rarity_seed)

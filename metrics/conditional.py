@@ -19,6 +19,13 @@ def _as_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def _by_label(ids: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """(label, row indices) of each distinct label."""
+    order = np.argsort(ids, kind="stable")
+    values, starts = np.unique(ids[order], return_index=True)
+    return list(zip(values, np.split(order, starts[1:])))
+
+
 def _groups(ids: Any, n: int, what: str, metric: str) -> list[np.ndarray]:
     ids = _as_numpy(ids)
     if ids.shape != (n,):
@@ -147,15 +154,21 @@ def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
     """
     n = check_points("fd_per_class", "generated", fake, 2)
     m = check_points("fd_per_class", "reference", real, 2, dim=np.shape(fake)[1])
-    x, y = _as_numpy(fake).astype(np.float64), _as_numpy(real).astype(np.float64)
+    x, y = _as_numpy(fake), _as_numpy(real)
     lab_f, lab_r = _as_numpy(labels), _as_numpy(real_labels)
     if lab_f.shape != (n,) or lab_r.shape != (m,):
         raise MetricInputError(f"fd_per_class: {lab_f.shape[0]} labels for {n} generated and "
                                f"{lab_r.shape[0]} for {m} reference samples")
     d = x.shape[1]
+    rows_f = {g[0]: g[1] for g in _by_label(lab_f)}
+    rows_r = {g[0]: g[1] for g in _by_label(lab_r)}
+    empty = np.zeros(0, dtype=np.intp)
     names, fa, ra, base, skipped, deficient = [], [], [], [], [], []
+    traces: list[float] = []
+    held = 0
     for c in np.union1d(lab_f, lab_r):
-        xf, xr = x[lab_f == c], y[lab_r == c]
+        xf = x[rows_f.get(c, empty)].astype(np.float64)  # one class at a time in float64
+        xr = y[rows_r.get(c, empty)].astype(np.float64)
         key = str(c.item() if hasattr(c, "item") else c)
         if len(xf) < 2 or len(xr) < 2:
             skipped.append(key)
@@ -167,9 +180,14 @@ def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
         fa.append(a_f)
         ra.append(a_r)
         base.append(float(((mu_f - mu_r) ** 2).sum()) + t_f + t_r)
+        held += a_f.nbytes + a_r.nbytes
+        if held >= _BATCH_BYTES:  # bounded memory: the pending classes' traces now
+            traces.extend(trace_sqrt_products(fa, ra, device))
+            fa, ra, held = [], [], 0
     if not names:
         raise MetricInputError("fd_per_class: no class has two or more samples in both sets")
-    values = np.asarray(base) - 2 * trace_sqrt_products(fa, ra, device)
+    traces.extend(trace_sqrt_products(fa, ra, device))
+    values = np.asarray(base) - 2 * np.asarray(traces)
     per = dict(zip(names, (float(v) for v in values)))
     return {"fd_per_class": float(np.mean(values)), "_per_class": per, "_skipped": skipped,
             "_rank_deficient": deficient}

@@ -58,7 +58,7 @@ def rke_sum(x: Any, sigma: float, device: Any = None) -> float:
     args=("real", "fake"), min_samples=2, position=85,
 )
 def rke(real: Any, fake: Any, *, sigma: float | None = None, max_median: int = 2000,
-        seed: Seed = 0, device: Any = None) -> dict[str, float]:
+        max_samples: int | None = 10000, seed: Seed = 0, device: Any = None) -> dict[str, float]:
     """Rényi kernel entropy (RKE) mode count of the generated set.
 
     Jalali, Li, Kim, Jang & Farnia, "An Information-Theoretic Evaluation of Generative Models
@@ -73,22 +73,28 @@ def rke(real: Any, fake: Any, *, sigma: float | None = None, max_median: int = 2
     ``sigma`` defaults to the median pairwise Euclidean distance of the reference features
     (of a seeded subset of ``max_median`` rows when the reference is larger: then, and only
     then, the value depends on ``seed`` and row order); the value used is reported as
-    ``rke_sigma`` so that two records can be compared at the same bandwidth.
+    ``rke_sigma`` so that two records can be compared at the same bandwidth. A generated set
+    larger than ``max_samples`` is subsampled with ``seed`` (the sum is O(N^2 D)).
 
     Args:
         real: reference features (for the default bandwidth).
         fake: generated features.
         sigma: Gaussian kernel bandwidth (None: the reference's median pairwise distance).
         max_median: most reference rows the median is computed on.
-        seed: seed of that subset.
+        max_samples: most generated rows the mode count is computed on (None: all).
+        seed: seed of those subsets.
         device: torch device.
     """
     n = check_points("rke", "generated", fake, 2)
     check_points("rke", "reference", real, 2, dim=np.shape(fake)[1])
+    gen = seeded_generator(seed)  # draws the median's subset, then the generated rows'
     if sigma is None:
-        sigma = median_distance(real, max_samples=max_median, seed=seed, device=device)
+        sigma = median_distance(real, max_samples=max_median, seed=gen, device=device)
     if not sigma > 0:
         raise MetricInputError(f"rke: the kernel bandwidth must be > 0, got {sigma} "
                                "(identical reference rows? pass --rke-sigma)")
+    if max_samples is not None and n > max_samples:
+        fake = np.asarray(fake)[np.sort(gen.choice(n, max_samples, replace=False))]
+        n = max_samples
     total = rke_sum(fake, float(sigma), device)
     return {"rke": float(n * n / total), "rke_sigma": float(sigma)}

@@ -36,11 +36,13 @@ from evalkit.results.outputs import metrics_table
 @click.option("--prompts", default=None, type=click.Path(dir_okay=False),
               help="Prompt of each generated image: .txt (one per line, sample order), .csv/.jsonl "
                    "(file -> prompt) or COCO caption .json; with --encoder clip: clip_score.")
+@click.option("--rke-sigma", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Gaussian bandwidth of rke (default: the reference's median pairwise distance).")
 @click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
               help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
 @extract_options
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
-                  out, name, per_sample, prompts, ref_dir, **kwargs):
+                  out, name, per_sample, prompts, rke_sigma, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
     from evalkit.api import score  # the engine imports torch: only when a command runs it
 
@@ -51,7 +53,7 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                         names=name.split(",") if name else None, per_sample=per_sample, out=out,
                         ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
                         explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}),
-                        prompts=prompts)
+                        prompts=prompts, rke_sigma=rke_sigma)
     if is_main():
         blocks: dict[str, list] = {}
         for r in results:  # several encoders: one block each
