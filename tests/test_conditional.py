@@ -66,6 +66,9 @@ def test_ambiguous_short_names_are_not_guessed(tmp_path):
     assert read_prompts(tmp_path / "p.jsonl", ["v/a.png", "u/a.png"], 2) == ["two", "one"]
     with pytest.raises(InputError, match="no prompt"):
         read_prompts(tmp_path / "p.jsonl", ["w/a.png"], 1)
+    # an exact key wins over a short form another entry shares
+    (tmp_path / "q.json").write_text(json.dumps({"a.png": "x", "u/a.png": "y"}))
+    assert read_prompts(tmp_path / "q.json", ["a.png", "u/a.png"], 2) == ["x", "y"]
 
 
 def test_prompts_travel_through_subset_and_feature_files(tmp_path):
