@@ -354,3 +354,48 @@ def test_rarity_equals_authors_convention():
     assert np.isnan(edge[0]) and edge[1] == 9.0 and edge[2] == 2.0
     perm = g.permutation(len(fake))
     assert rarity(real, fake[perm], device="cpu") == pytest.approx(out, rel=1e-12)
+
+
+@pytest.mark.parametrize("n,d,shift", [(240, 8, 0.0), (240, 8, 0.7), (300, 40, 0.3)])
+def test_top_pr_equals_package(n, d, shift):
+    """Same inputs, same numbers as top-pr's compute_top_pr (d = 40: its random projection)."""
+    import contextlib
+    import io
+
+    top_pr_pkg = pytest.importorskip("top_pr")
+    from evalkit.metrics import top_pr
+
+    g = np.random.default_rng(n + d)
+    real = g.standard_normal((n, d)).astype(np.float32)
+    fake = (g.standard_normal((n, d)) + shift).astype(np.float32)
+    np.random.seed(42)  # the package seeds numpy itself only when it projects (d > 32)
+    with contextlib.redirect_stdout(io.StringIO()):
+        want = top_pr_pkg.compute_top_pr(real_features=real, fake_features=fake)
+    got = top_pr(real, fake)
+    # counts of significant samples: the ratios are equal exactly
+    assert got == {"top_precision": want["fidelity"], "top_recall": want["diversity"],
+                   "top_f1": pytest.approx(want["Top_F1"], rel=1e-12)}
+    assert 0 < got["top_precision"] <= 1 and 0 < got["top_recall"] <= 1
+
+
+def test_top_pr_building_blocks_equal_package():
+    """The KDE, the confidence band and the bandwidth, each against the package (or, for the
+    bandwidth, which the package computes inline, its definition written out)."""
+    top_pr_pkg = pytest.importorskip("top_pr.top_pr")
+    from scipy.spatial.distance import cdist
+
+    from evalkit.metrics.top_pr import balloon_bandwidth, confidence_band, kde
+
+    g = np.random.default_rng(9)
+    x = g.standard_normal((150, 6)).astype(np.float32)
+    y = g.standard_normal((90, 6)).astype(np.float32) + 0.3
+    h = np.float64(2.1)  # bandwidths are float64 (as the package's estimates are)
+    assert kde(x, y, h) == pytest.approx(top_pr_pkg.compact_KDE(x, y, h, kernel="cosine"), rel=1e-12)
+    np.random.seed(42)
+    c_want, p_want = top_pr_pkg.confband_est(x, h, alpha=0.1, kernel="cosine", p_val=True)
+    c_got, p_got = confidence_band(x, h, np.random.RandomState(42), 0.1)
+    assert c_got == pytest.approx(c_want, rel=1e-12) and p_got == pytest.approx(p_want, rel=1e-12)
+    k = 30
+    dist = cdist(x, x)
+    later_kth = sorted(sorted(dist[i, i + 1:])[k - 1] for i in range(len(x) - k))
+    assert balloon_bandwidth(x, k) == later_kth[int(len(later_kth) * 0.5) - 1]

@@ -215,6 +215,8 @@ NO_ANCHOR = {  # no anchor package; the reference test named here checks the def
     "class_kl": "test_conditional.py::test_class_coverage_hand_checked",
     "rke": "test_conditional.py::test_rke_equals_eigenvalue_definition",
     "rarity": "test_conditional.py::test_rarity_equals_authors_convention",
+    "top_precision": "test_conditional.py::test_top_pr_equals_package",
+    "top_recall": "test_conditional.py::test_top_pr_equals_package",
     "prompt_vendi": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
     "prompt_similarity": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
 }
@@ -291,6 +293,7 @@ WORSE = {  # result key -> the kind of generated set that must score worse than 
     "fd_per_class": "shift", "prompt_vendi": "collapse", "prompt_vendi_all": "collapse",
     "prompt_similarity": "collapse", "class_coverage": "collapse", "class_kl": "collapse",
     "class_accuracy": "mislabel", "rke": "collapse",
+    **{k: "shift" for k in ("top_precision", "top_recall", "top_f1")},
 }
 DIRECTED = sorted(k for k, d in result_directions().items() if d != "none")
 
