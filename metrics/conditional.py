@@ -88,7 +88,8 @@ def prompt_diversity(fake: Any, prompts: Any, *, q: float | str = 1,
             "_prompts": len(vendis), "_single": single}
 
 
-def trace_sqrt_products(a: list[np.ndarray], b: list[np.ndarray], device: Any = None) -> np.ndarray:
+def trace_sqrt_products(a: list[np.ndarray], b: list[np.ndarray], device: Any = None, *,
+                        batched: bool | None = None) -> np.ndarray:
     """``tr sqrt(S_a S_b)`` for each pair of centred, scaled factors (``S = A^T A``), batched.
 
     The non-zero eigenvalues of ``A^T A B^T B`` are those of ``(A B^T)(A B^T)^T``, the squared
@@ -102,7 +103,7 @@ def trace_sqrt_products(a: list[np.ndarray], b: list[np.ndarray], device: Any = 
     out = np.zeros(len(a))
     if not a:
         return out
-    if dev.type == "cpu":  # LAPACK per class: no padding, no batched-SVD dispatch overhead
+    if not (dev.type != "cpu" if batched is None else batched):  # LAPACK per class
         for i, (x, y) in enumerate(zip(a, b)):
             out[i] = np.linalg.svd(x @ y.T, compute_uv=False).sum()
         return out

@@ -236,6 +236,13 @@ def test_fd_per_class_equals_pytorch_fid_per_class():
     want3 = mu @ mu + np.trace(a) + np.trace(b) - 2 * np.sqrt(ev).sum()
     assert out["_per_class"]["3"] == pytest.approx(want3, rel=1e-8)
     assert out["fd_per_class"] == pytest.approx(np.mean([out["_per_class"][k] for k in "0123"]), rel=1e-12)
+    # the GPU's zero-padded batched SVDs equal the per-class SVDs (run here on the CPU)
+    from evalkit.metrics.conditional import trace_sqrt_products
+
+    fa = [np.cov(fake[lab_f == c], rowvar=False) for c in range(3)]  # any factors will do
+    ra = [real[lab_r == c] / 7 for c in range(4)][:3]
+    assert trace_sqrt_products(fa, ra, "cpu", batched=True) == pytest.approx(
+        trace_sqrt_products(fa, ra, "cpu", batched=False), rel=1e-12)
     # analytic: identical sets per class -> 0 for every class
     same = fd_per_class(fake, fake, lab_f, lab_f, device="cpu")
     assert abs(same["fd_per_class"]) < 1e-9
