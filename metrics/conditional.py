@@ -8,6 +8,7 @@ import numpy as np
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
+from evalkit.metrics.prdc import prdc
 from evalkit.metrics.primitives.common import check_points, resolve_device
 from evalkit.metrics.vendi import vendi
 
@@ -197,3 +198,57 @@ def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
     per = dict(zip(names, (float(v) for v in values)))
     return {"fd_per_class": float(np.mean(values)), "_per_class": per, "_skipped": skipped,
             "_rank_deficient": deficient}
+
+
+@register_metric(
+    Output("precision_per_class", "higher", "mean over classes of PRDC precision within each class"),
+    Output("recall_per_class", "higher", "mean over classes of PRDC recall within each class",
+           select=False),
+    Output("density_per_class", "higher", "mean over classes of PRDC density within each class",
+           select=False),
+    Output("coverage_per_class", "higher", "mean over classes of PRDC coverage within each class",
+           select=False),
+    args=("real", "fake", "labels", "real_labels"), min_samples=2, position=65,
+)
+def prdc_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *, nearest_k: int = 5,
+                   max_samples: int = 10000, device: Any = None) -> dict[str, Any]:
+    """Precision, recall, density and coverage within each class, averaged over classes.
+
+    :func:`evalkit.metrics.prdc.prdc` (Naeem et al., ICML 2020; equal to the ``prdc`` package)
+    on each class's generated and reference features, every class weighing the same. A class
+    needs more than ``nearest_k`` samples in both sets; the others are listed in ``_skipped``.
+    Each class's four values are in ``_per_class``. A class larger than ``max_samples`` is
+    subsampled with seed 0 (prdc's convention), so the values take no run seed.
+
+    Args:
+        real, fake: reference and generated features.
+        labels, real_labels: class label of each generated / reference row.
+        nearest_k: k of the k-NN radii.
+        max_samples: most samples per class and set.
+        device: torch device.
+    """
+    n = check_points("precision_per_class", "generated", fake, 2)
+    m = check_points("precision_per_class", "reference", real, 2, dim=np.shape(fake)[1])
+    lab_f, lab_r = _as_numpy(labels), _as_numpy(real_labels)
+    if lab_f.shape != (n,) or lab_r.shape != (m,):
+        raise MetricInputError(f"precision_per_class: {lab_f.shape[0]} labels for {n} generated and "
+                               f"{lab_r.shape[0]} for {m} reference samples")
+    x, y = _as_numpy(fake), _as_numpy(real)
+    rows_f, rows_r = dict(_by_label(lab_f)), dict(_by_label(lab_r))
+    per: dict[str, dict[str, float]] = {}
+    skipped = []
+    for c in np.union1d(lab_f, lab_r):
+        key = str(c.item() if hasattr(c, "item") else c)
+        idx_f, idx_r = rows_f.get(c), rows_r.get(c)
+        if idx_f is None or idx_r is None or min(len(idx_f), len(idx_r)) <= nearest_k:
+            skipped.append(key)
+            continue
+        per[key] = prdc(y[idx_r], x[idx_f], nearest_k=nearest_k, max_samples=max_samples, seed=0,
+                        device=device)
+    if not per:
+        raise MetricInputError(f"precision_per_class: no class has more than {nearest_k} samples "
+                               "in both sets")
+    out: dict[str, Any] = {f"{k}_per_class": float(np.mean([v[k] for v in per.values()]))
+                           for k in ("precision", "recall", "density", "coverage")}
+    out.update(_per_class=per, _skipped=skipped)
+    return out

@@ -406,3 +406,20 @@ def test_top_pr_building_blocks_equal_package():
     dist = cdist(x, x)
     later_kth = sorted(sorted(dist[i, i + 1:])[k - 1] for i in range(len(x) - k))
     assert balloon_bandwidth(x, k) == later_kth[int(len(later_kth) * 0.5) - 1]
+
+
+def test_prdc_per_class_equals_package_per_class():
+    from anchors import prdc_package
+
+    from evalkit.metrics import prdc_per_class
+
+    g = np.random.default_rng(11)
+    lab_f = np.repeat([0, 1, 2, 3], [40, 30, 25, 3])  # class 3: too few for k = 5
+    lab_r = np.repeat([0, 1, 2, 3], [35, 45, 30, 9])
+    fake = (g.standard_normal((len(lab_f), 6)) + lab_f[:, None]).astype(np.float32)
+    real = (g.standard_normal((len(lab_r), 6)) * 1.1 + lab_r[:, None]).astype(np.float32)
+    out = prdc_per_class(real, fake, lab_f, lab_r, device="cpu")
+    assert out["_skipped"] == ["3"]
+    want = [prdc_package(real[lab_r == c], fake[lab_f == c]) for c in range(3)]
+    for key in ("precision", "recall", "density", "coverage"):
+        assert out[f"{key}_per_class"] == pytest.approx(np.mean([w[key] for w in want]), rel=1e-12)

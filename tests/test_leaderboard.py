@@ -149,7 +149,8 @@ SPEC_DIRECTIONS = {
     **{k: "higher" for k in ("is", "precision", "recall", "density", "coverage", "realism",
                              "vendi", "vendi_per_class", "authpct", "fls", "clip_score",
                              "prompt_vendi", "prompt_vendi_all", "class_coverage", "class_accuracy",
-                             "rke", "top_precision", "top_recall", "top_f1")},
+                             "rke", "top_precision", "top_recall", "top_f1", "precision_per_class",
+                             "recall_per_class", "density_per_class", "coverage_per_class")},
     **{k: "zero" for k in ("ct", "fls_pog")},
     **{k: "none" for k in ("kd_std", "is_std", "rke_sigma", "rarity", "rarity_outside")},
 }

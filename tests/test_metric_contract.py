@@ -216,6 +216,7 @@ NO_ANCHOR = {  # no anchor package; the reference test named here checks the def
     "rke": "test_conditional.py::test_rke_equals_eigenvalue_definition",
     "rarity": "test_conditional.py::test_rarity_equals_authors_convention",
     "top_precision": "test_conditional.py::test_top_pr_equals_package",
+    "precision_per_class": "test_conditional.py::test_prdc_per_class_equals_package_per_class",
     "top_recall": "test_conditional.py::test_top_pr_equals_package",
     "prompt_vendi": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
     "prompt_similarity": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
@@ -245,6 +246,7 @@ def test_equals_anchor_at_defaults(name):
 # kNN metrics are order invariant only when it does not happen) and kd's subsets.
 SUBSAMPLE = {k: {"max_samples": N - 40} for k in ("precision", "recall", "density", "coverage", "realism")}
 SUBSAMPLE["rke"] = {"max_median": 100}  # its bandwidth's median on a seeded subset
+SUBSAMPLE["rarity"] = {"max_samples": N - 40}
 DRAWS = {**SUBSAMPLE, "kd": {"subset_size": 50}}
 
 
@@ -293,7 +295,8 @@ WORSE = {  # result key -> the kind of generated set that must score worse than 
     "fd_per_class": "shift", "prompt_vendi": "collapse", "prompt_vendi_all": "collapse",
     "prompt_similarity": "collapse", "class_coverage": "collapse", "class_kl": "collapse",
     "class_accuracy": "mislabel", "rke": "collapse",
-    **{k: "shift" for k in ("top_precision", "top_recall", "top_f1")},
+    **{k: "shift" for k in ("top_precision", "top_recall", "top_f1", "precision_per_class",
+                            "recall_per_class", "density_per_class", "coverage_per_class")},
 }
 DIRECTED = sorted(k for k, d in result_directions().items() if d != "none")
 
