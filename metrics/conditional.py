@@ -58,7 +58,8 @@ def prompt_diversity(fake: Any, prompts: Any, *, q: float | str = 1,
     2024, and of Hall et al.'s geographic-diversity study (DIG, 2023), whose per-prompt
     similarity averages are this ``prompt_similarity``. ``prompt_vendi_all`` is the Vendi score
     of all the images together. Prompts with a single image are left out (``_single`` counts
-    them); ``_prompts`` counts the prompts used.
+    them); ``_prompts`` counts the prompts used. With one image per prompt (COCO-30k) the two
+    in-prompt values are None (not reported).
 
     Args:
         fake: N x D generated features.
@@ -81,9 +82,10 @@ def prompt_diversity(fake: Any, prompts: Any, *, q: float | str = 1,
         k = rows @ rows.T
         sims.append(float((k.sum() - np.trace(k)) / (m * (m - 1))))
         vendis.append(vendi(rows, q=q, device="cpu")["vendi"])
-    if not vendis:
-        raise MetricInputError("prompt_vendi: no prompt has two or more images "
-                               "(in-prompt diversity needs several images per prompt)")
+    if not vendis:  # one image per prompt (COCO-30k): no in-prompt diversity to report
+        return {"prompt_vendi": None, "prompt_similarity": None,
+                "prompt_vendi_all": vendi(fake, q=q, device=device)["vendi"],
+                "_prompts": 0, "_single": single}
     return {"prompt_vendi": float(np.mean(vendis)), "prompt_similarity": float(np.mean(sims)),
             "prompt_vendi_all": vendi(fake, q=q, device=device)["vendi"],
             "_prompts": len(vendis), "_single": single}

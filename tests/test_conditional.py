@@ -268,6 +268,9 @@ def test_prompt_diversity_equals_vendi_package_per_prompt():
 
     assert out["prompt_similarity"] == pytest.approx(np.mean([mean_sim(x[ids == p]) for p in (0, 1, 2)]),
                                                      rel=1e-12)
+    # one image per prompt: nothing in-prompt to report, not an error
+    one = prompt_diversity(x, np.arange(len(x)), device="cpu")
+    assert one["prompt_vendi"] is None and one["prompt_similarity"] is None and one["_single"] == len(x)
     # analytic: every prompt's images identical -> Vendi 1, similarity 1
     copies = prompt_diversity(np.repeat(x[:4], 3, axis=0), np.repeat(np.arange(4), 3), device="cpu")
     assert copies["prompt_vendi"] == pytest.approx(1.0, abs=1e-9)
