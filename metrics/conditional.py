@@ -150,8 +150,9 @@ def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
     (:func:`trace_sqrt_products`, float64) instead of one ``scipy.linalg.sqrtm`` per class.
 
     A class needs two samples in each set; classes that have fewer, or appear in one set only,
-    are left out of the mean and listed in ``_skipped``. Classes with no more samples than
-    dimensions (in either set) have singular covariances: their FD is still the exact value
+    are left out of the mean and listed in ``_skipped`` (no class left: the value is None).
+    Classes with no more samples than dimensions (in either set) have singular covariances:
+    their FD is still the exact value
     of the formula (no ``eps`` offset is needed by this form), and they are listed in
     ``_rank_deficient`` so that a reader knows the estimate is a small-sample one. Every
     class's value is in ``_per_class``.
@@ -193,8 +194,8 @@ def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
         if held >= _BATCH_BYTES:  # bounded memory: the pending classes' traces now
             traces.extend(trace_sqrt_products(fa, ra, device))
             fa, ra, held = [], [], 0
-    if not names:
-        raise MetricInputError("fd_per_class: no class has two or more samples in both sets")
+    if not names:  # reported as not computed, with every class listed as skipped
+        return {"fd_per_class": None, "_per_class": {}, "_skipped": skipped, "_rank_deficient": []}
     traces.extend(trace_sqrt_products(fa, ra, device))
     values = np.asarray(base) - 2 * np.asarray(traces)
     per = dict(zip(names, (float(v) for v in values)))
@@ -247,9 +248,9 @@ def prdc_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *, neare
             continue
         per[key] = prdc(y[idx_r], x[idx_f], nearest_k=nearest_k, max_samples=max_samples, seed=0,
                         device=device)
-    if not per:
-        raise MetricInputError(f"precision_per_class: no class has more than {nearest_k} samples "
-                               "in both sets")
+    if not per:  # reported as not computed, with every class listed as skipped
+        return {**dict.fromkeys(("precision_per_class", "recall_per_class", "density_per_class",
+                                 "coverage_per_class")), "_per_class": {}, "_skipped": skipped}
     out: dict[str, Any] = {f"{k}_per_class": float(np.mean([v[k] for v in per.values()]))
                            for k in ("precision", "recall", "density", "coverage")}
     out.update(_per_class=per, _skipped=skipped)

@@ -97,7 +97,8 @@ def projection(dim: int) -> np.ndarray:
     Output("top_recall", "higher", "TopP&R recall: reference samples in the generated set's "
            "significant KDE support"),
     Output("top_f1", "higher", "harmonic mean of top_precision and top_recall", select=False),
-    args=("real", "fake"), min_samples=8, order_invariant=False, position=72,
+    # 5 x 32 + 2: enough for the bandwidth at any width (projected to at most 32 dimensions)
+    args=("real", "fake"), min_samples=162, order_invariant=False, position=72,
 )
 def top_pr(real: Any, fake: Any, *, alpha: float = 0.1, random_proj: bool = True) -> dict[str, float]:
     """Topological precision and recall, as the ``top-pr`` package computes them.
