@@ -234,3 +234,72 @@ SPEC = DECLARED.spec(build_clip, preprocess=clip_preprocess, weights_for=clip_we
                      weights=LazyArchTable(clip_weights, DECLARED.archs),
                      input_size=LazyArchTable(lambda a: _model_config(split_arch(a)[0])[2],
                                               DECLARED.archs))
+
+
+# --------------------------------------------------------------------------- text tower
+
+class CLIPTextEncoder(torch.nn.Module):
+    """open_clip text tower: L2-normalised text embeddings, in the space of ``embedding``.
+
+    Prompts longer than the context (77 tokens for OpenAI CLIP) are cut to the context with
+    the end-of-text token kept in the last position (open_clip's tokenizer), which is where
+    OpenAI CLIP pools the text (the argmax token): cutting the end token off, as a plain slice
+    of the token ids does, pools an ordinary word instead. :meth:`tokenize` says which prompts
+    were cut.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, arch: str,
+                 weights_sha256: str | None = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.arch = arch
+        self.weights_sha256 = weights_sha256
+        self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, list[bool]]:
+        """Token ids (N x context) and, per prompt, whether it was truncated."""
+        encode = getattr(self.tokenizer, "encode", None)
+        truncated = [len(encode(p)) + 2 > self.context_length if encode else False for p in prompts]
+        return self.tokenizer(list(prompts)), truncated
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+
+def _text_state_dict(sd: dict, path=None) -> dict:
+    """Every weight of an open_clip state dict but the image tower's (``visual.*``)."""
+    return {k: v for k, v in sd.items() if not k.startswith("visual.")}
+
+
+def build_clip_text(arch: str | None = None, weights: str | None = None,
+                    random_init: bool = False) -> CLIPTextEncoder:
+    """The text tower of open_clip model ``arch``, from the same checkpoint as :func:`build_clip`.
+
+    With ``random_init`` the model is built under the same seed as :func:`build_clip`'s random
+    image tower, so the two towers are one random CLIP model.
+    """
+    arch = arch or DEFAULT_ARCH
+    model_name, tag = split_arch(arch)
+    open_clip = _import_open_clip()
+    pcfg = _pretrained_cfg(model_name, tag)
+    spec = None if random_init else clip_weights(arch)
+    if not random_init and spec is None and weights is None:
+        raise InputError(f"clip: open_clip has no pretrained weights for {model_name!r}; "
+                         "pass --weights FILE")
+    with _quiet_open_clip():
+        model = build_module(lambda: open_clip.create_model(
+            model_name, pretrained=None, force_quick_gelu=bool(pcfg.get("quick_gelu", False)),
+            device="cpu" if random_init else "meta"), random_init=random_init)
+    model.visual = torch.nn.Identity()  # the image tower is the image encoder's
+    for mod in model.modules():  # the causal mask is built, not stored: build it off the meta device
+        mask = mod._buffers.get("attn_mask")
+        if isinstance(mask, torch.Tensor) and mask.is_meta:  # open_clip's: -inf above the diagonal
+            mod.register_buffer("attn_mask", torch.full(mask.shape, float("-inf")).triu_(1),
+                                persistent=False)
+    sha = None
+    if not random_init:
+        sha = load_checkpoint(model, "clip", spec or WeightsSpec(filename=model_name), weights,
+                              _text_state_dict)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return CLIPTextEncoder(model, tokenizer, arch, sha).eval().requires_grad_(False)

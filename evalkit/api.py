@@ -13,6 +13,7 @@ import numpy as np
 
 from evalkit.encoders.custom import encoder_name
 from evalkit.errors import InputError, ProtocolWarning
+from evalkit.features.conditions import attach_prompts
 from evalkit.features.distributed import is_main, launch_env
 from evalkit.features.featureset import FeatureSet, validate
 from evalkit.features.generate import GeneratedSource, image_grid, load_generator
@@ -110,6 +111,7 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
           generator_args: dict[str, Any] | None = None, labels: str | None = None,
           num_classes: int | None = None, save_samples: int = 0,
           samples_dir: str | os.PathLike | None = None, step: int | None = None,
+          prompts: str | os.PathLike | Sequence[str] | None = None, rke_sigma: float | None = None,
           **extract: Any) -> Result | list[Result] | None:
     """Score one or several sample sets against one reference (loaded once).
 
@@ -151,6 +153,12 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
         save_samples: write a grid PNG and the first K samples as PNG files to
             ``samples_dir`` (default: ``samples`` beside ``out``, else in the working folder).
         step: the training step recorded in the record (``step``), for `evalkit track`.
+        prompts: the prompt of each generated image: a prompts file (``.txt`` in sample order,
+            ``.csv``/``.jsonl`` file -> prompt, COCO caption ``.json``) or one string per
+            sample; with ``--encoder clip`` they are embedded for ``clip_score``
+            (:mod:`evalkit.features.conditions`).
+        rke_sigma: the Gaussian bandwidth of ``rke`` (None: the reference's median pairwise
+            distance); the value used is recorded as ``rke_sigma``.
 
     Returns:
         a Result per sample set (a single Result when ``samples`` is one source). Under
@@ -176,7 +184,7 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
                                   seed=seed, nsample=nsample, bootstrap=bootstrap,
                                   realism_k=realism_k, names=names, per_sample=per_sample,
                                   out=out, ref_dir=ref_dir, options=opts, protocol=protocol,
-                                  step=step)
+                                  step=step, prompts=prompts, rke_sigma=rke_sigma)
         if gen is not None and save_samples and is_main():
             write_samples(gen, save_samples, samples_dir, out)
         return results
@@ -200,9 +208,12 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
         opts, ref, nsample, metric_list = proto.options, proto.ref, proto.nsample, proto.metrics
     elif ref is None:
         raise InputError("--ref is required (a source or reference name), or --protocol NAME")
+    overrides = dict(proto.overrides) if proto else {}
+    if rke_sigma is not None:
+        overrides["rke"] = {**overrides.get("rke", {}), "sigma": float(rke_sigma)}
     config = ScoreConfig(metrics=metric_list, seed=seed, nsample=nsample, device=opts.device,
                          bootstrap=bootstrap, realism_k=realism_k, progress=not opts.quiet,
-                         overrides=proto.overrides if proto else {})
+                         overrides=overrides)
     check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     if proto and proto.protocol.published_stats and real.has_samples:
@@ -213,7 +224,7 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
     test_fs = load_source(test, opts, role="test") if test is not None else None
     results = []
     for src, name in zip(sources, names):
-        fake = load_source(src, opts, role="samples")
+        fake = attach_prompts(load_source(src, opts, role="samples"), prompts, opts)
         if not is_main():  # torchrun: the other ranks only help extract
             continue
         scores = score_set(fake, real, test_fs, config, name=name,
@@ -229,7 +240,7 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
             csv = os.path.relpath(os.path.abspath(path), base)
         record = build_record(scores, per_sample=csv, protocol=fields,
                               generator=src.describe() if isinstance(src, GeneratedSource)
-                              else None, step=step)
+                              else fake.meta.get("generator"), step=step)
         results.append(Result(record, scores.samples))
     if out is not None and results:
         write_records([r.record for r in results], out)
@@ -285,7 +296,7 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
                     ref: SourceLike | None, *, test: SourceLike | None,
                     names: Sequence[str] | None, per_sample: Any, out: Any,
                     options: ExtractOptions, protocol: str | None, step: int | None = None,
-                    **score_args: Any) -> list[Result]:
+                    prompts: Any = None, **score_args: Any) -> list[Result]:
     """:func:`score` with several encoders: every image source is decoded once for all of
     them (:func:`evalkit.features.loader.load_features_many`, each encoder's features cached under
     its own identity), then each encoder's features are scored as a one-encoder run would
@@ -318,6 +329,8 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     for s in sources:  # a generator: sampled once, every encoder on each batch
         if isinstance(s, GeneratedSource):
             loaded[id(s)] = load_generated_many(s, per_encoder)
+            for fs in loaded[id(s)]:  # what the record's builder names as the generator
+                fs.meta["generator"] = s.describe()
 
     def pick(s: Any, i: int) -> Any:
         if isinstance(s, GeneratedSource):
@@ -326,12 +339,8 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
 
     results: list[Result] = []
     for i, opts in enumerate(per_encoder):
-        part = score([pick(s, i) for s in sources], pick(ref, i), test=pick(test, i),
-                     names=names, options=opts, step=step, **score_args)
-        for r, s in zip(part, sources):
-            if isinstance(s, GeneratedSource):
-                r.record["generator"] = s.describe()
-        results += part
+        results += score([pick(s, i) for s in sources], pick(ref, i), test=pick(test, i),
+                         names=names, options=opts, step=step, prompts=prompts, **score_args)
     if out is not None and results:
         write_records([r.record for r in results], out)
     return results
@@ -345,5 +354,6 @@ def write_per_sample(path: str | os.PathLike, scored: FeatureSet, real: FeatureS
         raise InputError(f"--per-sample needs reference features; {real.source} holds "
                          "statistics only")
     seed = RunRNG(config.seed).seed_for("metric", stream_name(get_metric("realism")))
+    rarity_seed = RunRNG(config.seed).seed_for("metric", stream_name(get_metric("rarity")))
     write_per_sample_csv(path, scored, real, seed=seed, device=config.device,
-                         nearest_k=config.realism_k)
+                         nearest_k=config.realism_k, rarity_seed=rarity_seed)

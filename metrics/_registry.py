@@ -28,8 +28,11 @@ from evalkit.registry import Registry
 
 Direction = Literal["lower", "higher", "zero", "none"]
 DIRECTIONS = ("lower", "higher", "zero", "none")
-ARRAY_KINDS = ("features", "logits", "spatial", "embedding")
-ARG_NAMES = ("real", "fake", "test", "labels")
+ARRAY_KINDS = ("features", "logits", "spatial", "embedding", "text")
+# real/fake/test: the metric's array of each set; labels / real_labels: class labels of the
+# generated / reference rows; text: the CLIP text embedding of each generated row's prompt;
+# prompts: an int id per generated row, equal ids for equal prompts
+ARG_NAMES = ("real", "fake", "test", "labels", "real_labels", "text", "prompts")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class MetricSpec:
         outputs: the result keys this entry reports, its own first (e.g. ``kd``, ``kd_std``).
         array: which array of a feature set it reads (``features``, ``logits``, ``spatial`` or
             ``embedding``); ``fallback`` names the array read when that one is absent.
-        args: which of real/fake/test/labels it needs.
+        args: which of ``ARG_NAMES`` it needs.
         optional: inputs it uses when present (``labels`` for per-class Vendi).
         min_samples: fewest generated (and reference/test) samples it accepts.
         moments: None, or ``f(mu_real, cov_real, fake, *, device)`` computing the same outputs
@@ -124,6 +127,18 @@ class MetricSpec:
     @property
     def needs_real(self) -> bool:
         return "real" in self.args
+
+    @property
+    def needs_real_labels(self) -> bool:
+        return "real_labels" in self.args
+
+    @property
+    def needs_text(self) -> bool:
+        return "text" in self.args
+
+    @property
+    def needs_prompts(self) -> bool:
+        return "prompts" in self.args
 
     def __call__(self, *, seed: Any = 0, device: Any = None, **arrays: Any) -> dict[str, float]:
         params = inspect.signature(self.fn).parameters

@@ -145,11 +145,15 @@ def test_format_number_four_significant_digits(value, text):
 
 # SPEC's seventeen keys (and the two spreads) with the direction a reader expects.
 SPEC_DIRECTIONS = {
-    **{k: "lower" for k in ("fd", "fd_inf", "sfid", "kd", "cmmd", "sw_approx")},
+    **{k: "lower" for k in ("fd", "fd_inf", "sfid", "kd", "cmmd", "sw_approx", "fd_per_class",
+                            "class_kl", "prompt_similarity")},
     **{k: "higher" for k in ("is", "precision", "recall", "density", "coverage", "realism",
-                             "vendi", "vendi_per_class", "authpct", "fls")},
+                             "vendi", "vendi_per_class", "authpct", "fls", "clip_score",
+                             "prompt_vendi", "prompt_vendi_all", "class_coverage", "class_accuracy",
+                             "rke", "top_precision", "top_recall", "top_f1", "precision_per_class",
+                             "recall_per_class", "density_per_class", "coverage_per_class")},
     **{k: "zero" for k in ("ct", "fls_pog")},
-    **{k: "none" for k in ("kd_std", "is_std")},
+    **{k: "none" for k in ("kd_std", "is_std", "rke_sigma", "rarity", "rarity_outside")},
 }
 
 

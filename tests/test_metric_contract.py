@@ -35,6 +35,7 @@ from anchors import (
 
 import evalkit.metrics as M
 from evalkit.metrics import get_metric, list_metrics, result_directions
+from evalkit.metrics._registry import ARG_NAMES
 
 CPU = "cpu"
 N, D, C, CLASSES = 160, 8, 10, 3
@@ -49,30 +50,42 @@ def _features(seed: int, n: int = N, shift: float = 0.0) -> np.ndarray:
     return g.standard_normal((n, D)) + shift
 
 
-def _logits(seed: int, n: int = N, sharp: float = 4.0) -> np.ndarray:
-    """Logits whose softmax is confident (``sharp`` large) about a class spread over C classes."""
+def _logits(seed: int, n: int = N, sharp: float = 4.0, classes: np.ndarray | None = None) -> np.ndarray:
+    """Logits whose softmax is confident (``sharp`` large) about a class spread over C classes
+    (about ``classes``, one per row, when given)."""
     g = np.random.default_rng(seed)
-    return sharp * np.eye(C)[g.integers(0, C, n)] + g.standard_normal((n, C))
+    cls = g.integers(0, C, n) if classes is None else classes
+    return sharp * np.eye(C)[cls] + g.standard_normal((n, C))
 
 
 def _sets(spec, kind: str = "good", seed: int = 0) -> dict:
     """Inputs for ``spec``: reference, test and a generated set of the given ``kind``.
 
     good: the reference's distribution; shift: moved off it; collapse: a few modes only;
-    copy: reference rows plus 1e-3 noise; flat: (logits) an unsure classifier.
+    copy: reference rows plus 1e-3 noise; flat: (logits) an unsure classifier; mislabel:
+    (logits) confident, but not about the requested labels.
     """
     if spec.array == "logits":
-        fake = _logits(seed + 2, sharp=4.0 if kind == "good" else 0.0)
+        # good: confident about each row's requested label (``_labels()``), spread over classes
+        spread = _labels() + 3 * np.random.default_rng(seed + 8).integers(0, 3, N)
+        fake = {"good": lambda: _logits(seed + 2, classes=spread),
+                "flat": lambda: _logits(seed + 2, sharp=0.0),
+                "collapse": lambda: _logits(seed + 2, classes=np.zeros(N, dtype=int)),
+                "mislabel": lambda: _logits(seed + 2, classes=(spread + 1) % C)}[kind]()
         return {"fake": fake, "real": _logits(seed + 1), "test": _logits(seed + 3)}
     real, test = _features(seed + 1), _features(seed + 3)
     g = np.random.default_rng(seed + 2)
+    # conditions: row i's prompt id, its text embedding (near the good set's row i), the
+    # reference's class labels
+    cond = {"prompts": np.arange(N) % 20, "real_labels": _labels(seed + 6),
+            "text": _features(seed + 2) + 0.5 * np.random.default_rng(seed + 7).standard_normal((N, D))}
     fake = {
         "good": lambda: _features(seed + 2),
         "shift": lambda: _features(seed + 2, shift=2.0),
         "collapse": lambda: _features(seed + 2, n=3)[g.integers(0, 3, N)] + 0.01 * g.standard_normal((N, D)),
         "copy": lambda: real[g.permutation(N)] + 1e-3 * g.standard_normal((N, D)),
     }[kind]()
-    return {"real": real, "fake": fake, "test": test}
+    return {"real": real, "fake": fake, "test": test, **cond}
 
 
 def _labels(seed: int = 5) -> np.ndarray:
@@ -80,7 +93,9 @@ def _labels(seed: int = 5) -> np.ndarray:
 
 
 def _run(spec, arrays: dict, *, seed=0, labels=None, **overrides) -> dict:
-    kwargs = {k: arrays[k] for k in ("real", "fake", "test") if k in spec.args}
+    kwargs = {k: arrays[k] for k in ARG_NAMES if k in spec.args and k != "labels"}
+    if labels is None and "labels" in spec.args:  # a metric that needs labels always gets them
+        labels = _labels()
     if labels is not None and ("labels" in spec.args or "labels" in spec.optional):
         kwargs["labels"] = labels
     out = spec(seed=seed, device=CPU, **kwargs, **overrides)
@@ -100,7 +115,7 @@ def test_declaration_matches_what_the_function_returns(name):
     assert spec.outputs[0].key == name and spec.outputs[0].select
     for o in spec.outputs:
         assert o.description.strip() and o.better in ("lower", "higher", "zero", "none"), o
-    assert set(spec.args) | set(spec.optional) <= {"real", "fake", "test", "labels"}
+    assert set(spec.args) | set(spec.optional) <= set(ARG_NAMES)
     # the group's entries together report exactly what the function returns (labels included)
     group_keys = {k for other in spec.group for k in get_metric(other).keys}
     out = _run(spec, _sets(spec), labels=_labels())
@@ -194,6 +209,17 @@ NO_ANCHOR = {  # no anchor package; the reference test named here checks the def
     "fls": "test_metrics_knn.py::test_fls_matches_autograd_reference",
     "fls_pog": "test_metrics_knn.py::test_fls_matches_autograd_reference",
     "sw_approx": "test_metrics_moments.py::test_sw_approx_hand_checked",
+    "clip_score": "test_conditional.py::test_clip_score_equals_torchmetrics_on_the_same_weights",
+    "fd_per_class": "test_conditional.py::test_fd_per_class_equals_pytorch_fid_per_class",
+    "class_coverage": "test_conditional.py::test_class_coverage_hand_checked",
+    "class_kl": "test_conditional.py::test_class_coverage_hand_checked",
+    "rke": "test_conditional.py::test_rke_equals_eigenvalue_definition",
+    "rarity": "test_conditional.py::test_rarity_equals_authors_convention",
+    "top_precision": "test_conditional.py::test_top_pr_equals_package",
+    "precision_per_class": "test_conditional.py::test_prdc_per_class_equals_package_per_class",
+    "top_recall": "test_conditional.py::test_top_pr_equals_package",
+    "prompt_vendi": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
+    "prompt_similarity": "test_conditional.py::test_prompt_diversity_equals_vendi_package_per_prompt",
 }
 
 
@@ -219,6 +245,8 @@ def test_equals_anchor_at_defaults(name):
 # Parameters that make a seeded metric actually draw on these small sets: subsampling (the
 # kNN metrics are order invariant only when it does not happen) and kd's subsets.
 SUBSAMPLE = {k: {"max_samples": N - 40} for k in ("precision", "recall", "density", "coverage", "realism")}
+SUBSAMPLE["rke"] = {"max_median": 100}  # its bandwidth's median on a seeded subset
+SUBSAMPLE["rarity"] = {"max_samples": N - 40}
 DRAWS = {**SUBSAMPLE, "kd": {"subset_size": 50}}
 
 
@@ -247,6 +275,9 @@ def test_row_order_invariance(name):
     arrays, labels = _sets(spec, "good", seed=30), _labels()
     g = np.random.default_rng(31)
     perm = {k: g.permutation(len(v)) for k, v in arrays.items()}
+    for k in ("text", "prompts"):  # conditions of the generated rows move with them
+        perm[k] = perm["fake"]
+    perm["real_labels"] = perm["real"]
     shuffled = {k: v[perm[k]] for k, v in arrays.items()}
     over = {} if name in SUBSAMPLE else DRAWS.get(name, {})
     a = _run(spec, arrays, labels=labels, **over)
@@ -260,7 +291,12 @@ WORSE = {  # result key -> the kind of generated set that must score worse than 
     **{k: "shift" for k in ("fd", "fd_inf", "sfid", "kd", "cmmd", "sw_approx", "precision",
                             "recall", "density", "coverage", "realism", "fls")},
     "is": "flat", "vendi": "collapse", "vendi_per_class": "collapse",
-    "authpct": "copy", "ct": "copy", "fls_pog": "copy",
+    "authpct": "copy", "ct": "copy", "fls_pog": "copy", "clip_score": "shift",
+    "fd_per_class": "shift", "prompt_vendi": "collapse", "prompt_vendi_all": "collapse",
+    "prompt_similarity": "collapse", "class_coverage": "collapse", "class_kl": "collapse",
+    "class_accuracy": "mislabel", "rke": "collapse",
+    **{k: "shift" for k in ("top_precision", "top_recall", "top_f1", "precision_per_class",
+                            "recall_per_class", "density_per_class", "coverage_per_class")},
 }
 DIRECTED = sorted(k for k, d in result_directions().items() if d != "none")
 

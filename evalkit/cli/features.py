@@ -12,15 +12,18 @@ from evalkit.files.guards import check_outputs
 @click.argument("source")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
               help="Feature file to write (.npz): features, logits, ..., labels, meta.")
+@click.option("--prompts", default=None, type=click.Path(dir_okay=False),
+              help="Store each image's prompt (and, with --encoder clip, its text embedding).")
 @extract_options
-def features_command(source, out, **kwargs):
+def features_command(source, out, prompts, **kwargs):
     """Extract the features of SOURCE (image folder, zip, npz/npy) into a feature file."""
+    from evalkit.features.conditions import attach_prompts
     from evalkit.features.loader import check_feature_path, load_features, save_features
 
     options = options_from_kwargs(kwargs)
     check_feature_path(out)
     check_outputs({"-o": out}, inputs=[source])
-    fs = load_features(source, options)
+    fs = attach_prompts(load_features(source, options), prompts, options)
     save_features(fs, out)
     arrays = ", ".join(f"{k} {v.shape[1]}" for k, v in fs.arrays.items())
     skipped = f", {fs.meta['n_skipped']} skipped" if fs.meta.get("n_skipped") else ""

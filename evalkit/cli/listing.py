@@ -15,7 +15,7 @@ def metrics_command():
     for spec in metric_specs():
         for out in spec.outputs:
             needs = [spec.array + (f"|{spec.fallback}" if spec.fallback else "")]
-            needs += [a for a in spec.args if a in ("test", "labels")]
+            needs += [a for a in spec.args if a not in ("real", "fake")]  # test, labels, prompts, ...
             needs += [f"[{a}]" for a in spec.optional]
             if spec.moments is not None:
                 needs.append("(or ref mu/sigma)")

@@ -38,12 +38,17 @@ from evalkit.results.outputs import metrics_table
 @click.option("--name", default=None, help="Model name(s), comma-separated for several sets.")
 @click.option("--per-sample", default=None, type=click.Path(dir_okay=False),
               help="CSV of realism, nearest reference and authenticity per generated sample.")
+@click.option("--prompts", default=None, type=click.Path(dir_okay=False),
+              help="Prompt of each generated image: .txt (one per line, sample order), .csv/.jsonl "
+                   "(file -> prompt) or COCO caption .json; with --encoder clip: clip_score.")
+@click.option("--rke-sigma", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Gaussian bandwidth of rke (default: the reference's median pairwise distance).")
 @click.option("--ref-dir", default=None, type=click.Path(file_okay=False),
               help="Named-reference store (default: $EVALKIT_REF_DIR or the user data dir).")
 @generator_options
 @extract_options
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
-                  out, name, per_sample, ref_dir, **kwargs):
+                  out, name, per_sample, prompts, rke_sigma, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files), or --num-samples images
     of a --generator, against --ref."""
     from evalkit.api import score  # the engine imports torch: only when a command runs it
@@ -58,7 +63,7 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                         names=name.split(",") if name else None, per_sample=per_sample, out=out,
                         ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
                         explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}),
-                        **gen)
+                        prompts=prompts, rke_sigma=rke_sigma, **gen)
     if not isinstance(results, list):  # a generator: one sample set
         results = [results] if results is not None else []
     if is_main():

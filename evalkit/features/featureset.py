@@ -15,7 +15,7 @@ from evalkit.errors import InputError
 from evalkit.files.fileio import atomic_write_bytes
 from evalkit.files.safezip import check_npz
 
-ARRAY_KEYS = ("features", "logits", "spatial", "embedding")
+ARRAY_KEYS = ("features", "logits", "spatial", "embedding", "text")
 
 
 @dataclass
@@ -26,6 +26,11 @@ class FeatureSet:
     ``logits``, ``spatial``, ``embedding`` to float arrays with N rows; ``labels`` is an int
     array of N or None; ``files`` one image locator per row (or None). ``meta`` is the
     provenance dictionary stored in the file's ``meta`` entry.
+
+    Conditions: ``labels`` (a class per row) and ``prompts`` (a text prompt per row, or None);
+    ``arrays["text"]``, when present, holds the L2-normalised CLIP text embedding of each row's
+    prompt (same model as ``embedding``; ``meta["text"]`` says which and how many prompts were
+    truncated). Both travel with the rows through :meth:`subset` and the feature file.
 
     A *statistics-only* set (``has_samples`` False: pytorch-fid's ``--save-stats`` or an ADM
     statistics ``.npz``) has no rows, only ``moments``: array kind -> (float64 mean,
@@ -38,6 +43,7 @@ class FeatureSet:
     source: str = ""
     files: list[str] | None = None  # per-row image locators ("dir/a.png", "x.zip::a.png"), if images
     moments: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    prompts: list[str] | None = None
 
     @classmethod
     def from_moments(cls, moments: dict[str, tuple[np.ndarray, np.ndarray]], *,
@@ -87,6 +93,7 @@ class FeatureSet:
             self.source,
             None if self.files is None else [self.files[i] for i in index],
             dict(self.moments),  # statistics published for the whole set (a protocol's) stay
+            None if self.prompts is None else [self.prompts[i] for i in index],
         )
 
 
@@ -108,6 +115,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
                 )
             arrays = {k: np.asarray(z[k]) for k in ARRAY_KEYS if k in keys}
             labels = np.asarray(z["labels"]) if "labels" in keys else None
+            prompts = [str(t) for t in z["prompts"]] if "prompts" in keys else None
             meta_raw = z["meta"] if "meta" in keys else None
     except InputError:
         raise
@@ -119,7 +127,7 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
             meta = json.loads(str(meta_raw))
         except (json.JSONDecodeError, RecursionError):
             raise InputError(f"{p}: 'meta' is not a JSON string") from None
-    fs = FeatureSet(arrays, labels, meta, str(p))
+    fs = FeatureSet(arrays, labels, meta, str(p), prompts=prompts)
     validate(fs, str(p))
     return fs
 
@@ -143,6 +151,8 @@ def validate(fs: FeatureSet, name: str) -> None:
             raise InputError(f"{name}: '{key}' has NaN or infinite values in {bad} rows")
     if fs.labels is not None and (fs.labels.ndim != 1 or fs.labels.shape[0] != n):
         raise InputError(f"{name}: 'labels' has shape {fs.labels.shape}, expected ({n},)")
+    if fs.prompts is not None and len(fs.prompts) != n:
+        raise InputError(f"{name}: {len(fs.prompts)} prompts for {n} rows")
 
 
 def save_feature_file(fs: FeatureSet, path: str | os.PathLike) -> None:
@@ -150,6 +160,8 @@ def save_feature_file(fs: FeatureSet, path: str | os.PathLike) -> None:
     payload: dict[str, Any] = {k: v for k, v in fs.arrays.items()}
     if fs.labels is not None:
         payload["labels"] = fs.labels
+    if fs.prompts is not None:
+        payload["prompts"] = np.array(fs.prompts, dtype=str)  # unicode, no pickle
     payload["meta"] = np.array(json.dumps(fs.meta, sort_keys=True))
     buf = io.BytesIO()
     np.savez(buf, **payload)

@@ -220,7 +220,7 @@ def save_features(fs: FeatureSet, path: str) -> None:
     meta = dict(fs.meta)
     if fs.files is not None:
         meta["files"] = list(fs.files)
-    save_feature_file(FeatureSet(fs.arrays, fs.labels, meta, fs.source), path)
+    save_feature_file(FeatureSet(fs.arrays, fs.labels, meta, fs.source, prompts=fs.prompts), path)
 
 
 def check_feature_path(path: str) -> None:

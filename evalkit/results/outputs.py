@@ -13,9 +13,15 @@ from evalkit.features.featureset import FeatureSet
 from evalkit.files.fileio import atomic_write_text
 from evalkit.formatting import format_number
 from evalkit.metrics import per_sample
+from evalkit.metrics.clip_score import clip_scores
 from evalkit.metrics.prdc import REALISM_K
+from evalkit.metrics.rarity import rarity_scores
 
 PER_SAMPLE_COLUMNS = ("index", "path", "realism", "nn_index", "nn_distance", "nn_path", "authentic")
+# rarity (Han et al. 2023; empty for a sample in no real ball) after the columns above, then,
+# when the generated set has prompts, the prompt (and clip_score when they have text embeddings)
+RARITY_COLUMN = "rarity"
+CONDITION_COLUMNS = ("prompt", "clip_score")
 
 
 def metrics_table(records: list[dict[str, Any]]) -> str:
@@ -54,14 +60,24 @@ def metrics_table(records: list[dict[str, Any]]) -> str:
 
 
 def write_per_sample_csv(path: str | os.PathLike, fake: FeatureSet, real: FeatureSet, *,
-                         seed: int, device: str, nearest_k: int = REALISM_K) -> None:
-    """Per generated sample: realism, nearest reference (index, distance, path), authenticity."""
+                         seed: int, device: str, nearest_k: int = REALISM_K,
+                         rarity_seed: int = 0) -> None:
+    """Per generated sample: realism, nearest reference (index, distance, path), authenticity,
+    rarity; with prompts also the prompt and its clip_score."""
     arrays = per_sample(real.arrays["features"], fake.arrays["features"], seed=seed, device=device,
                         nearest_k=nearest_k)
     nn_index = np.asarray(arrays["nn_index"]).astype(np.int64)
+    rarity = rarity_scores(real.arrays["features"], fake.arrays["features"], seed=rarity_seed,
+                           device=device)
+    extra: list[list[str]] = [["" if np.isnan(v) else repr(float(v)) for v in rarity]]
+    if fake.prompts is not None:
+        extra.append(list(fake.prompts))
+        if fake.get("text") is not None and fake.get("embedding") is not None:
+            extra.append([repr(float(v)) for v in clip_scores(fake.arrays["embedding"],
+                                                               fake.arrays["text"])])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PER_SAMPLE_COLUMNS)
+    writer.writerow(PER_SAMPLE_COLUMNS + (RARITY_COLUMN,) + CONDITION_COLUMNS[:len(extra) - 1])
     for i in range(fake.n):
         j = int(nn_index[i])
         writer.writerow([
@@ -72,6 +88,7 @@ def write_per_sample_csv(path: str | os.PathLike, fake: FeatureSet, real: Featur
             repr(float(arrays["nn_distance"][i])),
             real.files[j] if real.files else "",
             int(bool(arrays["authentic"][i])),
+            *(col[i] for col in extra),
         ])
     atomic_write_text(path, buf.getvalue())
 

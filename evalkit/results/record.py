@@ -134,6 +134,9 @@ def describe_set(fs: FeatureSet | None, name: str | None = None) -> dict[str, An
         out["stats_only"] = True
     if fs.meta.get("n_skipped"):
         out["n_skipped"] = fs.meta["n_skipped"]
+    for key in ("prompts", "text"):  # conditions: where the prompts came from, how they were embedded
+        if fs.meta.get(key):
+            out[key] = fs.meta[key]
     return out
 
 

@@ -54,6 +54,13 @@ def missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
         return "needs --test (held-out real data)"
     if spec.needs_labels and fake.labels is None:
         return "needs labels (class subfolders or a 'labels' array)"
+    if spec.needs_real_labels and (not real.has_samples or real.labels is None):
+        return "needs reference labels (class subfolders or a 'labels' array in the reference)"
+    if spec.needs_prompts and fake.prompts is None:
+        return "needs prompts (--prompts FILE)"
+    if spec.needs_text and fake.get("text") is None:
+        return ("needs prompt embeddings (--prompts FILE with --encoder clip)" if fake.prompts is None
+                else "needs prompt embeddings (prompts are embedded with --encoder clip)")
     sets = (("samples", fake), ("reference", real if spec.needs_real and real.has_samples else None),
             ("test set", test if spec.needs_test else None))
     for role, fs in sets:

@@ -67,8 +67,22 @@ def _call(spec: MetricSpec, fake: FeatureSet, real: FeatureSet, test: FeatureSet
         arrays["real"] = array_for(spec, real)
     if spec.needs_test:
         arrays["test"] = array_for(spec, test)
+    if spec.needs_real_labels:
+        arrays["real_labels"] = real.labels
+    if spec.needs_text:
+        arrays["text"] = fake.get("text")
+    if spec.needs_prompts:
+        arrays["prompts"] = prompt_ids(fake.prompts)
     arrays.update((overrides or {}).get(spec.name, {}))
     return spec(seed=seed, device=device, **arrays)
+
+
+def prompt_ids(prompts: list[str] | None) -> np.ndarray | None:
+    """An int per prompt, equal for equal prompts (ids in order of first appearance)."""
+    if prompts is None:
+        return None
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(p, len(ids)) for p in prompts], dtype=np.int64)
 
 
 def subsample(fs: FeatureSet | None, nsample: int | None, rng: RunRNG, role: str

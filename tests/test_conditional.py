@@ -1,0 +1,428 @@
+"""Conditions as data (prompt files, prompts through feature files, records and per-sample CSVs)
+and clip_score against torchmetrics' CLIPScore on the same random open_clip weights."""
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_images
+
+import evalkit
+from evalkit.errors import InputError
+from evalkit.features.conditions import attach_prompts
+from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
+from evalkit.images.conditions import read_prompts
+from evalkit.metrics import clip_score
+from evalkit.metrics.clip_score import clip_scores
+
+FILES = ["imgs/a.png", "imgs/b.png", "x.zip::sub/c.png"]
+
+
+# ------------------------------------------------------------------------- prompt files
+
+
+def test_txt_prompts_are_in_sample_order(tmp_path):
+    p = tmp_path / "p.txt"
+    p.write_text("a cat\na dog, running\n\n", encoding="utf-8")
+    assert read_prompts(p, None, 3) == ["a cat", "a dog, running", ""]
+    with pytest.raises(InputError, match="2 lines for 3 samples"):
+        p.write_text("a\nb\n")
+        read_prompts(p, None, 3)
+
+
+def test_mapping_formats_match_locators(tmp_path):
+    rows = [("b.png", "bee"), ("a.png", "ant, \"quoted\""), ("c", "cow")]
+    with open(tmp_path / "p.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file_name", "caption"])
+        w.writerows(rows)
+    (tmp_path / "p.jsonl").write_text(
+        "\n".join(json.dumps({"file": k, "prompt": v}) for k, v in rows) + "\n")
+    coco = {"images": [{"id": 7, "file_name": "a.png"}, {"id": 9, "file_name": "b.png"},
+                       {"id": 3, "file_name": "c.png"}],
+            "annotations": [{"image_id": 9, "caption": "bee"}, {"image_id": 7, "caption": "ant, \"quoted\""},
+                            {"image_id": 7, "caption": "second caption is ignored"},
+                            {"image_id": 3, "caption": " cow "}]}
+    (tmp_path / "p.json").write_text(json.dumps(coco))
+    want = ["ant, \"quoted\"", "bee", "cow"]
+    for name in ("p.csv", "p.jsonl", "p.json"):
+        assert read_prompts(tmp_path / name, FILES, 3) == want, name
+    with pytest.raises(InputError, match="no prompt for 1 of 4"):
+        read_prompts(tmp_path / "p.csv", FILES + ["d.png"], 4)
+    with pytest.raises(InputError, match="needs image files"):
+        read_prompts(tmp_path / "p.csv", None, 3)
+    (tmp_path / "bad.csv").write_text("name,label\na.png,x\n")
+    with pytest.raises(InputError, match="prompt / caption / text"):
+        read_prompts(tmp_path / "bad.csv", FILES, 3)
+
+
+def test_ambiguous_short_names_are_not_guessed(tmp_path):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"file": "u/a.png", "prompt": "one"}) + "\n"
+                                      + json.dumps({"file": "v/a.png", "prompt": "two"}) + "\n")
+    assert read_prompts(tmp_path / "p.jsonl", ["v/a.png", "u/a.png"], 2) == ["two", "one"]
+    with pytest.raises(InputError, match="no prompt"):
+        read_prompts(tmp_path / "p.jsonl", ["w/a.png"], 1)
+    # an exact key wins over a short form another entry shares
+    (tmp_path / "q.json").write_text(json.dumps({"a.png": "x", "u/a.png": "y"}))
+    assert read_prompts(tmp_path / "q.json", ["a.png", "u/a.png"], 2) == ["x", "y"]
+
+
+def test_prompts_travel_through_subset_and_feature_files(tmp_path):
+    fs = FeatureSet({"features": np.arange(12.0).reshape(4, 3)}, source="x")
+    fs = attach_prompts(fs, ["zero", "one", "two", "ünï"])
+    assert "text" not in fs.arrays  # no CLIP encoder recorded: prompts only
+    sub = fs.subset(np.array([3, 1, 1]))
+    assert sub.prompts == ["ünï", "one", "one"]
+    save_feature_file(sub, tmp_path / "f.npz")
+    back = load_feature_file(tmp_path / "f.npz")
+    assert back.prompts == sub.prompts
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:  # stored without pickle
+        assert z["prompts"].dtype.kind == "U"
+    with pytest.raises(InputError, match="3 prompts for 4 samples"):
+        attach_prompts(fs, ["a", "b", "c"])
+
+
+# ------------------------------------------------------------------------- clip_score
+
+
+def test_clip_score_hand_values():
+    img = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    txt = np.array([[1.0, 0.0], [0.0, -1.0], [1.0, 0.0]])
+    # cos 1, -1 (clamped to 0), 1/sqrt(2)
+    assert clip_scores(img, txt) == pytest.approx([100.0, 0.0, 100 / np.sqrt(2)], rel=1e-12)
+    assert clip_score(img, txt)["clip_score"] == pytest.approx((100 + 100 / np.sqrt(2)) / 3, rel=1e-12)
+    perm = np.array([2, 0, 1])
+    assert clip_score(img[perm], txt[perm])["clip_score"] == pytest.approx(
+        clip_score(img, txt)["clip_score"], rel=1e-12)
+
+
+ARCH = "ViT-B-32"
+
+
+@pytest.fixture(scope="module")
+def clip_model(tmp_path_factory):
+    """A random open_clip ViT-B-32 saved in open_clip's state-dict format."""
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        model = open_clip.create_model(ARCH, pretrained=None).eval()
+    path = tmp_path_factory.mktemp("oc") / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def _torchmetrics_adapter(model):
+    """torchmetrics' CLIPScore model/processor interface around an open_clip model: the
+    processor normalises 224 x 224 uint8 images with OpenAI's mean/std and tokenizes with
+    open_clip's tokenizer."""
+    import open_clip
+
+    tok = open_clip.get_tokenizer(ARCH)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1)
+
+    class Model(torch.nn.Module):
+        config = SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=77))
+
+        def get_image_features(self, pixel_values):
+            return model.encode_image(pixel_values)
+
+        def get_text_features(self, input_ids, attention_mask=None):
+            return model.encode_text(input_ids)
+
+    def processor(text=None, images=None, **_):
+        if images is not None:
+            return {"pixel_values": torch.stack([(im.float() / 255 - mean) / std for im in images])}
+        ids = tok(text)
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+    return lambda: (Model(), processor)
+
+
+PROMPTS = ["a photo of a cat", "a red car on a street", "two dogs", "an oil painting of a ship",
+           "a bowl of fruit", "the moon over the sea"]
+
+
+def test_clip_score_equals_torchmetrics_on_the_same_weights(tmp_path, clip_model):
+    from torchmetrics.functional.multimodal.clip_score import _clip_score_update
+    from torchmetrics.multimodal import CLIPScore
+
+    model, weights = clip_model
+    paths = write_images(tmp_path / "gen", len(PROMPTS), size=(224, 224), seed=4)
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "gen"), metrics="clip_score",
+                        prompts=tmp_path / "p.txt", encoder="clip", arch=ARCH, weights=str(weights),
+                        device="cpu", workers=0, per_sample=str(tmp_path / "ps.csv"))
+    ours = res["clip_score"]
+
+    from PIL import Image
+
+    imgs = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1) for p in paths]
+    with torch.no_grad():
+        per_pair = []
+        for im, prompt in zip(imgs, PROMPTS):  # one pair per update: its own max(., 0)
+            m = CLIPScore(model_name_or_path=_torchmetrics_adapter(model))
+            m.update(im, prompt)
+            per_pair.append(float(m.compute()))
+        model_fn = _torchmetrics_adapter(model)
+        raw, _ = _clip_score_update(imgs, PROMPTS, *model_fn())  # 100 cos per pair, unclamped
+    scored = res.scored
+    ours_raw = 100 * np.einsum("ij,ij->i", scored.arrays["embedding"], scored.arrays["text"])
+    # float32 embeddings: cosines agree to ~1e-6, scores (0..100) to ~1e-4
+    assert ours_raw == pytest.approx(raw.numpy(), abs=2e-4)
+    assert np.abs(raw.numpy()).max() > 0.1  # not a trivial comparison
+    assert ours == pytest.approx(float(np.mean(per_pair)), abs=2e-4)
+    rows = list(csv.DictReader(open(tmp_path / "ps.csv", encoding="utf-8")))
+    assert [r["prompt"] for r in rows] == PROMPTS
+    assert [float(r["clip_score"]) for r in rows] == pytest.approx(per_pair, abs=2e-4)
+    rec = res.record
+    assert rec["samples"]["prompts"]["n"] == len(PROMPTS)
+    assert rec["samples"]["text"]["truncated"] == 0
+
+
+def test_long_prompts_truncate_keeping_the_end_token(tmp_path, clip_model):
+    import open_clip
+
+    model, weights = clip_model
+    long = " ".join(["word"] * 300)  # 300 tokens: far beyond the 77-token context
+    prompts = ["a cat", long, "a dog"]
+    write_images(tmp_path / "gen", 3, size=(224, 224), seed=5)
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "gen"), metrics="clip_score",
+                        prompts=prompts, encoder="clip", arch=ARCH, weights=str(weights),
+                        device="cpu", workers=0)
+    assert res.record["samples"]["text"]["truncated"] == 1
+    scored = res.scored
+    tok = open_clip.get_tokenizer(ARCH)
+    ids = tok([long])
+    assert ids.shape[1] == 77 and int(ids[0, -1]) == tok.eot_token_id
+    with torch.no_grad():
+        keep_end = model.encode_text(ids, normalize=True)[0].numpy()
+        raw = torch.tensor([[tok.sot_token_id] + tok.encode(long) + [tok.eot_token_id]])
+        sliced = model.encode_text(raw[:, :77], normalize=True)[0].numpy()  # end token cut off
+    assert np.abs(scored.arrays["text"][1] - keep_end).max() < 1e-5
+    assert np.abs(sliced - keep_end).max() > 1e-3  # the slice pools a word instead: differs
+
+
+# ------------------------------------------------------------------------- per-condition metrics
+
+
+def test_fd_per_class_equals_pytorch_fid_per_class():
+    from anchors import pytorch_fid
+
+    from evalkit.metrics import fd_per_class
+
+    g = np.random.default_rng(0)
+    d = 6
+    # classes 0..2 full rank in both sets; class 3 rank-deficient (4 samples <= 6 dims);
+    # class 4 has one generated sample (skipped), class 5 is in the reference only (skipped)
+    lab_f = np.repeat([0, 1, 2, 3, 4], [40, 30, 25, 4, 1])
+    lab_r = np.repeat([0, 1, 2, 3, 5], [50, 20, 35, 5, 9])
+    fake = g.standard_normal((len(lab_f), d)) + lab_f[:, None] * 0.3
+    real = g.standard_normal((len(lab_r), d)) * 1.2 + lab_r[:, None] * 0.25
+    out = fd_per_class(real, fake, lab_f, lab_r, device="cpu")
+    assert out["_skipped"] == ["4", "5"] and out["_rank_deficient"] == ["3"]
+    for c in (0, 1, 2):  # full rank: pytorch-fid (scipy sqrtm) to float64 round-off
+        want = pytorch_fid(real[lab_r == c], fake[lab_f == c])
+        assert out["_per_class"][str(c)] == pytest.approx(want, rel=1e-9), c
+    # rank-deficient: the definition via the eigenvalues of S_g S_r (real and >= 0)
+    a, b = np.cov(fake[lab_f == 3], rowvar=False), np.cov(real[lab_r == 3], rowvar=False)
+    ev = np.clip(np.linalg.eigvals(a @ b).real, 0, None)
+    mu = fake[lab_f == 3].mean(0) - real[lab_r == 3].mean(0)
+    want3 = mu @ mu + np.trace(a) + np.trace(b) - 2 * np.sqrt(ev).sum()
+    assert out["_per_class"]["3"] == pytest.approx(want3, rel=1e-8)
+    assert out["fd_per_class"] == pytest.approx(np.mean([out["_per_class"][k] for k in "0123"]), rel=1e-12)
+    # the GPU's zero-padded batched SVDs equal the per-class SVDs (run here on the CPU)
+    from evalkit.metrics.conditional import trace_sqrt_products
+
+    fa = [np.cov(fake[lab_f == c], rowvar=False) for c in range(3)]  # any factors will do
+    ra = [real[lab_r == c] / 7 for c in range(4)][:3]
+    assert trace_sqrt_products(fa, ra, "cpu", batched=True) == pytest.approx(
+        trace_sqrt_products(fa, ra, "cpu", batched=False), rel=1e-12)
+    # analytic: identical sets per class -> 0 for every class
+    same = fd_per_class(fake, fake, lab_f, lab_f, device="cpu")
+    assert abs(same["fd_per_class"]) < 1e-9
+
+
+def test_prompt_diversity_equals_vendi_package_per_prompt():
+    from anchors import vendi_package
+
+    from evalkit.metrics import prompt_diversity
+
+    g = np.random.default_rng(1)
+    ids = np.repeat([0, 1, 2, 3], [5, 8, 6, 1])  # prompt 3 has one image: left out
+    x = g.standard_normal((len(ids), 7)) + 0.5
+    out = prompt_diversity(x, ids, device="cpu")
+    assert out["_prompts"] == 3 and out["_single"] == 1
+    want = np.mean([vendi_package(x[ids == p])["vendi"] for p in (0, 1, 2)])
+    assert out["prompt_vendi"] == pytest.approx(want, rel=1e-6)
+    assert out["prompt_vendi_all"] == pytest.approx(vendi_package(x)["vendi"], rel=1e-6)
+
+    def mean_sim(rows):
+        u = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        return np.mean([u[i] @ u[j] for i in range(len(u)) for j in range(len(u)) if i != j])
+
+    assert out["prompt_similarity"] == pytest.approx(np.mean([mean_sim(x[ids == p]) for p in (0, 1, 2)]),
+                                                     rel=1e-12)
+    # one image per prompt: nothing in-prompt to report, not an error
+    one = prompt_diversity(x, np.arange(len(x)), device="cpu")
+    assert one["prompt_vendi"] is None and one["prompt_similarity"] is None and one["_single"] == len(x)
+    # analytic: every prompt's images identical -> Vendi 1, similarity 1
+    copies = prompt_diversity(np.repeat(x[:4], 3, axis=0), np.repeat(np.arange(4), 3), device="cpu")
+    assert copies["prompt_vendi"] == pytest.approx(1.0, abs=1e-9)
+    assert copies["prompt_similarity"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_prompt_metrics_run_from_the_pipeline():
+    """prompts -> ids in scoring; prompt metrics are skipped without prompts."""
+    g = np.random.default_rng(2)
+    fake = attach_prompts(FeatureSet({"features": g.standard_normal((12, 5))}, source="f"),
+                          ["a", "b", "c"] * 4)
+    real = FeatureSet({"features": g.standard_normal((12, 5))}, source="r")
+    res = evalkit.score(fake, real, metrics="all", device="cpu")
+    assert res["prompt_vendi"] > 1 and "prompt_vendi_all" in res.metrics
+    assert "clip_score" in res.record["skipped"] and "fd_per_class" in res.record["skipped"]
+    bare = evalkit.score(FeatureSet({"features": fake.arrays["features"]}, source="f"), real,
+                         metrics="all", device="cpu")
+    assert "prompts" in bare.record["skipped"]["prompt_vendi"]
+
+
+def test_class_coverage_hand_checked():
+    from evalkit.metrics import class_coverage
+
+    eye = np.eye(4)
+    logits = eye[[0, 0, 1, 2, 0, 1]] * 3  # predictions 0,0,1,2,0,1: 3 of 4 classes covered
+    out = class_coverage(logits, labels=np.array([0, 1, 1, 2, 0, 3]))
+    h = np.array([3, 2, 1, 0]) / 6
+    kl = sum(p * np.log(p / 0.25) for p in h if p > 0)
+    assert out == pytest.approx({"class_coverage": 3.0, "class_kl": kl, "class_accuracy": 4 / 6}, rel=1e-12)
+    assert class_coverage(eye * 5)["class_kl"] == pytest.approx(0.0, abs=1e-15)
+    # TF Inception's 1008 outputs: ImageNet class k is output k + 1, outputs 1001.. unused
+    tf = np.zeros((3, 1008))
+    tf[0, 1] = tf[1, 1000] = 9.0
+    tf[2, 1005] = 99.0  # an unused output never counts as a prediction
+    tf[2, 6] = 1.0
+    out = class_coverage(tf, labels=np.array([0, 999, 5]))
+    assert out["class_accuracy"] == 1.0 and out["class_coverage"] == 3.0
+    assert out["class_kl"] == pytest.approx(np.log(1000) + np.log(1 / 3), rel=1e-12)
+
+
+def test_rke_equals_eigenvalue_definition():
+    from evalkit.metrics import rke
+
+    g = np.random.default_rng(3)
+    real = g.standard_normal((50, 4))
+    fake = np.concatenate([g.standard_normal((20, 4)) * 0.1 + c for c in (0.0, 5.0, 10.0)])
+    sigma = 1.3
+    sq = ((fake[:, None] - fake[None]) ** 2).sum(-1)
+    lam = np.linalg.eigvalsh(np.exp(-sq / (2 * sigma**2)) / len(fake))
+    want = 1 / (lam**2).sum()  # order-2 Rényi: exp(H_2) = 1 / sum lambda^2
+    out = rke(real, fake, sigma=sigma, device="cpu")
+    assert out["rke"] == pytest.approx(want, rel=1e-10) and out["rke_sigma"] == sigma
+    assert 3.0 < out["rke"] < 3.2  # three well-separated, slightly spread modes
+    # default bandwidth: the median pairwise distance of the reference
+    d = np.sqrt(((real[:, None] - real[None]) ** 2).sum(-1))[np.triu_indices(50, 1)]
+    assert rke(real, fake, device="cpu")["rke_sigma"] == pytest.approx(np.median(d), rel=1e-12)
+    # analytic: N identical samples are one mode
+    assert rke(real, np.zeros((7, 4)), sigma=1.0, device="cpu")["rke"] == pytest.approx(1.0, rel=1e-12)
+
+
+def _rarity_reference(real, fake, k=3):
+    """The authors' convention written out: loops, float64."""
+    dist_rr = np.sqrt(((real[:, None] - real[None]) ** 2).sum(-1))
+    radii = np.sort(dist_rr, axis=1)[:, k]
+    scores = []
+    for f in fake:
+        d = np.sqrt(((real - f) ** 2).sum(-1))
+        inside = [radii[i] for i in range(len(real)) if d[i] < radii[i]]
+        scores.append(min(inside) if inside else np.nan)
+    return np.array(scores)
+
+
+def test_rarity_equals_authors_convention():
+    from evalkit.metrics import rarity
+    from evalkit.metrics.rarity import rarity_scores
+
+    g = np.random.default_rng(4)
+    real = g.standard_normal((60, 5))
+    fake = np.concatenate([g.standard_normal((30, 5)), g.standard_normal((5, 5)) + 8])  # 5 far out
+    want = _rarity_reference(real, fake)
+    got = rarity_scores(real, fake, device="cpu")
+    assert np.isnan(got).tolist() == np.isnan(want).tolist() and np.isnan(want).sum() >= 5
+    assert got[~np.isnan(got)] == pytest.approx(want[~np.isnan(want)], rel=1e-12)
+    out = rarity(real, fake, device="cpu")
+    assert out["rarity"] == pytest.approx(np.nanmean(want), rel=1e-12)
+    assert out["rarity_outside"] == np.isnan(want).sum()
+    # strict <: a generated sample exactly on a ball's boundary is outside that ball
+    real2 = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]])
+    # the ball of 10 has radius 9 (its 3rd nearest other sample is 1); the others radius 2 or 3
+    edge = rarity_scores(real2, np.array([[19.0], [18.5], [1.5]]), device="cpu")
+    assert np.isnan(edge[0]) and edge[1] == 9.0 and edge[2] == 2.0
+    perm = g.permutation(len(fake))
+    assert rarity(real, fake[perm], device="cpu") == pytest.approx(out, rel=1e-12)
+
+
+@pytest.mark.parametrize("n,d,shift", [(240, 8, 0.0), (240, 8, 0.7), (300, 40, 0.3)])
+def test_top_pr_equals_package(n, d, shift):
+    """Same inputs, same numbers as top-pr's compute_top_pr (d = 40: its random projection)."""
+    import contextlib
+    import io
+
+    top_pr_pkg = pytest.importorskip("top_pr")
+    from evalkit.metrics import top_pr
+
+    g = np.random.default_rng(n + d)
+    real = g.standard_normal((n, d)).astype(np.float32)
+    fake = (g.standard_normal((n, d)) + shift).astype(np.float32)
+    np.random.seed(42)  # the package seeds numpy itself only when it projects (d > 32)
+    with contextlib.redirect_stdout(io.StringIO()):
+        want = top_pr_pkg.compute_top_pr(real_features=real, fake_features=fake)
+    got = top_pr(real, fake)
+    # counts of significant samples: the ratios are equal exactly
+    assert got == {"top_precision": want["fidelity"], "top_recall": want["diversity"],
+                   "top_f1": pytest.approx(want["Top_F1"], rel=1e-12)}
+    assert 0 < got["top_precision"] <= 1 and 0 < got["top_recall"] <= 1
+
+
+def test_top_pr_building_blocks_equal_package():
+    """The KDE, the confidence band and the bandwidth, each against the package (or, for the
+    bandwidth, which the package computes inline, its definition written out)."""
+    top_pr_pkg = pytest.importorskip("top_pr.top_pr")
+    from scipy.spatial.distance import cdist
+
+    from evalkit.metrics.top_pr import balloon_bandwidth, confidence_band, kde
+
+    g = np.random.default_rng(9)
+    x = g.standard_normal((150, 6)).astype(np.float32)
+    y = g.standard_normal((90, 6)).astype(np.float32) + 0.3
+    h = np.float64(2.1)  # bandwidths are float64 (as the package's estimates are)
+    assert kde(x, y, h) == pytest.approx(top_pr_pkg.compact_KDE(x, y, h, kernel="cosine"), rel=1e-12)
+    np.random.seed(42)
+    c_want, p_want = top_pr_pkg.confband_est(x, h, alpha=0.1, kernel="cosine", p_val=True)
+    c_got, p_got = confidence_band(x, h, np.random.RandomState(42), 0.1)
+    assert c_got == pytest.approx(c_want, rel=1e-12) and p_got == pytest.approx(p_want, rel=1e-12)
+    k = 30
+    dist = cdist(x, x)
+    later_kth = sorted(sorted(dist[i, i + 1:])[k - 1] for i in range(len(x) - k))
+    assert balloon_bandwidth(x, k) == later_kth[int(len(later_kth) * 0.5) - 1]
+
+
+def test_prdc_per_class_equals_package_per_class():
+    from anchors import prdc_package
+
+    from evalkit.metrics import prdc_per_class
+
+    g = np.random.default_rng(11)
+    lab_f = np.repeat([0, 1, 2, 3], [40, 30, 25, 3])  # class 3: too few for k = 5
+    lab_r = np.repeat([0, 1, 2, 3], [35, 45, 30, 9])
+    fake = (g.standard_normal((len(lab_f), 6)) + lab_f[:, None]).astype(np.float32)
+    real = (g.standard_normal((len(lab_r), 6)) * 1.1 + lab_r[:, None]).astype(np.float32)
+    out = prdc_per_class(real, fake, lab_f, lab_r, device="cpu")
+    assert out["_skipped"] == ["3"]
+    want = [prdc_package(real[lab_r == c], fake[lab_f == c]) for c in range(3)]
+    for key in ("precision", "recall", "density", "coverage"):
+        assert out[f"{key}_per_class"] == pytest.approx(np.mean([w[key] for w in want]), rel=1e-12)
