@@ -36,6 +36,7 @@ from evalkit.metrics.primitives.common import (
     resolve_device,
     rows_per_chunk,
     seeded_generator,
+    take_rows,
 )
 
 
@@ -223,6 +224,64 @@ def reference_factor(real: Any, mu_r: torch.Tensor, cov_r: torch.Tensor,
     if nr <= d:
         return ((as_tensor(real, dev, torch.float64) - mu_r) / float(np.sqrt(nr - 1))).T.contiguous()
     return cov_factor(cov_r)
+
+
+class SubsetFrechet:
+    """FD between fixed reference statistics and row subsets of one generated set, for
+    resampling (half-sampling intervals): ``SubsetFrechet(...)(idx) -> float``.
+
+    With Z = (X − μg) F (F Fᵀ = Σr, D×k), the centred rows of Z over a subset of m rows have
+    Gram matrix Fᵀ Σsub F (m−1), whose non-zero eigenvalues are those of the m×m Gram matrix
+    of the same rows: each subset costs one min(m, k)-sized symmetric eigenproblem, not a D×D
+    one (a half-sample of m < D rows has rank <= m − 1). When neither m nor k is below D
+    (large sets against a full-rank reference) each subset takes the D×D route of
+    :func:`frechet_from_stats` as before, without keeping an N×D projection.
+
+    Args:
+        mu_r, cov_r: reference mean and covariance (float64 tensors on the device).
+        factor: F with F Fᵀ = cov_r (:func:`reference_factor` or :func:`cov_factor`).
+        fake: the generated features, N×D.
+        m: the subset size the projection is prepared for.
+        metric: the metric's name, for error messages.
+    """
+
+    def __init__(self, mu_r, cov_r, factor: torch.Tensor, fake: Any, m: int, dev: torch.device,
+                 metric: str = "fd"):
+        self.mu_r, self.cov_r, self.factor, self.fake, self.dev, self.metric = \
+            mu_r, cov_r, factor, fake, dev, metric
+        n, d = int(fake.shape[0]), int(fake.shape[1])
+        k = int(factor.shape[1])
+        self.small = min(m, k) < d
+        self.tr_r = float(torch.trace(cov_r))
+        if not self.small:
+            return
+        self.mu_g = mean_rows(fake, dev, metric, "generated")
+        lower = is_lower_triangular(factor)
+        step = rows_per_chunk(d)
+        self.xc = torch.empty(n, d, dtype=torch.float64, device=dev)
+        self.z = torch.empty(n, k, dtype=torch.float64, device=dev)
+        for i in range(0, n, step):
+            xc = as_tensor(fake[i:i + step], dev, torch.float64) - self.mu_g
+            self.xc[i:i + step] = xc
+            self.z[i:i + step] = project(xc, factor, lower)
+        self.sq = (self.xc * self.xc).sum(1)
+
+    def __call__(self, idx: np.ndarray) -> float:
+        if not self.small:
+            mu_g, cov_g = moments(take_rows(self.fake, idx), self.dev, self.metric)
+            return frechet_from_stats(self.mu_r, self.cov_r, mu_g, cov_g, factor_r=self.factor)
+        rows = torch.as_tensor(np.asarray(idx), device=self.dev)
+        m = int(rows.shape[0])
+        shift = self.xc[rows].mean(0)  # subset mean − μg
+        tr_g = float((self.sq[rows].sum() - m * (shift @ shift)) / (m - 1))
+        z = self.z[rows]
+        z = z - z.mean(0)
+        small = _gram_rows2d(z) if m <= z.shape[1] else gram_t(z)
+        diff = self.mu_g + shift - self.mu_r
+        value = float(diff @ diff) + self.tr_r + tr_g - 2.0 * trace_sqrt_eigs(small / (m - 1))
+        if not math.isfinite(value):
+            raise MetricInputError(f"{self.metric}: the feature statistics overflow float64; rescale the features")
+        return value
 
 
 def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:

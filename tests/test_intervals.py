@@ -180,3 +180,28 @@ def test_cli_progress_bar_method_and_quiet(files, tmp_path):
 def test_cli_refuses_huge_rounds_before_work(files):
     res = CliRunner().invoke(main, ["score", files["fake"], "--ref", files["real"], "--bootstrap", "1000000"])
     assert res.exit_code == 2 and "--bootstrap 1000000" in res.output
+
+
+@pytest.mark.parametrize("nr,ng,d", [(40, 30, 64), (200, 30, 64), (20, 150, 64), (200, 150, 16)])
+def test_subset_fd_equals_the_d_by_d_route(nr, ng, d):
+    """The n×n route of the resampler (small half-samples or a low-rank reference) gives the FD
+    of the D×D route (subset moments, Cholesky/eigen factor, D×D eigenproblem) to round-off."""
+    import torch
+
+    from evalkit.metrics.frechet import SubsetFrechet, cov_factor, frechet_from_stats, moments, reference_factor
+
+    g = np.random.default_rng(nr + ng + d)
+    real = g.standard_normal((nr, d)) * np.linspace(0.5, 2, d) + 0.3
+    fake = (1.2 * g.standard_normal((ng, d)) + 0.1).astype(np.float32)
+    dev = torch.device("cpu")
+    mu_r, cov_r = moments(real, dev)
+    sub = SubsetFrechet(mu_r, cov_r, reference_factor(real, mu_r, cov_r, dev), fake, ng // 2, dev)
+    assert sub.small == (min(ng // 2, min(nr, d)) < d)
+    for _ in range(3):
+        idx = np.sort(g.choice(ng, ng // 2, replace=False))
+        mu_g, cov_g = moments(fake[idx], dev)
+        want = frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r=cov_factor(cov_r))
+        # The D×D route sees the zero eigenvalues of a rank-deficient matrix as ±eps·scale and
+        # sums their square roots: up to d·sqrt(eps·scale) of round-off (the n×n route has none)
+        scale = float(torch.trace(cov_r) + torch.trace(cov_g))
+        assert sub(idx) == pytest.approx(want, abs=2 * d * np.sqrt(np.finfo(np.float64).eps * scale))

@@ -25,8 +25,9 @@ contains the estimate itself. It describes the noise of the generated set *given
 Cost: per round, metrics with per-sample statistics cost a subset mean, not an evaluation:
 precision / density / coverage (which real spheres each generated sample lies in, computed
 once), realism and authenticity (per-sample scores, computed once); FD and sFID reuse the
-reference's moments and factor (per round: the subset's moments, m D^2, and one D x D
-eigenproblem); recall recomputes only the subset's own k-NN radii and its spheres against the
+reference's moments and factor and project the generated set once (per round: the subset's
+Gram matrix and one min(m, k) x min(m, k) eigenproblem, k the factor's rank, Nr or D; the
+D x D route only when m and k are both at least D); recall recomputes only the subset's own k-NN radii and its spheres against the
 reference. Every other metric (kd, is, vendi, fd_inf, ct, fls, sw_approx, cmmd) is evaluated on
 the half-size subset, about a quarter of a full evaluation for the quadratic ones.
 """
@@ -43,7 +44,7 @@ import numpy as np
 from evalkit.devices import resolve_device
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
-from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments
+from evalkit.metrics.frechet import SubsetFrechet, cov_factor, moments, reference_factor
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
 from evalkit.metrics.primitives.common import take_rows
@@ -127,18 +128,19 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
 
     dev = resolve_device(device)
     fake_a = array_for(spec, fake)
+    n = int(fake_a.shape[0])
     if real.has_samples:
-        mu_r, cov_r = moments(array_for(spec, real), dev, spec.name, "reference")
+        real_a = array_for(spec, real)
+        mu_r, cov_r = moments(real_a, dev, spec.name, "reference")
+        factor = reference_factor(real_a, mu_r, cov_r, dev)  # D×Nr when Nr <= D: no D×D work
     else:  # statistics-only reference
         st = real.moments.get(spec.array) or real.moments.get(spec.fallback)
         mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
-    factor = cov_factor(cov_r)
-    n = int(fake_a.shape[0])
+        factor = cov_factor(cov_r)
+    subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name)
 
     def values(rng: np.random.Generator) -> dict[str, float]:
-        idx = np.sort(rng.choice(n, n // 2, replace=False))
-        mu_g, cov_g = moments(take_rows(fake_a, idx), dev, spec.name)
-        return {spec.name: frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r=factor)}
+        return {spec.name: subset_fd(np.sort(rng.choice(n, n // 2, replace=False)))}
 
     return _Resampler(spec.name, (spec.name,), n, values)
 
