@@ -280,7 +280,8 @@ class SubsetFrechet:
         diff = self.mu_g + shift - self.mu_r
         value = float(diff @ diff) + self.tr_r + tr_g - 2.0 * trace_sqrt_eigs(small / (m - 1))
         if not math.isfinite(value):
-            raise MetricInputError(f"{self.metric}: the feature statistics overflow float64; rescale the features")
+            raise MetricInputError(f"{self.metric}: the feature statistics overflow float64; "
+                                   "rescale the features")
         return value
 
 

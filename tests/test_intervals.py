@@ -188,7 +188,13 @@ def test_subset_fd_equals_the_d_by_d_route(nr, ng, d):
     of the D×D route (subset moments, Cholesky/eigen factor, D×D eigenproblem) to round-off."""
     import torch
 
-    from evalkit.metrics.frechet import SubsetFrechet, cov_factor, frechet_from_stats, moments, reference_factor
+    from evalkit.metrics.frechet import (
+        SubsetFrechet,
+        cov_factor,
+        frechet_from_stats,
+        moments,
+        reference_factor,
+    )
 
     g = np.random.default_rng(nr + ng + d)
     real = g.standard_normal((nr, d)) * np.linspace(0.5, 2, d) + 0.3

@@ -27,9 +27,10 @@ precision / density / coverage (which real spheres each generated sample lies in
 once), realism and authenticity (per-sample scores, computed once); FD and sFID reuse the
 reference's moments and factor and project the generated set once (per round: the subset's
 Gram matrix and one min(m, k) x min(m, k) eigenproblem, k the factor's rank, Nr or D; the
-D x D route only when m and k are both at least D); recall recomputes only the subset's own k-NN radii and its spheres against the
-reference. Every other metric (kd, is, vendi, fd_inf, ct, fls, sw_approx, cmmd) is evaluated on
-the half-size subset, about a quarter of a full evaluation for the quadratic ones.
+D x D route only when m and k are both at least D); recall recomputes only the subset's own
+k-NN radii and its spheres against the reference. Every other metric (kd, is, vendi, fd_inf,
+ct, fls, sw_approx, cmmd) is evaluated on the half-size subset, about a quarter of a full
+evaluation for the quadratic ones.
 """
 from __future__ import annotations
 
