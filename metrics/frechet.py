@@ -402,11 +402,19 @@ def fd_inf(real: Any, fake: Any, *, seed: Seed = 0, num_points: int = 15,
         raise MetricInputError(
             f"fd_inf needs at least 2 distinct sample sizes, got {sizes.tolist()} from {ng} generated samples"
         )
-    rng = seeded_generator(seed)
-    subsets = [np.sort(rng.choice(ng, n, replace=False)) for n in sizes.tolist()]
     dev = resolve_device(device)
     mu_r, cov_r = moments(real, dev, "fd_inf", "reference")
-    factor = reference_factor(real, mu_r, cov_r, dev)
+    return fd_inf_from_reference(mu_r, cov_r, reference_factor(real, mu_r, cov_r, dev), fake,
+                                 sizes=sizes, seed=seed, dev=dev)
+
+
+def fd_inf_from_reference(mu_r, cov_r, factor: torch.Tensor, fake: Any, *, sizes: np.ndarray,
+                          seed: Seed, dev: torch.device) -> dict[str, Any]:
+    """:func:`fd_inf` from the reference's float64 mean, covariance and factor (F Fᵀ = Σr),
+    computed once by the caller: what resampling the generated set reuses."""
+    ng, d = int(fake.shape[0]), int(fake.shape[1])
+    rng = seeded_generator(seed)
+    subsets = [np.sort(rng.choice(ng, n, replace=False)) for n in sizes.tolist()]
     k_cols = int(factor.shape[1])
     lower = is_lower_triangular(factor)
     tr_r = float(torch.trace(cov_r))

@@ -211,3 +211,22 @@ def test_subset_fd_equals_the_d_by_d_route(nr, ng, d):
         # sums their square roots: up to d·sqrt(eps·scale) of round-off (the n×n route has none)
         scale = float(torch.trace(cov_r) + torch.trace(cov_g))
         assert sub(idx) == pytest.approx(want, abs=2 * d * np.sqrt(np.finfo(np.float64).eps * scale))
+
+
+def test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation():
+    """fd_inf's rounds reuse the reference's moments and factor; each round's value equals
+    fd_inf recomputed on the half-sample with the same per-round seed."""
+    from evalkit.scoring import intervals
+    from evalkit.scoring.rng import RunRNG
+
+    g = np.random.default_rng(7)
+    real, fake = _fs(g.standard_normal((50, 40))), _fs(g.standard_normal((60, 40)) + 0.3)
+    spec = get_metric("fd_inf")
+    run_rng = RunRNG(3)
+    fast = intervals._fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=CPU, overrides={})
+    slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
+                                        overrides={})
+    g1, g2 = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(3):
+        a, b = fast.fn(g1)["fd_inf"], slow.fn(g2)["fd_inf"]
+        assert a == pytest.approx(b, rel=1e-12, abs=1e-12)

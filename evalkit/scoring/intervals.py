@@ -45,7 +45,14 @@ import numpy as np
 from evalkit.devices import resolve_device
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
-from evalkit.metrics.frechet import SubsetFrechet, cov_factor, moments, reference_factor
+from evalkit.metrics.frechet import (
+    SubsetFrechet,
+    cov_factor,
+    fd_inf_from_reference,
+    fd_inf_sizes,
+    moments,
+    reference_factor,
+)
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
 from evalkit.metrics.primitives.common import take_rows
@@ -146,6 +153,31 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
     return _Resampler(spec.name, (spec.name,), n, values)
 
 
+def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
+    """fd_inf on each half-sample, with the reference's moments and factor computed once (the
+    metric's own subset draws on the same per-round stream as a recomputation would use)."""
+    dev = resolve_device(device)
+    fake_a, real_a = array_for(spec, fake), array_for(spec, real)
+    mu_r, cov_r = moments(real_a, dev, spec.name, "reference")
+    factor = reference_factor(real_a, mu_r, cov_r, dev)
+    num_points = overrides.get(spec.name, {}).get("num_points", 15)
+    n = int(fake_a.shape[0])
+    count = [0]
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        idx = np.sort(rng.choice(n, n // 2, replace=False))
+        count[0] += 1
+        sub = take_rows(fake_a, idx)
+        sizes = fd_inf_sizes(len(idx), num_points)
+        if len(idx) < spec.min_samples or len(np.unique(sizes)) < 2:
+            raise MetricInputError(f"{spec.name}: too few samples in a half-sample")
+        seed = run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0])
+        out = fd_inf_from_reference(mu_r, cov_r, factor, sub, sizes=sizes, seed=seed, dev=dev)
+        return {spec.name: out[spec.name]}
+
+    return _Resampler(spec.name, (spec.name,), n, values)
+
+
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
 
     n = fake.n
@@ -192,6 +224,9 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
             out.append(_mean_resampler("authpct", auth.detach().cpu().numpy(), 100.0))
         elif spec.name in _MOMENTS and real is not None:
             out.append(_moments_resampler(spec, fake, real, device))
+        elif spec.name == "fd_inf" and samples and set(overrides.get("fd_inf", {})) <= {"num_points"}:
+            out.append(_fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=device,
+                                         overrides=overrides))
         else:
             generic.append(spec)
     groups: dict[tuple[int, str], list] = {}
@@ -206,7 +241,7 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
 def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float], rounds: int,
                         rng: RunRNG | int, device: str, confidence: float = 0.95,
                         overrides: dict[str, Any] | None = None, progress: bool = True,
-                        ) -> dict[str, list[float]]:
+                        label: str | None = None) -> dict[str, list[float]]:
     """Half-sampling intervals (module docstring) for every metric in ``specs``.
 
     Args:
@@ -219,7 +254,7 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
             metrics' seeds from their own streams.
         confidence: nominal coverage (0.95).
         overrides: per-metric keyword overrides (as for the estimates).
-        progress: a tqdm bar on stderr.
+        progress: a tqdm bar on stderr, titled ``bootstrap <label>`` (the set's name).
 
     Returns:
         ``{key: [lo, hi]}`` for every key with an estimate whose subsamples could be scored
@@ -238,7 +273,8 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
     draws: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     failed: set[int] = set()
-    for _ in tqdm(range(rounds), desc="bootstrap", unit="round", disable=not progress, file=sys.stderr,
+    bar = f"bootstrap {label}" if label else "bootstrap"
+    for _ in tqdm(range(rounds), desc=bar, unit="round", disable=not progress, file=sys.stderr,
                   leave=False):
         for j, res in enumerate(resamplers):
             if j in failed:

@@ -106,7 +106,7 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
         intervals = bootstrap_intervals(
             specs, fake_s, real_s, test_s, estimates=values, rounds=config.bootstrap, rng=rng,
             device=config.device, confidence=config.confidence,
-            overrides=config.metric_overrides(), progress=config.progress)
+            overrides=config.metric_overrides(), progress=config.progress, label=name)
     timing = {"extract_s": float(fake.meta.get("extract_s", 0.0)), "metrics_s": seconds,
               "metrics_total_s": round(time.perf_counter() - t0, 4)}
     return Scores(name=name, ref_name=ref_name, config=config, samples=fake_s, reference=real_s,
