@@ -314,7 +314,8 @@ def _from_moments(metric: str):
 
 
 @register_metric(
-    Output("fd", "lower", "Fréchet distance between Gaussian fits of the features (FID with Inception)"),
+    Output("fd", "lower", "Fréchet distance between Gaussian fits of the features (FID with Inception)",
+           range=(0.0, math.inf)),
     array="features", min_samples=2, moments=_from_moments("fd"), position=10,
 )
 def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
@@ -339,7 +340,8 @@ def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
 
 @register_metric(
     Output("sfid", "lower",
-           "Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)"),
+           "Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)",
+           range=(0.0, math.inf)),
     array="spatial", min_samples=2, moments=_from_moments("sfid"), position=30,
 )
 def sfid(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:

@@ -51,7 +51,7 @@ def authenticity(real: Any, fake: Any, *, device: Any = None,
 
 @register_metric(
     Output("authpct", "higher", "authenticity %: generated samples farther from their nearest real sample "
-           "than it is from its own (Alaa et al. 2022)"),
+           "than it is from its own (Alaa et al. 2022)", range=(0.0, 100.0)),
     min_samples=2, position=90,
 )
 def authpct(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:

@@ -230,3 +230,51 @@ def test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation():
     for _ in range(3):
         a, b = fast.fn(g1)["fd_inf"], slow.fn(g2)["fd_inf"]
         assert a == pytest.approx(b, rel=1e-12, abs=1e-12)
+
+
+def test_interval_stays_inside_the_declared_range():
+    """Near a bound each side's width is squeezed into the room left (R·tanh(w/R)); far from it
+    the interval is the plain basic one; on the bound that side has no width."""
+    draws = np.array([0.80, 0.85, 0.90, 0.95, 1.00])  # deviations -0.1 .. +0.1 around 0.9
+    far = interval(0.5, draws, 10, 5, 0.95, (0.0, 1.0))
+    plain = interval(0.5, draws, 10, 5, 0.95)
+    assert far == pytest.approx(plain, abs=2e-3)  # room 0.5 ≫ width 0.095: tanh ≈ identity
+    lo, hi = interval(0.98, draws, 10, 5, 0.95, (0.0, 1.0))
+    assert lo == pytest.approx(0.98 - plain[1] + 0.5, rel=1e-3) and 0.98 < hi < 1.0
+    assert hi == pytest.approx(0.98 + 0.02 * np.tanh((plain[1] - 0.5) / 0.02))
+    assert interval(1.0, draws, 10, 5, 0.95, (0.0, 1.0))[1] == 1.0  # a share of 1 has no room above
+
+
+def test_every_interval_lies_in_its_metric_range_and_ct_says_why_it_has_none():
+    """The issue's cases: coverage 1.000 got [0.96, 1.149], kd_std a negative lower end, and ct
+    (no k-means cell of 32 half-sampled points holds 20) silently no interval."""
+    from evalkit.metrics import result_ranges
+
+    g = np.random.default_rng(5)
+    real = _fs(g.standard_normal((64, 6)))
+    fake = _fs(g.standard_normal((64, 6)) * 0.2)  # tight: coverage and precision near 1
+    test = _fs(g.standard_normal((64, 6)))
+    keys = ("fd", "kd", "precision", "recall", "density", "coverage", "realism", "authpct", "ct",
+            "vendi", "sw_approx")
+    cfg = ScoreConfig(metrics=keys, bootstrap=40, progress=False)
+    rec = build_record(score_set(fake, real, test, cfg, name="m"))
+    ranges = result_ranges()
+    for key, (lo, hi) in rec["metrics_ci"].items():
+        low, high = ranges[key]
+        assert low <= lo <= rec["metrics"][key] <= hi <= high, (key, lo, hi, ranges[key])
+    assert rec["metrics_ci"]["kd_std"][0] >= 0.0
+    assert "ct" not in rec["metrics_ci"]
+    assert "half-samples of 32 (ct: " in rec["metrics_ci_missing"]["ct"]
+    from evalkit.results.outputs import metrics_table
+
+    assert "no interval: ct (" in metrics_table([rec])
+
+
+def test_every_output_declares_a_range_its_direction_fits():
+    """Shares in [0, 1], percentages in [0, 100], distances from 0, scores from 1."""
+    from evalkit.metrics import result_ranges
+
+    ranges = result_ranges()
+    assert ranges["coverage"] == ranges["precision"] == ranges["recall"] == (0.0, 1.0)
+    assert ranges["authpct"] == (0.0, 100.0) and ranges["fls_pog"] == (-50.0, 50.0)
+    assert ranges["kd_std"][0] == ranges["fd"][0] == 0.0 and ranges["vendi"][0] == ranges["is"][0] == 1.0

@@ -47,9 +47,15 @@ def metrics_table(records: list[dict[str, Any]]) -> str:
     skipped: dict[str, str] = {}
     for rec in records:
         skipped.update(rec.get("skipped") or {})
-    if skipped:
+    no_ci: dict[str, str] = {}
+    for rec in records:
+        no_ci.update(rec.get("metrics_ci_missing") or {})
+    if skipped or no_ci:
         out.append("")
+    if skipped:
         out.append("skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()))
+    if no_ci:
+        out.append("no interval: " + "; ".join(f"{k} ({v})" for k, v in no_ci.items()))
     return "\n".join(out)
 
 

@@ -94,6 +94,8 @@ def build_record(scores: Scores, *, per_sample: str | None = None,
     }
     if scores.intervals is not None:
         record["metrics_ci"] = scores.intervals
+        if scores.no_interval:
+            record["metrics_ci_missing"] = scores.no_interval  # key -> why it has no interval
     record["skipped"] = scores.skipped
     record["details"] = scores.details
     record["per_sample"] = per_sample

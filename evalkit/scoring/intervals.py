@@ -45,6 +45,7 @@ import numpy as np
 from evalkit.devices import resolve_device
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
+from evalkit.metrics import result_ranges
 from evalkit.metrics.frechet import (
     SubsetFrechet,
     cov_factor,
@@ -79,13 +80,32 @@ def check_rounds(rounds: int, warn: bool = True) -> None:
                       "and multiplies the cost", stacklevel=2)
 
 
-def interval(estimate: float, draws: np.ndarray, n: int, m: int, confidence: float) -> list[float]:
-    """Median-centred, rescaled basic interval from subsample values (see module docstring)."""
+def interval(estimate: float, draws: np.ndarray, n: int, m: int, confidence: float,
+             bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[float]:
+    """Median-centred, rescaled basic interval from subsample values (see module docstring),
+    built inside the metric's declared range ``bounds``.
+
+    Each side's half-width w is measured against the room R between the estimate and the bound
+    on that side and becomes R·tanh(w/R): the basic interval itself where the bound is far
+    (w ≪ R), approaching the bound but never passing it where it is near, and no width at all
+    on the side of an estimate that sits on its bound (a share of 1.000 has no room above).
+    """
     f = math.sqrt(m / (n - m))
     dev = np.asarray(draws, dtype=np.float64) - np.median(draws)
     alpha = (1.0 - confidence) / 2
     lo_q, hi_q = np.quantile(dev, [alpha, 1.0 - alpha])
-    return [float(estimate - f * hi_q), float(estimate - f * lo_q)]
+    below, above = max(float(f * hi_q), 0.0), max(float(-f * lo_q), 0.0)
+    return [float(estimate - _within(below, estimate - bounds[0])),
+            float(estimate + _within(above, bounds[1] - estimate))]
+
+
+def _within(width: float, room: float) -> float:
+    """``width`` squeezed into ``room`` (R·tanh(w/R); w itself for an unbounded side)."""
+    if math.isinf(room):
+        return width
+    if room <= 0.0 or width == 0.0:
+        return 0.0
+    return room * math.tanh(width / room)
 
 
 class _Resampler:
@@ -241,7 +261,8 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
 def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float], rounds: int,
                         rng: RunRNG | int, device: str, confidence: float = 0.95,
                         overrides: dict[str, Any] | None = None, progress: bool = True,
-                        label: str | None = None) -> dict[str, list[float]]:
+                        label: str | None = None, missing: dict[str, str] | None = None,
+                        ) -> dict[str, list[float]]:
     """Half-sampling intervals (module docstring) for every metric in ``specs``.
 
     Args:
@@ -255,6 +276,8 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
         confidence: nominal coverage (0.95).
         overrides: per-metric keyword overrides (as for the estimates).
         progress: a tqdm bar on stderr, titled ``bootstrap <label>`` (the set's name).
+        missing: when given, filled with ``{key: why}`` for every estimated key that gets no
+            interval.
 
     Returns:
         ``{key: [lo, hi]}`` for every key with an estimate whose subsamples could be scored
@@ -263,7 +286,11 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
     from tqdm.auto import tqdm
 
     check_rounds(rounds, warn=False)
-    if rounds == 0 or fake.n < 4:
+    why: dict[str, str] = {} if missing is None else missing
+    if rounds == 0:
+        return {}
+    if fake.n < 4:
+        why.update(dict.fromkeys(estimates, f"half-samples of {fake.n} generated samples are too small"))
         return {}
     run_rng = rng if isinstance(rng, RunRNG) else RunRNG(int(rng))
     resamplers = plan_resamplers(specs, fake, real, test, run_rng=run_rng, device=device,
@@ -281,12 +308,19 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
                 continue
             try:
                 vals = res.fn(gens[j])
-            except MetricInputError:  # e.g. ct or kd needing more than n/2 samples
+            except MetricInputError as err:  # e.g. ct or kd needing more than n/2 samples
                 failed.add(j)
+                for key in (k for k in res.keys if k in estimates):
+                    why[key] = f"not computable on half-samples of {res.m} ({err})"
                 continue
             for key, v in vals.items():
                 if key in estimates and v is not None and math.isfinite(v):
                     draws.setdefault(key, []).append(float(v))
                     sizes[key] = res.n
-    return {key: interval(estimates[key], np.array(v), sizes[key], sizes[key] // 2, confidence)
+    for key in estimates:
+        if key not in why and len(draws.get(key, ())) != rounds:
+            why[key] = f"no finite value on every half-sample of {fake.n // 2}"
+    ranges = result_ranges()
+    return {key: interval(estimates[key], np.array(v), sizes[key], sizes[key] // 2, confidence,
+                          ranges.get(key, (-math.inf, math.inf)))
             for key, v in draws.items() if len(v) == rounds}
