@@ -211,3 +211,23 @@ def test_cli_bad_input_exits_2(tmp_path, records, args, message):
     _write(tmp_path / "notes.json", {"hello": 1})
     r = CliRunner().invoke(main, ["leaderboard"] + [a.format(d=tmp_path) for a in args])
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_test_set_metrics_of_different_test_sets_never_share_a_column(records):
+    """ct and fls depend on the --test set: records scored against different ones share the fd
+    column but get one ct table per test set; with the same test set, one table."""
+    for r, fp in zip(records, ("t1", "t2", "t1")):
+        r["test"] = {"source": "/t", "n": 500, "fingerprint": fp}
+    tables = build_tables(records)
+    assert len(tables) == 3
+    (p0, main), (p1, t1), (p2, t2) = tables
+    assert "ct" not in main.columns and set(main.index) == {"gan", "diffusion", "vae"}
+    assert "test" not in p0 and p1["test"] == "t1" and p2["test"] == "t2"
+    assert list(t1.columns) == ["rank", "ct"] and set(t1.index) == {"gan", "vae"}
+    assert list(t2.index) == ["diffusion"]
+    [(_, t)] = build_tables(records, sort="ct", metrics=["fd"])  # no ct asked for: one table
+    assert list(t.columns) == ["rank", "fd"]
+    for r in records:
+        r["test"]["fingerprint"] = "t1"
+    [(_, t)] = build_tables(records)
+    assert "ct" in t.columns
