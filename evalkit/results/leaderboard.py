@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,16 @@ def _as_float(value: Any) -> float:
 def _row_names(group: list[dict[str, Any]]) -> list[str]:
     """Model names, made unique with the record file's name (then a counter) when repeated."""
     names = [str(r.get("name") or Path(r.get("_path", "record")).stem) for r in group]
-    out = []
+    counts = Counter(names)
+    out: list[str] = []
+    taken: set[str] = set()
     for i, (name, rec) in enumerate(zip(names, group)):
-        if names.count(name) > 1:
+        if counts[name] > 1:
             name = f"{name} [{Path(rec.get('_path', '')).name or i}]"
-        while name in out:
+        while name in taken:
             name = f"{name}#{i}"
         out.append(name)
+        taken.add(name)
     return out
 
 
