@@ -103,12 +103,19 @@ def test_markdown_headers_bold_and_ci(records):
 def test_csv_html_latex_json(records):
     tables = build_tables(records)
     text = render(tables, "csv")
-    assert text.startswith("# Protocol:")
-    rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
+    assert text.startswith("table,rank,model,") and "↓" not in text and "*" not in text
+    rows = list(csv.DictReader(io.StringIO(text)))
     by = {r["model"]: r for r in rows}
-    assert by["diffusion"]["fd ↓"] == "12.50*" and by["gan"]["fd ↓"] == "25.00"
-    assert by["diffusion"]["fd ci_lo"] == "11.90" and by["gan"]["fd ci_lo"] == ""
-    assert by["gan"]["precision ↑"] == "0.8000*"
+    assert by["diffusion"]["fd"] == "12.5" and by["diffusion"]["fd_best"] == "1"
+    assert by["gan"]["fd"] == "25.0" and by["gan"]["fd_best"] == "0"
+    assert by["diffusion"]["fd_ci_lo"] == "11.9" and by["gan"]["fd_ci_lo"] == ""
+    assert by["gan"]["precision"] == "0.8" and by["gan"]["precision_best"] == "1"
+    assert by["gan"]["table"].startswith("Protocol:")
+    import pandas
+
+    frame = pandas.read_csv(io.StringIO(text))  # plain data: numeric columns, one header row
+    assert frame["fd"].dtype == float and frame["fd_best"].dtype.kind == "i" and len(frame) == 3
+    assert frame.set_index("model").loc["diffusion", "fd_ci_hi"] == 13.2
 
     page = render(tables, "html")
     assert page.startswith("<!DOCTYPE html>") and "fd ↓" in page
@@ -189,7 +196,7 @@ def test_cli_inputs_files_dirs_globs_and_output(tmp_path, records):
         r = runner.invoke(main, ["leaderboard", str(d / "*.json"), "--format", "csv",
                                  "--sort", "recall"])
     assert r.exit_code == 0, r.output
-    assert r.output.splitlines()[2].startswith("1,vae,")
+    assert r.output.splitlines()[1].split(",")[1:3] == ["1", "vae"]
     out = tmp_path / "board.tex"
     r = runner.invoke(main, ["leaderboard", str(d / "gan.json"), str(d / "rest.json"),
                              "--format", "latex", "-o", str(out)])

@@ -2,11 +2,14 @@
 
 Each protocol's table is preceded by its description; metric columns carry their direction
 arrow; the best value per column is marked; a 95% bootstrap interval (``metrics_ci``) shows as
-``value [lo, hi]``.
+``value [lo, hi]``. Those decorations are for people (md, html, latex); csv is plain data (one
+header row, numbers, best marks and intervals in columns of their own) and json is structured.
 """
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -93,29 +96,39 @@ def _md(tables) -> str:
     return "\n".join(out) + "\n"
 
 
-def _csv_number(x: float) -> str:
-    return "" if x is None or math.isnan(x) else format_number(x)
+def _csv_number(x: float | None) -> str:
+    """Full precision (``repr``), empty for a missing value: plain data for pandas and friends."""
+    return "" if x is None or math.isnan(x) else repr(float(x))
 
 
 def _csv(tables) -> str:
-    blocks = []
+    """One plain table for data tools (``pandas.read_csv`` reads it as is): one header row, no
+    comment lines or arrows, numeric cells at full precision; ``table`` names the protocol, the
+    best marks are ``<metric>_best`` columns (1/0), intervals ``<metric>_ci_lo``/``_ci_hi``.
+    Tables of different protocols share the header (a metric a table lacks is empty)."""
+    rows: list[dict[str, str]] = []
+    header = ["table", "rank", "model"]
     for _, frame in tables:
-        cols = _metric_cols(frame)
         grid = _grid(frame)
-        dirs = frame.attrs["directions"]
-        data: dict[str, list[str]] = {"rank": [str(r) for r in frame["rank"]], "model": list(frame.index)}
+        title = _title(frame)
+        cols = _metric_cols(frame)
         for c in cols:
-            data[_header(c, dirs)] = [
-                _csv_number(grid[m][c]) + ("*" if m in grid.best.get(c, ()) else "")
-                for m in frame.index
-            ]
-            if c in frame.attrs["ci"]:
-                bounds = [frame.attrs["ci"][c].get(m, [float("nan")] * 2) for m in frame.index]
-                data[f"{c} ci_lo"] = [_csv_number(b[0]) for b in bounds]
-                data[f"{c} ci_hi"] = [_csv_number(b[1]) for b in bounds]
-        text = pd.DataFrame(data).to_csv(index=False, lineterminator="\n")
-        blocks.append(f"# {_title(frame)}; ranked by {frame.attrs['sort']}; * marks the best\n{text}")
-    return "\n".join(blocks)
+            extra = [c, f"{c}_best"] + ([f"{c}_ci_lo", f"{c}_ci_hi"] if c in frame.attrs["ci"] else [])
+            header += [h for h in extra if h not in header]
+        for m in frame.index:
+            row = {"table": title, "rank": str(grid[m]["rank"]), "model": m}
+            for c in cols:
+                row[c] = _csv_number(grid[m][c])
+                row[f"{c}_best"] = "1" if m in grid.best.get(c, ()) else "0"
+                if c in frame.attrs["ci"]:
+                    lo, hi = frame.attrs["ci"][c].get(m, [None, None])
+                    row[f"{c}_ci_lo"], row[f"{c}_ci_hi"] = _csv_number(lo), _csv_number(hi)
+            rows.append(row)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 _HTML_STYLE = """
