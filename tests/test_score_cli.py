@@ -223,3 +223,16 @@ def test_statistics_only_reference_runs_fd_and_skips_the_rest(sets, tmp_path):
     res = CliRunner().invoke(main, ["score", sets["fake"], "--ref", str(stats), "--metrics",
                                     "precision"])
     assert res.exit_code == 2 and "statistics" in res.output
+
+
+def test_console_table_has_directions_and_names_the_spread():
+    """Direction arrows beside each metric; kd's spread over its subsets is named as such (a bare
+    ``± 4.2e-09`` read as an error bar)."""
+    from evalkit.results.outputs import metrics_table
+
+    rec = {"name": "fake", "metrics": {"fd": 40.7, "kd": 0.012, "kd_std": 4.2e-09, "ct": -1.0}}
+    lines = metrics_table([rec]).splitlines()
+    by = {ln.split()[0]: ln for ln in lines[2:]}
+    assert by["fd"].split()[1] == "↓" and by["ct"].split()[1] == "→0"
+    assert "(sd over subsets 4.2e-09)" in by["kd"] and "±" not in by["kd"]
+    assert "kd_std" not in by

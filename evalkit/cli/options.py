@@ -26,7 +26,9 @@ def extract_options(fn):
                      help=f"clean: PIL bicubic (clean-fid); legacy "
                           f"({', '.join(legacy_resize_encoders())}): pytorch-fid (inception), "
                           "dgm-eval's or timm's torchvision transform (others)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Images per encoder forward pass (speed and memory; features agree "
+                          "to float round-off)."),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]"),
         click.option("--workers", type=click.IntRange(min=0), default=min(8, os.cpu_count() or 1),
                      show_default=True, help="Data-loading worker processes."),

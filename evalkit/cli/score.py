@@ -24,7 +24,8 @@ from evalkit.results.outputs import metrics_table
               help="Comma list of metric keys, or `all`.")
 @click.option("--nsample", type=click.IntRange(min=1), default=None,
               help="Use at most N images per set (seeded subsample).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Run seed: subsampling, metric subsets and bootstrap rounds (same seed, same numbers).")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0,
               help="Add 95% intervals from B half-samples of the generated set (README: Intervals).")
 @click.option("--realism-k", type=click.IntRange(min=1), default=5, show_default=True,
