@@ -93,6 +93,7 @@ def test_per_sample_csv(sets):
     res = run("score", sets["fake"], "--ref", sets["real"], "--metrics", "realism,authpct",
               "--per-sample", csv_path, "--out", out)
     assert res.exit_code == 0, res.output
+    assert f"wrote {out}" in res.output and f"wrote {csv_path}" in res.output  # says what it wrote
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 250
     real = np.load(sets["real"])["features"].astype(np.float64)

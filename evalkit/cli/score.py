@@ -10,7 +10,7 @@ from evalkit.cli.app import main
 from evalkit.cli.options import extract_options, options_from_kwargs
 from evalkit.errors import ProtocolWarning
 from evalkit.features.distributed import is_main
-from evalkit.results.outputs import metrics_table
+from evalkit.results.outputs import metrics_table, per_sample_path
 
 
 @main.command("score")
@@ -57,6 +57,8 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
             if len(blocks) > 1:
                 click.echo(("\n" if i else "") + f"encoder: {enc}")
             click.echo(metrics_table(records))
+        for path in _written(results, out, per_sample):
+            click.echo(f"wrote {path}", err=True)
         for r in results:
             proto = r.record.get("protocol") or {}
             if proto.get("complete") is False:
@@ -64,6 +66,14 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                             f"EXPECTS {proto['n_expected']} SAMPLES, GOT {r.record['samples']['n']}: "
                             "NOT comparable with the published tables (record marked "
                             "protocol.complete = false)", err=True, fg="red", bold=True)
+
+
+def _written(results, out, per_sample) -> list[str]:
+    """The files this run wrote: the record file and each set's per-sample CSV."""
+    several = len({r.record["name"] for r in results}) > 1
+    csvs = [str(per_sample_path(str(per_sample), name, several))
+            for name in dict.fromkeys(r.record["name"] for r in results)] if per_sample else []
+    return ([str(out)] if out else []) + csvs
 
 
 def _typed(params: set[str]) -> set[str]:
