@@ -8,7 +8,7 @@ from click.core import ParameterSource
 
 from evalkit.cli.app import main
 from evalkit.cli.options import extract_options, options_from_kwargs
-from evalkit.errors import ProtocolWarning
+from evalkit.errors import InputError, ProtocolWarning
 from evalkit.features.distributed import is_main
 from evalkit.results.outputs import metrics_table, per_sample_path
 
@@ -40,6 +40,7 @@ from evalkit.results.outputs import metrics_table, per_sample_path
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
                   out, name, per_sample, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files) against --ref."""
+    _check_cheaply(samples, test, kwargs.get("encoder"))
     from evalkit.api import score  # the engine imports torch: only when a command runs it
 
     with warnings.catch_warnings():
@@ -66,6 +67,22 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                             f"EXPECTS {proto['n_expected']} SAMPLES, GOT {r.record['samples']['n']}: "
                             "NOT comparable with the published tables (record marked "
                             "protocol.complete = false)", err=True, fg="red", bold=True)
+
+
+def _check_cheaply(samples, test, encoder: str | None) -> None:
+    """What can be refused before torch loads (seconds) or weights are looked for: sample and
+    --test paths that do not exist, unknown encoder names (the registry is readable without
+    importing any encoder)."""
+    from pathlib import Path
+
+    from evalkit.encoders import encoder_summary
+
+    for path in [*samples, *([test] if test else [])]:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such file or directory")
+    for name in (encoder or "").split(","):
+        if name.strip():
+            encoder_summary(name.strip())  # unknown: UnknownNameError with close matches
 
 
 def _written(results, out, per_sample) -> list[str]:
