@@ -203,8 +203,11 @@ def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None =
 
 
 def _combine(mu_r, cov_r, mu_g, cov_g, tr_sqrt: float) -> float:
-    diff = mu_r - mu_g
-    value = float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
+    return _combine_traces(mu_r - mu_g, torch.trace(cov_r), torch.trace(cov_g), tr_sqrt)
+
+
+def _combine_traces(diff, tr_r, tr_g, tr_sqrt: float) -> float:
+    value = float(diff @ diff + tr_r + tr_g) - 2.0 * tr_sqrt
     if not math.isfinite(value):  # squares of features beyond ~1e154 overflow float64
         raise MetricInputError(
             "Fréchet distance: the feature statistics overflow float64 (features of magnitude "
@@ -224,6 +227,19 @@ def reference_factor(real: Any, mu_r: torch.Tensor, cov_r: torch.Tensor,
     if nr <= d:
         return ((as_tensor(real, dev, torch.float64) - mu_r) / float(np.sqrt(nr - 1))).T.contiguous()
     return cov_factor(cov_r)
+
+
+def reference_stats(real: Any, dev: torch.device, metric: str = "fd"):
+    """``(mu, cov or None, F, Tr cov)`` of the reference, F F^T = cov with few columns
+    (:func:`reference_factor`). With Nr <= D rows no D×D matrix is formed at all (``cov`` is
+    None): the centred data is the factor and the trace is its squared norm."""
+    nr, d = int(real.shape[0]), int(real.shape[1])
+    if nr > d:
+        mu, cov = moments(real, dev, metric, "reference")
+        return mu, cov, cov_factor(cov), torch.trace(cov)
+    mu = mean_rows(real, dev, metric, "reference")
+    f = ((as_tensor(real, dev, torch.float64) - mu) / float(np.sqrt(nr - 1))).T.contiguous()
+    return mu, None, f, (f * f).sum()
 
 
 class SubsetFrechet:
@@ -288,17 +304,24 @@ class SubsetFrechet:
 def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:
     nr, ng, d = check_pair(metric, real, fake, 2)
     dev = resolve_device(device)
-    mu_r, cov_r = moments(real, dev, metric, "reference")
-    mu_g, cov_g = moments(fake, dev, metric, "generated")
     if ng >= d and nr > d:
+        mu_r, cov_r = moments(real, dev, metric, "reference")
+        mu_g, cov_g = moments(fake, dev, metric, "generated")
         return frechet_from_stats(mu_r, cov_r, mu_g, cov_g)
     # A set with fewer samples than dims: Fᵀ Σg F = WᵀW / (ng − 1) with W = (Xg − μg) F, whose
-    # non-zero eigenvalues are those of the smaller of WᵀW and W Wᵀ: no D×D eigenproblem.
-    f = reference_factor(real, mu_r, cov_r, dev)
+    # non-zero eigenvalues are those of the smaller of WᵀW and W Wᵀ: no D×D eigenproblem, and
+    # no D×D covariance of a set with fewer rows than dims (traces from the centred rows).
+    mu_r, _, f, tr_r = reference_stats(real, dev, metric)
+    mu_g = mean_rows(fake, dev, metric, "generated")
     step = rows_per_chunk(d)
-    w = torch.cat([(as_tensor(fake[i:i + step], dev, torch.float64) - mu_g) @ f for i in range(0, ng, step)])
+    parts, tr_g = [], 0.0
+    for i in range(0, ng, step):
+        xc = as_tensor(fake[i:i + step], dev, torch.float64) - mu_g
+        parts.append(xc @ f)
+        tr_g = tr_g + (xc * xc).sum()
+    w = torch.cat(parts)
     small = _gram_rows2d(w) if ng <= w.shape[1] else gram_t(w)
-    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(small / (ng - 1)))
+    return _combine_traces(mu_r - mu_g, tr_r, tr_g / (ng - 1), trace_sqrt_eigs(small / (ng - 1)))
 
 
 def _from_moments(metric: str):
@@ -405,21 +428,21 @@ def fd_inf(real: Any, fake: Any, *, seed: Seed = 0, num_points: int = 15,
             f"fd_inf needs at least 2 distinct sample sizes, got {sizes.tolist()} from {ng} generated samples"
         )
     dev = resolve_device(device)
-    mu_r, cov_r = moments(real, dev, "fd_inf", "reference")
-    return fd_inf_from_reference(mu_r, cov_r, reference_factor(real, mu_r, cov_r, dev), fake,
-                                 sizes=sizes, seed=seed, dev=dev)
+    mu_r, _, factor, tr_r = reference_stats(real, dev, "fd_inf")
+    return fd_inf_from_reference(mu_r, tr_r, factor, fake, sizes=sizes, seed=seed, dev=dev)
 
 
-def fd_inf_from_reference(mu_r, cov_r, factor: torch.Tensor, fake: Any, *, sizes: np.ndarray,
+def fd_inf_from_reference(mu_r, tr_r, factor: torch.Tensor, fake: Any, *, sizes: np.ndarray,
                           seed: Seed, dev: torch.device) -> dict[str, Any]:
-    """:func:`fd_inf` from the reference's float64 mean, covariance and factor (F Fᵀ = Σr),
-    computed once by the caller: what resampling the generated set reuses."""
+    """:func:`fd_inf` from the reference's float64 mean, covariance trace and factor
+    (F Fᵀ = Σr, :func:`reference_stats`), computed once by the caller: what resampling the
+    generated set reuses."""
     ng, d = int(fake.shape[0]), int(fake.shape[1])
     rng = seeded_generator(seed)
     subsets = [np.sort(rng.choice(ng, n, replace=False)) for n in sizes.tolist()]
     k_cols = int(factor.shape[1])
     lower = is_lower_triangular(factor)
-    tr_r = float(torch.trace(cov_r))
+    tr_r = float(tr_r)
     mu_g = mean_rows(fake, dev, "fd_inf", "generated")
 
     # One pass over the generated set: Z, its Gram matrix, and per-subset sums of X − μg.

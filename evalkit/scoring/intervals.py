@@ -53,6 +53,7 @@ from evalkit.metrics.frechet import (
     fd_inf_sizes,
     moments,
     reference_factor,
+    reference_stats,
 )
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
@@ -178,8 +179,7 @@ def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _
     metric's own subset draws on the same per-round stream as a recomputation would use)."""
     dev = resolve_device(device)
     fake_a, real_a = array_for(spec, fake), array_for(spec, real)
-    mu_r, cov_r = moments(real_a, dev, spec.name, "reference")
-    factor = reference_factor(real_a, mu_r, cov_r, dev)
+    mu_r, _, factor, tr_r = reference_stats(real_a, dev, spec.name)
     num_points = overrides.get(spec.name, {}).get("num_points", 15)
     n = int(fake_a.shape[0])
     count = [0]
@@ -192,7 +192,7 @@ def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _
         if len(idx) < spec.min_samples or len(np.unique(sizes)) < 2:
             raise MetricInputError(f"{spec.name}: too few samples in a half-sample")
         seed = run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0])
-        out = fd_inf_from_reference(mu_r, cov_r, factor, sub, sizes=sizes, seed=seed, dev=dev)
+        out = fd_inf_from_reference(mu_r, tr_r, factor, sub, sizes=sizes, seed=seed, dev=dev)
         return {spec.name: out[spec.name]}
 
     return _Resampler(spec.name, (spec.name,), n, values)
