@@ -72,8 +72,13 @@ def test_light_commands_do_not_import_torch(tmp_path, args):
 def test_encoders_lists_every_builtin_without_torch(tmp_path):
     out, proc = probe(["encoders"], tmp_path)
     assert out["code"] == 0 and out["torch"] is False, proc.stderr
-    listed = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+    # one block per encoder (the table is wider than the default 100 columns): name, then
+    # indented "archs/outputs/description" lines, none longer than the terminal
+    listed = [line.split()[0] for line in proc.stdout.splitlines()
+              if line and not line[0].isspace() and not line.startswith("name ")]
     assert listed[:len(BUILTINS)] == list(BUILTINS)
+    columns = int(os.environ.get("COLUMNS") or 100)  # no terminal: $COLUMNS, else 100
+    assert max(len(line) for line in proc.stdout.splitlines()) <= max(columns, 34)
 
 
 @pytest.mark.parametrize("name", list(BUILTINS))
