@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
 from evalkit.encoders.spec import BUILTINS, LazyArchTable, check_resize
 from evalkit.encoders.weights import build_module, load_checkpoint
-from evalkit.errors import InputError
+from evalkit.errors import InputError, pip_hint
 
 DECLARED = BUILTINS["clip"]
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -58,7 +58,7 @@ def _import_open_clip():
     try:
         import open_clip
     except ImportError:
-        raise InputError("the clip encoder needs open_clip: pip install evalkit[models]") from None
+        raise InputError(f"the clip encoder needs open_clip: {pip_hint('models')}") from None
     return open_clip
 
 

@@ -16,7 +16,7 @@ the clean float bicubic filter by default; ``--resize legacy``: PIL bicubic on t
 Weights: the Hugging Face cache (``models--facebook--data2vec-vision-large``: ``model.safetensors``
 or ``pytorch_model.bin``, plus ``config.json``), ``--weights FILE`` (its folder's ``config.json``
 is used when present), or a download when online. Needs ``transformers``:
-``pip install evalkit[hf]``.
+``pip install "evalkit-gen[hf]"``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import torch
 from evalkit.encoders.base import Encoder, Preprocess, WeightsSpec
 from evalkit.encoders.spec import BUILTINS, check_arch, check_resize
 from evalkit.encoders.weights import build_module, load_checkpoint, resolve_weights
-from evalkit.errors import InputError
+from evalkit.errors import InputError, pip_hint
 
 DECLARED = BUILTINS["data2vec"]
 SIZE = 224
@@ -43,7 +43,7 @@ def import_transformers():
     try:
         import transformers
     except ImportError:
-        raise InputError("the data2vec encoder needs transformers: pip install evalkit[hf]") from None
+        raise InputError(f"the data2vec encoder needs transformers: {pip_hint('hf')}") from None
     return transformers
 
 

@@ -34,7 +34,7 @@ from evalkit.encoders.spec import (
     check_resize,
 )
 from evalkit.encoders.weights import build_module, load_checkpoint
-from evalkit.errors import InputError
+from evalkit.errors import InputError, pip_hint
 
 DECLARED = BUILTINS["timm"]
 DEFAULT_ARCH = DECLARED.default_arch
@@ -46,7 +46,7 @@ def import_timm():
     try:
         import timm
     except ImportError:
-        raise InputError("this encoder needs timm: pip install evalkit[models]") from None
+        raise InputError(f"this encoder needs timm: {pip_hint('models')}") from None
     return timm
 
 

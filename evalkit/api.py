@@ -25,6 +25,7 @@ from evalkit.features.loader import (
 )
 from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
+from evalkit.formatting import format_number
 from evalkit.images.sources import is_source_arg, stats_npz_keys
 from evalkit.metrics import get_metric
 from evalkit.refs.pull import ensure
@@ -53,8 +54,23 @@ class Result:
     def metrics(self) -> dict[str, float]:
         return self.record["metrics"]
 
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Metrics that did not run, with the reason (e.g. ``{"is": "needs 'logits' arrays ..."}``)."""
+        return self.record.get("skipped") or {}
+
+    @property
+    def intervals(self) -> dict[str, list[float]]:
+        """``--bootstrap`` intervals, key -> [lo, hi] (empty without bootstrap)."""
+        return self.record.get("metrics_ci") or {}
+
     def __getitem__(self, key: str) -> float:
         return self.record["metrics"][key]
+
+    def __repr__(self) -> str:  # the record is long: name, metrics and what was skipped
+        values = ", ".join(f"{k}={format_number(v)}" for k, v in self.metrics.items())
+        skipped = f", skipped={sorted(self.skipped)}" if self.skipped else ""
+        return f"Result({self.record.get('name')!r}: {values}{skipped})"
 
 
 def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "samples",

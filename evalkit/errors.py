@@ -1,6 +1,15 @@
 """Every error and warning evalkit raises on purpose. Only the CLI turns errors into exit codes
 (2 for an :class:`EvalkitError`) and warnings into one ``evalkit: warning:`` line each."""
 
+# The name evalkit is published under on PyPI (``evalkit`` there is an unrelated project); the
+# command and the import name stay ``evalkit``. Every install hint is built from it.
+DIST_NAME = "evalkit-gen"
+
+
+def pip_hint(extra: str) -> str:
+    """The shell command that installs an optional extra, quoted so zsh does not glob the brackets."""
+    return f'pip install "{DIST_NAME}[{extra}]"'
+
 
 class EvalkitError(Exception):
     """Base class of every error evalkit raises on purpose."""

@@ -20,6 +20,7 @@ from evalkit.metrics._registry import (  # noqa: F401
     result_descriptions,
     result_directions,
     result_keys,
+    result_ranges,
 )
 
 # every module is a metric file; sub-packages (primitives/) and _private modules are not

@@ -20,6 +20,7 @@ of it is readable without running anything.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,12 +47,16 @@ class Output:
         description: one line for `evalkit metrics`, reports and the README.
         select: a registry entry of its own (``--metrics KEY``); False: reported with the entry
             declared before it.
+        range: the closed interval ``(low, high)`` every value lies in (``inf`` for no bound):
+            shares in [0, 1], percentages in [0, 100], distances and spreads in [0, inf).
+            Confidence intervals are built inside it.
     """
 
     key: str
     better: Direction
     description: str
     select: bool = True
+    range: tuple[float, float] = (-math.inf, math.inf)
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,8 @@ def _check_declaration(outputs: tuple[Output, ...], array: str, fallback: str | 
             raise ValueError(f"metric {name}: output {o.key} direction {o.better!r} not in {DIRECTIONS}")
         if not o.description.strip():
             raise ValueError(f"metric {name}: output {o.key} needs a description")
+        if len(o.range) != 2 or not o.range[0] < o.range[1]:
+            raise ValueError(f"metric {name}: output {o.key} range {o.range!r} is not (low, high)")
     for kind in (array, fallback):
         if kind is not None and kind not in ARRAY_KINDS:
             raise ValueError(f"metric {name}: unknown array kind {kind!r}")
@@ -253,6 +260,11 @@ def result_keys() -> tuple[str, ...]:
 def result_directions() -> dict[str, Direction]:
     """Direction of every result key any metric produces (for check and leaderboard)."""
     return {o.key: o.better for spec in metric_specs() for o in spec.outputs}
+
+
+def result_ranges() -> dict[str, tuple[float, float]]:
+    """The declared value range of every result key any metric produces."""
+    return {o.key: o.range for spec in metric_specs() for o in spec.outputs}
 
 
 def result_descriptions() -> dict[str, str]:

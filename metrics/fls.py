@@ -149,9 +149,10 @@ def _train_lse(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
 
 @register_metric(
     Output("fls", "higher", "feature likelihood score: held-out likelihood under a KDE on generated samples "
-           "vs real ones, 100 = as good as real (Jiralerspong et al. 2023)"),
+           "vs real ones, 100 = as good as real (Jiralerspong et al. 2023)", range=(0.0, math.inf)),
     Output("fls_pog", "zero",
-           "FLS overfitting: % of generated kernels more likely under train than test samples, minus 50"),
+           "FLS overfitting: % of generated kernels more likely under train than test samples, minus 50",
+           range=(-50.0, 50.0)),
     args=("real", "fake", "test"), min_samples=2, order_invariant=False, position=110,
 )
 def fls(

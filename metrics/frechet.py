@@ -36,6 +36,7 @@ from evalkit.metrics.primitives.common import (
     resolve_device,
     rows_per_chunk,
     seeded_generator,
+    take_rows,
 )
 
 
@@ -202,8 +203,11 @@ def frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r: torch.Tensor | None =
 
 
 def _combine(mu_r, cov_r, mu_g, cov_g, tr_sqrt: float) -> float:
-    diff = mu_r - mu_g
-    value = float(diff @ diff + torch.trace(cov_r) + torch.trace(cov_g)) - 2.0 * tr_sqrt
+    return _combine_traces(mu_r - mu_g, torch.trace(cov_r), torch.trace(cov_g), tr_sqrt)
+
+
+def _combine_traces(diff, tr_r, tr_g, tr_sqrt: float) -> float:
+    value = float(diff @ diff + tr_r + tr_g) - 2.0 * tr_sqrt
     if not math.isfinite(value):  # squares of features beyond ~1e154 overflow float64
         raise MetricInputError(
             "Fréchet distance: the feature statistics overflow float64 (features of magnitude "
@@ -225,20 +229,99 @@ def reference_factor(real: Any, mu_r: torch.Tensor, cov_r: torch.Tensor,
     return cov_factor(cov_r)
 
 
+def reference_stats(real: Any, dev: torch.device, metric: str = "fd"):
+    """``(mu, cov or None, F, Tr cov)`` of the reference, F F^T = cov with few columns
+    (:func:`reference_factor`). With Nr <= D rows no D×D matrix is formed at all (``cov`` is
+    None): the centred data is the factor and the trace is its squared norm."""
+    nr, d = int(real.shape[0]), int(real.shape[1])
+    if nr > d:
+        mu, cov = moments(real, dev, metric, "reference")
+        return mu, cov, cov_factor(cov), torch.trace(cov)
+    mu = mean_rows(real, dev, metric, "reference")
+    f = ((as_tensor(real, dev, torch.float64) - mu) / float(np.sqrt(nr - 1))).T.contiguous()
+    return mu, None, f, (f * f).sum()
+
+
+class SubsetFrechet:
+    """FD between fixed reference statistics and row subsets of one generated set, for
+    resampling (half-sampling intervals): ``SubsetFrechet(...)(idx) -> float``.
+
+    With Z = (X − μg) F (F Fᵀ = Σr, D×k), the centred rows of Z over a subset of m rows have
+    Gram matrix Fᵀ Σsub F (m−1), whose non-zero eigenvalues are those of the m×m Gram matrix
+    of the same rows: each subset costs one min(m, k)-sized symmetric eigenproblem, not a D×D
+    one (a half-sample of m < D rows has rank <= m − 1). When neither m nor k is below D
+    (large sets against a full-rank reference) each subset takes the D×D route of
+    :func:`frechet_from_stats` as before, without keeping an N×D projection.
+
+    Args:
+        mu_r, cov_r: reference mean and covariance (float64 tensors on the device).
+        factor: F with F Fᵀ = cov_r (:func:`reference_factor` or :func:`cov_factor`).
+        fake: the generated features, N×D.
+        m: the subset size the projection is prepared for.
+        metric: the metric's name, for error messages.
+    """
+
+    def __init__(self, mu_r, cov_r, factor: torch.Tensor, fake: Any, m: int, dev: torch.device,
+                 metric: str = "fd"):
+        self.mu_r, self.cov_r, self.factor, self.fake, self.dev, self.metric = \
+            mu_r, cov_r, factor, fake, dev, metric
+        n, d = int(fake.shape[0]), int(fake.shape[1])
+        k = int(factor.shape[1])
+        self.small = min(m, k) < d
+        self.tr_r = float(torch.trace(cov_r))
+        if not self.small:
+            return
+        self.mu_g = mean_rows(fake, dev, metric, "generated")
+        lower = is_lower_triangular(factor)
+        step = rows_per_chunk(d)
+        self.xc = torch.empty(n, d, dtype=torch.float64, device=dev)
+        self.z = torch.empty(n, k, dtype=torch.float64, device=dev)
+        for i in range(0, n, step):
+            xc = as_tensor(fake[i:i + step], dev, torch.float64) - self.mu_g
+            self.xc[i:i + step] = xc
+            self.z[i:i + step] = project(xc, factor, lower)
+        self.sq = (self.xc * self.xc).sum(1)
+
+    def __call__(self, idx: np.ndarray) -> float:
+        if not self.small:
+            mu_g, cov_g = moments(take_rows(self.fake, idx), self.dev, self.metric)
+            return frechet_from_stats(self.mu_r, self.cov_r, mu_g, cov_g, factor_r=self.factor)
+        rows = torch.as_tensor(np.asarray(idx), device=self.dev)
+        m = int(rows.shape[0])
+        shift = self.xc[rows].mean(0)  # subset mean − μg
+        tr_g = float((self.sq[rows].sum() - m * (shift @ shift)) / (m - 1))
+        z = self.z[rows]
+        z = z - z.mean(0)
+        small = _gram_rows2d(z) if m <= z.shape[1] else gram_t(z)
+        diff = self.mu_g + shift - self.mu_r
+        value = float(diff @ diff) + self.tr_r + tr_g - 2.0 * trace_sqrt_eigs(small / (m - 1))
+        if not math.isfinite(value):
+            raise MetricInputError(f"{self.metric}: the feature statistics overflow float64; "
+                                   "rescale the features")
+        return value
+
+
 def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:
     nr, ng, d = check_pair(metric, real, fake, 2)
     dev = resolve_device(device)
-    mu_r, cov_r = moments(real, dev, metric, "reference")
-    mu_g, cov_g = moments(fake, dev, metric, "generated")
     if ng >= d and nr > d:
+        mu_r, cov_r = moments(real, dev, metric, "reference")
+        mu_g, cov_g = moments(fake, dev, metric, "generated")
         return frechet_from_stats(mu_r, cov_r, mu_g, cov_g)
     # A set with fewer samples than dims: Fᵀ Σg F = WᵀW / (ng − 1) with W = (Xg − μg) F, whose
-    # non-zero eigenvalues are those of the smaller of WᵀW and W Wᵀ: no D×D eigenproblem.
-    f = reference_factor(real, mu_r, cov_r, dev)
+    # non-zero eigenvalues are those of the smaller of WᵀW and W Wᵀ: no D×D eigenproblem, and
+    # no D×D covariance of a set with fewer rows than dims (traces from the centred rows).
+    mu_r, _, f, tr_r = reference_stats(real, dev, metric)
+    mu_g = mean_rows(fake, dev, metric, "generated")
     step = rows_per_chunk(d)
-    w = torch.cat([(as_tensor(fake[i:i + step], dev, torch.float64) - mu_g) @ f for i in range(0, ng, step)])
+    parts, tr_g = [], 0.0
+    for i in range(0, ng, step):
+        xc = as_tensor(fake[i:i + step], dev, torch.float64) - mu_g
+        parts.append(xc @ f)
+        tr_g = tr_g + (xc * xc).sum()
+    w = torch.cat(parts)
     small = _gram_rows2d(w) if ng <= w.shape[1] else gram_t(w)
-    return _combine(mu_r, cov_r, mu_g, cov_g, trace_sqrt_eigs(small / (ng - 1)))
+    return _combine_traces(mu_r - mu_g, tr_r, tr_g / (ng - 1), trace_sqrt_eigs(small / (ng - 1)))
 
 
 def _from_moments(metric: str):
@@ -254,7 +337,8 @@ def _from_moments(metric: str):
 
 
 @register_metric(
-    Output("fd", "lower", "Fréchet distance between Gaussian fits of the features (FID with Inception)"),
+    Output("fd", "lower", "Fréchet distance between Gaussian fits of the features (FID with Inception)",
+           range=(0.0, math.inf)),
     array="features", min_samples=2, moments=_from_moments("fd"), position=10,
 )
 def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
@@ -279,7 +363,8 @@ def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
 
 @register_metric(
     Output("sfid", "lower",
-           "Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)"),
+           "Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)",
+           range=(0.0, math.inf)),
     array="spatial", min_samples=2, moments=_from_moments("sfid"), position=30,
 )
 def sfid(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
@@ -342,14 +427,22 @@ def fd_inf(real: Any, fake: Any, *, seed: Seed = 0, num_points: int = 15,
         raise MetricInputError(
             f"fd_inf needs at least 2 distinct sample sizes, got {sizes.tolist()} from {ng} generated samples"
         )
+    dev = resolve_device(device)
+    mu_r, _, factor, tr_r = reference_stats(real, dev, "fd_inf")
+    return fd_inf_from_reference(mu_r, tr_r, factor, fake, sizes=sizes, seed=seed, dev=dev)
+
+
+def fd_inf_from_reference(mu_r, tr_r, factor: torch.Tensor, fake: Any, *, sizes: np.ndarray,
+                          seed: Seed, dev: torch.device) -> dict[str, Any]:
+    """:func:`fd_inf` from the reference's float64 mean, covariance trace and factor
+    (F Fᵀ = Σr, :func:`reference_stats`), computed once by the caller: what resampling the
+    generated set reuses."""
+    ng, d = int(fake.shape[0]), int(fake.shape[1])
     rng = seeded_generator(seed)
     subsets = [np.sort(rng.choice(ng, n, replace=False)) for n in sizes.tolist()]
-    dev = resolve_device(device)
-    mu_r, cov_r = moments(real, dev, "fd_inf", "reference")
-    factor = reference_factor(real, mu_r, cov_r, dev)
     k_cols = int(factor.shape[1])
     lower = is_lower_triangular(factor)
-    tr_r = float(torch.trace(cov_r))
+    tr_r = float(tr_r)
     mu_g = mean_rows(fake, dev, "fd_inf", "generated")
 
     # One pass over the generated set: Z, its Gram matrix, and per-subset sums of X − μg.

@@ -1,6 +1,7 @@
 """Inception Score, with torch-fidelity's conventions."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,10 @@ IS_SHUFFLE_SEED = 2020
 
 
 @register_metric(
-    Output("is", "higher", "Inception Score: exp E[KL(p(y|x) || p(y))] over 10 splits"),
-    Output("is_std", "none", "standard deviation of the Inception Score over the splits", select=False),
+    Output("is", "higher", "Inception Score: exp E[KL(p(y|x) || p(y))] over 10 splits",
+           range=(1.0, math.inf)),
+    Output("is_std", "none", "standard deviation of the Inception Score over the splits", select=False,
+           range=(0.0, math.inf)),
     array="logits", args=("fake",), min_samples=10, order_invariant=False, position=50,
 )
 def inception_score(fake: Any, *, splits: int = 10, device: Any = None,

@@ -8,6 +8,7 @@ estimator) in float64.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,8 @@ def _gram_dtype(device: torch.device, *arrays: Any) -> torch.dtype:
 
 @register_metric(
     Output("kd", "lower", "Kernel distance (KID): unbiased polynomial-kernel MMD² over random subsets"),
-    Output("kd_std", "none", "standard deviation of kd over the subsets", select=False),
+    Output("kd_std", "none", "standard deviation of kd over the subsets", select=False,
+           range=(0.0, math.inf)),
     array="features", min_samples=2, order_invariant=False, position=40,
 )
 def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, seed: Seed = 0,
@@ -177,7 +179,8 @@ def gaussian_kernel_mean(a: torch.Tensor, b: torch.Tensor | None, sigma: float) 
 
 @register_metric(
     Output("cmmd", "lower",
-           "CLIP-MMD: biased Gaussian-kernel MMD² (σ=10, ×1000) on L2-normalised CLIP embeddings"),
+           "CLIP-MMD: biased Gaussian-kernel MMD² (σ=10, ×1000) on L2-normalised CLIP embeddings",
+           range=(0.0, math.inf)),
     array="embedding", fallback="features", min_samples=2, position=130,
 )
 def cmmd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:

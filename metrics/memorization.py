@@ -51,7 +51,7 @@ def authenticity(real: Any, fake: Any, *, device: Any = None,
 
 @register_metric(
     Output("authpct", "higher", "authenticity %: generated samples farther from their nearest real sample "
-           "than it is from its own (Alaa et al. 2022)"),
+           "than it is from its own (Alaa et al. 2022)", range=(0.0, 100.0)),
     min_samples=2, position=90,
 )
 def authpct(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
@@ -112,7 +112,9 @@ def _pca(train: Any, others: list[Any], dims: int, device: torch.device) -> list
     The covariance is accumulated in float64 from products of at most 8192 centred rows (float32
     products for float32 features, BLAS ``syrk`` on CPU), and the top eigenvectors come from
     LAPACK's ``syevx`` in float64: deterministic, and much closer to the exact PCA than the
-    randomized solver scikit-learn picks for dgm-eval's ``PCA(n_components=64)``.
+    randomized solver scikit-learn picks for dgm-eval's ``PCA(n_components=64)``. With fewer
+    rows than dimensions (rank <= n − 1) the axes come from the n×n Gram matrix instead
+    (:func:`_pca_axes_from_gram`): same axes up to sign, no D×D eigenproblem.
     """
     is32 = getattr(train, "dtype", None) in (np.float32, torch.float32)
     step = 8192
@@ -122,6 +124,46 @@ def _pca(train: Any, others: list[Any], dims: int, device: torch.device) -> list
             t = t.numpy()
     else:
         t = np.asarray(train)
+    n, d = int(t.shape[0]), int(t.shape[1])
+    if n < d:  # rank <= n − 1: the axes from the n×n Gram matrix, no D×D eigenproblem
+        mean_t, axes = _pca_axes_from_gram(t, dims, device)
+    else:
+        mean_t, axes = _pca_axes_from_cov(t, is32, dims, device)
+    out = []
+    for x in [train, *others]:
+        xt = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        pdt = torch.float32 if xt.dtype == torch.float32 else torch.float64
+        parts = [
+            ((xt[s:s + step].to(device=device, dtype=pdt) - mean_t.to(pdt)) @ axes.to(pdt)).to(torch.float64)
+            for s in range(0, int(xt.shape[0]), step)
+        ]
+        out.append(torch.cat(parts))
+    return out
+
+
+def _pca_axes_from_gram(t: Any, dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and top principal axes of n < D rows from the n×n Gram matrix G = Xc Xcᵀ (float64):
+    G u = λ u gives the axis Xcᵀ u / sqrt(λ), the same as the covariance's up to sign (which no
+    distance sees). Only axes with λ above round-off are returned (at most n − 1): a zero-variance
+    axis would be an arbitrary direction of the null space."""
+    x = (t.detach().to(device=device, dtype=torch.float64) if isinstance(t, torch.Tensor)
+         else torch.as_tensor(np.asarray(t, dtype=np.float64), device=device))
+    mean_t = x.mean(0)
+    xc = x - mean_t
+    n, d = int(xc.shape[0]), int(xc.shape[1])
+    gram = (xc @ xc.T).cpu().numpy()
+    k = min(dims, n)
+    w, u = scipy.linalg.eigh(gram, subset_by_index=[n - k, n - 1], driver="evx", check_finite=False)
+    w, u = w[::-1], u[:, ::-1]
+    keep = w > max(n, d) * np.finfo(np.float64).eps * max(float(w[0]), 0.0)
+    u = torch.as_tensor(np.ascontiguousarray(u[:, keep]), device=device)
+    axes = (xc.T @ u) / torch.as_tensor(np.sqrt(w[keep]), device=device)
+    return mean_t, axes
+
+
+def _pca_axes_from_cov(t: Any, is32: bool, dims: int,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    step = 8192
     n, d = int(t.shape[0]), int(t.shape[1])
     if isinstance(t, np.ndarray):
         ndt = np.float32 if is32 else np.float64
@@ -149,16 +191,7 @@ def _pca(train: Any, others: list[Any], dims: int, device: torch.device) -> list
     k = min(dims, d)
     _, v = scipy.linalg.eigh(cov, subset_by_index=[d - k, d - 1], driver="evx", check_finite=False)
     axes = torch.as_tensor(np.ascontiguousarray(v[:, ::-1]), device=device)
-    out = []
-    for x in [train, *others]:
-        xt = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-        pdt = torch.float32 if xt.dtype == torch.float32 else torch.float64
-        parts = [
-            ((xt[s:s + step].to(device=device, dtype=pdt) - mean_t.to(pdt)) @ axes.to(pdt)).to(torch.float64)
-            for s in range(0, int(xt.shape[0]), step)
-        ]
-        out.append(torch.cat(parts))
-    return out
+    return mean_t, axes
 
 
 def _sq_to_centres(x: np.ndarray, centres: np.ndarray, x_sq: np.ndarray | None = None) -> np.ndarray:

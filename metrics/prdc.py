@@ -6,6 +6,7 @@ distances had been computed exactly.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from evalkit.errors import MetricInputError
@@ -31,13 +32,13 @@ from evalkit.metrics.primitives.knn import (
 
 @register_metric(
     Output("precision", "higher", "PRDC precision: share of generated samples inside some real k-NN sphere "
-           "(Naeem et al. 2020, k=5)"),
+           "(Naeem et al. 2020, k=5)", range=(0.0, 1.0)),
     Output("recall", "higher", "PRDC recall: share of real samples inside some generated k-NN sphere "
-           "(Naeem et al. 2020, k=5)"),
+           "(Naeem et al. 2020, k=5)", range=(0.0, 1.0)),
     Output("density", "higher", "PRDC density: real k-NN spheres containing each generated sample, /k, "
-           "averaged (Naeem et al. 2020)"),
+           "averaged (Naeem et al. 2020)", range=(0.0, math.inf)),
     Output("coverage", "higher", "PRDC coverage: share of real k-NN spheres holding a generated sample "
-           "(Naeem et al. 2020, k=5)"),
+           "(Naeem et al. 2020, k=5)", range=(0.0, 1.0)),
     min_samples=6, position=60,
 )
 def prdc(
@@ -253,7 +254,7 @@ def _realism_ratio(rad: torch.Tensor, d: torch.Tensor, eps_abs: float, dtype: to
 
 @register_metric(
     Output("realism", "higher", "mean realism score of generated samples (Kynkäänniemi et al. 2019, "
-           "k=5 as dgm-eval, spheres below the median radius)"),
+           "k=5 as dgm-eval, spheres below the median radius)", range=(0.0, math.inf)),
     min_samples=4, position=70,
 )
 def realism(

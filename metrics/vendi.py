@@ -1,6 +1,7 @@
 """Vendi score (Friedman & Dieng 2023): the effective number of distinct samples."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -85,9 +86,9 @@ def _vendi_one(x: Any, q: float | str, device: torch.device) -> float:
 
 @register_metric(
     Output("vendi", "higher", "Vendi score: exp entropy of the cosine-kernel eigenvalues of generated "
-           "features (Friedman & Dieng 2023)"),
+           "features (Friedman & Dieng 2023)", range=(1.0, math.inf)),
     Output("vendi_per_class", "higher", "mean over classes of the per-class Vendi score (with labels)",
-           select=False),
+           select=False, range=(1.0, math.inf)),
     args=("fake",), optional=("labels",), min_samples=1, position=80,
 )
 def vendi(

@@ -142,3 +142,18 @@ def test_github_annotations(files, tmp_path):
     assert "| fd | 100.0 | 150.0 |" in summary.read_text()
     r = run(bad, "--baseline", base, env={"GITHUB_ACTIONS": "false"})
     assert "::error" not in r.output
+
+
+def test_test_set_metrics_against_another_test_set_are_not_compared():
+    """The issue's case: a change of --test made check call ct "improved (+100.93 %)". ct and
+    fls depend on the test set; fd does not."""
+    base, now = rec(fd=100.0, ct=-1.0, fls=50.0), rec(fd=100.0, ct=0.01, fls=90.0)
+    base["test"], now["test"] = {"n": 64, "fingerprint": "tA"}, {"n": 64, "fingerprint": "tB"}
+    report = check(now, base)
+    verdicts = {c.metric: c.verdict for c in report.checks}
+    assert verdicts == {"fd": "ok", "ct": "other test set", "fls": "other test set"}
+    assert report.exit_code == 0
+    with pytest.raises(ProtocolMismatchError, match="depends on the test set"):
+        check(now, base, metrics=["ct"])
+    now["test"]["fingerprint"] = "tA"
+    assert {c.metric: c.verdict for c in check(now, base).checks}["ct"] == "improved"

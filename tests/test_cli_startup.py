@@ -72,8 +72,13 @@ def test_light_commands_do_not_import_torch(tmp_path, args):
 def test_encoders_lists_every_builtin_without_torch(tmp_path):
     out, proc = probe(["encoders"], tmp_path)
     assert out["code"] == 0 and out["torch"] is False, proc.stderr
-    listed = [line.split()[0] for line in proc.stdout.splitlines()[1:]]
+    # one block per encoder (the table is wider than the default 100 columns): name, then
+    # indented "archs/outputs/description" lines, none longer than the terminal
+    listed = [line.split()[0] for line in proc.stdout.splitlines()
+              if line and not line[0].isspace() and not line.startswith("name ")]
     assert listed[:len(BUILTINS)] == list(BUILTINS)
+    columns = int(os.environ.get("COLUMNS") or 100)  # no terminal: $COLUMNS, else 100
+    assert max(len(line) for line in proc.stdout.splitlines()) <= max(columns, 34)
 
 
 @pytest.mark.parametrize("name", list(BUILTINS))
@@ -129,3 +134,17 @@ def test_package_declares_a_torch_range_not_a_pin():
     torch_specs = re.findall(r'"(torch(?:vision)?\s*[^"]*)"', deps)
     assert torch_specs and all("==" not in s for s in torch_specs), torch_specs
     assert all(">=" in s for s in torch_specs), torch_specs
+
+
+@pytest.mark.parametrize("args, said", [
+    (["score", "no/such/folder", "--ref", "x", "--encoder", "pixel"], "no/such/folder: no such file"),
+    (["score", "S", "--ref", "x", "--encoder", "pixle"], "did you mean pixel"),
+    (["score", "S", "--ref", "x", "--test", "no/test", "--encoder", "pixel"], "no/test: no such file"),
+])
+def test_score_refuses_bad_arguments_before_importing_torch(tmp_path, args, said):
+    """A missing folder or an unknown encoder is said in well under a second, not after torch
+    has loaded (4.6-7.5 s before)."""
+    (tmp_path / "S").mkdir()
+    out, proc = probe(args, tmp_path)
+    assert out["code"] == 2 and said in proc.stderr, proc.stderr
+    assert out["torch"] is False

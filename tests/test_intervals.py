@@ -210,3 +210,99 @@ def test_protocol_overrides_reach_the_prdc_intervals():
     idx = np.sort(np.random.default_rng(5).choice(100, 50, replace=False))
     want = prdc(real.get("features"), fake.get("features")[idx], nearest_k=3)
     assert got["precision"] == want["precision"] and got["recall"] == want["recall"]
+@pytest.mark.parametrize("nr,ng,d", [(40, 30, 64), (200, 30, 64), (20, 150, 64), (200, 150, 16)])
+def test_subset_fd_equals_the_d_by_d_route(nr, ng, d):
+    """The n×n route of the resampler (small half-samples or a low-rank reference) gives the FD
+    of the D×D route (subset moments, Cholesky/eigen factor, D×D eigenproblem) to round-off."""
+    import torch
+
+    from evalkit.metrics.frechet import (
+        SubsetFrechet,
+        cov_factor,
+        frechet_from_stats,
+        moments,
+        reference_factor,
+    )
+
+    g = np.random.default_rng(nr + ng + d)
+    real = g.standard_normal((nr, d)) * np.linspace(0.5, 2, d) + 0.3
+    fake = (1.2 * g.standard_normal((ng, d)) + 0.1).astype(np.float32)
+    dev = torch.device("cpu")
+    mu_r, cov_r = moments(real, dev)
+    sub = SubsetFrechet(mu_r, cov_r, reference_factor(real, mu_r, cov_r, dev), fake, ng // 2, dev)
+    assert sub.small == (min(ng // 2, min(nr, d)) < d)
+    for _ in range(3):
+        idx = np.sort(g.choice(ng, ng // 2, replace=False))
+        mu_g, cov_g = moments(fake[idx], dev)
+        want = frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r=cov_factor(cov_r))
+        # The D×D route sees the zero eigenvalues of a rank-deficient matrix as ±eps·scale and
+        # sums their square roots: up to d·sqrt(eps·scale) of round-off (the n×n route has none)
+        scale = float(torch.trace(cov_r) + torch.trace(cov_g))
+        assert sub(idx) == pytest.approx(want, abs=2 * d * np.sqrt(np.finfo(np.float64).eps * scale))
+
+
+def test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation():
+    """fd_inf's rounds reuse the reference's moments and factor; each round's value equals
+    fd_inf recomputed on the half-sample with the same per-round seed."""
+    from evalkit.scoring import intervals
+    from evalkit.scoring.rng import RunRNG
+
+    g = np.random.default_rng(7)
+    real, fake = _fs(g.standard_normal((50, 40))), _fs(g.standard_normal((60, 40)) + 0.3)
+    spec = get_metric("fd_inf")
+    run_rng = RunRNG(3)
+    fast = intervals._fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=CPU, overrides={})
+    slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
+                                        overrides={})
+    g1, g2 = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(3):
+        a, b = fast.fn(g1)["fd_inf"], slow.fn(g2)["fd_inf"]
+        assert a == pytest.approx(b, rel=1e-12, abs=1e-12)
+
+
+def test_interval_stays_inside_the_declared_range():
+    """Near a bound each side's width is squeezed into the room left (R·tanh(w/R)); far from it
+    the interval is the plain basic one; on the bound that side has no width."""
+    draws = np.array([0.80, 0.85, 0.90, 0.95, 1.00])  # deviations -0.1 .. +0.1 around 0.9
+    far = interval(0.5, draws, 10, 5, 0.95, (0.0, 1.0))
+    plain = interval(0.5, draws, 10, 5, 0.95)
+    assert far == pytest.approx(plain, abs=2e-3)  # room 0.5 ≫ width 0.095: tanh ≈ identity
+    lo, hi = interval(0.98, draws, 10, 5, 0.95, (0.0, 1.0))
+    assert lo == pytest.approx(0.98 - plain[1] + 0.5, rel=1e-3) and 0.98 < hi < 1.0
+    assert hi == pytest.approx(0.98 + 0.02 * np.tanh((plain[1] - 0.5) / 0.02))
+    assert interval(1.0, draws, 10, 5, 0.95, (0.0, 1.0))[1] == 1.0  # a share of 1 has no room above
+
+
+def test_every_interval_lies_in_its_metric_range_and_ct_says_why_it_has_none():
+    """The issue's cases: coverage 1.000 got [0.96, 1.149], kd_std a negative lower end, and ct
+    (no k-means cell of 32 half-sampled points holds 20) silently no interval."""
+    from evalkit.metrics import result_ranges
+
+    g = np.random.default_rng(5)
+    real = _fs(g.standard_normal((64, 6)))
+    fake = _fs(g.standard_normal((64, 6)) * 0.2)  # tight: coverage and precision near 1
+    test = _fs(g.standard_normal((64, 6)))
+    keys = ("fd", "kd", "precision", "recall", "density", "coverage", "realism", "authpct", "ct",
+            "vendi", "sw_approx")
+    cfg = ScoreConfig(metrics=keys, bootstrap=40, progress=False)
+    rec = build_record(score_set(fake, real, test, cfg, name="m"))
+    ranges = result_ranges()
+    for key, (lo, hi) in rec["metrics_ci"].items():
+        low, high = ranges[key]
+        assert low <= lo <= rec["metrics"][key] <= hi <= high, (key, lo, hi, ranges[key])
+    assert rec["metrics_ci"]["kd_std"][0] >= 0.0
+    assert "ct" not in rec["metrics_ci"]
+    assert "half-samples of 32 (ct: " in rec["metrics_ci_missing"]["ct"]
+    from evalkit.results.outputs import metrics_table
+
+    assert "no interval: ct (" in metrics_table([rec])
+
+
+def test_every_output_declares_a_range_its_direction_fits():
+    """Shares in [0, 1], percentages in [0, 100], distances from 0, scores from 1."""
+    from evalkit.metrics import result_ranges
+
+    ranges = result_ranges()
+    assert ranges["coverage"] == ranges["precision"] == ranges["recall"] == (0.0, 1.0)
+    assert ranges["authpct"] == (0.0, 100.0) and ranges["fls_pog"] == (-50.0, 50.0)
+    assert ranges["kd_std"][0] == ranges["fd"][0] == 0.0 and ranges["vendi"][0] == ranges["is"][0] == 1.0

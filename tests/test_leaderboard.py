@@ -104,12 +104,19 @@ def test_markdown_headers_bold_and_ci(records):
 def test_csv_html_latex_json(records):
     tables = build_tables(records)
     text = render(tables, "csv")
-    assert text.startswith("# Protocol:")
-    rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
+    assert text.startswith("table,rank,model,") and "↓" not in text and "*" not in text
+    rows = list(csv.DictReader(io.StringIO(text)))
     by = {r["model"]: r for r in rows}
-    assert by["diffusion"]["fd ↓"] == "12.50*" and by["gan"]["fd ↓"] == "25.00"
-    assert by["diffusion"]["fd ci_lo"] == "11.90" and by["gan"]["fd ci_lo"] == ""
-    assert by["gan"]["precision ↑"] == "0.8000*"
+    assert by["diffusion"]["fd"] == "12.5" and by["diffusion"]["fd_best"] == "1"
+    assert by["gan"]["fd"] == "25.0" and by["gan"]["fd_best"] == "0"
+    assert by["diffusion"]["fd_ci_lo"] == "11.9" and by["gan"]["fd_ci_lo"] == ""
+    assert by["gan"]["precision"] == "0.8" and by["gan"]["precision_best"] == "1"
+    assert by["gan"]["table"].startswith("Protocol:")
+    import pandas
+
+    frame = pandas.read_csv(io.StringIO(text))  # plain data: numeric columns, one header row
+    assert frame["fd"].dtype == float and frame["fd_best"].dtype.kind == "i" and len(frame) == 3
+    assert frame.set_index("model").loc["diffusion", "fd_ci_hi"] == 13.2
 
     page = render(tables, "html")
     assert page.startswith("<!DOCTYPE html>") and "fd ↓" in page
@@ -194,7 +201,7 @@ def test_cli_inputs_files_dirs_globs_and_output(tmp_path, records):
         r = runner.invoke(main, ["leaderboard", str(d / "*.json"), "--format", "csv",
                                  "--sort", "recall"])
     assert r.exit_code == 0, r.output
-    assert r.output.splitlines()[2].startswith("1,vae,")
+    assert r.output.splitlines()[1].split(",")[1:3] == ["1", "vae"]
     out = tmp_path / "board.tex"
     r = runner.invoke(main, ["leaderboard", str(d / "gan.json"), str(d / "rest.json"),
                              "--format", "latex", "-o", str(out)])
@@ -228,3 +235,21 @@ def test_paper_exact_and_non_exact_numbers_never_share_a_column(records):
     old = dict(rec("adm_old", fd=3.0), protocol={"name": "adm", "complete": True})
     with pytest.raises(InputError, match="fd: paper-exact in adm_a, adm_b but not in adm_old"):
         build_tables(exact + [old])
+def test_test_set_metrics_of_different_test_sets_never_share_a_column(records):
+    """ct and fls depend on the --test set: records scored against different ones share the fd
+    column but get one ct table per test set; with the same test set, one table."""
+    for r, fp in zip(records, ("t1", "t2", "t1")):
+        r["test"] = {"source": "/t", "n": 500, "fingerprint": fp}
+    tables = build_tables(records)
+    assert len(tables) == 3
+    (p0, main), (p1, t1), (p2, t2) = tables
+    assert "ct" not in main.columns and set(main.index) == {"gan", "diffusion", "vae"}
+    assert "test" not in p0 and p1["test"] == "t1" and p2["test"] == "t2"
+    assert list(t1.columns) == ["rank", "ct"] and set(t1.index) == {"gan", "vae"}
+    assert list(t2.index) == ["diffusion"]
+    [(_, t)] = build_tables(records, sort="ct", metrics=["fd"])  # no ct asked for: one table
+    assert list(t.columns) == ["rank", "fd"]
+    for r in records:
+        r["test"]["fingerprint"] = "t1"
+    [(_, t)] = build_tables(records)
+    assert "ct" in t.columns

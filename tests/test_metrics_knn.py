@@ -421,6 +421,27 @@ def test_ct_matches_reference_pipeline():
     assert spec.args == ("real", "fake", "test") and spec.directions["ct"] == "zero"
 
 
+def test_ct_pca_of_fewer_rows_than_dims_matches_reference_pipeline(monkeypatch):
+    """Fewer training rows than dimensions: the axes come from the n×n Gram matrix; C_T equals
+    dgm-eval's pipeline with an exact PCA, and the D×D covariance route, to round-off."""
+    pytest.importorskip("sklearn")
+    from evalkit.metrics import memorization
+
+    g = rng(18)
+    d = 400  # > 150 training rows: the n×n route
+    centres = 6.0 * g.standard_normal((3, d))
+    train, test = blobs(g, 150, d, centres), blobs(g, 150, d, centres)
+    gen = blobs(g, 120, d, centres, scale=0.27)
+    ours = ct(train, gen, test, device=CPU)["ct"]
+    assert ours == pytest.approx(ct_reference(train, test, gen), rel=1e-9)
+    calls = []
+    monkeypatch.setattr(memorization, "_pca_axes_from_gram",
+                        lambda t, dims, dev: calls.append(1) or memorization._pca_axes_from_cov(
+                            t, t.dtype == np.float32, dims, dev))
+    assert ct(train, gen, test, device=CPU)["ct"] == pytest.approx(ours, rel=1e-9)
+    assert calls  # the D×D route really ran
+
+
 def test_ct_input_errors():
     g = rng(17)
     x = g.standard_normal((100, 8))

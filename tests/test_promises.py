@@ -161,3 +161,12 @@ def test_a_metrics_draws_do_not_depend_on_the_other_metrics_or_sets(sets):
     assert alone["kd"] == more["kd"] and alone["kd_std"] == more["kd_std"]
     both = evalkit.score([sets["real"], sets["fake"]], sets["real"], metrics="kd", seed=4)
     assert both[1]["kd"] == alone["kd"]
+
+
+def test_result_shows_metrics_and_skipped_not_the_whole_record():
+    from evalkit.api import Result
+
+    res = Result({"name": "fake", "metrics": {"fd": 40.74, "kd": 0.012},
+                  "skipped": {"is": "needs 'logits' arrays"}, "details": {"big": list(range(999))}})
+    assert res.skipped == {"is": "needs 'logits' arrays"} and res.intervals == {}
+    assert repr(res) == "Result('fake': fd=40.74, kd=0.01200, skipped=['is'])"

@@ -206,3 +206,18 @@ def test_gallery_reads_zip_and_npz_locators(tmp_path):
     assert len(thumbs) == 4
     nn = int(rows[-1]["nn_index"])  # the last row has the smallest distance
     assert np.array_equal(np.asarray(thumbs[1].convert("RGB")), batch[nn])
+
+
+def test_provenance_names_weights_and_settings_in_words():
+    """A weight-free encoder says so (it printed "weights ?"); preprocessing and config read as
+    ``key value`` pairs, not raw JSON."""
+    from evalkit.results.report import _provenance
+
+    rec = {"encoder": {"name": "pixel", "arch": None, "weights_sha256": None,
+                       "preprocess": json.dumps({"size": 32, "resize": "clean"})},
+           "config": {"seed": 0, "metrics": "all", "bootstrap": 20}}
+    text = _provenance(rec)
+    assert "no weights (weight-free encoder)" in text and "weights ?" not in text
+    assert "size 32 · resize clean" in text and "seed 0 · bootstrap 20" in text and "{" not in text
+    rec["encoder"]["weights_sha256"] = "ab" * 32
+    assert "weights sha256 abababababababab" in _provenance(rec)

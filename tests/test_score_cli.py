@@ -93,6 +93,7 @@ def test_per_sample_csv(sets):
     res = run("score", sets["fake"], "--ref", sets["real"], "--metrics", "realism,authpct",
               "--per-sample", csv_path, "--out", out)
     assert res.exit_code == 0, res.output
+    assert f"wrote {out}" in res.output and f"wrote {csv_path}" in res.output  # says what it wrote
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 250
     real = np.load(sets["real"])["features"].astype(np.float64)
@@ -191,7 +192,8 @@ def test_metrics_command_lists_every_spec_key():
     res = run("metrics")
     for key in ("fd", "fd_inf", "sfid", "kd", "is", "precision", "recall", "density", "coverage",
                 "realism", "vendi", "authpct", "ct", "fls", "fls_pog", "sw_approx", "cmmd"):
-        assert any(line.split()[0] == key for line in res.output.splitlines()[1:]), key
+        # a table, or one block per metric when the table is wider than the terminal
+        assert any(line.split()[0] == key for line in res.output.splitlines() if line.strip()), key
 
 
 def test_python_api_matches_cli(sets):
@@ -223,3 +225,16 @@ def test_statistics_only_reference_runs_fd_and_skips_the_rest(sets, tmp_path):
     res = CliRunner().invoke(main, ["score", sets["fake"], "--ref", str(stats), "--metrics",
                                     "precision"])
     assert res.exit_code == 2 and "statistics" in res.output
+
+
+def test_console_table_has_directions_and_names_the_spread():
+    """Direction arrows beside each metric; kd's spread over its subsets is named as such (a bare
+    ``± 4.2e-09`` read as an error bar)."""
+    from evalkit.results.outputs import metrics_table
+
+    rec = {"name": "fake", "metrics": {"fd": 40.7, "kd": 0.012, "kd_std": 4.2e-09, "ct": -1.0}}
+    lines = metrics_table([rec]).splitlines()
+    by = {ln.split()[0]: ln for ln in lines[2:]}
+    assert by["fd"].split()[1] == "↓" and by["ct"].split()[1] == "→0"
+    assert "(sd over subsets 4.2e-09)" in by["kd"] and "±" not in by["kd"]
+    assert "kd_std" not in by

@@ -16,7 +16,8 @@ import warnings
 
 import click
 
-from evalkit.errors import EvalkitError
+from evalkit import __version__
+from evalkit.errors import DIST_NAME, EvalkitError
 from evalkit.features.distributed import launch_env
 
 EXIT_INTERNAL = 3
@@ -130,7 +131,7 @@ def _silenced(on: bool):
 
 
 @click.group(cls=EvalkitGroup)
-@click.version_option(package_name="evalkit")
+@click.version_option(version=__version__, package_name=DIST_NAME, prog_name="evalkit")
 @click.option("--debug", is_flag=True, help="Print the traceback of errors (also EVALKIT_DEBUG=1).")
 def main(debug: bool) -> None:
     """Score image generative models: FD, KID, IS, PRDC, Vendi, memorization, CLIP-MMD."""

@@ -38,7 +38,23 @@ def encoders_command():
     _print_rows(rows)
 
 
-def _print_rows(rows):
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]))
+def _print_rows(rows, width: int | None = None):
+    """Aligned columns when they fit the terminal; otherwise one block per row, the first cell
+    then ``header: value`` lines, each wrapped to the terminal's width."""
+    import re
+    import shutil
+    import textwrap
+
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    if sum(widths) + 2 * (len(widths) - 1) <= width:
+        for r in rows:
+            click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        return
+    header = rows[0]
+    for r in rows[1:]:
+        click.echo(str(r[0]))
+        for name, value in zip(header[1:], r[1:]):
+            text = re.sub(r",(?=\S)", ", ", f"{name}: {value}")
+            for line in textwrap.wrap(text, max(width - 4, 30), subsequent_indent="  "):
+                click.echo("    " + line)

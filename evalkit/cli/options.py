@@ -36,7 +36,9 @@ def extract_options(fn):
                           f"({', '.join(resize_encoders('tf1'))}): the TF Inception graph's own "
                           f"resize (ADM, TTUR); torch ({', '.join(resize_encoders('torch'))}): "
                           "F.interpolate bicubic antialias (EDM2)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Images per encoder forward pass (speed and memory; features agree "
+                          "to float round-off)."),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:i]"),
         click.option("--workers", type=click.IntRange(min=0), default=default_workers(),
                      show_default=True, help="Data-loading worker processes."),

@@ -13,9 +13,9 @@ from evalkit.cli.options import (
     generator_options,
     options_from_kwargs,
 )
-from evalkit.errors import ProtocolWarning
+from evalkit.errors import InputError, ProtocolWarning
 from evalkit.features.distributed import is_main
-from evalkit.results.outputs import metrics_table
+from evalkit.results.outputs import metrics_table, per_sample_path
 
 
 @main.command("score")
@@ -29,7 +29,8 @@ from evalkit.results.outputs import metrics_table
               help="Comma list of metric keys, or `all`.")
 @click.option("--nsample", type=click.IntRange(min=1), default=None,
               help="Use at most N images per set (seeded subsample).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Run seed: subsampling, metric subsets and bootstrap rounds (same seed, same numbers).")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0,
               help="Add 95% intervals from B half-samples of the generated set (README: Intervals).")
 @click.option("--realism-k", type=click.IntRange(min=1), default=5, show_default=True,
@@ -51,6 +52,7 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                   out, name, per_sample, prompts, rke_sigma, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files), or --num-samples images
     of a --generator, against --ref."""
+    _check_cheaply(samples, test, kwargs.get("encoder"))
     from evalkit.api import score  # the engine imports torch: only when a command runs it
 
     gen = generator_kwargs(kwargs)
@@ -74,6 +76,8 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
             if len(blocks) > 1:
                 click.echo(("\n" if i else "") + f"encoder: {enc}")
             click.echo(metrics_table(records))
+        for path in _written(results, out, per_sample):
+            click.echo(f"wrote {path}", err=True)
         for r in results:
             proto = r.record.get("protocol") or {}
             if proto.get("complete") is False:
@@ -81,6 +85,29 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                             f"EXPECTS {proto['n_expected']} SAMPLES, GOT {r.record['samples']['n']}: "
                             "NOT comparable with the published tables (record marked "
                             "protocol.complete = false)", err=True, fg="red", bold=True)
+
+
+def _check_cheaply(samples, test, encoder: str | None) -> None:
+    """What can be refused before torch loads (seconds) or weights are looked for: sample and
+    --test paths that do not exist, unknown encoder names (the registry is readable without
+    importing any encoder)."""
+    from evalkit.encoders import encoder_summary
+    from evalkit.images.sources import is_source_arg
+
+    for path in [*samples, *([test] if test else [])]:
+        if not is_source_arg(path):
+            raise InputError(f"{path}: no such file or directory")
+    for name in (encoder or "").split(","):
+        if name.strip():
+            encoder_summary(name.strip())  # unknown: UnknownNameError with close matches
+
+
+def _written(results, out, per_sample) -> list[str]:
+    """The files this run wrote: the record file and each set's per-sample CSV."""
+    several = len({r.record["name"] for r in results}) > 1
+    csvs = [str(per_sample_path(str(per_sample), name, several))
+            for name in dict.fromkeys(r.record["name"] for r in results)] if per_sample else []
+    return ([str(out)] if out else []) + csvs
 
 
 def _typed(params: set[str]) -> set[str]:

@@ -114,7 +114,7 @@ def decode_rgb(data: bytes, name: str) -> tuple[np.ndarray, bool]:
     """File bytes -> (H×W×3 uint8, is_jpeg): :func:`decode_image` + :func:`to_rgb_uint8`.
 
     8-bit grey / grey+alpha / RGB / RGBA PNGs (with or without tRNS, interlaced or not) go
-    through a faster lossless decoder when one is installed (``pip install evalkit[fast]``:
+    through a faster lossless decoder when one is installed (``pip install "evalkit-gen[fast]"``:
     pyspng), whose pixels equal PIL's for those kinds (tests/test_extract_device.py,
     benchmarks/bench_decode.py); everything else, and anything that decoder refuses, is PIL's.
 

@@ -4,7 +4,9 @@ A metric regresses when it moved in its *worse* direction (FD up, precision down
 from zero) by more than ``atol + rtol * |baseline|`` (numpy ``isclose``'s tolerance).
 Moving the better way, or by less than the tolerance, is fine. Records must share a
 protocol (:func:`evalkit.results.record.protocol_of`): comparing FD on another encoder, reference
-or N is an error, not a regression.
+or N is an error, not a regression. Metrics that read the test set (C_T, FLS) compare only
+when both records used the same one (its fingerprint); otherwise their row says
+``other test set`` (asked for by name: an error), never "improved".
 
 The library returns a :class:`CheckReport`; the ``evalkit check`` command prints it and
 turns it into the exit code (0 ok, 1 regression, 2 bad input or mismatched protocols).
@@ -21,11 +23,11 @@ from typing import Any
 from evalkit.errors import InputError, ProtocolMismatchError
 from evalkit.formatting import format_number, text_table
 from evalkit.results.directions import direction_of, metric_directions
-from evalkit.results.record import load_records, protocol_of
+from evalkit.results.record import load_records, protocol_of, test_fingerprint, test_set_keys
 
 DEFAULT_RTOL = 0.01
 DEFAULT_ATOL = 0.0
-VERDICTS = ("ok", "improved", "regressed", "missing", "not checked")
+VERDICTS = ("ok", "improved", "regressed", "missing", "not checked", "other test set")
 
 
 @dataclass
@@ -220,6 +222,7 @@ def check(
         protocol = _check_protocol(res, base)
         model = str(res.get("name") or Path(res.get("_path", "result")).stem)
         now_m, base_m = res.get("metrics") or {}, base.get("metrics") or {}
+        other_test = test_set_keys() if test_fingerprint(res) != test_fingerprint(base) else set()
         keys = list(metrics) if metrics else [k for k in base_m if direction_of(k, directions) != "none"]
         for key in keys:
             if metrics and (key not in base_m or key not in now_m):
@@ -228,6 +231,14 @@ def check(
                                  f"{(base if side == 'baseline' else res).get('_path', '')} has no {key!r}")
             d = direction_of(key, directions)
             b = _number(base_m.get(key), base, "baseline", key)
+            if key in other_test:
+                if metrics:
+                    raise ProtocolMismatchError(
+                        f"--metrics {key}: {key} depends on the test set, and the result and the "
+                        f"baseline were scored with different ones ({_test_detail(base, res)})")
+                checks.append(MetricCheck(model, key, b, _as_float(now_m.get(key)), d, 0.0,
+                                          "other test set"))
+                continue
             if key not in now_m:
                 checks.append(MetricCheck(model, key, b, float("nan"), d, 0.0, "missing"))
                 continue
@@ -235,6 +246,18 @@ def check(
             v, tol = verdict(b, n, d, rtol, atol)
             checks.append(MetricCheck(model, key, b, n, d, tol, v))
     return CheckReport(checks, protocol, rtol, atol)
+
+
+def _test_detail(base: dict[str, Any], res: dict[str, Any]) -> str:
+    return (f"test: baseline {str(test_fingerprint(base))[:24]} vs now "
+            f"{str(test_fingerprint(res))[:24]}")
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _number(value: Any, record: dict[str, Any], side: str, key: str) -> float:

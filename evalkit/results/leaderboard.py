@@ -2,8 +2,9 @@
 
 Records whose protocol differs (encoder or its weights, preprocessing, reference
 fingerprint, N; see :func:`evalkit.results.record.protocol_of`) never share a column: each protocol
-gets its own table, with the protocol stated above it. Within a table, rows are models,
-columns are metrics with their direction in the header (↓ lower is better, ↑ higher is
+gets its own table, with the protocol stated above it. Metrics that read the test set (C_T,
+FLS) of records scored against different test sets get one table per test set. Within a
+table, rows are models, columns are metrics with their direction in the header (↓ lower is better, ↑ higher is
 better, →0 closer to zero is better), a rank column, and the best value per column marked.
 Numbers keep 4 significant digits; a 95% bootstrap interval (``metrics_ci``) is shown as
 ``value [lo, hi]``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,13 @@ from typing import Any
 from evalkit.errors import InputError
 from evalkit.lazy import pandas as pd
 from evalkit.results.directions import direction_of, metric_directions
-from evalkit.results.record import load_records, metric_keys, protocol_of
+from evalkit.results.record import (
+    load_records,
+    metric_keys,
+    protocol_of,
+    test_fingerprint,
+    test_set_keys,
+)
 from evalkit.results.renderers import render
 
 # Default ranking key: the first of these present in a table.
@@ -84,13 +92,16 @@ def _as_float(value: Any) -> float:
 def _row_names(group: list[dict[str, Any]]) -> list[str]:
     """Model names, made unique with the record file's name (then a counter) when repeated."""
     names = [str(r.get("name") or Path(r.get("_path", "record")).stem) for r in group]
-    out = []
+    counts = Counter(names)
+    out: list[str] = []
+    taken: set[str] = set()
     for i, (name, rec) in enumerate(zip(names, group)):
-        if names.count(name) > 1:
+        if counts[name] > 1:
             name = f"{name} [{Path(rec.get('_path', '')).name or i}]"
-        while name in out:
+        while name in taken:
             name = f"{name}#{i}"
         out.append(name)
+        taken.add(name)
     return out
 
 
@@ -131,8 +142,25 @@ def build_tables(
     for rec in records:
         groups.setdefault(_protocol_key(rec), []).append(rec)
     tables = []
+    test_keys = test_set_keys()
     for key, group in groups.items():
-        tables.append((json.loads(key), _build_one(group, sort, metrics, directions)))
+        proto = json.loads(key)
+        tested = [r for r in group if set(r.get("metrics") or {}) & test_keys]
+        fps = list(dict.fromkeys(test_fingerprint(r) for r in tested))
+        if len(fps) <= 1:
+            tables.append((proto, _build_one(group, sort, metrics, directions)))
+            continue
+        # C_T and FLS of records scored against different test sets never share a column:
+        # the other metrics in one table, those in one table per test set.
+        present = set().union(*(set(r.get("metrics") or {}) for r in group))
+        wanted = present if metrics is None else set(metrics) & present
+        for cols, recs, where in [(wanted - test_keys, group, None)] + [
+                (wanted & test_keys, [r for r in tested if test_fingerprint(r) == fp], fp) for fp in fps]:
+            if not cols:
+                continue
+            frame = _build_one(recs, sort if sort in cols else None, sorted(cols), directions)
+            frame.attrs["protocol"] = proto if where is None else dict(proto, test=where)
+            tables.append((frame.attrs["protocol"], frame))
     return tables
 
 

@@ -12,10 +12,11 @@ import numpy as np
 from evalkit.features.featureset import FeatureSet
 from evalkit.files.fileio import atomic_write_text
 from evalkit.formatting import format_number
-from evalkit.metrics import per_sample
+from evalkit.metrics import per_sample, result_descriptions, result_directions
 from evalkit.metrics.clip_score import clip_scores
 from evalkit.metrics.prdc import REALISM_K
 from evalkit.metrics.rarity import rarity_scores
+from evalkit.results.directions import ARROWS
 
 PER_SAMPLE_COLUMNS = ("index", "path", "realism", "nn_index", "nn_distance", "nn_path", "authentic")
 # rarity (Han et al. 2023; empty for a sample in no real ball) after the columns above, then,
@@ -33,14 +34,16 @@ def metrics_table(records: list[dict[str, Any]]) -> str:
                 keys.append(k)
     header = ["metric"] + [rec["name"] for rec in records]
     rows = []
+    directions, descriptions = result_directions(), result_descriptions()
     for k in keys:
-        row = [k]
+        row = [f"{k} {ARROWS.get(directions.get(k, 'none'), '')}".rstrip()]
         for rec in records:
             v = rec["metrics"].get(k)
             cell = format_number(v)
             std = rec["metrics"].get(f"{k}_std")
-            if std is not None:
-                cell += f" ± {format_number(std, 2)}"
+            if std is not None:  # a spread over the metric's own subsets/splits, not an error bar
+                over = descriptions.get(f"{k}_std", "").rpartition(" over the ")[2] or "parts"
+                cell += f" (sd over {over} {format_number(std, 2)})"
             ci = (rec.get("metrics_ci") or {}).get(k)
             if ci:
                 cell += f" [{format_number(ci[0])}, {format_number(ci[1])}]"
@@ -53,9 +56,15 @@ def metrics_table(records: list[dict[str, Any]]) -> str:
     skipped: dict[str, str] = {}
     for rec in records:
         skipped.update(rec.get("skipped") or {})
-    if skipped:
+    no_ci: dict[str, str] = {}
+    for rec in records:
+        no_ci.update(rec.get("metrics_ci_missing") or {})
+    if skipped or no_ci:
         out.append("")
+    if skipped:
         out.append("skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()))
+    if no_ci:
+        out.append("no interval: " + "; ".join(f"{k} ({v})" for k, v in no_ci.items()))
     return "\n".join(out)
 
 

@@ -69,6 +69,28 @@ def protocol_of(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def test_set_keys() -> frozenset[str]:
+    """Result keys of the metrics that read the held-out test set (C_T, FLS): their values
+    depend on which test set was used, so records compare on them only with the same one."""
+    from evalkit.metrics import metric_specs
+
+    return frozenset(k for spec in metric_specs() if spec.needs_test for k in spec.keys)
+
+
+def test_fingerprint(record: dict[str, Any]) -> str | None:
+    """The fingerprint of the test set a record was scored with (None: no test set)."""
+    return (record.get("test") or {}).get("fingerprint")
+
+
+def protocol_for(record: dict[str, Any], key: str) -> dict[str, Any]:
+    """:func:`protocol_of`, plus the test set's fingerprint for a key that reads the test set:
+    what must match for two records' values of ``key`` to be comparable."""
+    out = protocol_of(record)
+    if key in test_set_keys():
+        out["test"] = test_fingerprint(record)
+    return out
+
+
 def build_record(scores: Scores, *, per_sample: str | None = None,
                  protocol: dict[str, Any] | None = None,
                  generator: dict[str, Any] | None = None,
@@ -100,6 +122,8 @@ def build_record(scores: Scores, *, per_sample: str | None = None,
     }
     if scores.intervals is not None:
         record["metrics_ci"] = scores.intervals
+        if scores.no_interval:
+            record["metrics_ci_missing"] = scores.no_interval  # key -> why it has no interval
     record["skipped"] = scores.skipped
     record["details"] = scores.details
     record["per_sample"] = per_sample

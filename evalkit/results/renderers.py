@@ -2,11 +2,14 @@
 
 Each protocol's table is preceded by its description; metric columns carry their direction
 arrow; the best value per column is marked; a 95% bootstrap interval (``metrics_ci``) shows as
-``value [lo, hi]``.
+``value [lo, hi]``. Those decorations are for people (md, html, latex); csv is plain data (one
+header row, numbers, best marks and intervals in columns of their own) and json is structured.
 """
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -27,13 +30,30 @@ def _header(col: str, dirs: dict[str, str]) -> str:
     return f"{col} {arrow}".rstrip()
 
 
-def _cell(frame: pd.DataFrame, model: str, col: str) -> tuple[str, bool]:
-    value = frame.at[model, col]
+class _Grid(dict):
+    """A frame's cells as ``{model: {column: value}}`` plus ``best`` (column -> set of models),
+    read once per rendering: every ``frame.at`` lookup makes pandas deep-copy ``frame.attrs``
+    (the intervals and best marks of every row), which made rendering quadratic in the number
+    of records, and ties can make a best list as long as the table."""
+
+    def __init__(self, frame: pd.DataFrame):
+        columns = {c: frame[c].tolist() for c in frame.columns}
+        super().__init__((m, {c: columns[c][i] for c in columns}) for i, m in enumerate(frame.index))
+        self.best = {c: set(v) for c, v in frame.attrs["best"].items()}
+
+
+def _grid(frame: pd.DataFrame) -> _Grid:
+    return _Grid(frame)
+
+
+def _cell(frame: pd.DataFrame, grid: _Grid, model: str,
+          col: str) -> tuple[str, bool]:
+    value = grid[model][col]
     text = format_number(value)
     bounds = frame.attrs["ci"].get(col, {}).get(model)
     if bounds is not None:
         text += f" [{format_number(bounds[0])}, {format_number(bounds[1])}]"
-    return text, model in frame.attrs["best"].get(col, [])
+    return text, model in grid.best.get(col, ())
 
 
 def _metric_cols(frame: pd.DataFrame) -> list[str]:
@@ -59,6 +79,7 @@ def _md(tables) -> str:
     out = []
     for _, frame in tables:
         cols = _metric_cols(frame)
+        grid = _grid(frame)
         dirs = frame.attrs["directions"]
         out.append(f"**{_md_escape(_title(frame))}** (ranked by `{frame.attrs['sort']}`)\n")
         out.append("| rank | model | " + " | ".join(_header(c, dirs) for c in cols) + " |")
@@ -66,37 +87,48 @@ def _md(tables) -> str:
         for model in frame.index:
             cells = []
             for c in cols:
-                text, best = _cell(frame, model, c)
+                text, best = _cell(frame, grid, model, c)
                 cells.append(f"**{text}**" if best else text)
-            out.append(f"| {frame.at[model, 'rank']} | {_md_escape(model)} | " + " | ".join(cells) + " |")
+            out.append(f"| {grid[model]['rank']} | {_md_escape(model)} | " + " | ".join(cells) + " |")
         out.append("")
     out.append("↓ lower is better · ↑ higher is better · →0 closer to zero is better · "
                "**bold**: best in column")
     return "\n".join(out) + "\n"
 
 
-def _csv_number(x: float) -> str:
-    return "" if x is None or math.isnan(x) else format_number(x)
+def _csv_number(x: float | None) -> str:
+    """Full precision (``repr``), empty for a missing value: plain data for pandas and friends."""
+    return "" if x is None or math.isnan(x) else repr(float(x))
 
 
 def _csv(tables) -> str:
-    blocks = []
+    """One plain table for data tools (``pandas.read_csv`` reads it as is): one header row, no
+    comment lines or arrows, numeric cells at full precision; ``table`` names the protocol, the
+    best marks are ``<metric>_best`` columns (1/0), intervals ``<metric>_ci_lo``/``_ci_hi``.
+    Tables of different protocols share the header (a metric a table lacks is empty)."""
+    rows: list[dict[str, str]] = []
+    header = ["table", "rank", "model"]
     for _, frame in tables:
+        grid = _grid(frame)
+        title = _title(frame)
         cols = _metric_cols(frame)
-        dirs = frame.attrs["directions"]
-        data: dict[str, list[str]] = {"rank": [str(r) for r in frame["rank"]], "model": list(frame.index)}
         for c in cols:
-            data[_header(c, dirs)] = [
-                _csv_number(frame.at[m, c]) + ("*" if m in frame.attrs["best"].get(c, []) else "")
-                for m in frame.index
-            ]
-            if c in frame.attrs["ci"]:
-                bounds = [frame.attrs["ci"][c].get(m, [float("nan")] * 2) for m in frame.index]
-                data[f"{c} ci_lo"] = [_csv_number(b[0]) for b in bounds]
-                data[f"{c} ci_hi"] = [_csv_number(b[1]) for b in bounds]
-        text = pd.DataFrame(data).to_csv(index=False, lineterminator="\n")
-        blocks.append(f"# {_title(frame)}; ranked by {frame.attrs['sort']}; * marks the best\n{text}")
-    return "\n".join(blocks)
+            extra = [c, f"{c}_best"] + ([f"{c}_ci_lo", f"{c}_ci_hi"] if c in frame.attrs["ci"] else [])
+            header += [h for h in extra if h not in header]
+        for m in frame.index:
+            row = {"table": title, "rank": str(grid[m]["rank"]), "model": m}
+            for c in cols:
+                row[c] = _csv_number(grid[m][c])
+                row[f"{c}_best"] = "1" if m in grid.best.get(c, ()) else "0"
+                if c in frame.attrs["ci"]:
+                    lo, hi = frame.attrs["ci"][c].get(m, [None, None])
+                    row[f"{c}_ci_lo"], row[f"{c}_ci_hi"] = _csv_number(lo), _csv_number(hi)
+            rows.append(row)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 _HTML_STYLE = """
@@ -112,16 +144,17 @@ p.protocol { font-size: 0.95em; color: #444; margin-bottom: 0; }
 def html_table(frame: pd.DataFrame) -> str:
     """One leaderboard table as an HTML ``<table>`` (used by ``render`` and the report)."""
     cols = _metric_cols(frame)
+    grid = _grid(frame)
     dirs = frame.attrs["directions"]
     head = "".join(f"<th>{html.escape(_header(c, dirs))}</th>" for c in cols)
     rows = []
     for model in frame.index:
         cells = []
         for c in cols:
-            text, best = _cell(frame, model, c)
+            text, best = _cell(frame, grid, model, c)
             cls = ' class="best"' if best else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
-        rows.append(f"<tr><td>{frame.at[model, 'rank']}</td><td class=\"model\">"
+        rows.append(f"<tr><td>{grid[model]['rank']}</td><td class=\"model\">"
                     f"{html.escape(model)}</td>{''.join(cells)}</tr>")
     return (f"<table><thead><tr><th>rank</th><th class=\"model\">model</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
@@ -156,6 +189,7 @@ def _latex(tables) -> str:
     out = []
     for _, frame in tables:
         cols = _metric_cols(frame)
+        grid = _grid(frame)
         dirs = frame.attrs["directions"]
         out += [r"\begin{table}[t]", r"\centering",
                 rf"\caption{{{_tex(_title(frame))} (ranked by {_tex(frame.attrs['sort'])})}}",
@@ -165,9 +199,9 @@ def _latex(tables) -> str:
         for model in frame.index:
             cells = []
             for c in cols:
-                text, best = _cell(frame, model, c)
+                text, best = _cell(frame, grid, model, c)
                 cells.append(rf"\textbf{{{_tex(text)}}}" if best else _tex(text))
-            out.append(f"{frame.at[model, 'rank']} & {_tex(model)} & " + " & ".join(cells) + r" \\")
+            out.append(f"{grid[model]['rank']} & {_tex(model)} & " + " & ".join(cells) + r" \\")
         out += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
 
@@ -180,14 +214,15 @@ def _json(tables) -> str:
     payload = []
     for protocol, frame in tables:
         cols = _metric_cols(frame)
+        grid = _grid(frame)
         rows = []
         for model in frame.index:
             rows.append({
-                "model": model, "rank": int(frame.at[model, "rank"]),
-                "metrics": {c: _json_value(frame.at[model, c]) for c in cols},
+                "model": model, "rank": int(grid[model]["rank"]),
+                "metrics": {c: _json_value(grid[model][c]) for c in cols},
                 "ci": {c: frame.attrs["ci"][c][model] for c in cols
                        if model in frame.attrs["ci"].get(c, {})},
-                "best": [c for c in cols if model in frame.attrs["best"].get(c, [])],
+                "best": [c for c in cols if model in grid.best.get(c, ())],
                 "record": frame.attrs["sources"].get(model),
             })
         payload.append({"protocol": protocol, "references": frame.attrs["references"],

@@ -281,16 +281,35 @@ def _provenance(record: dict[str, Any]) -> str:
         ("samples", f"{html.escape(str(s.get('source', '?')))} · N = {s.get('n', '?')}"),
         ("reference", f"{html.escape(str(r.get('source', '?')))}{ref_name} · N = {r.get('n', '?')}"),
         ("test", f"{html.escape(str(t.get('source')))} · N = {t.get('n', '?')}" if t else "none"),
-        ("encoder", html.escape(f"{e.get('name', '?')} / {e.get('arch', '?')} · weights "
-                                f"{str(e.get('weights_sha256') or '?')[:16]}")),
-        ("preprocessing", html.escape(str(e.get("preprocess", "?")))),
-        ("config", html.escape(json.dumps({k: v for k, v in c.items() if k != "metrics"},
-                                          default=str))),
+        ("encoder", html.escape(f"{e.get('name', '?')} / {e.get('arch', '?')} · " + _weights_text(e))),
+        ("preprocessing", html.escape(_settings_text(e.get("preprocess")))),
+        ("config", html.escape(_settings_text({k: v for k, v in c.items() if k != "metrics"}))),
         ("created", html.escape(str(record.get("created", "?")))),
         ("versions", html.escape(", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items()))),
     ]
     return "<table class=\"prov\">" + "".join(
         f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in items) + "</table>"
+
+
+def _weights_text(encoder: dict[str, Any]) -> str:
+    """``weights sha256 <16 hex>``; an encoder recorded without weights has none to name."""
+    sha = encoder.get("weights_sha256")
+    if sha:
+        return f"weights sha256 {str(sha)[:16]}"
+    return "no weights (weight-free encoder)" if encoder.get("name") else "weights unknown"
+
+
+def _settings_text(value: Any) -> str:
+    """A settings dict (or its JSON text) as ``key value · key value``; anything else as text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, dict):
+        return " · ".join(f"{k} {_settings_text(v) if isinstance(v, dict) else v}"
+                          for k, v in value.items()) or "none"
+    return "unknown" if value is None else str(value)
 
 
 def _note(text: str) -> str:

@@ -25,10 +25,12 @@ contains the estimate itself. It describes the noise of the generated set *given
 Cost: per round, metrics with per-sample statistics cost a subset mean, not an evaluation:
 precision / density / coverage (which real spheres each generated sample lies in, computed
 once), realism and authenticity (per-sample scores, computed once); FD and sFID reuse the
-reference's moments and factor (per round: the subset's moments, m D^2, and one D x D
-eigenproblem); recall recomputes only the subset's own k-NN radii and its spheres against the
-reference. Every other metric (kd, is, vendi, fd_inf, ct, fls, sw_approx, cmmd) is evaluated on
-the half-size subset, about a quarter of a full evaluation for the quadratic ones.
+reference's moments and factor and project the generated set once (per round: the subset's
+Gram matrix and one min(m, k) x min(m, k) eigenproblem, k the factor's rank, Nr or D; the
+D x D route only when m and k are both at least D); recall recomputes only the subset's own
+k-NN radii and its spheres against the reference. Every other metric (kd, is, vendi, fd_inf,
+ct, fls, sw_approx, cmmd) is evaluated on the half-size subset, about a quarter of a full
+evaluation for the quadratic ones.
 """
 from __future__ import annotations
 
@@ -43,7 +45,16 @@ import numpy as np
 from evalkit.devices import resolve_device
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
-from evalkit.metrics.frechet import cov_factor, frechet_from_stats, moments
+from evalkit.metrics import result_ranges
+from evalkit.metrics.frechet import (
+    SubsetFrechet,
+    cov_factor,
+    fd_inf_from_reference,
+    fd_inf_sizes,
+    moments,
+    reference_factor,
+    reference_stats,
+)
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
 from evalkit.metrics.primitives.common import take_rows
@@ -70,13 +81,32 @@ def check_rounds(rounds: int, warn: bool = True) -> None:
                       "and multiplies the cost", stacklevel=2)
 
 
-def interval(estimate: float, draws: np.ndarray, n: int, m: int, confidence: float) -> list[float]:
-    """Median-centred, rescaled basic interval from subsample values (see module docstring)."""
+def interval(estimate: float, draws: np.ndarray, n: int, m: int, confidence: float,
+             bounds: tuple[float, float] = (-math.inf, math.inf)) -> list[float]:
+    """Median-centred, rescaled basic interval from subsample values (see module docstring),
+    built inside the metric's declared range ``bounds``.
+
+    Each side's half-width w is measured against the room R between the estimate and the bound
+    on that side and becomes R·tanh(w/R): the basic interval itself where the bound is far
+    (w ≪ R), approaching the bound but never passing it where it is near, and no width at all
+    on the side of an estimate that sits on its bound (a share of 1.000 has no room above).
+    """
     f = math.sqrt(m / (n - m))
     dev = np.asarray(draws, dtype=np.float64) - np.median(draws)
     alpha = (1.0 - confidence) / 2
     lo_q, hi_q = np.quantile(dev, [alpha, 1.0 - alpha])
-    return [float(estimate - f * hi_q), float(estimate - f * lo_q)]
+    below, above = max(float(f * hi_q), 0.0), max(float(-f * lo_q), 0.0)
+    return [float(estimate - _within(below, estimate - bounds[0])),
+            float(estimate + _within(above, bounds[1] - estimate))]
+
+
+def _within(width: float, room: float) -> float:
+    """``width`` squeezed into ``room`` (R·tanh(w/R); w itself for an unbounded side)."""
+    if math.isinf(room):
+        return width
+    if room <= 0.0 or width == 0.0:
+        return 0.0
+    return room * math.tanh(width / room)
 
 
 class _Resampler:
@@ -130,18 +160,43 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
 
     dev = resolve_device(device)
     fake_a = array_for(spec, fake)
+    n = int(fake_a.shape[0])
     if real.has_samples:
-        mu_r, cov_r = moments(array_for(spec, real), dev, spec.name, "reference")
+        real_a = array_for(spec, real)
+        mu_r, cov_r = moments(real_a, dev, spec.name, "reference")
+        factor = reference_factor(real_a, mu_r, cov_r, dev)  # D×Nr when Nr <= D: no D×D work
     else:  # statistics-only reference
         st = real.moments.get(spec.array) or real.moments.get(spec.fallback)
         mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
-    factor = cov_factor(cov_r)
+        factor = cov_factor(cov_r)
+    subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name)
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        return {spec.name: subset_fd(np.sort(rng.choice(n, n // 2, replace=False)))}
+
+    return _Resampler(spec.name, (spec.name,), n, values)
+
+
+def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
+    """fd_inf on each half-sample, with the reference's moments and factor computed once (the
+    metric's own subset draws on the same per-round stream as a recomputation would use)."""
+    dev = resolve_device(device)
+    fake_a, real_a = array_for(spec, fake), array_for(spec, real)
+    mu_r, _, factor, tr_r = reference_stats(real_a, dev, spec.name)
+    num_points = overrides.get(spec.name, {}).get("num_points", 15)
     n = int(fake_a.shape[0])
+    count = [0]
 
     def values(rng: np.random.Generator) -> dict[str, float]:
         idx = np.sort(rng.choice(n, n // 2, replace=False))
-        mu_g, cov_g = moments(take_rows(fake_a, idx), dev, spec.name)
-        return {spec.name: frechet_from_stats(mu_r, cov_r, mu_g, cov_g, factor_r=factor)}
+        count[0] += 1
+        sub = take_rows(fake_a, idx)
+        sizes = fd_inf_sizes(len(idx), num_points)
+        if len(idx) < spec.min_samples or len(np.unique(sizes)) < 2:
+            raise MetricInputError(f"{spec.name}: too few samples in a half-sample")
+        seed = run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0])
+        out = fd_inf_from_reference(mu_r, tr_r, factor, sub, sizes=sizes, seed=seed, dev=dev)
+        return {spec.name: out[spec.name]}
 
     return _Resampler(spec.name, (spec.name,), n, values)
 
@@ -193,6 +248,9 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
             out.append(_mean_resampler("authpct", auth.detach().cpu().numpy(), 100.0))
         elif spec.name in _MOMENTS and real is not None:
             out.append(_moments_resampler(spec, fake, real, device))
+        elif spec.name == "fd_inf" and samples and set(overrides.get("fd_inf", {})) <= {"num_points"}:
+            out.append(_fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=device,
+                                         overrides=overrides))
         else:
             generic.append(spec)
     groups: dict[tuple[int, str], list] = {}
@@ -207,6 +265,7 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
 def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float], rounds: int,
                         rng: RunRNG | int, device: str, confidence: float = 0.95,
                         overrides: dict[str, Any] | None = None, progress: bool = True,
+                        label: str | None = None, missing: dict[str, str] | None = None,
                         ) -> dict[str, list[float]]:
     """Half-sampling intervals (module docstring) for every metric in ``specs``.
 
@@ -220,7 +279,9 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
             metrics' seeds from their own streams.
         confidence: nominal coverage (0.95).
         overrides: per-metric keyword overrides (as for the estimates).
-        progress: a tqdm bar on stderr.
+        progress: a tqdm bar on stderr, titled ``bootstrap <label>`` (the set's name).
+        missing: when given, filled with ``{key: why}`` for every estimated key that gets no
+            interval.
 
     Returns:
         ``{key: [lo, hi]}`` for every key with an estimate whose subsamples could be scored
@@ -229,7 +290,11 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
     from tqdm.auto import tqdm
 
     check_rounds(rounds, warn=False)
-    if rounds == 0 or fake.n < 4:
+    why: dict[str, str] = {} if missing is None else missing
+    if rounds == 0:
+        return {}
+    if fake.n < 4:
+        why.update(dict.fromkeys(estimates, f"half-samples of {fake.n} generated samples are too small"))
         return {}
     run_rng = rng if isinstance(rng, RunRNG) else RunRNG(int(rng))
     resamplers = plan_resamplers(specs, fake, real, test, run_rng=run_rng, device=device,
@@ -239,19 +304,27 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
     draws: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     failed: set[int] = set()
-    for _ in tqdm(range(rounds), desc="bootstrap", unit="round", disable=not progress, file=sys.stderr,
+    bar = f"bootstrap {label}" if label else "bootstrap"
+    for _ in tqdm(range(rounds), desc=bar, unit="round", disable=not progress, file=sys.stderr,
                   leave=False):
         for j, res in enumerate(resamplers):
             if j in failed:
                 continue
             try:
                 vals = res.fn(gens[j])
-            except MetricInputError:  # e.g. ct or kd needing more than n/2 samples
+            except MetricInputError as err:  # e.g. ct or kd needing more than n/2 samples
                 failed.add(j)
+                for key in (k for k in res.keys if k in estimates):
+                    why[key] = f"not computable on half-samples of {res.m} ({err})"
                 continue
             for key, v in vals.items():
                 if key in estimates and v is not None and math.isfinite(v):
                     draws.setdefault(key, []).append(float(v))
                     sizes[key] = res.n
-    return {key: interval(estimates[key], np.array(v), sizes[key], sizes[key] // 2, confidence)
+    for key in estimates:
+        if key not in why and len(draws.get(key, ())) != rounds:
+            why[key] = f"no finite value on every half-sample of {fake.n // 2}"
+    ranges = result_ranges()
+    return {key: interval(estimates[key], np.array(v), sizes[key], sizes[key] // 2, confidence,
+                          ranges.get(key, (-math.inf, math.inf)))
             for key, v in draws.items() if len(v) == rounds}

@@ -65,6 +65,7 @@ class Scores:
     details: dict[str, Any]
     skipped: dict[str, str]
     intervals: dict[str, list[float]] | None = None
+    no_interval: dict[str, str] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
 
 
@@ -101,14 +102,16 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
     values, details, seconds = compute_metrics(specs, fake_s, real_s, test_s, rng=rng,
                                                device=config.device,
                                                overrides=config.metric_overrides())
-    intervals = None
+    intervals, no_interval = None, {}
     if config.bootstrap:
         intervals = bootstrap_intervals(
             specs, fake_s, real_s, test_s, estimates=values, rounds=config.bootstrap, rng=rng,
             device=config.device, confidence=config.confidence,
-            overrides=config.metric_overrides(), progress=config.progress)
+            overrides=config.metric_overrides(), progress=config.progress, label=name,
+            missing=no_interval)
     timing = {"extract_s": float(fake.meta.get("extract_s", 0.0)), "metrics_s": seconds,
               "metrics_total_s": round(time.perf_counter() - t0, 4)}
     return Scores(name=name, ref_name=ref_name, config=config, samples=fake_s, reference=real_s,
                   test=test_s, identity=identity_of(fake_s) or identity_of(real_s), values=values,
-                  details=details, skipped=skipped, intervals=intervals, timing=timing)
+                  details=details, skipped=skipped, intervals=intervals, no_interval=no_interval,
+                  timing=timing)
