@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.errors import InputError
+from evalkit.errors import InputError, pip_hint
 from evalkit.features.generate import image_grid
 
 PREFIX = "evalkit/"
@@ -33,7 +33,7 @@ def _need(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise InputError(f"this logger needs {module}: pip install 'evalkit[{extra}]'") from None
+        raise InputError(f"this logger needs {module}: {pip_hint(extra)}") from None
 
 
 class TensorBoardLogger:

@@ -3,7 +3,7 @@
 An argument is a ``.parquet`` file, a folder whose top level holds ``.parquet`` files (read in
 sorted name order), an ``.arrow`` file, or a folder written by ``datasets``'
 ``Dataset.save_to_disk`` (its ``state.json`` lists the ``.arrow`` files in order). One row is
-one image. Needs pyarrow (``pip install 'evalkit[parquet]'``), imported only here.
+one image. Needs pyarrow (``pip install 'evalkit-gen[parquet]'``), imported only here.
 
 Columns: the image column is the one ``datasets`` declares as ``Image`` in the table's
 metadata, else the first ``struct<bytes, path>`` column, else the only binary column; the
@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
-from evalkit.errors import InputError
+from evalkit.errors import InputError, pip_hint
 from evalkit.files.fileio import file_sha256
 from evalkit.images.decode import decode_image, to_rgb_uint8
 from evalkit.images.locators import Locator, table_row
@@ -50,8 +50,7 @@ def _pyarrow():
         import pyarrow.ipc
         import pyarrow.parquet
     except ImportError:
-        raise InputError("Parquet / Arrow sources need pyarrow: pip install 'evalkit[parquet]'"
-                         ) from None
+        raise InputError(f"Parquet / Arrow sources need pyarrow: {pip_hint('parquet')}") from None
     return pyarrow
 
 
