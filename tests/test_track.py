@@ -78,5 +78,9 @@ def test_leaderboard_takes_each_runs_best_step(tmp_path):
     res = CliRunner().invoke(main, ["leaderboard", str(tmp_path / "recs"), "--best-step",
                                     "--sort", "fd", "--format", "csv"])
     assert res.exit_code == 0, res.output
-    rows = [line.split(",") for line in res.stdout.splitlines() if line[:1].isdigit()]
-    assert [r[1:3] for r in rows] == [["a", "9.250*"], ["b", "10.00"]], res.stdout  # step 300
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [(r["model"], float(r["fd"]), r["fd_best"]) for r in rows] == \
+        [("a", 9.25, "1"), ("b", 10.0, "0")], res.stdout  # a's best step (300)
