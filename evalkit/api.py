@@ -240,7 +240,11 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
     test_fs = load_source(test, opts, role="test") if test is not None else None
     results = []
     for src, name in zip(sources, names):
-        fake = attach_prompts(load_source(src, opts, role="samples"), prompts, opts)
+        fake = load_source(src, opts, role="samples")
+        # --prompts, else the prompts the source itself carries (tar .txt, a Parquet column)
+        given = prompts if prompts is not None else (
+            fake.prompts if fake.prompts is not None and "text" not in fake.arrays else None)
+        fake = attach_prompts(fake, given, opts)
         if not is_main():  # torchrun: the other ranks only help extract
             continue
         scores = score_set(fake, real, test_fs, config, name=name,

@@ -107,6 +107,9 @@ def test_brace_pattern_over_three_shards_equals_one_shard(layouts):
     assert one.prompts[0] == "a photo of ant"
     a, b = _features(layouts / "all.tar"), _features(three.arg)
     np.testing.assert_array_equal(a.arrays["features"], b.arrays["features"])
+    # the shards' .txt prompts travel with the features (and through the feature cache)
+    assert a.prompts == b.prompts == one.prompts and a.prompts[0] == "a photo of ant"
+    assert _features(layouts / "all.tar").prompts == one.prompts
     # same images in the same order: the content fingerprint does not see the shard cut
     assert a.meta["source"]["fingerprint"] == b.meta["source"]["fingerprint"]
     assert b.files[3] == tar_member(str(layouts / "shards" / "part-000001.tar"), "s001.jpg")

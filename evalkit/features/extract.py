@@ -583,7 +583,12 @@ def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None =
         "jpeg": any(s.jpeg for s in shards),
         "timing": {k: round(v, 4) for k, v in timing.items()},
     }
-    return FeatureSet(arrays, labels, meta, source.arg, [source.locators[i] for i in kept])
+    prompts = getattr(source, "prompts", None)  # webdataset .txt/.json, a Parquet prompt column
+    if prompts is not None:
+        prompts = [prompts[i] for i in kept]
+        prompts = prompts if all(isinstance(t, str) for t in prompts) else None  # all or none
+    return FeatureSet(arrays, labels, meta, source.arg, [source.locators[i] for i in kept],
+                      prompts=prompts)
 
 
 def _join(parts: list[dict[str, np.ndarray]], keys: list[str]) -> dict[str, np.ndarray]:
