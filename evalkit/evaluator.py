@@ -19,6 +19,7 @@ from evalkit.encoders.custom import encoder_name
 from evalkit.errors import InputError
 from evalkit.features.extract import precision_context
 from evalkit.features.featureset import FeatureSet
+from evalkit.features.generate import to_uint8_nhwc
 from evalkit.features.identity import EncoderIdentity
 from evalkit.features.loader import features_for_each
 from evalkit.features.options import ExtractOptions
@@ -27,30 +28,11 @@ from evalkit.results.record import build_record
 from evalkit.scoring.plan import parse_metric_list
 from evalkit.scoring.score import ScoreConfig, score_set
 
-_SLACK = 0.5 / 255  # float error within half a quantisation step rounds like a clamp
-
 
 def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
-    """B×3×H×W uint8 or float in [0, 1] -> B×H×W×3 uint8 (floats rounded like a PNG writer)."""
-    if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[1] != 3:
-        shape = tuple(batch.shape) if hasattr(batch, "shape") else type(batch).__name__
-        raise InputError(f"Evaluator.update: expected a B×3×H×W image tensor, got {shape}")
-    x = batch.detach()
-    if x.dtype != torch.uint8:
-        if not x.is_floating_point():
-            raise InputError(f"Evaluator.update: a {x.dtype} batch; pass uint8 (0-255) or "
-                             "floats in [0, 1]")
-        if not torch.isfinite(x).all():
-            raise InputError("Evaluator.update: the batch has NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -_SLACK or hi > 1 + _SLACK:  # 0-255 or [-1, 1] floats would score silently wrong
-            hint = ("a [-1, 1] batch: pass (x + 1) / 2" if lo < -_SLACK and hi <= 1 + _SLACK
-                    else "a 0-255 batch: pass x / 255 or x.to(torch.uint8)")
-            raise InputError(f"Evaluator.update: float images must lie in [0, 1], got values in "
-                             f"[{lo:.4g}, {hi:.4g}] ({hint}); uint8 or [0, 1] floats only")
-        x = (x.float() * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
+    """B×3×H×W uint8 or float in [0, 1] -> B×H×W×3 uint8 numpy (floats rounded like a PNG
+    writer: :func:`evalkit.features.generate.to_uint8_nhwc`, the generator source's rule)."""
+    return to_uint8_nhwc(batch, "Evaluator.update").cpu().numpy()
 
 class Evaluator:
     """Accumulate encoder outputs batch by batch, then score against a reference.

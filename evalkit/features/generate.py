@@ -125,10 +125,10 @@ def to_uint8_nhwc(batch: Any, where: str = "generator") -> torch.Tensor:
             raise InputError(f"{where}: the batch has NaN or infinite values")
         lo, hi = float(x.min()), float(x.max())
         if lo < -_SLACK or hi > 1 + _SLACK:
-            hint = ("a [-1, 1] batch: return (x + 1) / 2" if lo < -_SLACK and hi <= 1 + _SLACK
-                    else "a 0-255 batch: return x / 255 or x.to(torch.uint8)")
+            hint = ("a [-1, 1] batch: use (x + 1) / 2" if lo < -_SLACK and hi <= 1 + _SLACK
+                    else "a 0-255 batch: use x / 255 or x.to(torch.uint8)")
             raise InputError(f"{where}: float images must lie in [0, 1], got values in "
-                             f"[{lo:.4g}, {hi:.4g}] ({hint})")
+                             f"[{lo:.4g}, {hi:.4g}] ({hint}); uint8 or [0, 1] floats only")
         x = (x.float() * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous()
 
