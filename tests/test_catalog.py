@@ -11,14 +11,13 @@ import hashlib
 import io
 import json
 import pickle
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import TINY, write_images
+from range_server import RangeServer
 
 from evalkit.cli import main
 from evalkit.errors import DownloadError
@@ -27,63 +26,6 @@ from evalkit.results.record import protocol_of
 from evalkit.scoring import protocols
 
 D = 48  # the tiny test encoder's feature dimension
-
-
-class _Server:
-    """Serves ``files`` (name -> bytes) with Range support; ``drop[name] = k`` makes the next
-    request for ``name`` send its headers for the whole body, then only k bytes, then close."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.drop: dict[str, int] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802 - http.server's API
-                name = self.path.rsplit("/", 1)[-1]
-                rng = self.headers.get("Range")
-                outer.requests.append((name, rng))
-                data = outer.files.get(name)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if rng:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(data):
-                        self.send_response(416)
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                cut = outer.drop.pop(name, None)
-                if cut is not None:
-                    self.wfile.write(body[:cut])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _npz(**arrays) -> bytes:
@@ -101,7 +43,7 @@ def _stats(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def world(tmp_path, monkeypatch):
     """A server holding an ADM-style batch, a stats .npz (published size + sha256) and an
     EDM2-style pickle; a catalog naming them; an empty reference store."""
-    server = _Server()
+    server = RangeServer()
     rng = np.random.default_rng(0)
     mu, sigma = _stats(1)
     batch = _npz(arr_0=rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8),

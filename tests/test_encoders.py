@@ -8,13 +8,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from range_server import RangeServer
 
 import evalkit.encoders as E
 from evalkit.encoders import dinov2 as D
@@ -521,41 +520,6 @@ def test_weights_found_in_torch_hub_and_hf_cache(tmp_path, monkeypatch):
         W.resolve_weights("dinov2", spec, None)
 
 
-class _WeightsServer:
-    """Serves ``files`` (name -> bytes) on 127.0.0.1 with Range support; records requests."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.requests = files, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802 - http.server's API
-                name, rng = self.path.rsplit("/", 1)[-1], self.headers.get("Range")
-                outer.requests.append((name, rng))
-                data = outer.files.get(name)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                self.send_response(206 if rng else 200)
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                self.wfile.write(data[start:])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/w/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def weights_server(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -563,7 +527,7 @@ def weights_server(tmp_path, monkeypatch):
     for var in ("HF_HUB_OFFLINE", "EVALKIT_OFFLINE", "EVALKIT_REF_MIRROR", "http_proxy",
                 "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)  # reach 127.0.0.1 directly
-    server = _WeightsServer({})
+    server = RangeServer()
     yield server
     server.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_catalog import _Server
+from range_server import RangeServer
 
 from evalkit.encoders import inception as I
 from evalkit.encoders import weights as W
@@ -27,7 +27,7 @@ def _npz(**arrays) -> bytes:
 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
-    server = _Server()
+    server = RangeServer()
     rng = np.random.default_rng(0)
     g = rng.standard_normal((2048, 16)).astype(np.float32)
     gs = rng.standard_normal((2023, 16)).astype(np.float32)
