@@ -197,6 +197,19 @@ def _quiet_open_clip():
         root.removeFilter(quiet)
 
 
+def _model_and_weights(arch: str, weights: str | None, random_init: bool):
+    """(model name, pretrained tag, open_clip, its pretrained config, declared weights) of
+    ``arch``; InputError when open_clip declares no weights for it and none are given."""
+    model_name, tag = split_arch(arch)
+    open_clip = _import_open_clip()
+    pcfg = _pretrained_cfg(model_name, tag)
+    spec = None if random_init else clip_weights(arch)
+    if not random_init and spec is None and weights is None:
+        raise InputError(f"clip: open_clip has no pretrained weights for {model_name!r}; "
+                         "pass --weights FILE")
+    return model_name, tag, open_clip, pcfg, spec
+
+
 def build_clip(arch: str | None = None, weights: str | None = None, resize: str = "clean",
                random_init: bool = False) -> CLIPEncoder:
     """Factory registered as ``clip``: open_clip model ``arch`` with its image-tower weights.
@@ -207,13 +220,7 @@ def build_clip(arch: str | None = None, weights: str | None = None, resize: str 
     """
     arch = arch or DEFAULT_ARCH
     preprocess = clip_preprocess(arch, resize)
-    model_name, tag = split_arch(arch)
-    open_clip = _import_open_clip()
-    pcfg = _pretrained_cfg(model_name, tag)
-    spec = None if random_init else clip_weights(arch)
-    if not random_init and spec is None and weights is None:
-        raise InputError(f"clip: open_clip has no pretrained weights for {model_name!r}; "
-                         "pass --weights FILE")
+    model_name, tag, open_clip, pcfg, spec = _model_and_weights(arch, weights, random_init)
     quick_gelu = bool(pcfg.get("quick_gelu", False))
     with _quiet_open_clip():  # to be loaded: built on the meta device, no random initialisation
         model = build_module(lambda: open_clip.create_model(
@@ -280,13 +287,7 @@ def build_clip_text(arch: str | None = None, weights: str | None = None,
     image tower, so the two towers are one random CLIP model.
     """
     arch = arch or DEFAULT_ARCH
-    model_name, tag = split_arch(arch)
-    open_clip = _import_open_clip()
-    pcfg = _pretrained_cfg(model_name, tag)
-    spec = None if random_init else clip_weights(arch)
-    if not random_init and spec is None and weights is None:
-        raise InputError(f"clip: open_clip has no pretrained weights for {model_name!r}; "
-                         "pass --weights FILE")
+    model_name, tag, open_clip, pcfg, spec = _model_and_weights(arch, weights, random_init)
     with _quiet_open_clip():
         model = build_module(lambda: open_clip.create_model(
             model_name, pretrained=None, force_quick_gelu=bool(pcfg.get("quick_gelu", False)),
