@@ -19,7 +19,11 @@ then 2x-1; batches may then hold different native sizes, passed as a list of 3×
 ``resize="tf1"``: the TF graph's own preprocessing, as the ADM evaluator, TTUR and StyleGAN's
 port feed it: native-size float32 pixels, TF1 ``ResizeBilinear`` to 299 (no half-pixel centres,
 :func:`evalkit.images.resize.tf1_bilinear`), then (x − 128) / 128; equals torch-fidelity's
-``FeatureExtractorInceptionV3`` to float32 round-off.
+``FeatureExtractorInceptionV3`` to float32 round-off. ``resize="stylegan3"``: the preprocessing
+of StyleGAN's TorchScript translation of the same graph (``inception-2015-12-05.pkl``, used by
+StyleGAN2-ADA/StyleGAN3 metrics and EDM2's ``calculate_metrics.py``): TF1's sampling positions
+through ``affine_grid``/``grid_sample`` (:func:`evalkit.images.resize.stylegan3_bilinear`), then
+(x − 128) / 128.
 
 Batches run through a BatchNorm-folded ``channels_last`` copy of the network (on CPU in fp32,
 frozen, fused by oneDNN Graph and run as concurrent one-thread slices; see
@@ -39,7 +43,7 @@ from evalkit.encoders.runtime import InferenceCopy
 from evalkit.encoders.spec import BUILTINS, check_arch, check_resize
 from evalkit.encoders.weights import build_module, load_checkpoint
 from evalkit.errors import InputError
-from evalkit.images.resize import tf1_bilinear
+from evalkit.images.resize import stylegan3_bilinear, tf1_bilinear
 
 DECLARED = BUILTINS["inception"]
 ARCH = DECLARED.default_arch
@@ -57,13 +61,16 @@ WEIGHTS = WeightsSpec(
 
 def inception_preprocess(arch: str = ARCH, resize: str = "clean") -> Preprocess:
     """``clean``: workers resize to 299; ``legacy``: native size, pytorch-fid's bilinear resize
-    in-network; ``tf1``: native size, the TF graph's ResizeBilinear and (x − 128) / 128."""
+    in-network; ``tf1``: native size, the TF graph's ResizeBilinear and (x − 128) / 128;
+    ``stylegan3``: native size, StyleGAN's detector's grid_sample resize and (x − 128) / 128."""
     check_arch("inception", arch, DECLARED.archs)
     check_resize("inception", resize)
     if resize == "legacy":
         return Preprocess(size=SIZE, resize="none", in_network="bilinear-299")
     if resize == "tf1":
         return Preprocess(size=SIZE, resize="none", in_network="tf1-bilinear-299-x128")
+    if resize == "stylegan3":
+        return Preprocess(size=SIZE, resize="none", in_network="sg3-gridsample-299-x128")
     return Preprocess(size=SIZE)
 
 
@@ -274,6 +281,7 @@ class InceptionEncoder(Encoder):
         self.preprocess = inception_preprocess(ARCH, resize)
         self.legacy = resize == "legacy"
         self.tf1 = resize == "tf1"
+        self.sg3 = resize == "stylegan3"
         self.outputs = dict(OUTPUTS)
         self.weights_sha256 = weights_sha256
         self.net = net
@@ -295,6 +303,9 @@ class InceptionEncoder(Encoder):
             x = x.to(device=device, dtype=torch.float32)
             if self.tf1:
                 out.append((tf1_bilinear(x, SIZE) - 128) / 128)
+                continue
+            if self.sg3:
+                out.append((stylegan3_bilinear(x, SIZE) - 128) / 128)
                 continue
             x = x / 255.0
             if self.legacy:

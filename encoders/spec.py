@@ -209,7 +209,7 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("inception", "FID Inception-v3 (pytorch-fid weights): pool3 2048-d, fc logits 1008, "
             "sFID spatial 2023",
             ("fid_v3",), "fid_v3", {"features": 2048, "logits": 1008, "spatial": 2023},
-            resizes=("clean", "legacy", "tf1")),
+            resizes=("clean", "legacy", "tf1", "stylegan3")),
     Builtin("dinov2", "DINOv2 ViT/14 (Oquab et al. 2023): CLS token after the final norm, 224 px "
             "(FD-DINOv2)",
             ("vits14", "vitb14", "vitl14", "vitg14"), "vitl14", {"features": 1024},

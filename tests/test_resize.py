@@ -103,3 +103,37 @@ def test_tf1_bilinear_equals_torch_fidelity_bit_for_bit(h, w):
     if (h, w) != (299, 299):  # and it is not F.interpolate's half-pixel resize
         other = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         assert (other - want).abs().max() > 1.0
+
+
+def _stylegan3_detector_resize(x: torch.Tensor) -> torch.Tensor:
+    """The first lines of the forward of StyleGAN's TorchScript Inception detector
+    (``inception-2015-12-05.pt``/``.pkl``) as its decompiled code reads: a float32 identity
+    ``theta`` whose translations are shifted in place through ``select`` views, repeated over the
+    batch, an affine grid at 299×299, a bilinear border-padded ``grid_sample``."""
+    b, c, h, w = x.shape
+    theta = torch.eye(2, 3, dtype=torch.float32)
+    torch.select(torch.select(theta, 0, 0), 0, 2).add_(
+        torch.sub(torch.div(torch.select(torch.select(theta, 0, 0), 0, 0), w),
+                  torch.div(torch.select(torch.select(theta, 0, 0), 0, 0), 299)))
+    torch.select(torch.select(theta, 0, 1), 0, 2).add_(
+        torch.sub(torch.div(torch.select(torch.select(theta, 0, 1), 0, 1), h),
+                  torch.div(torch.select(torch.select(theta, 0, 1), 0, 1), 299)))
+    theta0 = torch.unsqueeze(theta.to(torch.float32), 0).repeat([b, 1, 1])
+    grid = torch.nn.functional.affine_grid(theta0, [b, c, 299, 299], False)
+    return torch.nn.functional.grid_sample(x.to(torch.float32), grid, "bilinear", "border", False)
+
+
+@pytest.mark.parametrize("h, w", [(32, 32), (64, 64), (96, 150), (256, 256), (512, 512)])
+def test_stylegan3_resize_is_the_detectors(h, w):
+    """``--resize stylegan3`` runs the detector's resize exactly, and samples TF1's positions:
+    it differs from TF1's ResizeBilinear only by float32 round-off of the positions (a position
+    error of a few ulps of W, times a pixel step of at most 255), and is not F.interpolate's."""
+    from evalkit.images.resize import stylegan3_bilinear, tf1_bilinear
+
+    x = torch.from_numpy(np.random.default_rng(h + w).integers(0, 256, (2, 3, h, w))).float()
+    want = _stylegan3_detector_resize(x)
+    assert torch.equal(stylegan3_bilinear(x, 299), want)
+    bound = 255 * max(h, w) * 2.0**-21
+    assert (tf1_bilinear(x, 299) - want).abs().max() <= bound
+    other = torch.nn.functional.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    assert (other - want).abs().max() > 1.0

@@ -34,8 +34,10 @@ def extract_options(fn):
                           f"({', '.join(legacy_resize_encoders())}): pytorch-fid (inception), "
                           "dgm-eval's or timm's torchvision transform (others); tf1 "
                           f"({', '.join(resize_encoders('tf1'))}): the TF Inception graph's own "
-                          f"resize (ADM, TTUR); torch ({', '.join(resize_encoders('torch'))}): "
-                          "F.interpolate bicubic antialias (EDM2)."),
+                          f"resize (ADM, TTUR); stylegan3 ({', '.join(resize_encoders('stylegan3'))}): "
+                          "StyleGAN's TorchScript detector's grid_sample resize (EDM2 FID); "
+                          f"torch ({', '.join(resize_encoders('torch'))}): "
+                          "F.interpolate bicubic antialias (EDM2 FD_DINOv2)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Images per encoder forward pass (speed and memory; features agree "
                           "to float round-off)."),

@@ -18,10 +18,11 @@ class ExtractOptions:
     encoder: str = "dinov2"
     arch: str | None = None
     weights: str | None = None
-    # "clean" | "legacy" | "tf1" | "torch": the reference tool's own resize, for the encoders
-    # whose declaration lists it (evalkit.encoders.BUILTINS[...].resizes): pytorch-fid's
-    # in-network bilinear (inception legacy), dgm-eval's / timm's torchvision transform (legacy,
-    # others), the TF Inception graph's ResizeBilinear (inception tf1), EDM2's F.interpolate
+    # "clean" | "legacy" | "tf1" | "stylegan3" | "torch": the reference tool's own resize, for
+    # the encoders whose declaration lists it (evalkit.encoders.BUILTINS[...].resizes):
+    # pytorch-fid's in-network bilinear (inception legacy), dgm-eval's / timm's torchvision
+    # transform (legacy, others), the TF Inception graph's ResizeBilinear (inception tf1),
+    # StyleGAN's TorchScript detector's grid_sample (inception stylegan3), EDM2's F.interpolate
     # bicubic antialias (dinov2 torch)
     resize: str = "clean"
     batch_size: int = 64

@@ -306,3 +306,35 @@ def tf1_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
     bottom = (bottom.index_select(-1, xlo)
               + (bottom.index_select(-1, xhi) - bottom.index_select(-1, xlo)) * dx)
     return top + (bottom - top) * dy.view(1, 1, size, 1)
+
+
+def stylegan3_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The resize of StyleGAN's TorchScript Inception detector to S×S (``grid_sample``).
+
+    NVlabs' ``inception-2015-12-05.pkl`` (StyleGAN2-ADA/StyleGAN3 ``metrics``, EDM2
+    ``calculate_metrics.py``) is a TorchScript translation of the TF FID graph; its forward
+    resamples the float32 image with an affine grid: ``theta = eye(2, 3)`` (float32) whose x and
+    y translations get ``1/W − 1/S`` and ``1/H − 1/S`` added in place, ``affine_grid(theta,
+    [N, C, S, S], align_corners=False)``, then ``grid_sample(x, grid, "bilinear", "border",
+    align_corners=False)``. Output pixel ``j`` then reads source position ``j · W / S``: TF1
+    ``ResizeBilinear``'s positions (:func:`tf1_bilinear`), computed through the normalised grid
+    in float32 and interpolated in one bilinear step, so the two differ by float32 round-off of
+    the positions and of the interpolation (up to ~0.01 of 255 at 512 px). This function runs
+    the detector's own sequence of operations, so its output is the detector's.
+
+    Args:
+        x: N×C×H×W float batch (values in [0, 255] for the Inception graph).
+        size: the output side S.
+
+    Returns:
+        N×C×S×S float32.
+    """
+    x = x.to(torch.float32)
+    n, c, h, w = (int(v) for v in x.shape)
+    theta = torch.eye(2, 3, dtype=torch.float32, device=x.device)
+    theta[0, 2] += theta[0, 0] / w - theta[0, 0] / size
+    theta[1, 2] += theta[1, 1] / h - theta[1, 1] / size
+    grid = torch.nn.functional.affine_grid(theta.unsqueeze(0).repeat(n, 1, 1), [n, c, size, size],
+                                           align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+                                           align_corners=False)

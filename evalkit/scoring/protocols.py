@@ -97,18 +97,20 @@ register_protocol(Protocol(
 register_protocol(Protocol(
     name="edm2",
     description="EDM2 calculate_metrics.py: FID (Inception) or FD_DINOv2 vs EDM2 statistics",
-    encoders={"inception": {"resize": "tf1", "metrics": ("fd",)},
+    encoders={"inception": {"resize": "stylegan3", "metrics": ("fd",)},
               "dinov2": {"arch": "vitl14", "resize": "torch", "metrics": ("fd",)}},
     n_samples=50000, reference="edm2-img512",
-    conventions={"fd": "EDM2: Inception: the TF graph on uint8 NCHW (TF1 bilinear sampling "
-                       "positions, (x-128)/128); DINOv2-L/14: F.interpolate bicubic antialias "
-                       "to 224, /255, ImageNet mean/std, CLS; statistics in float64"},
+    conventions={"fd": "EDM2: Inception: StyleGAN3's TorchScript detector on uint8 NCHW "
+                       "(affine_grid/grid_sample at TF1's positions, border padding, "
+                       "(x-128)/128); DINOv2-L/14: F.interpolate bicubic antialias to 224, "
+                       "/255, ImageNet mean/std, CLS; statistics in float64"},
     exact=("fd",),
     differences="DINOv2: float32 round-off only (same torch resize and normalisation); "
-                "Inception: StyleGAN3's TorchScript port samples TF1's positions through "
-                "affine_grid/grid_sample in float32 (evalkit: TF1's own float32 arithmetic), "
-                "differences at float32 round-off of the sampling coordinates; covariance "
-                "centred (EDM2: raw second moments minus N mu mu^T, float64)"))
+                "Inception: the detector's own affine_grid/grid_sample resize (--resize "
+                "stylegan3), the network is pytorch-fid's port of the same TF graph (features "
+                "~1e-6 relative float32 round-off; not compared with the .pkl itself, which "
+                "is not available offline); covariance centred (EDM2: raw second moments "
+                "minus N mu mu^T, float64)"))
 
 register_protocol(Protocol(
     name="dgm-eval",
