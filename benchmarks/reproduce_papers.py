@@ -10,10 +10,14 @@ with ``--protocol adm`` and prints evalkit's number, the published one and the d
     python benchmarks/reproduce_papers.py --rows adm-g+u-256     # the README's example
     python benchmarks/reproduce_papers.py --list
 
-Published numbers: ``README`` = guided-diffusion's ``evaluations/README.md`` example output (full
-digits); ``paper`` = the paper's tables (FID/sFID to 2 decimals, precision/recall to 2), so a
-difference below the last printed digit there is no difference. Inception on a CPU takes about
-0.2 s per image: a row takes hours without a GPU.
+The rows are data, ``benchmarks/paper_rows.json``: each names its sample batch and reference
+batch (URLs from guided-diffusion's ``evaluations/README.md``) and the published numbers exactly
+as guided-diffusion prints them, citing where (repository, commit, file and table): the
+``evaluations/README.md`` example output (full digits, all five metrics) for ADM-G + ADM-U 256,
+the ``README.md`` Results tables (FID, precision, recall to 2 decimals) for the others. Where a
+number is published to ``decimals`` places, the ``rounding`` column says whether evalkit's
+value rounds to it (|difference| <= half a unit of the last place). Inception on a CPU takes
+about 0.2 s per image: a row takes hours without a GPU.
 """
 from __future__ import annotations
 
@@ -23,48 +27,19 @@ import os
 import sys
 from pathlib import Path
 
-BASE = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/"
 METRICS = ("is", "fd", "sfid", "precision", "recall")
+ROWS_FILE = Path(__file__).with_name("paper_rows.json")
 
-# name -> (catalog reference, sample batch URL, published {metric: value}, source)
-ROWS: dict[str, dict] = {
-    "adm-g+u-256": {
-        "reference": "imagenet256",
-        "url": BASE + "imagenet/256/admnet_guided_upsampled_imagenet256.npz",
-        "published": {"is": 215.8370361328125, "fd": 3.9425574129223264, "sfid": 6.140433703346162,
-                      "precision": 0.8265, "recall": 0.5309},
-        "source": "README"},
-    "adm-g-256": {
-        "reference": "imagenet256",
-        "url": BASE + "imagenet/256/admnet_guided_imagenet256.npz",
-        "published": {"fd": 4.59, "sfid": 5.25, "precision": 0.82, "recall": 0.52},
-        "source": "paper"},
-    "adm-256": {
-        "reference": "imagenet256",
-        "url": BASE + "imagenet/256/admnet_imagenet256.npz",
-        "published": {"fd": 10.94, "sfid": 6.02, "precision": 0.69, "recall": 0.63},
-        "source": "paper"},
-    "adm-g-128": {
-        "reference": "imagenet128",
-        "url": BASE + "imagenet/128/admnet_guided_imagenet128.npz",
-        "published": {"fd": 2.97, "sfid": 5.09, "precision": 0.78, "recall": 0.59},
-        "source": "paper"},
-    "adm-64": {
-        "reference": "imagenet64",
-        "url": BASE + "imagenet/64/admnet_imagenet64.npz",
-        "published": {"fd": 2.07, "sfid": 4.29, "precision": 0.74, "recall": 0.63},
-        "source": "paper"},
-    "adm-g+u-512": {
-        "reference": "imagenet512",
-        "url": BASE + "imagenet/512/admnet_guided_upsampled_imagenet512.npz",
-        "published": {"fd": 3.85, "sfid": 5.86, "precision": 0.84, "recall": 0.53},
-        "source": "paper"},
-    "adm-lsun-bedroom": {
-        "reference": "lsun-bedroom256",
-        "url": BASE + "lsun/bedroom/admnet_dropout_lsun_bedroom.npz",
-        "published": {"fd": 1.90, "sfid": 5.59, "precision": 0.66, "recall": 0.51},
-        "source": "paper"},
-}
+
+def load_rows(path: str | Path = ROWS_FILE) -> dict[str, dict]:
+    """Rows by name: ``{"reference", "url", "published": {metric: value}, "source",
+    "decimals"}``. The file is either an ``evalkit.paper-rows/1`` document (``{"source",
+    "rows"}``, as ``paper_rows.json``) or a plain ``{name: row}`` mapping."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data["rows"] if isinstance(data, dict) and "rows" in data else data
+
+
+ROWS: dict[str, dict] = load_rows()
 
 
 def papers_dir(arg: str | None) -> Path:
@@ -87,13 +62,17 @@ def fetch_samples(row: dict, folder: Path, quiet: bool) -> Path:
 
 
 def compare(name: str, row: dict, metrics: dict[str, float]) -> list[tuple]:
-    """(row, metric, evalkit, published, difference, relative difference) for each metric."""
+    """(row, metric, evalkit, published, difference, relative difference, rounds) per metric;
+    ``rounds``: whether evalkit's value rounds to a number published to ``row["decimals"]``
+    places (None without such a number)."""
     out = []
+    decimals = row.get("decimals")
     for key in METRICS:
         ours, theirs = metrics.get(key), row["published"].get(key)
         diff = None if ours is None or theirs is None else ours - theirs
         rel = None if diff is None or theirs == 0 else diff / abs(theirs)
-        out.append((name, key, ours, theirs, diff, rel))
+        rounds = None if diff is None or decimals is None else abs(diff) <= 0.5 * 10.0**-decimals + 1e-12
+        out.append((name, key, ours, theirs, diff, rel, rounds))
     return out
 
 
@@ -115,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the comparison as JSON here")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    rows = json.loads(Path(args.rows_json).read_text()) if args.rows_json else ROWS
+    rows = load_rows(args.rows_json) if args.rows_json else ROWS
     names = [s for s in args.rows.split(",") if s] or list(rows)
     unknown = [n for n in names if n not in rows]
     if unknown:
@@ -143,15 +122,16 @@ def main(argv=None) -> int:
         table += compare(name, row, res.record["metrics"])
         print(f"{name}: {res.record['samples']['n']} samples vs {row['reference']}, complete="
               f"{res.record['protocol']['complete']}, float16-borderline {border}", flush=True)
-    print("| row | metric | evalkit | published | difference | relative |")
-    print("|---|---|---:|---:|---:|---:|")
-    for name, key, ours, theirs, diff, rel in table:
+    print("| row | metric | evalkit | published | difference | relative | rounding |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for name, key, ours, theirs, diff, rel, rounds in table:
         print(f"| {name} | {key} | {_fmt(ours, '.6g')} | {_fmt(theirs, '.6g')} | "
-              f"{_fmt(diff, '+.3g')} | {_fmt(rel, '+.2e')} |")
+              f"{_fmt(diff, '+.3g')} | {_fmt(rel, '+.2e')} | "
+              f"{'–' if rounds is None else ('same' if rounds else 'DIFFERS')} |")
     if args.out:
         Path(args.out).write_text(json.dumps(
-            [dict(zip(("row", "metric", "evalkit", "published", "difference", "relative"), t))
-             for t in table], indent=2))
+            [dict(zip(("row", "metric", "evalkit", "published", "difference", "relative",
+                       "rounds_to_published"), t)) for t in table], indent=2))
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from range_server import RangeServer
+from stylegan3_reference import stylegan3_detector_resize
 
 import evalkit.encoders as E
 from evalkit.encoders import dinov2 as D
@@ -725,6 +726,30 @@ def test_inception_tf1_resize_is_not_pytorch_fid(inception_files, torch_fidelity
     # different features, different identities: caches and references never mix the two
     assert (E.encoder_preprocess("inception", None, "tf1").describe()
             != E.encoder_preprocess("inception", None, "legacy").describe())
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_inception_stylegan3_is_the_detectors_preprocessing(inception_files, fast):
+    """``--resize stylegan3`` (EDM2's FID): the detector's grid_sample resize of the native-size
+    float32 image, then (x - 128) / 128, then the network; batches of mixed sizes as lists."""
+    enc = E.build_encoder("inception", weights=str(inception_files["without"]), resize="stylegan3")
+    enc.fast = fast
+    assert enc.preprocess.resize == "none"
+    assert len({E.encoder_preprocess("inception", None, m).describe()
+                for m in ("stylegan3", "tf1", "legacy", "clean")}) == 4  # four cache identities
+    sizes = [(32, 32), (64, 64), (96, 150), (256, 256)]
+    batch = [images(1, s, seed=20 + i)[0] for i, s in enumerate(sizes)]
+    want_in = [(stylegan3_detector_resize(x[None]) - 128) / 128 for x in batch]
+    for x, w in zip(batch, want_in):
+        assert torch.equal(enc._prepare([x]), w)  # the detector's input, bit for bit
+    with torch.no_grad():
+        out = enc(batch)
+        refs = [enc.net(w) for w in want_in]  # the network as written, on the detector's input
+    pool3 = torch.cat([r[0] for r in refs])
+    want = {"features": pool3, "logits": pool3 @ enc.net.fc.weight.T,
+            "spatial": torch.cat([r[1][:, :7].permute(0, 2, 3, 1).flatten(1) for r in refs])}
+    for key, value in want.items():
+        assert_close_scaled(out[key], value, rel=1e-4 if fast else 1e-6)
 
 
 def test_dinov2_torch_resize_is_edm2s(dinov2_files):

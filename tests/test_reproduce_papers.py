@@ -93,8 +93,32 @@ def test_reproduce_papers_through_a_local_mirror(mirror, capsys):
 
 
 def test_rows_are_well_formed():
-    rows = _script().ROWS
+    """The rows in benchmarks/paper_rows.json: every sample batch sits in its reference batch's
+    folder of guided-diffusion's bucket (the catalog's URL), the numbers have no more digits
+    than their source prints, and the full-digit README example rounds to the README table."""
+    from evalkit.refs.catalog import load_catalog
+
+    mod = _script()
+    rows, catalog = mod.ROWS, load_catalog()
     assert rows["adm-g+u-256"]["published"]["fd"] == 3.9425574129223264
+    assert len(rows) == 9 and json.loads(mod.ROWS_FILE.read_text())["source"]["repository"] \
+        == "openai/guided-diffusion"
     for name, row in rows.items():
-        assert row["url"].endswith(".npz") and set(row["published"]) <= {
-            "is", "fd", "sfid", "precision", "recall"}, name
+        assert row["url"].endswith(".npz") and set(row["published"]) <= set(mod.METRICS), name
+        ref_url = catalog[row["reference"]].urls[0]
+        assert ref_url.rsplit("/", 1)[0] == row["url"].rsplit("/", 1)[0], name  # same folder
+        assert row["source"].startswith(("README.md", "evaluations/README.md")), name
+        if row["decimals"] is not None:
+            for value in row["published"].values():
+                assert round(value, row["decimals"]) == value, name
+        for where, values in row.get("rounded_in", {}).items():
+            for key, value in values.items():
+                digits = len(str(value).split(".")[1])
+                assert round(row["published"][key], digits) == value, (name, where, key)
+
+
+def test_rounding_column():
+    mod = _script()
+    row = {"published": {"fd": 2.07, "precision": 0.74}, "decimals": 2}
+    got = {t[1]: t[-1] for t in mod.compare("r", row, {"fd": 2.0749, "precision": 0.7349})}
+    assert got == {"fd": True, "precision": False, "is": None, "sfid": None, "recall": None}

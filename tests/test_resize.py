@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stylegan3_reference import stylegan3_detector_resize
 
 from evalkit.encoders.base import Preprocess
 from evalkit.images.resize import (
@@ -105,24 +106,6 @@ def test_tf1_bilinear_equals_torch_fidelity_bit_for_bit(h, w):
         assert (other - want).abs().max() > 1.0
 
 
-def _stylegan3_detector_resize(x: torch.Tensor) -> torch.Tensor:
-    """The first lines of the forward of StyleGAN's TorchScript Inception detector
-    (``inception-2015-12-05.pt``/``.pkl``) as its decompiled code reads: a float32 identity
-    ``theta`` whose translations are shifted in place through ``select`` views, repeated over the
-    batch, an affine grid at 299×299, a bilinear border-padded ``grid_sample``."""
-    b, c, h, w = x.shape
-    theta = torch.eye(2, 3, dtype=torch.float32)
-    torch.select(torch.select(theta, 0, 0), 0, 2).add_(
-        torch.sub(torch.div(torch.select(torch.select(theta, 0, 0), 0, 0), w),
-                  torch.div(torch.select(torch.select(theta, 0, 0), 0, 0), 299)))
-    torch.select(torch.select(theta, 0, 1), 0, 2).add_(
-        torch.sub(torch.div(torch.select(torch.select(theta, 0, 1), 0, 1), h),
-                  torch.div(torch.select(torch.select(theta, 0, 1), 0, 1), 299)))
-    theta0 = torch.unsqueeze(theta.to(torch.float32), 0).repeat([b, 1, 1])
-    grid = torch.nn.functional.affine_grid(theta0, [b, c, 299, 299], False)
-    return torch.nn.functional.grid_sample(x.to(torch.float32), grid, "bilinear", "border", False)
-
-
 @pytest.mark.parametrize("h, w", [(32, 32), (64, 64), (96, 150), (256, 256), (512, 512)])
 def test_stylegan3_resize_is_the_detectors(h, w):
     """``--resize stylegan3`` runs the detector's resize exactly, and samples TF1's positions:
@@ -131,7 +114,7 @@ def test_stylegan3_resize_is_the_detectors(h, w):
     from evalkit.images.resize import stylegan3_bilinear, tf1_bilinear
 
     x = torch.from_numpy(np.random.default_rng(h + w).integers(0, 256, (2, 3, h, w))).float()
-    want = _stylegan3_detector_resize(x)
+    want = stylegan3_detector_resize(x)
     assert torch.equal(stylegan3_bilinear(x, 299), want)
     bound = 255 * max(h, w) * 2.0**-21
     assert (tf1_bilinear(x, 299) - want).abs().max() <= bound
