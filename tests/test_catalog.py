@@ -354,3 +354,33 @@ def test_python_api_protocol(world, test_protocol):
     assert res.record["protocol"]["name"] == "test-adm"
     with pytest.raises(InputError, match="--resize clean"):
         evalkit.score(str(world["tmp"] / "samples"), protocol="test-adm", resize="legacy")
+
+
+def test_tf_graph_statistics_serve_the_graphs_own_resize(world, monkeypatch):
+    """Statistics made by the TF Inception graph (ADM batches, TTUR's fid_stats_*.npz) serve
+    ``--resize tf1`` (the graph's in-graph ResizeBilinear, which evalkit reproduces exactly);
+    EDM2's pickles serve ``stylegan3`` (StyleGAN's TorchScript detector); clean-fid's serve its
+    modes. A TTUR file added offline is registered under the tf1 identity."""
+    from evalkit.encoders import encoder_preprocess
+
+    rows = {r["name"]: r for r in json.loads(_run("ref", "list", "--available", "--json").output)}
+    want = {"imagenet256": "inception (tf1)", "lsun-horse256": "inception (tf1)",
+            "ttur-cifar10-train": "inception (tf1)", "ttur-imagenet-valid": "inception (tf1)",
+            "edm2-img512": "inception (stylegan3)", "edm2-img64": "inception (stylegan3)",
+            "cleanfid-cifar10-train": "inception (clean)",
+            "cleanfid-cifar10-train-legacy": "inception (legacy)"}
+    for name, label in want.items():
+        assert label in rows[name]["serves"], (name, rows[name]["serves"])
+    ttur = [n for n in rows if n.startswith("ttur-")]
+    assert len(ttur) == 6 and all(rows[n]["serves"] == "stats only: inception (tf1)" for n in ttur)
+
+    _dead_mirror(monkeypatch)
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((2048, 8)).astype(np.float32)
+    path = world["tmp"] / "fid_stats_cifar10_train.npz"
+    np.savez(path, mu=rng.standard_normal(2048).astype(np.float32), sigma=g @ g.T)
+    res = _run("ref", "add", "ttur-cifar10-train", path)
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((world["refs"] / "ttur-cifar10-train" / "manifest.json").read_text())
+    [entry] = manifest["entries"]
+    assert entry["preprocess"] == encoder_preprocess("inception", None, "tf1").describe()

@@ -108,11 +108,14 @@ def test_fd_input_errors():
 # ---------------------------------------------------------------- fd_inf
 
 def _fd_inf_reference(real, fake, seed, num_points=15):
-    """Slow dgm-eval-style FD∞ (pytorch-fid FD per subset, np.polyfit), with our seeded subsets."""
+    """dgm-eval's ``compute_FD_infinity`` (dgm_eval/metrics/fd.py) written out: its sizes, its
+    draw (``rng.choice(reps2, n, replace=False)`` on the generated rows, independently per size,
+    from one Generator; dgm-eval's is unseeded, this one is ``default_rng(seed)``), full
+    reference statistics, pytorch-fid's FD per subset and a least-squares line in 1/n."""
     ng = len(fake)
     sizes = np.linspace(min(5000, max(ng // 10, 2)), ng, num_points).astype("int32")
     rng = np.random.default_rng(seed)
-    fds = [_pytorch_fid(real, fake[rng.choice(ng, n, replace=False)]) for n in sizes]
+    fds = [_pytorch_fid(real, rng.choice(fake, n, replace=False)) for n in sizes]
     slope, intercept = np.polyfit(1.0 / sizes, fds, 1)
     return float(intercept), sizes, fds
 

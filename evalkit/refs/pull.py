@@ -236,8 +236,9 @@ def read_stats(entry: CatalogEntry, path: Path, what: str | None = None) -> list
 def _stats_entry(entry: CatalogEntry, decl: dict[str, Any], payload: dict[str, np.ndarray],
                  n: int | None, fingerprint: str) -> tuple[Entry, dict[str, np.ndarray]]:
     encoder = decl["encoder"]
-    # The identity evalkit's closest setting has: TF-graph Inception statistics (ADM, TTUR,
-    # EDM2) are nearest to pytorch-fid's in-network bilinear resize (`legacy`).
+    # The identity the declaration names; the built-in entries all declare theirs (ADM and
+    # TTUR: tf1, EDM2: stylegan3, clean-fid: clean/legacy). An undeclared Inception resize is
+    # read as pytorch-fid's (`legacy`), the most common origin of third-party mu/sigma files.
     resize = decl.get("resize") or ("legacy" if encoder == "inception" else "clean")
     ident, known = local_identity(ExtractOptions(encoder=encoder, arch=decl.get("arch"),
                                                  resize=resize))
