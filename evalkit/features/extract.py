@@ -44,7 +44,7 @@ from evalkit.errors import BadImageWarning, DeviceMemoryError, InputError
 from evalkit.features.distributed import ShardRange
 from evalkit.features.featureset import FeatureSet
 from evalkit.images.resize import prepare, resize_batch
-from evalkit.images.sources import Source, content_fingerprint
+from evalkit.images.sources import SampledSource, Source, content_fingerprint
 
 log = logging.getLogger("evalkit")
 PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -591,7 +591,10 @@ def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None =
         "skipped": [source.locators[i] for i, _ in skipped],
         "skipped_reasons": [err for _, err in skipped],
         "kept": None if everything else kept.tolist(),
-        "content_fingerprint": content_fingerprint([source.names[i] for i in kept], digests),
+        # a sample (--nsample) records its whole source's, so records compare whatever the seed
+        "content_fingerprint": (source.whole_fingerprint() if isinstance(source, SampledSource)
+                                else content_fingerprint([source.names[i] for i in kept],
+                                                         digests)),
         "jpeg": any(s.jpeg for s in shards),
         "timing": {k: round(v, 4) for k, v in timing.items()},
     }
