@@ -4,6 +4,7 @@ extracted rows, so the numbers do not change; only the chosen images are decoded
 inflates only the chosen rows; a sample's cache entry is its own; unreadable chosen images
 follow the skip rule."""
 import hashlib
+import io
 import tracemalloc
 import warnings
 import zipfile
@@ -121,8 +122,8 @@ def test_only_the_chosen_images_are_decoded(tmp_path, monkeypatch):
 
 def test_compressed_npz_inflates_only_the_chosen_rows(tmp_path):
     """Memory: a 47 MiB image array (compressed about 4:1) read with --nsample 10 allocates a
-    few MiB (read and hashing buffers of fixed size; measured after a warm-up run, so imports do not count), far less
-    than the array, whose full inflation the old path needed."""
+    few MiB (read and hashing buffers of fixed size; measured after a warm-up run, so imports
+    do not count), far less than the array, whose full inflation the old path needed."""
     rng = np.random.default_rng(0)
     np.savez_compressed(tmp_path / "small.npz", _pixels(rng, 20))
     arr = rng.integers(0, 4, size=(4000, 64, 64, 3), dtype=np.uint8)
@@ -203,3 +204,21 @@ def test_featureset_inputs_are_still_subsampled(tmp_path):
     res = evalkit.score(fake, real, metrics="fd", nsample=K, seed=2)
     np.testing.assert_array_equal(res.scored.arrays["features"],
                                   fake.arrays["features"][expected_rows(40, K, 2, "samples")])
+
+
+def test_image_batch_bomb_is_refused_with_nsample_too(tmp_path):
+    """The issue's case: an arr_0 image batch inflating ~1000:1, scored with --nsample 10:
+    exit 2 naming the file, refused before it is inflated."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    path = tmp_path / "bomb.npz"
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.zeros((1024, 64, 64, 3), np.uint8))  # 12 MiB of zeros
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("arr_0.npy", buf.getvalue() * 2)  # 24 MiB member: over the 16 MiB floor
+    res = CliRunner().invoke(main, ["score", str(path), "--ref", str(path), "--nsample", "10",
+                                    "--encoder", TINY, "--device", "cpu", "--metrics", "fd"])
+    assert res.exit_code == 2, res.output
+    assert str(path) in res.output and "compression ratio" in res.output
