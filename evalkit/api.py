@@ -26,7 +26,7 @@ from evalkit.features.loader import (
 from evalkit.features.options import ExtractOptions
 from evalkit.files.guards import check_outputs
 from evalkit.formatting import format_number
-from evalkit.images.sources import is_source_arg, stats_npz_keys
+from evalkit.images.sources import RowSample, is_source_arg, stats_npz_keys
 from evalkit.metrics import get_metric
 from evalkit.refs.pull import ensure
 from evalkit.refs.statsfiles import load_stats
@@ -37,7 +37,7 @@ from evalkit.scoring.intervals import check_rounds
 from evalkit.scoring.plan import parse_metric_list
 from evalkit.scoring.protocols import resolve_protocol
 from evalkit.scoring.rng import RunRNG
-from evalkit.scoring.run import stream_name
+from evalkit.scoring.run import row_sample, stream_name
 from evalkit.scoring.score import ScoreConfig, score_set
 
 SourceLike = str | os.PathLike | FeatureSet | np.ndarray
@@ -74,8 +74,12 @@ class Result:
 
 
 def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "samples",
-                ref_dir: str | None = None) -> FeatureSet:
-    """Any source (path, feature array, FeatureSet, registered reference name) -> FeatureSet."""
+                ref_dir: str | None = None, sample: RowSample | None = None) -> FeatureSet:
+    """Any source (path, feature array, FeatureSet, registered reference name) -> FeatureSet.
+
+    ``sample`` (``--nsample``): a source read from a path (images or a feature file) reads only
+    the rows it draws (:func:`evalkit.features.loader.load_features`); the other kinds are
+    subsampled by :func:`evalkit.scoring.score.score_set` with the same rule."""
     if isinstance(source, FeatureSet):
         return source
     if isinstance(source, GeneratedSource):
@@ -88,7 +92,7 @@ def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "sam
     if is_source_arg(source):
         if role == "reference" and stats_npz_keys(path) is not None:
             return load_stats(path)
-        return load_features(str(path), options)
+        return load_features(str(path), options, sample=sample)
     if role == "reference" and os.sep not in str(source) and path.suffix == "":
         # a catalog name: pulled once, after the encoder's weights are found
         name = ensure(str(source), ref_dir, quiet=options.quiet, options=options)
@@ -231,16 +235,22 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
                          bootstrap=bootstrap, realism_k=realism_k, progress=not opts.quiet,
                          overrides=overrides)
     check_rounds(bootstrap)
-    real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
+    run_rng = RunRNG(seed)
+
+    def sample(role: str) -> RowSample | None:  # --nsample, drawn before any image is read
+        return row_sample(nsample, run_rng, role) if nsample else None
+
+    real = load_source(ref, opts, role="reference", ref_dir=ref_dir, sample=sample("reference"))
     if proto and proto.protocol.published_stats and real.has_samples:
         name = real.meta.get("reference_name")  # None: the reference was a path, not a name
         published = published_stats(name, opts, ref_dir) if name else None
         if published is not None:  # fd/sfid against the statistics inside the batch
             real.moments = dict(published.moments)
-    test_fs = load_source(test, opts, role="test") if test is not None else None
+    test_fs = (load_source(test, opts, role="test", sample=sample("test"))
+               if test is not None else None)
     results = []
     for src, name in zip(sources, names):
-        fake = load_source(src, opts, role="samples")
+        fake = load_source(src, opts, role="samples", sample=sample("samples"))
         # --prompts, else the prompts the source itself carries (tar .txt, a Parquet column)
         given = prompts if prompts is not None else (
             fake.prompts if fake.prompts is not None and "text" not in fake.arrays else None)
@@ -343,23 +353,34 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
     paths = [s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))]
     check_outputs({"--out": out}, inputs=paths)
     per_encoder = [replace(options, encoder=e) for e in encoders]
-    loaded: dict[Any, list[Any]] = {}  # each path decoded once, whatever roles it plays
-    for p in paths:
-        loaded.setdefault(os.fspath(p), features_for_each(p, per_encoder))
+    nsample, run_rng = score_args.get("nsample"), RunRNG(score_args.get("seed", 0))
+    # each path decoded once per role it plays (once in all without --nsample, whose rows
+    # differ by role: each role's sample is drawn on its own stream before any image is read)
+    loaded: dict[Any, list[Any]] = {}
+
+    def key(p: Any, role: str) -> Any:
+        return (os.fspath(p), role if nsample else None)
+
+    for role, items in (("samples", sources), ("reference", [ref]), ("test", [test])):
+        for p in items:
+            if isinstance(p, (str, os.PathLike)) and key(p, role) not in loaded:
+                loaded[key(p, role)] = features_for_each(
+                    p, per_encoder, sample=row_sample(nsample, run_rng, role) if nsample else None)
     for s in sources:  # a generator: sampled once, every encoder on each batch
         if isinstance(s, GeneratedSource):
             loaded[id(s)] = load_generated_many(s, per_encoder)
             for fs in loaded[id(s)]:  # what the record's builder names as the generator
                 fs.meta["generator"] = s.describe()
 
-    def pick(s: Any, i: int) -> Any:
+    def pick(s: Any, i: int, role: str = "samples") -> Any:
         if isinstance(s, GeneratedSource):
             return loaded[id(s)][i]
-        return loaded[os.fspath(s)][i] if isinstance(s, (str, os.PathLike)) else s
+        return loaded[key(s, role)][i] if isinstance(s, (str, os.PathLike)) else s
 
     results: list[Result] = []
     for i, opts in enumerate(per_encoder):
-        results += score([pick(s, i) for s in sources], pick(ref, i), test=pick(test, i),
+        results += score([pick(s, i) for s in sources], pick(ref, i, "reference"),
+                         test=pick(test, i, "test"),
                          names=names, options=opts, step=step, prompts=prompts, **score_args)
     if out is not None and results:
         write_records([r.record for r in results], out)

@@ -72,6 +72,11 @@ class StatsOnlyReferenceError(InputError):
     """The reference holds only mean/covariance statistics, and features were asked for."""
 
 
+class DeviceMemoryError(EvalkitError):
+    """The device ran out of memory even at one image per forward pass (after halving the
+    batch size down from ``--batch-size``); the message names the sizes tried."""
+
+
 # ----------------------------------------------------------------------------- warnings
 
 

@@ -291,19 +291,21 @@ SCORE_ARGS = ("--encoder", RAND, "--device", "cpu", "--workers", "0", "--batch-s
               "--metrics", "fd,kd,is,precision,recall", "--seed", "3")
 
 
-def test_two_process_score_equals_one_process(two_sets, monkeypatch):
-    """--no-cache: the shards travel to rank 0 through torch.distributed (no shared folder)."""
+@pytest.mark.parametrize("extra", [(), ("--nsample", "17")], ids=["all", "nsample"])
+def test_two_process_score_equals_one_process(two_sets, monkeypatch, extra):
+    """--no-cache: the shards travel to rank 0 through torch.distributed (no shared folder).
+    With --nsample every rank draws the same rows before reading any image."""
     register_rand()
     tmp = two_sets
-    res = _torchrun(["score", tmp / "samples", "--ref", tmp / "ref", *SCORE_ARGS,
+    res = _torchrun(["score", tmp / "samples", "--ref", tmp / "ref", *SCORE_ARGS, *extra,
                      "--out", tmp / "r2.json", "--no-cache"], {}, tmp, entry=(str(HERE),))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("precision") == 1, res.stdout  # only rank 0 prints the table
     assert "Traceback" not in res.stderr and "error" not in res.stderr.lower(), res.stderr
     monkeypatch.setenv(dist.SHARD_SIZE_ENV, "4")
     one = CliRunner().invoke(main, [str(a) for a in (
-        "score", tmp / "samples", "--ref", tmp / "ref", *SCORE_ARGS, "--out", tmp / "r1.json",
-        "--no-cache", "--quiet")], catch_exceptions=False)
+        "score", tmp / "samples", "--ref", tmp / "ref", *SCORE_ARGS, *extra, "--out",
+        tmp / "r1.json", "--no-cache", "--quiet")], catch_exceptions=False)
     assert one.exit_code == 0, one.output
     r1, r2 = (json.loads((tmp / f).read_text()) for f in ("r1.json", "r2.json"))
     assert set(r1["metrics"]) == set(r2["metrics"]) == {"fd", "kd", "kd_std", "is", "is_std",
@@ -314,7 +316,8 @@ def test_two_process_score_equals_one_process(two_sets, monkeypatch):
     # same images in the same order (content fingerprints hash every image's bytes in order)
     for part in ("samples", "reference", "encoder", "config"):
         assert r2[part] == r1[part], part
-    assert r1["samples"]["n"] == 30 and r1["reference"]["n"] == 26
+    assert (r1["samples"]["n"], r1["reference"]["n"]) == ((17, 17) if extra else (30, 26))
+    assert r1["samples"].get("sampled_from") == (30 if extra else None)
 
 
 def _round_off_bound(key: str, metrics: dict) -> float:

@@ -111,23 +111,32 @@ def test_several_encoders_with_shards_deliver_one_list_per_range(tmp_path):
     np.testing.assert_array_equal(got[1][1].arrays["features"], alone[1].arrays["features"])
 
 
-class _OOMAbove(TinyEncoder):
-    """Raises CUDA's out-of-memory error on batches larger than ``limit``."""
+class _Runaway(Exception):
+    """The engine called the encoder more often than halving can need: a retry loop."""
 
-    def __init__(self, limit):
+
+class _OOMAbove(TinyEncoder):
+    """Raises CUDA's out-of-memory error on batches larger than ``limit``; records every
+    batch size it is called with, and stops a runaway retry loop after ``max_calls`` calls
+    (so that bug fails the test at once instead of hanging it)."""
+
+    def __init__(self, limit, max_calls=50):
         super().__init__()
         self.limit = limit
+        self.max_calls = max_calls
         self.sizes = []
 
     def forward(self, images):
         self.sizes.append(images.shape[0])
+        if len(self.sizes) > self.max_calls:
+            raise _Runaway(f"encoder called {len(self.sizes)} times: {self.sizes[:12]}...")
         if images.shape[0] > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
         return super().forward(images)
 
 
 def test_out_of_memory_halves_the_batch_once_with_one_warning(image_dir):
-    src = resolve_source(image_dir)
+    src = resolve_source(image_dir)  # 12 images
     ref = _run(src, TinyEncoder(), batch_size=12)
     enc = _OOMAbove(4)
     with warnings.catch_warnings(record=True) as caught:
@@ -135,10 +144,20 @@ def test_out_of_memory_halves_the_batch_once_with_one_warning(image_dir):
         got = _run(src, enc, batch_size=12)
     oom = [w for w in caught if "out of device memory" in str(w.message)]
     assert len(oom) == 2  # 12 -> 6, then 6 -> 3; later batches start at 3
-    assert max(enc.sizes[-3:]) <= 3
+    assert enc.sizes == [12, 6, 3, 3, 3, 3]  # each size once, then the 12 rows at 3
     np.testing.assert_allclose(got.arrays["features"], ref.arrays["features"], atol=1e-7)
-    with pytest.raises(torch.cuda.OutOfMemoryError):
-        _run(src, _OOMAbove(0), batch_size=4)
+
+
+def test_out_of_memory_at_one_image_stops_with_a_typed_error_naming_the_sizes(image_dir):
+    from evalkit.errors import DeviceMemoryError
+
+    src = resolve_source(image_dir)
+    enc = _OOMAbove(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with pytest.raises(DeviceMemoryError, match=r"1 image per batch \(tried 4, 2, 1\)"):
+            _run(src, enc, batch_size=4)
+    assert enc.sizes == [4, 2, 1]  # halved to 1, then stopped: no retry loop
 
 
 # ---------------------------------------------------------------------------- PNG decoding

@@ -28,7 +28,7 @@ from evalkit.results.outputs import metrics_table, per_sample_path
 @click.option("--metrics", "metric_list", default="all", show_default=True,
               help="Comma list of metric keys, or `all`.")
 @click.option("--nsample", type=click.IntRange(min=1), default=None,
-              help="Use at most N images per set (seeded subsample).")
+              help="Use at most N images per set (seeded subsample, drawn before any image is read).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Run seed: subsampling, metric subsets and bootstrap rounds (same seed, same numbers).")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=0,

@@ -40,11 +40,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from evalkit.devices import resolve_device
-from evalkit.errors import BadImageWarning, InputError
+from evalkit.errors import BadImageWarning, DeviceMemoryError, InputError
 from evalkit.features.distributed import ShardRange
 from evalkit.features.featureset import FeatureSet
 from evalkit.images.resize import prepare, resize_batch
-from evalkit.images.sources import Source, content_fingerprint
+from evalkit.images.sources import SampledSource, Source, content_fingerprint
 
 log = logging.getLogger("evalkit")
 PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -193,7 +193,8 @@ def extract(source: Source, encoder: torch.nn.Module | Sequence[torch.nn.Module]
             distinct ``Preprocess``, and run through each encoder (outputs per encoder, each
             equal to a separate run's).
         batch_size: images per forward pass (results do not depend on it). On CUDA an
-            out-of-memory error halves it (one warning) and the batch is run again.
+            out-of-memory error halves it (one warning) and the batch is run again; at 1
+            image still out of memory: :class:`~evalkit.errors.DeviceMemoryError`.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         workers: DataLoader worker processes (0: decode in this process).
         precision: ``fp32`` (strict on CUDA), ``tf32`` (TF32 on CUDA), or ``bf16``/``fp16``
@@ -373,20 +374,31 @@ class _Engine:
         self.resize_s = 0.0
 
     def run_group(self, index: np.ndarray, data, runs: list[_Run], starts: list[int]) -> None:
-        while True:
-            rows = self.max_rows or len(index)
+        """Encode one image group; on out-of-memory halve the rows per pass and rerun it.
+
+        Bounded: each retry at least halves the rows, so a group is tried at most
+        ``floor(log2(len(index))) + 1`` times; when one image per pass still runs out of
+        memory, :class:`~evalkit.errors.DeviceMemoryError` names the sizes tried."""
+        tried: list[int] = []
+        for _ in range(max(1, len(index)).bit_length() + 1):
+            rows = min(self.max_rows or len(index), len(index))
+            tried.append(rows)
             try:
                 for lo in range(0, len(index), rows):
                     self._chunk(index[lo:lo + rows], _rows(data, lo, lo + rows), runs, starts)
                 return
-            except torch.cuda.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError as exc:
+                if self.dev.type == "cuda":
+                    torch.cuda.empty_cache()
                 if rows <= 1:
-                    raise
+                    raise DeviceMemoryError(
+                        f"out of device memory ({self.dev}) even at 1 image per batch (tried "
+                        f"{', '.join(map(str, tried))}): free the device or use another "
+                        "--device") from exc
                 self.max_rows = rows // 2
                 warnings.warn(f"out of device memory at {rows} images per batch; "
                               f"continuing with {self.max_rows}", ResourceWarning, stacklevel=2)
-                if self.dev.type == "cuda":
-                    torch.cuda.empty_cache()
+        raise AssertionError(f"batch halving did not end after sizes {tried}")  # unreachable
 
     def _chunk(self, index: np.ndarray, data, runs: list[_Run], starts: list[int]) -> None:
         inputs: dict[int, torch.Tensor] = {}
@@ -579,7 +591,10 @@ def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None =
         "skipped": [source.locators[i] for i, _ in skipped],
         "skipped_reasons": [err for _, err in skipped],
         "kept": None if everything else kept.tolist(),
-        "content_fingerprint": content_fingerprint([source.names[i] for i in kept], digests),
+        # a sample (--nsample) records its whole source's, so records compare whatever the seed
+        "content_fingerprint": (source.whole_fingerprint() if isinstance(source, SampledSource)
+                                else content_fingerprint([source.names[i] for i in kept],
+                                                         digests)),
         "jpeg": any(s.jpeg for s in shards),
         "timing": {k: round(v, 4) for k, v in timing.items()},
     }

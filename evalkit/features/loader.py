@@ -44,13 +44,22 @@ from evalkit.features.extract import Shard, assemble, extract
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.identity import EncoderIdentity, identity_for
 from evalkit.features.options import ExtractOptions
-from evalkit.images.sources import Columns, Source, is_feature_file, is_image_source, resolve_source
+from evalkit.images.sources import (
+    Columns,
+    RowSample,
+    SampledSource,
+    Source,
+    is_feature_file,
+    is_image_source,
+    resolve_source,
+)
 from evalkit.provenance import versions
 
 log = logging.getLogger("evalkit")
 
 
-def load_features(source: str, options: ExtractOptions | None = None) -> FeatureSet:
+def load_features(source: str, options: ExtractOptions | None = None, *,
+                  sample: RowSample | None = None) -> FeatureSet:
     """Features of ``source`` (image folder, zip, npz/npy images, or feature file).
 
     Image sources go through the feature cache (unless ``options.use_cache`` is False): the
@@ -65,6 +74,16 @@ def load_features(source: str, options: ExtractOptions | None = None) -> Feature
     Under torchrun every rank must call this for the same sources in the same order; rank 0
     gets the features and the other ranks a placeholder with no rows (``meta["placeholder"]``).
 
+    ``sample`` (``--nsample``): the rows are chosen before anything is read
+    (:meth:`RowSample.rows` over the images the source lists, or over a feature file's rows),
+    and only those images are read, decoded and encoded (:meth:`Source.subset`); the indices
+    are those the same stream draws over the extracted rows, so the numbers are those of
+    subsampling after extraction. A chosen image that cannot be read follows the skip rule
+    (an error, or with ``skip_bad`` skipped and counted in ``n_skipped``: the set then has
+    fewer rows; no replacement is drawn). The sample is cached as its own entry (its fast
+    fingerprint hashes the chosen indices): never mistaken for the whole set's features nor
+    taken from them. ``meta["source"]["sampled_from"]`` is the number of images listed.
+
     Raises:
         InputError: a missing or unreadable source, or an unreadable image (without
             ``options.skip_bad``), naming the file; on every rank when any rank fails.
@@ -73,8 +92,16 @@ def load_features(source: str, options: ExtractOptions | None = None) -> Feature
     source = str(source)
     device = dist.setup(options.device)
     if is_feature_file(source):
-        return _from_feature_file(source) if dist.is_main() else _placeholder(source)
-    src, key, identity = dist.synced(lambda: _prepare(source, options))
+        if not dist.is_main():
+            return _placeholder(source)
+        fs = _from_feature_file(source)
+        rows = sample.rows(fs.n) if sample is not None else None
+        if rows is not None:
+            total = fs.n
+            fs = fs.subset(rows)
+            fs.meta["source"] = dict(fs.meta["source"], n=fs.n, sampled_from=total)
+        return fs
+    src, key, identity = dist.synced(lambda: _prepare(source, options, sample))
     src, key = _agree(src, key)
     t0 = time.perf_counter()
     if options.use_cache or dist.active():
@@ -144,7 +171,8 @@ def load_generated_many(src: Source, options: Sequence[ExtractOptions]) -> list[
     return out
 
 
-def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[FeatureSet]:
+def load_features_many(source: str, options: Sequence[ExtractOptions], *,
+                       sample: RowSample | None = None) -> list[FeatureSet]:
     """Features of one image source for several encoders (one ExtractOptions each), with
     each image read and decoded once.
 
@@ -157,7 +185,8 @@ def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[F
     resumable (no shard files); its wall time is every encoder's ``extract_s``.
 
     The decoding options (cache, batch size, device, workers, precision, skip_bad, quiet)
-    are taken from ``options[0]``.
+    are taken from ``options[0]``. ``sample``: only those images are read, as in
+    :func:`load_features`.
 
     Raises:
         InputError: a feature file (it holds one encoder's features), a missing or
@@ -172,7 +201,7 @@ def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[F
         raise InputError(f"{source}: a feature file holds one encoder's features; several "
                          "encoders need images")
     first = options[0]
-    src = resolve_source(source, columns=_columns(first))
+    src = _sampled(resolve_source(source, columns=_columns(first)), sample)
     idents = [identity_for(o) for o in options]
     keys = [cache_key(src.fingerprint, i) for i in idents]
     t0 = time.perf_counter()
@@ -199,13 +228,15 @@ def load_features_many(source: str, options: Sequence[ExtractOptions]) -> list[F
 
 
 
-def features_for_each(source: Any, options: Sequence[ExtractOptions]) -> list[Any]:
+def features_for_each(source: Any, options: Sequence[ExtractOptions], *,
+                      sample: RowSample | None = None) -> list[Any]:
     """``source`` for each of several encoders: an image source (folder, zip, image array) is
     decoded once and encoded by each (:func:`load_features_many`, each encoder's features
-    cached under its own identity); anything else (a feature or statistics file, a reference
-    name, a FeatureSet, None) is passed on unchanged, once per encoder."""
+    cached under its own identity; ``sample``: only those images); anything else (a feature
+    or statistics file, a reference name, a FeatureSet, None) is passed on unchanged, once per
+    encoder."""
     if isinstance(source, (str, os.PathLike)) and is_image_source(source):
-        return load_features_many(os.fspath(source), list(options))
+        return load_features_many(os.fspath(source), list(options), sample=sample)
     return [source] * len(options)
 
 def save_features(fs: FeatureSet, path: str) -> None:
@@ -237,10 +268,17 @@ def _columns(options: ExtractOptions) -> Columns:
     return Columns(options.image_column, options.label_column, options.prompt_column)
 
 
-def _prepare(source: str, options: ExtractOptions) -> tuple[Source, str, EncoderIdentity]:
-    src = resolve_source(source, columns=_columns(options))
+def _prepare(source: str, options: ExtractOptions, sample: RowSample | None = None
+             ) -> tuple[Source, str, EncoderIdentity]:
+    src = _sampled(resolve_source(source, columns=_columns(options)), sample)
     identity = identity_for(options)
     return src, cache_key(src.fingerprint, identity), identity
+
+
+def _sampled(src: Source, sample: RowSample | None) -> Source:
+    """``src``, or only the images ``sample`` draws from its listed images."""
+    rows = sample.rows(len(src)) if sample is not None else None
+    return src if rows is None else src.subset(rows)
 
 
 def _agree(src: Source, key: str) -> tuple[Source, str]:
@@ -433,6 +471,8 @@ def _finish(src: Source, fs: FeatureSet, options: ExtractOptions, seconds: float
                           "cache_load_s": round(seconds, 4)}
     meta["source"] = {"source": src.arg, "n": fs.n,
                       "fingerprint": meta.pop("content_fingerprint", None)}
+    if isinstance(src, SampledSource):
+        meta["source"]["sampled_from"] = src.sampled_from
     fs.source = src.arg
     fs.files = [src.locators[i] for i in rows]
     if meta.get("n_skipped") and meta.get("cache_hit"):

@@ -158,6 +158,9 @@ def describe_set(fs: FeatureSet | None, name: str | None = None) -> dict[str, An
         out["stats_only"] = True
     if fs.meta.get("n_skipped"):
         out["n_skipped"] = fs.meta["n_skipped"]
+    sampled_from = (fs.meta.get("source") or {}).get("sampled_from")
+    if sampled_from:  # --nsample taken at the source: of how many listed images
+        out["sampled_from"] = int(sampled_from)
     for key in ("prompts", "text"):  # conditions: where the prompts came from, how they were embedded
         if fs.meta.get(key):
             out[key] = fs.meta[key]

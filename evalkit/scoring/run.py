@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from evalkit.features.featureset import FeatureSet
+from evalkit.images.sources import RowSample
 from evalkit.metrics import MetricSpec
 from evalkit.scoring.plan import array_for, moments_for
 from evalkit.scoring.rng import RunRNG
@@ -88,8 +89,16 @@ def prompt_ids(prompts: list[str] | None) -> np.ndarray | None:
 def subsample(fs: FeatureSet | None, nsample: int | None, rng: RunRNG, role: str
               ) -> FeatureSet | None:
     """At most ``nsample`` rows of ``fs``, drawn without replacement on the run's
-    ``("subsample", role)`` stream, kept in source order."""
-    if fs is None or nsample is None or not fs.has_samples or fs.n <= nsample:
+    ``("subsample", role)`` stream, kept in source order (:func:`row_sample`). Sources read
+    from paths are sampled before extraction with the same rule (so they arrive here with at
+    most ``nsample`` rows); this takes the sample of sets given as features."""
+    if fs is None or nsample is None or not fs.has_samples:
         return fs
-    gen = rng.generator("subsample", role)
-    return fs.subset(np.sort(gen.choice(fs.n, size=nsample, replace=False)))
+    rows = row_sample(nsample, rng, role).rows(fs.n)
+    return fs if rows is None else fs.subset(rows)
+
+
+def row_sample(nsample: int, rng: RunRNG, role: str) -> RowSample:
+    """``--nsample`` of one role (``samples``, ``reference``, ``test``): ``nsample`` rows on
+    the run's ``("subsample", role)`` stream."""
+    return RowSample(int(nsample), rng.child("subsample", role))

@@ -21,7 +21,6 @@ entry in the :func:`register_kinds` call below, whose order is the order the kin
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -35,7 +34,10 @@ from evalkit.images.sources.base import (
     IMAGE_EXTENSIONS,
     JPEG_EXTENSIONS,
     Columns,
+    RowSample,
+    SampledSource,
     Source,
+    content_fingerprint,
     is_image_name,
     is_source_arg,
     kind_for_locator,
@@ -57,23 +59,12 @@ from evalkit.images.sources.ziparchive import ZipSource
 register_kinds(TarSource, TableSource, FolderSource, FeatureFileSource, ZipSource, ArraySource)
 
 __all__ = ["CONTENT_VERSION", "FINGERPRINT_VERSION", "IMAGE_EXTENSIONS", "JPEG_EXTENSIONS",
-           "ArraySource", "Columns", "FeatureFileSource", "FolderSource", "Source", "TableSource",
+           "ArraySource", "Columns", "FeatureFileSource", "FolderSource", "RowSample",
+           "SampledSource", "Source", "TableSource",
            "TarSource", "ZipSource",
            "content_fingerprint", "is_feature_file", "is_image_name", "is_image_source",
            "is_source_arg", "open_image", "stats_npz_keys",
            "resolve_source", "source_kinds"]
-
-
-def content_fingerprint(names: list[str], digests: list[str]) -> str:
-    """sha256 over (name, sha256 of the image's bytes) per image, in order.
-
-    Comparable across machines: it depends on file names relative to the source and on the
-    bytes, not on paths, sizes on disk or times. Array rows hash their raw pixel bytes.
-    """
-    h = hashlib.sha256(CONTENT_VERSION.encode() + b"\n")
-    for name, digest in zip(names, digests):
-        h.update(f"{name}\t{digest}\n".encode("utf-8", "surrogateescape"))
-    return "sha256:" + h.hexdigest()
 
 
 def open_image(locator: str | os.PathLike, root: str | os.PathLike | None = None) -> Image.Image:

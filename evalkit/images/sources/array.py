@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +41,7 @@ class ArraySource(Source):
     _array_offset: int | None = field(default=None, repr=False)
     _array_fortran: bool = field(default=False, repr=False)
     _array: Any = field(default=None, repr=False)
+    _row_of: dict[int, int] | None = field(default=None, repr=False)  # source row -> _array row
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -90,8 +92,40 @@ class ArraySource(Source):
         if self._array is None:
             self._get_array()
 
+    def open_rows(self, rows: np.ndarray) -> None:
+        """Only ``rows`` will be read: a compressed C-order ``arr_0`` is inflated as a stream
+        and only those rows are kept (memory: the rows, not the array); a memory-mapped one
+        needs nothing (only the pages read are touched)."""
+        if self._array is not None or self._array_offset is not None:
+            return
+        try:
+            self._array, self._row_of = _read_npz_rows(self.path, self.arg, self.array_key,
+                                                       np.asarray(rows, dtype=np.int64))
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise InputError(f"{self.arg}: cannot read '{self.array_key}' ({exc})") from None
+
+    def iter_digests(self):
+        """Each row's digest (sha256 of its raw bytes), one row at a time: a memory-mapped
+        array row by row, a compressed one inflated as a stream (never held whole)."""
+        if self._array_offset is not None or self._array_fortran or (
+                self._array is not None and self._row_of is None):
+            array = self._get_array() if self._row_of is None else self._whole_array()
+            for i in range(len(self)):
+                yield i, hashlib.sha256(np.ascontiguousarray(array[i]).tobytes()).hexdigest()
+            return
+        try:
+            yield from _stream_row_digests(self.path, self.arg, self.array_key)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise InputError(f"{self.arg}: cannot read '{self.array_key}' ({exc})") from None
+
+    def _whole_array(self) -> np.ndarray:
+        with np.load(self.path, allow_pickle=False) as z:
+            return np.asarray(z[self.array_key])
+
     def read_rgb(self, i: int) -> tuple[np.ndarray, str, bool]:
-        row = np.ascontiguousarray(self._get_array()[i])
+        array = self._get_array()
+        row = np.ascontiguousarray(array[self._row_of[i]] if self._row_of is not None
+                                   else array[i])
         digest = hashlib.sha256(row.tobytes()).hexdigest()
         return array_to_rgb_uint8(row), digest, False
 
@@ -105,6 +139,50 @@ class ArraySource(Source):
                 with np.load(self.path, allow_pickle=False) as z:
                     self._array = np.asarray(z[self.array_key])
         return self._array
+
+
+READ_CHUNK = 1 << 20  # bytes inflated at a time while skipping rows that are not kept
+
+
+def _read_npz_rows(path: Path, text: str, key: str, rows: np.ndarray
+                   ) -> tuple[np.ndarray, dict[int, int] | None]:
+    """``rows`` (sorted) of the compressed array ``key`` of an npz, inflated as a stream:
+    (those rows stacked, source row -> stacked row). A Fortran-order array has no contiguous
+    rows: it is loaded whole (mapping None)."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+        shape, dtype, fortran = _read_header(fh, text)
+        if fortran:
+            with np.load(path, allow_pickle=False) as z:
+                return np.asarray(z[key]), None
+        row_shape = tuple(int(d) for d in shape[1:])
+        row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+        out = np.empty((len(rows), *row_shape), dtype=dtype)
+        at = 0  # rows consumed from the stream
+        for k, r in enumerate(rows):
+            skip = (int(r) - at) * row_bytes
+            while skip > 0:
+                got = len(fh.read(min(skip, READ_CHUNK)))
+                if got == 0:
+                    break
+                skip -= got
+            data = fh.read(row_bytes)
+            if skip > 0 or len(data) != row_bytes:
+                raise InputError(f"{text}: '{key}' ends before row {int(r)} of {shape[0]}")
+            out[k] = np.frombuffer(data, dtype=dtype).reshape(row_shape)
+            at = int(r) + 1
+    return out, {int(r): k for k, r in enumerate(rows)}
+
+
+def _stream_row_digests(path: Path, text: str, key: str):
+    """(i, sha256 hex of row i's bytes) of a C-order array in an npz, inflated as a stream."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+        shape, dtype, _ = _read_header(fh, text)
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        for i in range(int(shape[0])):
+            data = fh.read(row_bytes)
+            if len(data) != row_bytes:
+                raise InputError(f"{text}: '{key}' ends before row {i} of {shape[0]}")
+            yield i, hashlib.sha256(data).hexdigest()
 
 
 def _read_header(fh, text: str):

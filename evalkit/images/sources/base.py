@@ -142,6 +142,122 @@ class Source:
             raise InputError(f"{self.display(i)}: {self.bad[i]}")
         return self.read_rgb(i)
 
+    def iter_digests(self):
+        """(i, sha256 hex of image ``i``'s bytes, or None when they cannot be read) for every
+        listed image, in order, reading bytes without decoding them; the digests are those
+        :meth:`load_rgb` returns."""
+        for i in range(len(self)):
+            if i in self.bad:
+                yield i, None
+                continue
+            try:
+                yield i, hashlib.sha256(self.read_bytes(i)).hexdigest()
+            except (InputError, OSError):
+                yield i, None
+
+    def open_rows(self, rows: np.ndarray) -> None:
+        """Like :meth:`open`, when only images ``rows`` (sorted source indices) will be read;
+        kinds that hold a shared buffer (a compressed npz array) load only those rows."""
+        self.open()
+
+    def subset(self, rows: np.ndarray) -> SampledSource:
+        """The images ``rows`` (sorted source indices) of this source, as a source of their
+        own (:class:`SampledSource`): ``--nsample`` taken before anything is read."""
+        return SampledSource.of(self, rows)
+
+
+@dataclass(frozen=True)
+class RowSample:
+    """``--nsample``: at most ``n`` of a set's rows, drawn without replacement on one random
+    stream (the run's ``("subsample", role)`` child, :mod:`evalkit.scoring.rng`), sorted.
+
+    The one rule for which rows a subsample keeps, whether it is taken from a source's listed
+    images before anything is decoded (:meth:`Source.subset`) or from rows already extracted
+    (:func:`evalkit.scoring.run.subsample`): for the same count the same indices."""
+
+    n: int
+    stream: np.random.SeedSequence
+
+    def rows(self, total: int) -> np.ndarray | None:
+        """Sorted row indices out of ``total`` (None: ``total <= n``, every row is kept)."""
+        if total <= self.n:
+            return None
+        gen = np.random.default_rng(self.stream)
+        return np.sort(gen.choice(total, size=self.n, replace=False))
+
+
+@dataclass
+class SampledSource(Source):
+    """Images ``rows`` of ``parent`` (``--nsample`` taken at the source): only those are
+    listed, read and decoded. Locators, names, labels and prompts are the parent's at those
+    rows (so files and the content fingerprint name the original images); reading image ``i``
+    reads the parent's image ``rows[i]``. The fast fingerprint hashes the parent's and the
+    rows, so the feature cache keeps a sample's entry apart from the whole set's and from
+    other samples'."""
+
+    kind: ClassVar[str] = "sample"
+
+    parent: Source | None = None
+    rows: tuple[int, ...] = ()
+    _whole: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, parent: Source, rows: np.ndarray) -> SampledSource:
+        rows = tuple(int(r) for r in rows)
+        if any(b <= a for a, b in zip(rows, rows[1:])) or any(
+                not 0 <= r < len(parent) for r in rows[:1] + rows[-1:]):
+            raise ValueError(f"{parent.arg}: sample rows must be sorted, distinct and within "
+                             f"0..{len(parent) - 1}")
+        fp = hash_lines(["sample", parent.fingerprint, str(len(parent)),
+                         ",".join(map(str, rows))]) if parent.fingerprint else ""
+        bad = {k: parent.bad[r] for k, r in enumerate(rows) if r in parent.bad}
+        return cls(parent.arg, parent.path, locators=[parent.locators[r] for r in rows],
+                   names=[parent.names[r] for r in rows],
+                   labels=None if parent.labels is None else parent.labels[list(rows)],
+                   classes=parent.classes, fingerprint=fp, bad=bad,
+                   prompts=None if parent.prompts is None else [parent.prompts[r] for r in rows],
+                   parent=parent, rows=rows)
+
+    @property
+    def sampled_from(self) -> int:
+        """How many images the parent source lists."""
+        return len(self.parent)
+
+    def whole_fingerprint(self) -> str:
+        """The content fingerprint (:func:`content_fingerprint`) of the whole parent source,
+        over every listed image whose bytes can be read: what a set sampled from it records,
+        so records of one source compare whatever the seed (one pass over the bytes, one
+        image at a time, nothing decoded; computed once)."""
+        if self._whole is None:
+            names, digests = [], []
+            for i, digest in self.parent.iter_digests():
+                if digest is not None:
+                    names.append(self.parent.names[i])
+                    digests.append(digest)
+            self._whole = content_fingerprint(names, digests)
+        return self._whole
+
+    def read_bytes(self, i: int) -> bytes:
+        return self.parent.read_bytes(self.rows[i])
+
+    def read_rgb(self, i: int) -> tuple[np.ndarray, str, bool]:
+        return self.parent.read_rgb(self.rows[i])
+
+    def open(self) -> None:
+        self.parent.open_rows(np.asarray(self.rows, dtype=np.int64))
+
+
+def content_fingerprint(names: list[str], digests: list[str]) -> str:
+    """sha256 over (name, sha256 of the image's bytes) per image, in order.
+
+    Comparable across machines: it depends on file names relative to the source and on the
+    bytes, not on paths, sizes on disk or times. Array rows hash their raw pixel bytes.
+    """
+    h = hashlib.sha256(CONTENT_VERSION.encode() + b"\n")
+    for name, digest in zip(names, digests):
+        h.update(f"{name}\t{digest}\n".encode("utf-8", "surrogateescape"))
+    return "sha256:" + h.hexdigest()
+
 
 KINDS: list[type[Source]] = []
 
