@@ -73,6 +73,8 @@ class MetricSpec:
         args: which of ``ARG_NAMES`` it needs.
         optional: inputs it uses when present (``labels`` for per-class Vendi).
         min_samples: fewest generated (and reference/test) samples it accepts.
+        min_dim: fewest dimensions of its array it accepts (``--metrics all`` skips it on
+            narrower features, naming the reason).
         moments: None, or ``f(mu_real, cov_real, fake, *, device)`` computing the same outputs
             from the reference's stored float64 mean and covariance alone (statistics-only
             references such as ADM's or pytorch-fid's ``.npz``).
@@ -98,6 +100,7 @@ class MetricSpec:
     position: int = 1000
     group: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    min_dim: int = 1
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -199,6 +202,7 @@ def register_metric(
     moments: Callable[..., dict[str, float]] | None = None,
     order_invariant: bool = True,
     position: int = 1000,
+    min_dim: int = 1,
 ):
     """Decorator registering a metric function with its outputs and inputs (see the module doc)."""
     first = _check_declaration(outputs, array, fallback, args, optional)
@@ -228,7 +232,7 @@ def register_metric(
         for entry in entries:
             METRICS.add(entry[0].key, MetricSpec(
                 entry[0].key, fn, tuple(entry), array, tuple(args), tuple(optional), min_samples,
-                fallback, moments, order_invariant, position, group, defaults))
+                fallback, moments, order_invariant, position, group, defaults, min_dim))
         return fn
 
     return wrap

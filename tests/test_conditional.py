@@ -426,3 +426,55 @@ def test_prdc_per_class_equals_package_per_class():
     want = [prdc_package(real[lab_r == c], fake[lab_f == c]) for c in range(3)]
     for key in ("precision", "recall", "density", "coverage"):
         assert out[f"{key}_per_class"] == pytest.approx(np.mean([w[key] for w in want]), rel=1e-12)
+
+
+def test_top_pr_refuses_three_or_fewer_dimensions_where_the_package_fails(monkeypatch):
+    """top-pr's d <= 3 branch never computes the KDE values it compares: the package raises
+    (its grid bandwidth search is stubbed out here: it takes minutes and does not matter to
+    the failure). evalkit refuses with a typed error, and `--metrics all` skips it."""
+    top_pr_mod = pytest.importorskip("top_pr.top_pr")
+    from evalkit.errors import MetricInputError
+    from evalkit.metrics import top_pr
+
+    g = np.random.default_rng(3)
+    real, fake = g.standard_normal((200, 2)), g.standard_normal((200, 2))
+    monkeypatch.setattr(top_pr_mod, "bandwidth_est", lambda data, **_: (1.0, 0.1))
+    with pytest.raises(UnboundLocalError):
+        top_pr_mod.compute_top_pr(real_features=real, fake_features=fake)
+    with pytest.raises(MetricInputError, match="more than 3"):
+        top_pr(real, fake)
+    res = evalkit.score(FeatureSet({"features": fake}, source="f"),
+                        FeatureSet({"features": real}, source="r"), metrics="all", device="cpu")
+    assert "at least 4 dimensions" in res.record["skipped"]["top_precision"]
+    assert "fd" in res.metrics  # the rest of `all` ran
+    with pytest.raises(InputError, match="dimensions"):
+        evalkit.score(FeatureSet({"features": fake}, source="f"),
+                      FeatureSet({"features": real}, source="r"), metrics="top_precision",
+                      device="cpu")
+
+
+def test_top_pr_caps_each_set_at_a_seeded_subsample():
+    """Above max_samples each set is a seeded subsample in source order, and the value is the
+    package's on those rows; the default cap is 10,000 rows."""
+    import contextlib
+    import io
+
+    top_pr_pkg = pytest.importorskip("top_pr")
+    from evalkit.metrics import get_metric, top_pr
+
+    assert get_metric("top_precision").defaults["max_samples"] == 10000
+    g = np.random.default_rng(21)
+    real = g.standard_normal((260, 6)).astype(np.float32)
+    fake = (g.standard_normal((300, 6)) + 0.4).astype(np.float32)
+    got = top_pr(real, fake, max_samples=200, seed=7)
+    assert got["_subsampled"] == {"sets": ["reference", "generated"], "max_samples": 200}
+    draw = np.random.default_rng(7)  # reference rows first, then generated, each kept in order
+    r_idx = np.sort(draw.choice(260, 200, replace=False))
+    f_idx = np.sort(draw.choice(300, 200, replace=False))
+    np.random.seed(42)  # the package seeds numpy itself only when it projects (d > 32)
+    with contextlib.redirect_stdout(io.StringIO()):
+        want = top_pr_pkg.compute_top_pr(real_features=real[r_idx], fake_features=fake[f_idx])
+    assert (got["top_precision"], got["top_recall"]) == (want["fidelity"], want["diversity"])
+    assert top_pr(real, fake, max_samples=200, seed=7) == got  # same seed, same numbers
+    full = top_pr(real, fake)  # under the default cap: the full sets, no seed involved
+    assert "_subsampled" not in full and top_pr(real, fake, seed=99) == full
