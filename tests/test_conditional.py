@@ -478,3 +478,66 @@ def test_top_pr_caps_each_set_at_a_seeded_subsample():
     assert top_pr(real, fake, max_samples=200, seed=7) == got  # same seed, same numbers
     full = top_pr(real, fake)  # under the default cap: the full sets, no seed involved
     assert "_subsampled" not in full and top_pr(real, fake, seed=99) == full
+
+
+# ------------------------------------------------------------------------- streaming evaluator
+
+
+def _read_uint8(paths):
+    from PIL import Image
+
+    return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                        for p in paths])
+
+
+def test_evaluator_prompts_equal_score(tmp_path, clip_model):
+    """ev.update(images, prompts=...) gives the numbers `score --prompts` gives on the same
+    images (clip_score through the same random open_clip model's text tower)."""
+    _, weights = clip_model
+    prompts = PROMPTS[:3] * 2  # two images per prompt: prompt_vendi too
+    write_images(tmp_path / "gen", len(prompts), size=(224, 224), seed=14)
+    write_images(tmp_path / "ref", 8, size=(224, 224), seed=15)
+    keys = "clip_score,prompt_vendi,prompt_similarity,fd"
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "ref"), metrics=keys,
+                        prompts=prompts, encoder="clip", arch=ARCH, weights=str(weights),
+                        device="cpu", workers=0)
+    ev = evalkit.Evaluator("clip", str(tmp_path / "ref"), arch=ARCH, weights=str(weights),
+                           metrics=keys, device="cpu")
+    images = _read_uint8(tmp_path / "gen" / f for f in res.scored.files)
+    ev.update(images[:4], prompts=prompts[:4])
+    ev.update(images[4:], prompts=prompts[4:])
+    rec = ev.compute()
+    assert set(rec["metrics"]) == set(res.metrics)
+    for k, v in res.metrics.items():  # same pixels, same float32 model: round-off only
+        assert rec["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-4), k
+    assert rec["samples"]["text"]["truncated"] == 0
+    # per image, not only the clamped mean (random weights: most cosines are negative)
+    fs = ev.features()
+    assert fs.prompts == res.scored.prompts
+    assert np.abs(fs.arrays["text"] - res.scored.arrays["text"]).max() < 1e-5
+    with pytest.raises(InputError, match="every batch"):
+        ev.update(images[:2])  # prompts given before, none now
+    with pytest.raises(InputError, match="one per image"):
+        ev.update(images[:2], prompts=["only one"])
+
+
+def test_evaluator_labels_equal_score(tmp_path):
+    """ev.update(images, labels=...) gives score's per-class numbers on the same class folders."""
+    write_images(tmp_path / "gen", 12, classes=["a", "b", "c"], seed=16)
+    write_images(tmp_path / "ref", 15, classes=["a", "b", "c"], seed=17)
+    keys = "fd_per_class,fd"
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "ref"), metrics=keys,
+                        encoder="pixel", device="cpu", workers=0)
+    ev = evalkit.Evaluator("pixel", str(tmp_path / "ref"), metrics=keys, device="cpu")
+    images = _read_uint8(tmp_path / "gen" / f for f in res.scored.files)
+    labels = res.scored.labels
+    assert len(set(labels.tolist())) == 3
+    ev.update(images[:5], labels=torch.as_tensor(labels[:5]))
+    ev.update(images[5:], labels=labels[5:])
+    rec = ev.compute()
+    assert rec["metrics"]["fd_per_class"] == pytest.approx(res["fd_per_class"], rel=1e-9)
+    assert rec["metrics"]["fd"] == pytest.approx(res["fd"], rel=1e-9)
+    ev.reset()
+    ev.update(images)  # no labels: the per-class metric cannot run
+    with pytest.raises(InputError, match="labels"):
+        ev.compute()
