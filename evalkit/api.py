@@ -31,7 +31,13 @@ from evalkit.metrics import get_metric
 from evalkit.refs.pull import ensure
 from evalkit.refs.statsfiles import load_stats
 from evalkit.refs.store import published_stats, resolve_reference
-from evalkit.results.outputs import per_sample_path, write_per_sample_csv
+from evalkit.results.outputs import (
+    PER_CLASS_METRICS,
+    per_class_rows,
+    per_sample_path,
+    write_per_class_csv,
+    write_per_sample_csv,
+)
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
 from evalkit.scoring.plan import parse_metric_list
@@ -128,6 +134,7 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
           num_classes: int | None = None, save_samples: int = 0,
           samples_dir: str | os.PathLike | None = None, step: int | None = None,
           prompts: str | os.PathLike | Sequence[str] | None = None, rke_sigma: float | None = None,
+          per_class: str | os.PathLike | None = None,
           **extract: Any) -> Result | list[Result] | None:
     """Score one or several sample sets against one reference (loaded once).
 
@@ -175,6 +182,10 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
             (:mod:`evalkit.features.conditions`).
         rke_sigma: the Gaussian bandwidth of ``rke`` (None: the reference's median pairwise
             distance); the value used is recorded as ``rke_sigma``.
+        per_class: CSV path of the per-class values (one row per class: sample counts, FD,
+            precision, recall, density, coverage, why a value is missing; with several sets,
+            one file per set as for ``per_sample``); needs labels in both sets and
+            ``fd_per_class`` or ``precision_per_class`` among the metrics.
 
     Returns:
         a Result per sample set (a single Result when ``samples`` is one source). Under
@@ -200,7 +211,8 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
                                   seed=seed, nsample=nsample, bootstrap=bootstrap,
                                   realism_k=realism_k, names=names, per_sample=per_sample,
                                   out=out, ref_dir=ref_dir, options=opts, protocol=protocol,
-                                  step=step, prompts=prompts, rke_sigma=rke_sigma)
+                                  step=step, prompts=prompts, rke_sigma=rke_sigma,
+                                  per_class=per_class)
         if gen is not None and save_samples and is_main():
             write_samples(gen, save_samples, samples_dir, out)
         return results
@@ -212,10 +224,16 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
     if len(names) != len(sources):
         raise InputError(f"--name: {len(names)} names for {len(sources)} sample sets")
     csvs = [per_sample_path(str(per_sample), n, len(sources) > 1) for n in names] if per_sample else []
-    check_outputs({"--out": out, "--per-sample": csvs},  # before any work; never over an input
-                  inputs=[s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))])
+    class_csvs = ([per_sample_path(str(per_class), n, len(sources) > 1) for n in names]
+                  if per_class else [])
+    check_outputs({"--out": out, "--per-sample": csvs, "--per-class": class_csvs},  # before any
+                  inputs=[s for s in (*sources, ref, test)  # work; never over an input
+                          if isinstance(s, (str, os.PathLike))])
     metric_names = metrics if isinstance(metrics, str) else ",".join(metrics)
     metric_list, proto, published = parse_metric_list(metric_names), None, None
+    if per_class and metric_list is not None and not set(metric_list) & set(PER_CLASS_METRICS):
+        raise InputError(f"--per-class: needs {' or '.join(PER_CLASS_METRICS)} in --metrics "
+                         f"(got {','.join(metric_list)})")
     if protocol:
         if explicit is None:
             explicit = _explicit_options(opts, metric_list, nsample)
@@ -247,6 +265,9 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
         fake = attach_prompts(fake, given, opts)
         if not is_main():  # torchrun: the other ranks only help extract
             continue
+        if per_class and (fake.labels is None or not real.has_samples or real.labels is None):
+            raise InputError(f"--per-class: needs class labels in the samples ({fake.source}) and "
+                             f"the reference ({real.source}): class subfolders or a 'labels' array")
         scores = score_set(fake, real, test_fs, config, name=name,
                            ref_name=real.meta.get("reference_name"))
         fields, warning = proto.describe(scores.samples.n, published) if proto else (None, None)
@@ -258,7 +279,16 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
             write_per_sample(path, scores.samples, real, config)
             base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
             csv = os.path.relpath(os.path.abspath(path), base)
-        record = build_record(scores, per_sample=csv, protocol=fields,
+        class_csv = None
+        if per_class is not None:
+            path = per_sample_path(str(per_class), name, len(sources) > 1)
+            k = config.metric_overrides().get("precision_per_class", {}).get(
+                "nearest_k", get_metric("precision_per_class").defaults["nearest_k"])
+            write_per_class_csv(path, per_class_rows(scores.samples, scores.reference,
+                                                     scores.details, nearest_k=k))
+            base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
+            class_csv = os.path.relpath(os.path.abspath(path), base)
+        record = build_record(scores, per_sample=csv, per_class=class_csv, protocol=fields,
                               generator=src.describe() if isinstance(src, GeneratedSource)
                               else fake.meta.get("generator"), step=step)
         results.append(Result(record, scores.samples))
@@ -316,7 +346,8 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
                     ref: SourceLike | None, *, test: SourceLike | None,
                     names: Sequence[str] | None, per_sample: Any, out: Any,
                     options: ExtractOptions, protocol: str | None, step: int | None = None,
-                    prompts: Any = None, **score_args: Any) -> list[Result]:
+                    prompts: Any = None, per_class: Any = None,
+                    **score_args: Any) -> list[Result]:
     """:func:`score` with several encoders: every image source is decoded once for all of
     them (:func:`evalkit.features.loader.load_features_many`, each encoder's features cached under
     its own identity), then each encoder's features are scored as a one-encoder run would
@@ -329,8 +360,8 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
         raise InputError("--arch/--weights name one encoder's variant; with several encoders "
                          f"(--encoder {','.join(encoders)}) each uses its default: run that "
                          "encoder separately")
-    if per_sample is not None:
-        raise InputError("--per-sample needs one --encoder (run it per encoder)")
+    if per_sample is not None or per_class is not None:
+        raise InputError("--per-sample / --per-class need one --encoder (run it per encoder)")
     if launch_env().distributed:
         raise InputError(f"--encoder {','.join(encoders)}: several encoders in one run are not "
                          "supported under torchrun; launch once per encoder")

@@ -541,3 +541,78 @@ def test_evaluator_labels_equal_score(tmp_path):
     ev.update(images)  # no labels: the per-class metric cannot run
     with pytest.raises(InputError, match="labels"):
         ev.compute()
+
+
+# ------------------------------------------------------------------------- per-class CSV
+
+
+def test_per_class_csv_reads_back_with_pandas(tmp_path):
+    """`score --per-class FILE`: one row per class of either set, each value against
+    pytorch-fid / the prdc package on that class's rows; skipped classes say why."""
+    import pandas as pd
+    from anchors import prdc_package, pytorch_fid
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    g = np.random.default_rng(12)
+    lab_f = np.repeat([0, 1, 2, 3], [40, 30, 7, 1])  # 2: rank-deficient (7 <= D); 3: too few
+    lab_r = np.repeat([0, 1, 2, 3, 4], [35, 45, 30, 9, 8])  # 4: no generated sample
+    d = 8
+    fake = (g.standard_normal((len(lab_f), d)) + lab_f[:, None]).astype(np.float32)
+    real = (g.standard_normal((len(lab_r), d)) * 1.1 + lab_r[:, None]).astype(np.float32)
+    save_feature_file(FeatureSet({"features": fake}, lab_f, source="f"), tmp_path / "gen.npz")
+    save_feature_file(FeatureSet({"features": real}, lab_r, source="r"), tmp_path / "ref.npz")
+    out_dir = tmp_path / "out"
+    res = CliRunner().invoke(main, ["score", str(tmp_path / "gen.npz"), "--ref",
+                                    str(tmp_path / "ref.npz"), "--metrics",
+                                    "fd_per_class,precision_per_class", "--per-class",
+                                    str(out_dir / "classes.csv"), "--out",
+                                    str(out_dir / "rec.json"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out_dir / "classes.csv")
+    assert list(table.columns) == ["class", "n_samples", "n_reference", "fd", "precision",
+                                   "recall", "density", "coverage", "rank_deficient", "skipped"]
+    assert table["class"].tolist() == [0, 1, 2, 3, 4]
+    assert table["n_samples"].tolist() == [40, 30, 7, 1, 0]
+    assert table["n_reference"].tolist() == [35, 45, 30, 9, 8]
+    for c in (0, 1, 2):
+        row = table.iloc[c]
+        xf, xr = fake[lab_f == c], real[lab_r == c]
+        assert row["fd"] == pytest.approx(pytorch_fid(xf, xr), rel=1e-8)
+        want = prdc_package(xr, xf)
+        for k in ("precision", "recall", "density", "coverage"):
+            assert row[k] == pytest.approx(want[k], rel=1e-12), (c, k)
+    assert table["rank_deficient"].tolist()[:3] == [0, 0, 1]
+    for c in (3, 4):
+        row = table.iloc[c]
+        assert np.isnan(row["fd"]) and np.isnan(row["precision"])
+        assert "fd: fewer than 2" in row["skipped"] and "prdc: at most k = 5" in row["skipped"]
+    rec = json.loads((out_dir / "rec.json").read_text())
+    assert rec["per_class"] == "classes.csv"
+    assert rec["metrics"]["fd_per_class"] == pytest.approx(table["fd"].mean(), rel=1e-12)
+
+
+def test_per_class_csv_refusals_come_before_the_work(tmp_path):
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    g = np.random.default_rng(1)
+    save_feature_file(FeatureSet({"features": g.standard_normal((20, 4))}, np.arange(20) % 2,
+                                 source="f"), tmp_path / "gen.npz")
+    save_feature_file(FeatureSet({"features": g.standard_normal((20, 4))}, source="r"),
+                      tmp_path / "nolabels.npz")
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    base = ["score", str(tmp_path / "gen.npz"), "--ref", str(tmp_path / "gen.npz"),
+            "--device", "cpu"]
+    res = CliRunner().invoke(main, base + ["--per-class", str(tmp_path / "blocker" / "x.csv")])
+    assert res.exit_code == 2 and "--per-class" in res.output
+    res = CliRunner().invoke(main, base + ["--metrics", "fd", "--per-class",
+                                           str(tmp_path / "c.csv")])
+    assert res.exit_code == 2 and "fd_per_class" in res.output
+    res = CliRunner().invoke(main, ["score", str(tmp_path / "gen.npz"), "--ref",
+                                    str(tmp_path / "nolabels.npz"), "--device", "cpu",
+                                    "--per-class", str(tmp_path / "c.csv")])
+    assert res.exit_code == 2 and "labels" in res.output
+    assert not (tmp_path / "c.csv").exists()
