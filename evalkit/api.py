@@ -159,7 +159,8 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
         out: write the records here (JSON, atomically): one object, or a list for several sets.
         options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception";
             ``encoder`` may also be the object :func:`evalkit.custom_encoder` returned).
-        protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``; :mod:`evalkit.scoring.protocols`):
+        protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``, ``coco30k``;
+            :mod:`evalkit.scoring.protocols`):
             sets encoder, resize, sample count, metrics and the default ``ref``; the records
             get a ``protocol`` field. Options that contradict it raise InputError.
         explicit: which of encoder/arch/resize/metrics/nsample the caller set on purpose
@@ -238,7 +239,8 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
         if explicit is None:
             explicit = _explicit_options(opts, metric_list, nsample)
         proto = resolve_protocol(protocol, opts, explicit=explicit, metrics=metric_list,
-                                 nsample=nsample, ref=ref, has_test=test is not None)
+                                 nsample=nsample, ref=ref, has_test=test is not None,
+                                 has_prompts=prompts is not None)
         opts, ref, nsample, metric_list = proto.options, proto.ref, proto.nsample, proto.metrics
     elif ref is None:
         raise InputError("--ref is required (a source or reference name), or --protocol NAME")
@@ -250,15 +252,21 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
                          overrides=overrides)
     check_rounds(bootstrap)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
+    if proto:  # the encoder output the protocol scores (coco30k: CLIP's unnormalised projection)
+        real = proto.features_of(real)
     if proto and proto.protocol.published_stats and real.has_samples:
         name = real.meta.get("reference_name")  # None: the reference was a path, not a name
         published = published_stats(name, opts, ref_dir) if name else None
         if published is not None:  # fd/sfid against the statistics inside the batch
             real.moments = dict(published.moments)
     test_fs = load_source(test, opts, role="test") if test is not None else None
+    if proto:
+        test_fs = proto.features_of(test_fs)
     results = []
     for src, name in zip(sources, names):
         fake = load_source(src, opts, role="samples")
+        if proto:
+            fake = proto.features_of(fake)
         # --prompts, else the prompts the source itself carries (tar .txt, a Parquet column)
         given = prompts if prompts is not None else (
             fake.prompts if fake.prompts is not None and "text" not in fake.arrays else None)

@@ -29,7 +29,7 @@ from evalkit.registry import Registry
 
 Direction = Literal["lower", "higher", "zero", "none"]
 DIRECTIONS = ("lower", "higher", "zero", "none")
-ARRAY_KINDS = ("features", "logits", "spatial", "embedding", "text")
+ARRAY_KINDS = ("features", "logits", "spatial", "embedding", "projected", "text")
 # real/fake/test: the metric's array of each set; labels / real_labels: class labels of the
 # generated / reference rows; text: the CLIP text embedding of each generated row's prompt;
 # prompts: an int id per generated row, equal ids for equal prompts

@@ -616,3 +616,90 @@ def test_per_class_csv_refusals_come_before_the_work(tmp_path):
                                     "--per-class", str(tmp_path / "c.csv")])
     assert res.exit_code == 2 and "labels" in res.output
     assert not (tmp_path / "c.csv").exists()
+
+
+# ------------------------------------------------------------------------- --protocol coco30k
+
+
+def test_coco30k_protocol_resolution():
+    from evalkit.features.options import ExtractOptions
+    from evalkit.scoring import protocols
+
+    r = protocols.resolve_protocol("coco30k", ExtractOptions(), ref="coco_val/")
+    assert (r.options.encoder, r.options.arch, r.options.resize, r.nsample) == (
+        "clip", "ViT-B-32:openai", "clean", 30000)
+    assert r.metrics == ("fd",) and "--prompts" in r.not_run["clip_score"]
+    with_prompts = protocols.resolve_protocol("coco30k", ExtractOptions(), ref="coco_val/",
+                                              has_prompts=True)
+    assert with_prompts.metrics == ("fd", "clip_score") and not with_prompts.not_run
+    assert r.protocol.features == "projected"
+    with pytest.raises(InputError, match="clip_vit_b_32"):  # no published COCO statistics
+        protocols.resolve_protocol("coco30k", ExtractOptions())
+    with pytest.raises(InputError, match="--arch ViT-B-32:openai"):
+        protocols.resolve_protocol("coco30k", ExtractOptions(encoder="clip", arch="ViT-L-14"),
+                                   explicit={"encoder", "arch"}, ref="coco_val/")
+    with pytest.raises(InputError, match="--encoder clip"):
+        protocols.resolve_protocol("coco30k", ExtractOptions(encoder="inception"),
+                                   explicit={"encoder"}, ref="coco_val/")
+
+
+def test_coco30k_scores_fd_on_the_unnormalised_clip_projection(tmp_path, clip_model):
+    """A small coco30k run on random ViT-B/32 weights: FD on open_clip's encode_image output
+    (clean-fid's clip_vit_b_32 features), clip_score from the captions, and the record marked
+    incomplete (6 samples, not 30,000) with a warning."""
+    import open_clip
+
+    from evalkit.errors import ProtocolWarning
+    from evalkit.metrics import fd
+
+    base, weights = clip_model
+    # OpenAI's ViT-B/32 (the :openai tag) uses QuickGELU: the same weights in that model
+    model = open_clip.create_model(ARCH, pretrained=None, force_quick_gelu=True).eval()
+    model.load_state_dict(base.state_dict())
+    gen = write_images(tmp_path / "gen", 6, size=(224, 224), seed=31)
+    ref = write_images(tmp_path / "ref", 8, size=(224, 224), seed=32)
+    with pytest.warns(ProtocolWarning, match="EXPECTS 30000 SAMPLES, GOT 6"):
+        res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "ref"), protocol="coco30k",
+                            prompts=PROMPTS, weights=str(weights), device="cpu", workers=0,
+                            quiet=True)
+    proto = res.record["protocol"]
+    assert (proto["name"], proto["n_expected"], proto["complete"]) == ("coco30k", 30000, False)
+    assert proto["features"] == "projected" and proto["metrics"] == ["fd", "clip_score"]
+    assert "clip_vit_b_32" in proto["conventions"]["fd"]
+    assert res.record["encoder"]["arch"] == "ViT-B-32:openai"
+    assert set(res.metrics) == {"fd", "clip_score"}
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():  # 224 px images: the resize is the identity, only the normalisation
+        raw = [model.encode_image((_read_uint8(p).float() / 255 - mean) / std).numpy()
+               for p in (gen, ref)]
+    assert np.abs(res.scored.arrays["features"] - raw[0]).max() < 1e-4 * np.abs(raw[0]).max()
+    assert res["fd"] == pytest.approx(fd(raw[1], raw[0])["fd"], rel=1e-4)
+    unit = [r / np.linalg.norm(r, axis=1, keepdims=True) for r in raw]
+    assert abs(fd(unit[1], unit[0])["fd"] - res["fd"]) > 0.1 * res["fd"]  # not the embedding
+    assert res["clip_score"] >= 0
+
+
+def test_coco30k_checks_the_sample_count(tmp_path):
+    """Fewer samples than 30,000: warned and marked incomplete; more: a seeded subset of
+    30,000; sets without the projection are refused."""
+    from evalkit.errors import ProtocolWarning
+
+    g = np.random.default_rng(4)
+
+    def feats(n, name, projected=True):
+        arrays = {"features": g.standard_normal((n, 6)).astype(np.float32)}
+        if projected:
+            arrays["projected"] = g.standard_normal((n, 4)).astype(np.float32)
+        save_feature_file(FeatureSet(arrays, source=name), tmp_path / f"{name}.npz")
+        return str(tmp_path / f"{name}.npz")
+
+    ref = feats(500, "ref")
+    with pytest.warns(ProtocolWarning, match="GOT 29999"):
+        short = evalkit.score(feats(29999, "short"), ref, protocol="coco30k", device="cpu")
+    assert short.record["protocol"]["complete"] is False
+    assert short.scored.arrays["features"].shape == (29999, 4)  # the projection, not features
+    full = evalkit.score(feats(30005, "long"), ref, protocol="coco30k", device="cpu")
+    assert full.record["protocol"]["complete"] is True and full.record["samples"]["n"] == 30000
+    with pytest.raises(InputError, match="no 'projected' array"):
+        evalkit.score(feats(50, "old", projected=False), ref, protocol="coco30k", device="cpu")

@@ -23,7 +23,8 @@ from evalkit.results.outputs import metrics_table, per_sample_path
 @click.option("--ref", default=None,
               help="Reference: a source, a registered name or a catalog name (`ref list --available`).")
 @click.option("--protocol", default=None,
-              help="Paper protocol: adm | edm2 | dgm-eval (sets encoder, resize, N, metrics, reference).")
+              help="Paper protocol: adm | edm2 | dgm-eval | coco30k (sets encoder, resize, N, "
+                   "metrics, reference).")
 @click.option("--test", default=None, help="Held-out real data (ct, fls, fls_pog).")
 @click.option("--metrics", "metric_list", default="all", show_default=True,
               help="Comma list of metric keys, or `all`.")
