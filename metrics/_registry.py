@@ -50,6 +50,9 @@ class Output:
         range: the closed interval ``(low, high)`` every value lies in (``inf`` for no bound):
             shares in [0, 1], percentages in [0, 100], distances and spreads in [0, inf).
             Confidence intervals are built inside it.
+        column: ``(group, label)`` for a per-condition value (``("per class", "fd")`` for
+            ``fd_per_class``): leaderboards put the group's columns together under one header
+            group, each headed by its label (csv: ``per_class.fd``). None: an overall column.
     """
 
     key: str
@@ -57,6 +60,7 @@ class Output:
     description: str
     select: bool = True
     range: tuple[float, float] = (-math.inf, math.inf)
+    column: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,10 @@ def _check_declaration(outputs: tuple[Output, ...], array: str, fallback: str | 
             raise ValueError(f"metric {name}: output {o.key} direction {o.better!r} not in {DIRECTIONS}")
         if not o.description.strip():
             raise ValueError(f"metric {name}: output {o.key} needs a description")
+        if o.column is not None and (len(o.column) != 2 or not all(
+                isinstance(c, str) and c.strip() for c in o.column)):
+            raise ValueError(f"metric {name}: output {o.key} column {o.column!r} is not "
+                             "(group, label)")
         if len(o.range) != 2 or not o.range[0] < o.range[1]:
             raise ValueError(f"metric {name}: output {o.key} range {o.range!r} is not (low, high)")
     for kind in (array, fallback):
@@ -269,6 +277,11 @@ def result_directions() -> dict[str, Direction]:
 def result_ranges() -> dict[str, tuple[float, float]]:
     """The declared value range of every result key any metric produces."""
     return {o.key: o.range for spec in metric_specs() for o in spec.outputs}
+
+
+def result_column_groups() -> dict[str, tuple[str, str]]:
+    """``key -> (group, label)`` of every per-condition result key (:attr:`Output.column`)."""
+    return {o.key: o.column for spec in metric_specs() for o in spec.outputs if o.column}
 
 
 def result_descriptions() -> dict[str, str]:
