@@ -4,7 +4,10 @@ CMMD use them.
 * ``features``: dgm-eval's CLIP features, the pooled class token after ``ln_post`` and
   *before* the projection (width of the vision transformer, 1024 for ViT-L-14);
 * ``embedding``: the projected, L2-normalised image embedding, i.e. open_clip's
-  ``encode_image(x, normalize=True)`` (768 for ViT-L-14), used by ``cmmd``.
+  ``encode_image(x, normalize=True)`` (768 for ViT-L-14), used by ``cmmd`` and ``clip_score``;
+* ``projected``: the same projection before the L2 normalisation, ``encode_image(x)``: the
+  features of clean-fid's ``clip_vit_b_32`` mode (FD_CLIP, Kynkäänniemi et al. 2023), which
+  ``--protocol coco30k`` scores.
 
 Both come from one forward of ``model.visual`` (a per-call forward hook on ``ln_post``
 captures the first). ``arch`` is an open_clip model name, optionally with a pretrained tag:
@@ -131,13 +134,14 @@ def clip_preprocess(arch: str | None = DEFAULT_ARCH, resize: str = "clean") -> P
 
 def _outputs(arch: str) -> dict[str, int]:
     feat, emb, _ = _model_config(split_arch(arch)[0])
-    return {"features": feat, "embedding": emb}
+    return {"features": feat, "embedding": emb, "projected": emb}
 
 
 # --------------------------------------------------------------------------- encoder
 
 class CLIPEncoder(Encoder):
-    """open_clip image tower: ``features`` (ln_post, pre-projection), ``embedding`` (normalised)."""
+    """open_clip image tower: ``features`` (ln_post, pre-projection), ``embedding`` (normalised),
+    ``projected`` (the embedding before normalisation)."""
 
     name = "clip"
 
@@ -151,9 +155,9 @@ class CLIPEncoder(Encoder):
         self.visual = visual
         self.preprocess = preprocess
         self.weights_sha256 = weights_sha256
-        self.outputs = {"features": int(visual.ln_post.normalized_shape[0]),
-                        "embedding": int(visual.proj.shape[1]) if visual.proj is not None
-                        else int(visual.ln_post.normalized_shape[0])}
+        width = int(visual.ln_post.normalized_shape[0])
+        embed = int(visual.proj.shape[1]) if visual.proj is not None else width
+        self.outputs = {"features": width, "embedding": embed, "projected": embed}
         self.set_normalisation(preprocess.mean, preprocess.std)
 
     def _pooled(self, ln_out: torch.Tensor) -> torch.Tensor:
@@ -164,7 +168,7 @@ class CLIPEncoder(Encoder):
         return ln_out[:, 0]
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """B×3×S×S in [0, 255] (S the model's image size) -> features, embedding."""
+        """B×3×S×S in [0, 255] (S the model's image size) -> features, embedding, projected."""
         x = self.normalise(images, (self.preprocess.size, self.preprocess.size))
         captured: list[torch.Tensor] = []  # a per-call hook: thread- and replica-safe
         handle = self.visual.ln_post.register_forward_hook(lambda m, i, o: captured.append(o))
@@ -175,7 +179,9 @@ class CLIPEncoder(Encoder):
         features = self._pooled(captured[-1])
         if isinstance(projected, tuple):  # output_tokens=True
             projected = projected[0]
-        return {"features": features.float(), "embedding": F.normalize(projected.float(), dim=-1)}
+        projected = projected.float()
+        return {"features": features.float(), "embedding": F.normalize(projected, dim=-1),
+                "projected": projected}
 
 
 def _visual_state_dict(sd: dict, path=None) -> dict:

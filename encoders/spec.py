@@ -215,9 +215,9 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
             ("vits14", "vitb14", "vitl14", "vitg14"), "vitl14", {"features": 1024},
             resizes=("clean", "torch")),
     Builtin("clip", "open_clip image tower (dgm-eval's ViT-L-14 datacomp_xl_s13b_b90k): ln_post "
-            "features before the projection + normalised embedding",
+            "features before the projection + normalised embedding + the projection unnormalised",
             ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14"),
-            "ViT-L-14", {"features": 1024, "embedding": 768}),
+            "ViT-L-14", {"features": 1024, "embedding": 768, "projected": 768}),
     Builtin("convnext", "ConvNeXt-Large IN-22k (dgm-eval): global pool + head norm (pre-logits), "
             "256->224 centre crop",
             ("convnext_large.fb_in22k",), "convnext_large.fb_in22k", {"features": 1536},

@@ -31,7 +31,13 @@ from evalkit.metrics import get_metric
 from evalkit.refs.pull import ensure
 from evalkit.refs.statsfiles import load_stats
 from evalkit.refs.store import published_stats, resolve_reference
-from evalkit.results.outputs import per_sample_path, write_per_sample_csv
+from evalkit.results.outputs import (
+    PER_CLASS_METRICS,
+    per_class_rows,
+    per_sample_path,
+    write_per_class_csv,
+    write_per_sample_csv,
+)
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
 from evalkit.scoring.plan import parse_metric_list
@@ -132,6 +138,7 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
           num_classes: int | None = None, save_samples: int = 0,
           samples_dir: str | os.PathLike | None = None, step: int | None = None,
           prompts: str | os.PathLike | Sequence[str] | None = None, rke_sigma: float | None = None,
+          per_class: str | os.PathLike | None = None,
           **extract: Any) -> Result | list[Result] | None:
     """Score one or several sample sets against one reference (loaded once).
 
@@ -156,7 +163,8 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
         out: write the records here (JSON, atomically): one object, or a list for several sets.
         options / extract: extraction options (ExtractOptions fields, e.g. encoder="inception";
             ``encoder`` may also be the object :func:`evalkit.custom_encoder` returned).
-        protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``; :mod:`evalkit.scoring.protocols`):
+        protocol: a paper protocol (``adm``, ``edm2``, ``dgm-eval``, ``coco30k``;
+            :mod:`evalkit.scoring.protocols`):
             sets encoder, resize, sample count, metrics and the default ``ref``; the records
             get a ``protocol`` field. Options that contradict it raise InputError.
         explicit: which of encoder/arch/resize/metrics/nsample the caller set on purpose
@@ -179,6 +187,10 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
             (:mod:`evalkit.features.conditions`).
         rke_sigma: the Gaussian bandwidth of ``rke`` (None: the reference's median pairwise
             distance); the value used is recorded as ``rke_sigma``.
+        per_class: CSV path of the per-class values (one row per class: sample counts, FD,
+            precision, recall, density, coverage, why a value is missing; with several sets,
+            one file per set as for ``per_sample``); needs labels in both sets and
+            ``fd_per_class`` or ``precision_per_class`` among the metrics.
 
     Returns:
         a Result per sample set (a single Result when ``samples`` is one source). Under
@@ -204,7 +216,8 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
                                   seed=seed, nsample=nsample, bootstrap=bootstrap,
                                   realism_k=realism_k, names=names, per_sample=per_sample,
                                   out=out, ref_dir=ref_dir, options=opts, protocol=protocol,
-                                  step=step, prompts=prompts, rke_sigma=rke_sigma)
+                                  step=step, prompts=prompts, rke_sigma=rke_sigma,
+                                  per_class=per_class)
         if gen is not None and save_samples and is_main():
             write_samples(gen, save_samples, samples_dir, out)
         return results
@@ -216,15 +229,22 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
     if len(names) != len(sources):
         raise InputError(f"--name: {len(names)} names for {len(sources)} sample sets")
     csvs = [per_sample_path(str(per_sample), n, len(sources) > 1) for n in names] if per_sample else []
-    check_outputs({"--out": out, "--per-sample": csvs},  # before any work; never over an input
-                  inputs=[s for s in (*sources, ref, test) if isinstance(s, (str, os.PathLike))])
+    class_csvs = ([per_sample_path(str(per_class), n, len(sources) > 1) for n in names]
+                  if per_class else [])
+    check_outputs({"--out": out, "--per-sample": csvs, "--per-class": class_csvs},  # before any
+                  inputs=[s for s in (*sources, ref, test)  # work; never over an input
+                          if isinstance(s, (str, os.PathLike))])
     metric_names = metrics if isinstance(metrics, str) else ",".join(metrics)
     metric_list, proto, published = parse_metric_list(metric_names), None, None
+    if per_class and metric_list is not None and not set(metric_list) & set(PER_CLASS_METRICS):
+        raise InputError(f"--per-class: needs {' or '.join(PER_CLASS_METRICS)} in --metrics "
+                         f"(got {','.join(metric_list)})")
     if protocol:
         if explicit is None:
             explicit = _explicit_options(opts, metric_list, nsample)
         proto = resolve_protocol(protocol, opts, explicit=explicit, metrics=metric_list,
-                                 nsample=nsample, ref=ref, has_test=test is not None)
+                                 nsample=nsample, ref=ref, has_test=test is not None,
+                                 has_prompts=prompts is not None)
         opts, ref, nsample, metric_list = proto.options, proto.ref, proto.nsample, proto.metrics
     elif ref is None:
         raise InputError("--ref is required (a source or reference name), or --protocol NAME")
@@ -241,6 +261,8 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
         return row_sample(nsample, run_rng, role) if nsample else None
 
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir, sample=sample("reference"))
+    if proto:  # the encoder output the protocol scores (coco30k: CLIP's unnormalised projection)
+        real = proto.features_of(real)
     if proto and proto.protocol.published_stats and real.has_samples:
         name = real.meta.get("reference_name")  # None: the reference was a path, not a name
         published = published_stats(name, opts, ref_dir) if name else None
@@ -248,15 +270,22 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
             real.moments = dict(published.moments)
     test_fs = (load_source(test, opts, role="test", sample=sample("test"))
                if test is not None else None)
+    if proto:
+        test_fs = proto.features_of(test_fs)
     results = []
     for src, name in zip(sources, names):
         fake = load_source(src, opts, role="samples", sample=sample("samples"))
+        if proto:
+            fake = proto.features_of(fake)
         # --prompts, else the prompts the source itself carries (tar .txt, a Parquet column)
         given = prompts if prompts is not None else (
             fake.prompts if fake.prompts is not None and "text" not in fake.arrays else None)
         fake = attach_prompts(fake, given, opts)
         if not is_main():  # torchrun: the other ranks only help extract
             continue
+        if per_class and (fake.labels is None or not real.has_samples or real.labels is None):
+            raise InputError(f"--per-class: needs class labels in the samples ({fake.source}) and "
+                             f"the reference ({real.source}): class subfolders or a 'labels' array")
         scores = score_set(fake, real, test_fs, config, name=name,
                            ref_name=real.meta.get("reference_name"))
         fields, warning = proto.describe(scores.samples.n, published) if proto else (None, None)
@@ -268,7 +297,16 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
             write_per_sample(path, scores.samples, real, config)
             base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
             csv = os.path.relpath(os.path.abspath(path), base)
-        record = build_record(scores, per_sample=csv, protocol=fields,
+        class_csv = None
+        if per_class is not None:
+            path = per_sample_path(str(per_class), name, len(sources) > 1)
+            k = config.metric_overrides().get("precision_per_class", {}).get(
+                "nearest_k", get_metric("precision_per_class").defaults["nearest_k"])
+            write_per_class_csv(path, per_class_rows(scores.samples, scores.reference,
+                                                     scores.details, nearest_k=k))
+            base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
+            class_csv = os.path.relpath(os.path.abspath(path), base)
+        record = build_record(scores, per_sample=csv, per_class=class_csv, protocol=fields,
                               generator=src.describe() if isinstance(src, GeneratedSource)
                               else fake.meta.get("generator"), step=step)
         results.append(Result(record, scores.samples))
@@ -326,7 +364,8 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
                     ref: SourceLike | None, *, test: SourceLike | None,
                     names: Sequence[str] | None, per_sample: Any, out: Any,
                     options: ExtractOptions, protocol: str | None, step: int | None = None,
-                    prompts: Any = None, **score_args: Any) -> list[Result]:
+                    prompts: Any = None, per_class: Any = None,
+                    **score_args: Any) -> list[Result]:
     """:func:`score` with several encoders: every image source is decoded once for all of
     them (:func:`evalkit.features.loader.load_features_many`, each encoder's features cached under
     its own identity), then each encoder's features are scored as a one-encoder run would
@@ -339,8 +378,8 @@ def _score_encoders(encoders: list[str], samples: SourceLike | Sequence[SourceLi
         raise InputError("--arch/--weights name one encoder's variant; with several encoders "
                          f"(--encoder {','.join(encoders)}) each uses its default: run that "
                          "encoder separately")
-    if per_sample is not None:
-        raise InputError("--per-sample needs one --encoder (run it per encoder)")
+    if per_sample is not None or per_class is not None:
+        raise InputError("--per-sample / --per-class need one --encoder (run it per encoder)")
     if launch_env().distributed:
         raise InputError(f"--encoder {','.join(encoders)}: several encoders in one run are not "
                          "supported under torchrun; launch once per encoder")

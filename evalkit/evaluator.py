@@ -17,6 +17,7 @@ from evalkit.devices import resolve_device
 from evalkit.encoders import build_encoder
 from evalkit.encoders.custom import encoder_name
 from evalkit.errors import InputError
+from evalkit.features.conditions import attach_prompts
 from evalkit.features.extract import precision_context
 from evalkit.features.featureset import FeatureSet
 from evalkit.features.generate import to_uint8_nhwc
@@ -48,6 +49,13 @@ class Evaluator:
         for images in sampler:            # B×3×H×W, uint8 or float in [0, 1]
             ev.update(images)
         record = ev.compute()             # the record `evalkit score` writes
+
+    Conditions go with their batch: ``ev.update(images, labels=y)`` (a class per image:
+    fd_per_class, precision_per_class, class_accuracy...) and ``ev.update(images,
+    prompts=texts)`` (a prompt per image: prompt_vendi, prompt_similarity and, with
+    ``encoder="clip"``, clip_score from the same open_clip model's text tower). Either is given
+    with every batch or with none. The numbers equal `evalkit score` on the same images with
+    the same labels / ``--prompts``.
     """
 
     def __new__(cls, encoder: str | list[str] = "dinov2", *args: Any, **kwargs: Any):
@@ -79,27 +87,43 @@ class Evaluator:
     def reset(self) -> None:
         """Forget the accumulated outputs (the reference stays loaded)."""
         self._outputs: dict[str, list[np.ndarray]] = {}
+        self._labels: list[np.ndarray] = []
+        self._prompts: list[str] = []
+        self._batches = 0
 
     @torch.inference_mode()
-    def update(self, images: torch.Tensor) -> None:
-        """Encode one batch of generated images (B×3×H×W, uint8 or float in [0, 1])."""
-        self.encode(to_uint8_images(images))
+    def update(self, images: torch.Tensor, *, labels: Any = None,
+               prompts: list[str] | None = None) -> None:
+        """Encode one batch of generated images (B×3×H×W, uint8 or float in [0, 1]), with the
+        class ``labels`` (B ints) and/or ``prompts`` (B strings) they were generated for."""
+        self.encode(to_uint8_images(images), labels=labels, prompts=prompts)
 
     @torch.inference_mode()
-    def encode(self, arrays: np.ndarray) -> None:
+    def encode(self, arrays: np.ndarray, *, labels: Any = None,
+               prompts: list[str] | None = None) -> None:
         """Encode B×H×W×3 uint8 images (what :func:`to_uint8_images` returns)."""
+        labels, prompts = check_conditions(len(arrays), labels, prompts, self._batches,
+                                           bool(self._labels), bool(self._prompts))
         x = torch.from_numpy(np.stack([prepare(a, self.encoder.preprocess) for a in arrays]))
         with precision_context(self.device, self.options.precision):
             out = self.encoder(x.to(self.device, non_blocking=True))
         for key, value in out.items():
             self._outputs.setdefault(key, []).append(value.float().cpu().numpy())
+        if labels is not None:
+            self._labels.append(labels)
+        if prompts is not None:
+            self._prompts.extend(prompts)
+        self._batches += 1
 
     def features(self) -> FeatureSet:
-        """Everything accumulated so far as a FeatureSet."""
+        """Everything accumulated so far as a FeatureSet (with its labels and prompts; for a
+        CLIP encoder the prompts' text embeddings too)."""
         if not self._outputs:
             raise InputError("Evaluator.compute: no images were given to update()")
         arrays = {k: np.concatenate(v) for k, v in self._outputs.items()}
-        return FeatureSet(arrays, meta={"encoder": self.identity.as_dict()}, source=self.name)
+        labels = np.concatenate(self._labels) if self._labels else None
+        fs = FeatureSet(arrays, labels, meta={"encoder": self.identity.as_dict()}, source=self.name)
+        return attach_prompts(fs, self._prompts, self.options) if self._prompts else fs
 
     def compute(self) -> dict[str, Any]:
         """Score the accumulated samples against the reference; returns the result record."""
@@ -132,11 +156,12 @@ class EvaluatorGroup:
             part.reset()
 
     @torch.inference_mode()
-    def update(self, images: torch.Tensor) -> None:
-        """Convert one batch once, then encode it with every encoder."""
+    def update(self, images: torch.Tensor, *, labels: Any = None,
+               prompts: list[str] | None = None) -> None:
+        """Convert one batch once, then encode it with every encoder (with its conditions)."""
         arrays = to_uint8_images(images)
         for part in self.parts:
-            part.encode(arrays)
+            part.encode(arrays, labels=labels, prompts=prompts)
 
     def features(self) -> list[FeatureSet]:
         """One FeatureSet per encoder."""
@@ -145,6 +170,29 @@ class EvaluatorGroup:
     def compute(self) -> list[dict[str, Any]]:
         """One result record per encoder."""
         return [part.compute() for part in self.parts]
+
+
+def check_conditions(n: int, labels: Any, prompts: Any, batches: int, had_labels: bool,
+                     had_prompts: bool) -> tuple[np.ndarray | None, list[str] | None]:
+    """One batch's labels (int array) and prompts (strings), checked: one per image, and given
+    with every batch or with none (a set is conditioned throughout or not at all)."""
+    if labels is not None:
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(f"Evaluator.update: labels must be {n} integers (one per image), "
+                             f"got shape {labels.shape} dtype {labels.dtype}")
+    if prompts is not None:
+        if isinstance(prompts, str) or len(prompts) != n:
+            raise InputError(f"Evaluator.update: prompts must be {n} strings (one per image)")
+        prompts = [str(p) for p in prompts]
+    for name, given, had in (("labels", labels is not None, had_labels),
+                             ("prompts", prompts is not None, had_prompts)):
+        if batches and given != had:
+            raise InputError(f"Evaluator.update: {name} given with some batches and not others "
+                             "(give them with every batch, or reset())")
+    return labels, prompts
 
 
 def _named(encoder: Any) -> Any:

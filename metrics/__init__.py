@@ -17,6 +17,7 @@ from evalkit.metrics._registry import (  # noqa: F401
     metric_specs,
     moments_metrics,
     register_metric,
+    result_column_groups,
     result_descriptions,
     result_directions,
     result_keys,

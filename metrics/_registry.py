@@ -29,7 +29,7 @@ from evalkit.registry import Registry
 
 Direction = Literal["lower", "higher", "zero", "none"]
 DIRECTIONS = ("lower", "higher", "zero", "none")
-ARRAY_KINDS = ("features", "logits", "spatial", "embedding", "text")
+ARRAY_KINDS = ("features", "logits", "spatial", "embedding", "projected", "text")
 # real/fake/test: the metric's array of each set; labels / real_labels: class labels of the
 # generated / reference rows; text: the CLIP text embedding of each generated row's prompt;
 # prompts: an int id per generated row, equal ids for equal prompts
@@ -50,6 +50,9 @@ class Output:
         range: the closed interval ``(low, high)`` every value lies in (``inf`` for no bound):
             shares in [0, 1], percentages in [0, 100], distances and spreads in [0, inf).
             Confidence intervals are built inside it.
+        column: ``(group, label)`` for a per-condition value (``("per class", "fd")`` for
+            ``fd_per_class``): leaderboards put the group's columns together under one header
+            group, each headed by its label (csv: ``per_class.fd``). None: an overall column.
     """
 
     key: str
@@ -57,6 +60,7 @@ class Output:
     description: str
     select: bool = True
     range: tuple[float, float] = (-math.inf, math.inf)
+    column: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class MetricSpec:
         args: which of ``ARG_NAMES`` it needs.
         optional: inputs it uses when present (``labels`` for per-class Vendi).
         min_samples: fewest generated (and reference/test) samples it accepts.
+        min_dim: fewest dimensions of its array it accepts (``--metrics all`` skips it on
+            narrower features, naming the reason).
         moments: None, or ``f(mu_real, cov_real, fake, *, device)`` computing the same outputs
             from the reference's stored float64 mean and covariance alone (statistics-only
             references such as ADM's or pytorch-fid's ``.npz``).
@@ -98,6 +104,7 @@ class MetricSpec:
     position: int = 1000
     group: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    min_dim: int = 1
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -177,6 +184,10 @@ def _check_declaration(outputs: tuple[Output, ...], array: str, fallback: str | 
             raise ValueError(f"metric {name}: output {o.key} direction {o.better!r} not in {DIRECTIONS}")
         if not o.description.strip():
             raise ValueError(f"metric {name}: output {o.key} needs a description")
+        if o.column is not None and (len(o.column) != 2 or not all(
+                isinstance(c, str) and c.strip() for c in o.column)):
+            raise ValueError(f"metric {name}: output {o.key} column {o.column!r} is not "
+                             "(group, label)")
         if len(o.range) != 2 or not o.range[0] < o.range[1]:
             raise ValueError(f"metric {name}: output {o.key} range {o.range!r} is not (low, high)")
     for kind in (array, fallback):
@@ -199,6 +210,7 @@ def register_metric(
     moments: Callable[..., dict[str, float]] | None = None,
     order_invariant: bool = True,
     position: int = 1000,
+    min_dim: int = 1,
 ):
     """Decorator registering a metric function with its outputs and inputs (see the module doc)."""
     first = _check_declaration(outputs, array, fallback, args, optional)
@@ -228,7 +240,7 @@ def register_metric(
         for entry in entries:
             METRICS.add(entry[0].key, MetricSpec(
                 entry[0].key, fn, tuple(entry), array, tuple(args), tuple(optional), min_samples,
-                fallback, moments, order_invariant, position, group, defaults))
+                fallback, moments, order_invariant, position, group, defaults, min_dim))
         return fn
 
     return wrap
@@ -265,6 +277,11 @@ def result_directions() -> dict[str, Direction]:
 def result_ranges() -> dict[str, tuple[float, float]]:
     """The declared value range of every result key any metric produces."""
     return {o.key: o.range for spec in metric_specs() for o in spec.outputs}
+
+
+def result_column_groups() -> dict[str, tuple[str, str]]:
+    """``key -> (group, label)`` of every per-condition result key (:attr:`Output.column`)."""
+    return {o.key: o.column for spec in metric_specs() for o in spec.outputs if o.column}
 
 
 def result_descriptions() -> dict[str, str]:

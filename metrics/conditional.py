@@ -38,11 +38,13 @@ def _groups(ids: Any, n: int, what: str, metric: str) -> list[np.ndarray]:
 
 @register_metric(
     Output("prompt_vendi", "higher", "mean over prompts of the Vendi score of each prompt's images "
-           "(in-prompt diversity; Friedman & Dieng 2023, Jalali et al. 2024)"),
+           "(in-prompt diversity; Friedman & Dieng 2023, Jalali et al. 2024)",
+           column=("per prompt", "vendi")),
     Output("prompt_similarity", "lower", "mean over prompts of the mean pairwise cosine similarity "
-           "of each prompt's images"),
+           "of each prompt's images", column=("per prompt", "similarity")),
     Output("prompt_vendi_all", "higher", "Vendi score of all generated images, every prompt "
-           "together (for contrast with prompt_vendi)", select=False),
+           "together (for contrast with prompt_vendi)", select=False,
+           column=("per prompt", "vendi_all")),
     args=("fake", "prompts"), min_samples=2, position=150,
 )
 def prompt_diversity(fake: Any, prompts: Any, *, q: float | str = 1,
@@ -135,7 +137,8 @@ def _factor(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 @register_metric(
     Output("fd_per_class", "lower", "intra-class FD: mean over classes of the Fréchet distance "
-           "between a class's generated and reference features (Miyato & Koyama 2018)"),
+           "between a class's generated and reference features (Miyato & Koyama 2018)",
+           column=("per class", "fd")),
     args=("real", "fake", "labels", "real_labels"), min_samples=2, position=15,
 )
 def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
@@ -204,13 +207,14 @@ def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
 
 
 @register_metric(
-    Output("precision_per_class", "higher", "mean over classes of PRDC precision within each class"),
+    Output("precision_per_class", "higher", "mean over classes of PRDC precision within each class",
+           column=("per class", "precision")),
     Output("recall_per_class", "higher", "mean over classes of PRDC recall within each class",
-           select=False),
+           select=False, column=("per class", "recall")),
     Output("density_per_class", "higher", "mean over classes of PRDC density within each class",
-           select=False),
+           select=False, column=("per class", "density")),
     Output("coverage_per_class", "higher", "mean over classes of PRDC coverage within each class",
-           select=False),
+           select=False, column=("per class", "coverage")),
     args=("real", "fake", "labels", "real_labels"), min_samples=2, position=65,
 )
 def prdc_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *, nearest_k: int = 5,

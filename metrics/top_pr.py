@@ -8,12 +8,17 @@ import numpy as np
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.primitives.common import check_points
+from evalkit.metrics.primitives.common import Seed, check_points, seeded_generator
 
 # the top-pr package's fixed seeds: numpy's global seed (bootstraps), torch's for the projection
 PACKAGE_SEED = 42
 PROJECTION_SEED = 99
 PROJECTION_DIM = 32
+# most rows of each set top_pr uses: its bandwidth and KDEs are O(N^2) (as rarity's and rke's cap)
+MAX_SAMPLES = 10000
+# the package's d <= 3 branch (a KDE on a grid + gudhi persistence for the bandwidth) never
+# computes the KDE scores it then reads: compute_top_pr fails there (UnboundLocalError)
+MIN_DIM = 4
 _ELEMENTS = 1 << 23  # float64 distances per block
 
 
@@ -98,9 +103,10 @@ def projection(dim: int) -> np.ndarray:
            "significant KDE support"),
     Output("top_f1", "higher", "harmonic mean of top_precision and top_recall", select=False),
     # 5 x 32 + 2: enough for the bandwidth at any width (projected to at most 32 dimensions)
-    args=("real", "fake"), min_samples=162, order_invariant=False, position=72,
+    args=("real", "fake"), min_samples=162, min_dim=MIN_DIM, order_invariant=False, position=72,
 )
-def top_pr(real: Any, fake: Any, *, alpha: float = 0.1, random_proj: bool = True) -> dict[str, float]:
+def top_pr(real: Any, fake: Any, *, alpha: float = 0.1, random_proj: bool = True,
+           max_samples: int | None = MAX_SAMPLES, seed: Seed = 0) -> dict[str, Any]:
     """Topological precision and recall, as the ``top-pr`` package computes them.
 
     Kim, Jang, Kim, Yoo & Ko, "TopP&R: Robust Support Estimation Approach for Evaluating Fidelity
@@ -117,26 +123,49 @@ def top_pr(real: Any, fake: Any, *, alpha: float = 0.1, random_proj: bool = True
 
     Row order matters: the bandwidth reads each row's *later* rows and leaves the last k out,
     and the bootstraps draw row positions, so this is the one metric not invariant to the
-    order of the samples (match the package, not an order-free variant). The package's grid
-    path for d <= 3 is not implemented (an error says so).
+    order of the samples (match the package, not an order-free variant).
+
+    Cost: the bandwidth and the 22 KDE evaluations are O(N^2) in each set's size, so a set
+    larger than ``max_samples`` (10,000) is replaced by a seeded subsample of that many rows
+    kept in source order (``seed``: the run's stream for this metric), as ``rarity`` and
+    ``rke`` cap theirs; ``_subsampled`` lists the sets that were. At or below the cap the value
+    is the package's on the full sets and does not depend on the seed.
+
+    Features of at most 3 dimensions (after the projection) are refused (MetricInputError;
+    ``--metrics all`` lists top_pr as skipped): there the package takes another path (KDE on a
+    grid, bandwidth chosen by gudhi persistence) that never computes the per-sample KDE values
+    it then compares, so ``compute_top_pr`` fails with an UnboundLocalError after the grid
+    work — there is no reference number to match.
 
     Args:
         real, fake: reference and generated features (N x D, D > 3, N > 5 min(D, 32) + 1).
         alpha: significance level of the confidence bands.
         random_proj: project D > 32 to 32 dimensions (the package's default).
+        max_samples: most rows of each set used (None: all; O(N^2) time).
+        seed: seed of those subsets (reference first, then generated).
     """
     n_r = check_points("top_pr", "reference", real, 2)
     n_f = check_points("top_pr", "generated", fake, 2, dim=np.shape(real)[1])
-    r = torch.as_tensor(np.asarray(real), dtype=torch.float32)
-    f = torch.as_tensor(np.asarray(fake), dtype=torch.float32)
+    real, fake, capped = np.asarray(real), np.asarray(fake), []
+    if max_samples is not None and max(n_r, n_f) > max_samples:
+        gen = seeded_generator(seed)
+        if n_r > max_samples:
+            real, n_r = real[np.sort(gen.choice(n_r, max_samples, replace=False))], max_samples
+            capped.append("reference")
+        if n_f > max_samples:
+            fake, n_f = fake[np.sort(gen.choice(n_f, max_samples, replace=False))], max_samples
+            capped.append("generated")
+    r = torch.as_tensor(real, dtype=torch.float32)
+    f = torch.as_tensor(fake, dtype=torch.float32)
     if random_proj and r.shape[1] > PROJECTION_DIM:
         w = projection(r.shape[1])
         r, f = torch.nn.functional.linear(r, w), torch.nn.functional.linear(f, w)
     r, f = r.numpy(), f.numpy()
     d = r.shape[1]
-    if d <= 3:
-        raise MetricInputError(f"top_pr: {d}-dimensional features; the package's grid path for "
-                               "d <= 3 is not implemented here")
+    if d < MIN_DIM:
+        raise MetricInputError(f"top_pr: {d}-dimensional features; TopP&R needs more than 3 "
+                               "(the top-pr package's d <= 3 path fails: it never computes "
+                               "the KDE values it compares)")
     k = 5 * d
     if min(n_r, n_f) < k + 2:
         raise MetricInputError(f"top_pr needs more than {k + 1} samples per set for its bandwidth "
@@ -151,4 +180,7 @@ def top_pr(real: Any, fake: Any, *, alpha: float = 0.1, random_proj: bool = True
     precision = float(np.sum(sig_g & (score_gr > c_r)) / np.sum(sig_g))
     recall = float(np.sum(sig_r & (score_rg > c_g)) / np.sum(sig_r))
     f1 = 2 / (1 / precision + 1 / recall) if precision > 0.0001 and recall > 0.0001 else 0.0
-    return {"top_precision": precision, "top_recall": recall, "top_f1": float(f1)}
+    out: dict[str, Any] = {"top_precision": precision, "top_recall": recall, "top_f1": float(f1)}
+    if capped:
+        out["_subsampled"] = {"sets": capped, "max_samples": int(max_samples)}
+    return out

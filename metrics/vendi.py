@@ -88,7 +88,7 @@ def _vendi_one(x: Any, q: float | str, device: torch.device) -> float:
     Output("vendi", "higher", "Vendi score: exp entropy of the cosine-kernel eigenvalues of generated "
            "features (Friedman & Dieng 2023)", range=(1.0, math.inf)),
     Output("vendi_per_class", "higher", "mean over classes of the per-class Vendi score (with labels)",
-           select=False, range=(1.0, math.inf)),
+           select=False, range=(1.0, math.inf), column=("per class", "vendi")),
     args=("fake",), optional=("labels",), min_samples=1, position=80,
 )
 def vendi(

@@ -426,3 +426,280 @@ def test_prdc_per_class_equals_package_per_class():
     want = [prdc_package(real[lab_r == c], fake[lab_f == c]) for c in range(3)]
     for key in ("precision", "recall", "density", "coverage"):
         assert out[f"{key}_per_class"] == pytest.approx(np.mean([w[key] for w in want]), rel=1e-12)
+
+
+def test_top_pr_refuses_three_or_fewer_dimensions_where_the_package_fails(monkeypatch):
+    """top-pr's d <= 3 branch never computes the KDE values it compares: the package raises
+    (its grid bandwidth search is stubbed out here: it takes minutes and does not matter to
+    the failure). evalkit refuses with a typed error, and `--metrics all` skips it."""
+    top_pr_mod = pytest.importorskip("top_pr.top_pr")
+    from evalkit.errors import MetricInputError
+    from evalkit.metrics import top_pr
+
+    g = np.random.default_rng(3)
+    real, fake = g.standard_normal((200, 2)), g.standard_normal((200, 2))
+    monkeypatch.setattr(top_pr_mod, "bandwidth_est", lambda data, **_: (1.0, 0.1))
+    with pytest.raises(UnboundLocalError):
+        top_pr_mod.compute_top_pr(real_features=real, fake_features=fake)
+    with pytest.raises(MetricInputError, match="more than 3"):
+        top_pr(real, fake)
+    res = evalkit.score(FeatureSet({"features": fake}, source="f"),
+                        FeatureSet({"features": real}, source="r"), metrics="all", device="cpu")
+    assert "at least 4 dimensions" in res.record["skipped"]["top_precision"]
+    assert "fd" in res.metrics  # the rest of `all` ran
+    with pytest.raises(InputError, match="dimensions"):
+        evalkit.score(FeatureSet({"features": fake}, source="f"),
+                      FeatureSet({"features": real}, source="r"), metrics="top_precision",
+                      device="cpu")
+
+
+def test_top_pr_caps_each_set_at_a_seeded_subsample():
+    """Above max_samples each set is a seeded subsample in source order, and the value is the
+    package's on those rows; the default cap is 10,000 rows."""
+    import contextlib
+    import io
+
+    top_pr_pkg = pytest.importorskip("top_pr")
+    from evalkit.metrics import get_metric, top_pr
+
+    assert get_metric("top_precision").defaults["max_samples"] == 10000
+    g = np.random.default_rng(21)
+    real = g.standard_normal((260, 6)).astype(np.float32)
+    fake = (g.standard_normal((300, 6)) + 0.4).astype(np.float32)
+    got = top_pr(real, fake, max_samples=200, seed=7)
+    assert got["_subsampled"] == {"sets": ["reference", "generated"], "max_samples": 200}
+    draw = np.random.default_rng(7)  # reference rows first, then generated, each kept in order
+    r_idx = np.sort(draw.choice(260, 200, replace=False))
+    f_idx = np.sort(draw.choice(300, 200, replace=False))
+    np.random.seed(42)  # the package seeds numpy itself only when it projects (d > 32)
+    with contextlib.redirect_stdout(io.StringIO()):
+        want = top_pr_pkg.compute_top_pr(real_features=real[r_idx], fake_features=fake[f_idx])
+    assert (got["top_precision"], got["top_recall"]) == (want["fidelity"], want["diversity"])
+    assert top_pr(real, fake, max_samples=200, seed=7) == got  # same seed, same numbers
+    full = top_pr(real, fake)  # under the default cap: the full sets, no seed involved
+    assert "_subsampled" not in full and top_pr(real, fake, seed=99) == full
+
+
+# ------------------------------------------------------------------------- streaming evaluator
+
+
+def _read_uint8(paths):
+    from PIL import Image
+
+    return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                        for p in paths])
+
+
+def test_evaluator_prompts_equal_score(tmp_path, clip_model):
+    """ev.update(images, prompts=...) gives the numbers `score --prompts` gives on the same
+    images (clip_score through the same random open_clip model's text tower)."""
+    _, weights = clip_model
+    prompts = PROMPTS[:3] * 2  # two images per prompt: prompt_vendi too
+    write_images(tmp_path / "gen", len(prompts), size=(224, 224), seed=14)
+    write_images(tmp_path / "ref", 8, size=(224, 224), seed=15)
+    keys = "clip_score,prompt_vendi,prompt_similarity,fd"
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "ref"), metrics=keys,
+                        prompts=prompts, encoder="clip", arch=ARCH, weights=str(weights),
+                        device="cpu", workers=0)
+    ev = evalkit.Evaluator("clip", str(tmp_path / "ref"), arch=ARCH, weights=str(weights),
+                           metrics=keys, device="cpu")
+    images = _read_uint8(tmp_path / "gen" / f for f in res.scored.files)
+    ev.update(images[:4], prompts=prompts[:4])
+    ev.update(images[4:], prompts=prompts[4:])
+    rec = ev.compute()
+    assert set(rec["metrics"]) == set(res.metrics)
+    for k, v in res.metrics.items():  # same pixels, same float32 model: round-off only
+        assert rec["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-4), k
+    assert rec["samples"]["text"]["truncated"] == 0
+    # per image, not only the clamped mean (random weights: most cosines are negative)
+    fs = ev.features()
+    assert fs.prompts == res.scored.prompts
+    assert np.abs(fs.arrays["text"] - res.scored.arrays["text"]).max() < 1e-5
+    with pytest.raises(InputError, match="every batch"):
+        ev.update(images[:2])  # prompts given before, none now
+    with pytest.raises(InputError, match="one per image"):
+        ev.update(images[:2], prompts=["only one"])
+
+
+def test_evaluator_labels_equal_score(tmp_path):
+    """ev.update(images, labels=...) gives score's per-class numbers on the same class folders."""
+    write_images(tmp_path / "gen", 12, classes=["a", "b", "c"], seed=16)
+    write_images(tmp_path / "ref", 15, classes=["a", "b", "c"], seed=17)
+    keys = "fd_per_class,fd"
+    res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "ref"), metrics=keys,
+                        encoder="pixel", device="cpu", workers=0)
+    ev = evalkit.Evaluator("pixel", str(tmp_path / "ref"), metrics=keys, device="cpu")
+    images = _read_uint8(tmp_path / "gen" / f for f in res.scored.files)
+    labels = res.scored.labels
+    assert len(set(labels.tolist())) == 3
+    ev.update(images[:5], labels=torch.as_tensor(labels[:5]))
+    ev.update(images[5:], labels=labels[5:])
+    rec = ev.compute()
+    assert rec["metrics"]["fd_per_class"] == pytest.approx(res["fd_per_class"], rel=1e-9)
+    assert rec["metrics"]["fd"] == pytest.approx(res["fd"], rel=1e-9)
+    ev.reset()
+    ev.update(images)  # no labels: the per-class metric cannot run
+    with pytest.raises(InputError, match="labels"):
+        ev.compute()
+
+
+# ------------------------------------------------------------------------- per-class CSV
+
+
+def test_per_class_csv_reads_back_with_pandas(tmp_path):
+    """`score --per-class FILE`: one row per class of either set, each value against
+    pytorch-fid / the prdc package on that class's rows; skipped classes say why."""
+    import pandas as pd
+    from anchors import prdc_package, pytorch_fid
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    g = np.random.default_rng(12)
+    lab_f = np.repeat([0, 1, 2, 3], [40, 30, 7, 1])  # 2: rank-deficient (7 <= D); 3: too few
+    lab_r = np.repeat([0, 1, 2, 3, 4], [35, 45, 30, 9, 8])  # 4: no generated sample
+    d = 8
+    fake = (g.standard_normal((len(lab_f), d)) + lab_f[:, None]).astype(np.float32)
+    real = (g.standard_normal((len(lab_r), d)) * 1.1 + lab_r[:, None]).astype(np.float32)
+    save_feature_file(FeatureSet({"features": fake}, lab_f, source="f"), tmp_path / "gen.npz")
+    save_feature_file(FeatureSet({"features": real}, lab_r, source="r"), tmp_path / "ref.npz")
+    out_dir = tmp_path / "out"
+    res = CliRunner().invoke(main, ["score", str(tmp_path / "gen.npz"), "--ref",
+                                    str(tmp_path / "ref.npz"), "--metrics",
+                                    "fd_per_class,precision_per_class", "--per-class",
+                                    str(out_dir / "classes.csv"), "--out",
+                                    str(out_dir / "rec.json"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out_dir / "classes.csv")
+    assert list(table.columns) == ["class", "n_samples", "n_reference", "fd", "precision",
+                                   "recall", "density", "coverage", "rank_deficient", "skipped"]
+    assert table["class"].tolist() == [0, 1, 2, 3, 4]
+    assert table["n_samples"].tolist() == [40, 30, 7, 1, 0]
+    assert table["n_reference"].tolist() == [35, 45, 30, 9, 8]
+    for c in (0, 1, 2):
+        row = table.iloc[c]
+        xf, xr = fake[lab_f == c], real[lab_r == c]
+        assert row["fd"] == pytest.approx(pytorch_fid(xf, xr), rel=1e-8)
+        want = prdc_package(xr, xf)
+        for k in ("precision", "recall", "density", "coverage"):
+            assert row[k] == pytest.approx(want[k], rel=1e-12), (c, k)
+    assert table["rank_deficient"].tolist()[:3] == [0, 0, 1]
+    for c in (3, 4):
+        row = table.iloc[c]
+        assert np.isnan(row["fd"]) and np.isnan(row["precision"])
+        assert "fd: fewer than 2" in row["skipped"] and "prdc: at most k = 5" in row["skipped"]
+    rec = json.loads((out_dir / "rec.json").read_text())
+    assert rec["per_class"] == "classes.csv"
+    assert rec["metrics"]["fd_per_class"] == pytest.approx(table["fd"].mean(), rel=1e-12)
+
+
+def test_per_class_csv_refusals_come_before_the_work(tmp_path):
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    g = np.random.default_rng(1)
+    save_feature_file(FeatureSet({"features": g.standard_normal((20, 4))}, np.arange(20) % 2,
+                                 source="f"), tmp_path / "gen.npz")
+    save_feature_file(FeatureSet({"features": g.standard_normal((20, 4))}, source="r"),
+                      tmp_path / "nolabels.npz")
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    base = ["score", str(tmp_path / "gen.npz"), "--ref", str(tmp_path / "gen.npz"),
+            "--device", "cpu"]
+    res = CliRunner().invoke(main, base + ["--per-class", str(tmp_path / "blocker" / "x.csv")])
+    assert res.exit_code == 2 and "--per-class" in res.output
+    res = CliRunner().invoke(main, base + ["--metrics", "fd", "--per-class",
+                                           str(tmp_path / "c.csv")])
+    assert res.exit_code == 2 and "fd_per_class" in res.output
+    res = CliRunner().invoke(main, ["score", str(tmp_path / "gen.npz"), "--ref",
+                                    str(tmp_path / "nolabels.npz"), "--device", "cpu",
+                                    "--per-class", str(tmp_path / "c.csv")])
+    assert res.exit_code == 2 and "labels" in res.output
+    assert not (tmp_path / "c.csv").exists()
+
+
+# ------------------------------------------------------------------------- --protocol coco30k
+
+
+def test_coco30k_protocol_resolution():
+    from evalkit.features.options import ExtractOptions
+    from evalkit.scoring import protocols
+
+    r = protocols.resolve_protocol("coco30k", ExtractOptions(), ref="coco_val/")
+    assert (r.options.encoder, r.options.arch, r.options.resize, r.nsample) == (
+        "clip", "ViT-B-32:openai", "clean", 30000)
+    assert r.metrics == ("fd",) and "--prompts" in r.not_run["clip_score"]
+    with_prompts = protocols.resolve_protocol("coco30k", ExtractOptions(), ref="coco_val/",
+                                              has_prompts=True)
+    assert with_prompts.metrics == ("fd", "clip_score") and not with_prompts.not_run
+    assert r.protocol.features == "projected"
+    with pytest.raises(InputError, match="clip_vit_b_32"):  # no published COCO statistics
+        protocols.resolve_protocol("coco30k", ExtractOptions())
+    with pytest.raises(InputError, match="--arch ViT-B-32:openai"):
+        protocols.resolve_protocol("coco30k", ExtractOptions(encoder="clip", arch="ViT-L-14"),
+                                   explicit={"encoder", "arch"}, ref="coco_val/")
+    with pytest.raises(InputError, match="--encoder clip"):
+        protocols.resolve_protocol("coco30k", ExtractOptions(encoder="inception"),
+                                   explicit={"encoder"}, ref="coco_val/")
+
+
+def test_coco30k_scores_fd_on_the_unnormalised_clip_projection(tmp_path, clip_model):
+    """A small coco30k run on random ViT-B/32 weights: FD on open_clip's encode_image output
+    (clean-fid's clip_vit_b_32 features), clip_score from the captions, and the record marked
+    incomplete (6 samples, not 30,000) with a warning."""
+    import open_clip
+
+    from evalkit.errors import ProtocolWarning
+    from evalkit.metrics import fd
+
+    base, weights = clip_model
+    # OpenAI's ViT-B/32 (the :openai tag) uses QuickGELU: the same weights in that model
+    model = open_clip.create_model(ARCH, pretrained=None, force_quick_gelu=True).eval()
+    model.load_state_dict(base.state_dict())
+    gen = write_images(tmp_path / "gen", 6, size=(224, 224), seed=31)
+    ref = write_images(tmp_path / "ref", 8, size=(224, 224), seed=32)
+    with pytest.warns(ProtocolWarning, match="EXPECTS 30000 SAMPLES, GOT 6"):
+        res = evalkit.score(str(tmp_path / "gen"), str(tmp_path / "ref"), protocol="coco30k",
+                            prompts=PROMPTS, weights=str(weights), device="cpu", workers=0,
+                            quiet=True)
+    proto = res.record["protocol"]
+    assert (proto["name"], proto["n_expected"], proto["complete"]) == ("coco30k", 30000, False)
+    assert proto["features"] == "projected" and proto["metrics"] == ["fd", "clip_score"]
+    assert "clip_vit_b_32" in proto["conventions"]["fd"]
+    assert res.record["encoder"]["arch"] == "ViT-B-32:openai"
+    assert set(res.metrics) == {"fd", "clip_score"}
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():  # 224 px images: the resize is the identity, only the normalisation
+        raw = [model.encode_image((_read_uint8(p).float() / 255 - mean) / std).numpy()
+               for p in (gen, ref)]
+    assert np.abs(res.scored.arrays["features"] - raw[0]).max() < 1e-4 * np.abs(raw[0]).max()
+    assert res["fd"] == pytest.approx(fd(raw[1], raw[0])["fd"], rel=1e-4)
+    unit = [r / np.linalg.norm(r, axis=1, keepdims=True) for r in raw]
+    assert abs(fd(unit[1], unit[0])["fd"] - res["fd"]) > 0.1 * res["fd"]  # not the embedding
+    assert res["clip_score"] >= 0
+
+
+def test_coco30k_checks_the_sample_count(tmp_path):
+    """Fewer samples than 30,000: warned and marked incomplete; more: a seeded subset of
+    30,000; sets without the projection are refused."""
+    from evalkit.errors import ProtocolWarning
+
+    g = np.random.default_rng(4)
+
+    def feats(n, name, projected=True):
+        arrays = {"features": g.standard_normal((n, 6)).astype(np.float32)}
+        if projected:
+            arrays["projected"] = g.standard_normal((n, 4)).astype(np.float32)
+        save_feature_file(FeatureSet(arrays, source=name), tmp_path / f"{name}.npz")
+        return str(tmp_path / f"{name}.npz")
+
+    ref = feats(500, "ref")
+    with pytest.warns(ProtocolWarning, match="GOT 29999"):
+        short = evalkit.score(feats(29999, "short"), ref, protocol="coco30k", device="cpu")
+    assert short.record["protocol"]["complete"] is False
+    assert short.scored.arrays["features"].shape == (29999, 4)  # the projection, not features
+    full = evalkit.score(feats(30005, "long"), ref, protocol="coco30k", device="cpu")
+    assert full.record["protocol"]["complete"] is True and full.record["samples"]["n"] == 30000
+    with pytest.raises(InputError, match="no 'projected' array"):
+        evalkit.score(feats(50, "old", projected=False), ref, protocol="coco30k", device="cpu")

@@ -435,6 +435,10 @@ def test_clip_matches_open_clip(clip_files, fmt):
     feats = taps[-1][:, 0]  # ln_post output, class token, before the projection
     assert out["features"].shape == (3, 768) and out["embedding"].shape == (3, 512)
     torch.testing.assert_close(out["embedding"], emb, rtol=0, atol=1e-5)
+    with torch.no_grad():  # before the normalisation: clean-fid's clip_vit_b_32 features
+        raw = model.encode_image((x / 255 - mean) / std)
+    assert_close_scaled(out["projected"], raw, rel=1e-5)
+    assert (raw.norm(dim=1) - 1).abs().min() > 1e-2  # not already unit vectors
     assert_close_scaled(out["features"], feats, rel=1e-5)
     assert not torch.allclose(out["features"][:, :512], emb, atol=1e-2)
 

@@ -253,3 +253,94 @@ def test_test_set_metrics_of_different_test_sets_never_share_a_column(records):
         r["test"]["fingerprint"] = "t1"
     [(_, t)] = build_tables(records)
     assert "ct" in t.columns
+
+
+# ------------------------------------------------------------------ per-condition column groups
+
+
+@pytest.fixture
+def conditioned():
+    return [rec("ldm", fd=8.0, precision=0.7, fd_per_class=30.0, prompt_vendi=2.5,
+                precision_per_class=0.6, kd=0.01),
+            rec("gan", fd=9.0, precision=0.8, fd_per_class=25.0, prompt_vendi=1.5,
+                precision_per_class=0.7, kd=0.02)]
+
+
+# what a reader expects: overall columns first, then each condition's columns together
+GROUPED_ORDER = ["fd", "kd", "precision", "fd_per_class", "precision_per_class", "prompt_vendi"]
+
+
+def test_per_condition_columns_are_grouped(conditioned):
+    [(_, t)] = build_tables(conditioned)
+    assert [c for c in t.columns if c != "rank"] == GROUPED_ORDER
+    assert t.attrs["groups"] == {"fd_per_class": ("per class", "fd"),
+                                 "precision_per_class": ("per class", "precision"),
+                                 "prompt_vendi": ("per prompt", "vendi")}
+    md = render(build_tables(conditioned), "md")
+    header = next(line for line in md.splitlines() if line.startswith("| rank"))
+    assert header == ("| rank | model | fd ↓ | kd ↓ | precision ↑ | per class: fd ↓ | "
+                      "per class: precision ↑ | per prompt: vendi ↑ |")
+    # --sort and --metrics keep taking the metric keys
+    [(_, by)] = build_tables(conditioned, sort="fd_per_class", metrics=["fd_per_class", "fd"])
+    assert list(by.index) == ["gan", "ldm"] and list(by.columns) == ["rank", "fd", "fd_per_class"]
+
+
+def test_per_condition_groups_in_csv_html_latex_json(conditioned):
+    import html.parser
+
+    import pandas as pd
+
+    tables = build_tables(conditioned)
+    df = pd.read_csv(io.StringIO(render(tables, "csv")))
+    assert [c for c in df.columns if not c.endswith("_best")] == [
+        "table", "rank", "model", "fd", "kd", "precision", "per_class.fd", "per_class.precision",
+        "per_prompt.vendi"]
+    assert df.set_index("model")["per_class.fd"].to_dict() == {"ldm": 30.0, "gan": 25.0}
+    assert df.set_index("model")["per_class.fd_best"].to_dict() == {"ldm": 0, "gan": 1}
+
+    class Head(html.parser.HTMLParser):  # the <thead> rows: (text, colspan, rowspan) per cell
+        def __init__(self):
+            super().__init__()
+            self.rows, self.on, self.cell = [], False, None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "thead":
+                self.on = True
+            elif tag == "tr" and self.on:
+                self.rows.append([])
+            elif tag == "th" and self.on:
+                self.cell = ["", int(a.get("colspan", 1)), int(a.get("rowspan", 1))]
+
+        def handle_endtag(self, tag):
+            if tag == "thead":
+                self.on = False
+            elif tag == "th" and self.cell is not None:
+                self.rows[-1].append(tuple(self.cell))
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell[0] += data
+
+    p = Head()
+    p.feed(render(tables, "html"))
+    top, sub = p.rows
+    assert [c[0] for c in top] == ["rank", "model", "fd ↓", "kd ↓", "precision ↑", "per class",
+                                   "per prompt"]
+    assert [c[1] for c in top] == [1, 1, 1, 1, 1, 2, 1] and [c[2] for c in top[:5]] == [2] * 5
+    assert [c[0] for c in sub] == ["fd ↓", "precision ↑", "vendi ↑"]
+    tex = render(tables, "latex").splitlines()
+    at = tex.index(r"\hline") + 1
+    assert tex[at] == r" &  &  &  &  & \multicolumn{2}{c}{per class} & \multicolumn{1}{c}{per prompt} \\"
+    assert tex[at + 1] == r"\cline{6-7}\cline{8-8}"
+    assert tex[at + 2].startswith(r"rank & model & fd $\downarrow$ & kd $\downarrow$ & "
+                                  r"precision $\uparrow$ & fd $\downarrow$ & precision $\uparrow$")
+    [payload] = json.loads(render(tables, "json"))
+    assert payload["groups"]["fd_per_class"] == ["per class", "fd"]
+    assert "fd_per_class" in payload["rows"][0]["metrics"]  # json keeps the keys
+
+
+def test_tables_without_conditions_keep_one_header_row(records):
+    tables = build_tables(records)
+    assert "colspan" not in render(tables, "html") and r"\multicolumn" not in render(tables, "latex")

@@ -247,6 +247,7 @@ def test_equals_anchor_at_defaults(name):
 SUBSAMPLE = {k: {"max_samples": N - 40} for k in ("precision", "recall", "density", "coverage", "realism")}
 SUBSAMPLE["rke"] = {"max_median": 100}  # its bandwidth's median on a seeded subset
 SUBSAMPLE["rarity"] = {"max_samples": N - 40}
+SUBSAMPLE["top_precision"] = SUBSAMPLE["top_recall"] = {"max_samples": N - 40}  # its O(N^2) cap
 DRAWS = {**SUBSAMPLE, "kd": {"subset_size": 50}}
 
 

@@ -23,7 +23,8 @@ from evalkit.results.outputs import metrics_table, per_sample_path
 @click.option("--ref", default=None,
               help="Reference: a source, a registered name or a catalog name (`ref list --available`).")
 @click.option("--protocol", default=None,
-              help="Paper protocol: adm | edm2 | dgm-eval (sets encoder, resize, N, metrics, reference).")
+              help="Paper protocol: adm | edm2 | dgm-eval | coco30k (sets encoder, resize, N, "
+                   "metrics, reference).")
 @click.option("--test", default=None, help="Held-out real data (ct, fls, fls_pog).")
 @click.option("--metrics", "metric_list", default="all", show_default=True,
               help="Comma list of metric keys, or `all`.")
@@ -39,6 +40,9 @@ from evalkit.results.outputs import metrics_table, per_sample_path
 @click.option("--name", default=None, help="Model name(s), comma-separated for several sets.")
 @click.option("--per-sample", default=None, type=click.Path(dir_okay=False),
               help="CSV of realism, nearest reference and authenticity per generated sample.")
+@click.option("--per-class", default=None, type=click.Path(dir_okay=False),
+              help="CSV of the per-class values (counts, fd, precision, recall, density, coverage, "
+                   "why missing), one row per class; needs labels in both sets.")
 @click.option("--prompts", default=None, type=click.Path(dir_okay=False),
               help="Prompt of each generated image: .txt (one per line, sample order), .csv/.jsonl "
                    "(file -> prompt) or COCO caption .json; with --encoder clip: clip_score.")
@@ -49,7 +53,7 @@ from evalkit.results.outputs import metrics_table, per_sample_path
 @generator_options
 @extract_options
 def score_command(samples, ref, protocol, test, metric_list, nsample, seed, bootstrap, realism_k,
-                  out, name, per_sample, prompts, rke_sigma, ref_dir, **kwargs):
+                  out, name, per_sample, per_class, prompts, rke_sigma, ref_dir, **kwargs):
     """Score SAMPLES (image folders, zips, npz/npy, feature files), or --num-samples images
     of a --generator, against --ref."""
     _check_cheaply(samples, test, kwargs.get("encoder"))
@@ -65,7 +69,7 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
                         names=name.split(",") if name else None, per_sample=per_sample, out=out,
                         ref_dir=ref_dir, options=options_from_kwargs(kwargs), protocol=protocol,
                         explicit=_typed({"encoder", "arch", "resize", "nsample", "metric_list"}),
-                        prompts=prompts, rke_sigma=rke_sigma, **gen)
+                        prompts=prompts, rke_sigma=rke_sigma, per_class=per_class, **gen)
     if not isinstance(results, list):  # a generator: one sample set
         results = [results] if results is not None else []
     if is_main():
@@ -76,7 +80,7 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
             if len(blocks) > 1:
                 click.echo(("\n" if i else "") + f"encoder: {enc}")
             click.echo(metrics_table(records))
-        for path in _written(results, out, per_sample):
+        for path in _written(results, out, per_sample, per_class):
             click.echo(f"wrote {path}", err=True)
         for r in results:
             proto = r.record.get("protocol") or {}
@@ -102,11 +106,12 @@ def _check_cheaply(samples, test, encoder: str | None) -> None:
             encoder_summary(name.strip())  # unknown: UnknownNameError with close matches
 
 
-def _written(results, out, per_sample) -> list[str]:
-    """The files this run wrote: the record file and each set's per-sample CSV."""
+def _written(results, out, per_sample, per_class=None) -> list[str]:
+    """The files this run wrote: the record file and each set's per-sample / per-class CSV."""
     several = len({r.record["name"] for r in results}) > 1
-    csvs = [str(per_sample_path(str(per_sample), name, several))
-            for name in dict.fromkeys(r.record["name"] for r in results)] if per_sample else []
+    names = list(dict.fromkeys(r.record["name"] for r in results))
+    csvs = [str(per_sample_path(str(base), name, several))
+            for base in (per_sample, per_class) if base for name in names]
     return ([str(out)] if out else []) + csvs
 
 

@@ -15,7 +15,7 @@ from evalkit.errors import InputError
 from evalkit.files.fileio import atomic_write_bytes
 from evalkit.files.safezip import check_npz
 
-ARRAY_KEYS = ("features", "logits", "spatial", "embedding", "text")
+ARRAY_KEYS = ("features", "logits", "spatial", "embedding", "projected", "text")
 
 
 @dataclass

@@ -8,6 +8,11 @@ table, rows are models, columns are metrics with their direction in the header (
 better, →0 closer to zero is better), a rank column, and the best value per column marked.
 Numbers keep 4 significant digits; a 95% bootstrap interval (``metrics_ci``) is shown as
 ``value [lo, hi]``.
+
+Per-condition values (the metrics that declare an ``Output.column``: ``fd_per_class`` and the
+other per-class PRDC values, ``prompt_vendi``/``prompt_similarity``) come after the overall
+columns, each group's together: under one header group ("per class", "per prompt") in md
+(``per class: fd``), html and latex, as ``per_class.fd`` columns in csv.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from typing import Any
 
 from evalkit.errors import InputError
 from evalkit.lazy import pandas as pd
+from evalkit.metrics import result_column_groups
 from evalkit.results.directions import direction_of, metric_directions
 from evalkit.results.record import (
     load_records,
@@ -78,8 +84,16 @@ def _protocol_key(record: dict[str, Any]) -> str:
 
 
 def _metric_order(keys: set[str]) -> list[str]:
+    """Overall columns in listing order (unknown keys after them), then each per-condition
+    group's columns together, groups in the order their first key is listed."""
     known = [k for k in metric_keys() if k in keys]
-    return known + sorted(keys - set(known))
+    groups = result_column_groups()
+    overall = [k for k in known if k not in groups] + sorted(keys - set(known))
+    by_group: dict[str, list[str]] = {}
+    for k in known:
+        if k in groups:
+            by_group.setdefault(groups[k][0], []).append(k)
+    return overall + [k for cols in by_group.values() for k in cols]
 
 
 def _as_float(value: Any) -> float:
@@ -132,7 +146,8 @@ def build_tables(
         name, holds a ``rank`` column (1 = best by the sort key; ties share the lower rank)
         and raw float metric columns, sorted by rank. ``frame.attrs`` holds ``directions``
         (per column), ``best`` (column -> list of best models), ``ci`` (column -> model ->
-        [lo, hi]), ``sort`` (the ranking key), ``protocol`` and ``references`` (names).
+        [lo, hi]), ``sort`` (the ranking key), ``protocol``, ``references`` (names) and
+        ``groups`` (per-condition column -> (group, label)).
 
     Raises:
         InputError: an unknown or direction-less ``sort`` key, or no metric left to show.
@@ -195,6 +210,7 @@ def _build_one(group, sort, metrics, directions) -> pd.DataFrame:
                 ci.setdefault(c, {})[name] = [_as_float(bounds[0]), _as_float(bounds[1])]
     frame.attrs.update(
         directions=dirs, best=best, ci=ci, sort=key, protocol=protocol_of(group[0]),
+        groups={c: g for c, g in result_column_groups().items() if c in cols},
         references=sorted({str((r.get("reference") or {}).get("name")) for r in group
                            if (r.get("reference") or {}).get("name")}),
         sources={n: r.get("_path") for n, r in zip(names, group)},

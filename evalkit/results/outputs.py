@@ -1,4 +1,4 @@
-"""What `score` writes besides the record: the console table and the per-sample CSV."""
+"""What `score` writes besides the record: the console table, the per-sample and the per-class CSV."""
 from __future__ import annotations
 
 import csv
@@ -99,6 +99,62 @@ def write_per_sample_csv(path: str | os.PathLike, fake: FeatureSet, real: Featur
             int(bool(arrays["authentic"][i])),
             *(col[i] for col in extra),
         ])
+    atomic_write_text(path, buf.getvalue())
+
+
+PER_CLASS_COLUMNS = ("class", "n_samples", "n_reference", "fd", "precision", "recall", "density",
+                     "coverage", "rank_deficient", "skipped")
+PER_CLASS_METRICS = ("fd_per_class", "precision_per_class")
+
+
+def per_class_rows(fake: FeatureSet, real: FeatureSet, details: dict[str, Any], *,
+                   nearest_k: int) -> list[dict[str, Any]]:
+    """One row per class of either set: its sample counts, the per-class values that
+    ``fd_per_class`` and ``precision_per_class`` computed (None where a class was left out or
+    the metric did not run), whether its FD is a small-sample (rank-deficient) one, and why a
+    value is missing (``nearest_k``: the PRDC k the classes were checked against)."""
+    fd = details.get("fd_per_class") or {}
+    pr = details.get("precision_per_class") or {}
+    def count(labels):
+        if labels is None:
+            return {}
+        keys, counts = np.unique(np.asarray(labels), return_counts=True)
+        return {str(k.item() if hasattr(k, "item") else k): int(c) for k, c in zip(keys, counts)}
+
+    n_f, n_r = count(fake.labels), count(real.labels if real.has_samples else None)
+    classes = sorted(set(n_f) | set(n_r), key=lambda c: (0, int(c), "") if c.lstrip("-").isdigit()
+                     else (1, 0, c))
+    fd_skip, pr_skip = set(fd.get("_skipped") or ()), set(pr.get("_skipped") or ())
+    deficient = set(fd.get("_rank_deficient") or ())
+    rows = []
+    for c in classes:
+        why = []
+        if not fd:
+            why.append("fd_per_class did not run")
+        elif c in fd_skip:
+            why.append("fd: fewer than 2 samples in a set")
+        if not pr:
+            why.append("precision_per_class did not run")
+        elif c in pr_skip:
+            why.append(f"prdc: at most k = {nearest_k} samples in a set")
+        prdc = (pr.get("_per_class") or {}).get(c) or {}
+        rows.append({"class": c, "n_samples": n_f.get(c, 0), "n_reference": n_r.get(c, 0),
+                     "fd": (fd.get("_per_class") or {}).get(c),
+                     **{k: prdc.get(k) for k in ("precision", "recall", "density", "coverage")},
+                     "rank_deficient": None if not fd or c in fd_skip else int(c in deficient),
+                     "skipped": "; ".join(why)})
+    return rows
+
+
+def write_per_class_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """The per-class CSV (:data:`PER_CLASS_COLUMNS`; numbers at full precision, empty where
+    missing), written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(PER_CLASS_COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row[k] is None else repr(float(row[k])) if isinstance(row[k], float)
+                         else row[k] for k in PER_CLASS_COLUMNS])
     atomic_write_text(path, buf.getvalue())
 
 

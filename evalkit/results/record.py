@@ -92,7 +92,7 @@ def protocol_for(record: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def build_record(scores: Scores, *, per_sample: str | None = None,
-                 protocol: dict[str, Any] | None = None,
+                 per_class: str | None = None, protocol: dict[str, Any] | None = None,
                  generator: dict[str, Any] | None = None,
                  step: int | None = None) -> dict[str, Any]:
     """The result record of one scored set (the only place a record is assembled).
@@ -100,6 +100,7 @@ def build_record(scores: Scores, *, per_sample: str | None = None,
     Args:
         scores: what :func:`evalkit.scoring.score.score_set` computed.
         per_sample: the per-sample CSV's path relative to the record's folder, if written.
+        per_class: the per-class CSV's path relative to the record's folder, if written.
         protocol: the paper protocol's fields
             (:meth:`evalkit.scoring.protocols.ResolvedProtocol.describe`), if one was used.
         generator: when the samples came from a generator
@@ -127,6 +128,8 @@ def build_record(scores: Scores, *, per_sample: str | None = None,
     record["skipped"] = scores.skipped
     record["details"] = scores.details
     record["per_sample"] = per_sample
+    if per_class is not None:
+        record["per_class"] = per_class
     record["timing"] = scores.timing
     record["versions"] = versions()
     if protocol is not None:

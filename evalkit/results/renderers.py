@@ -4,6 +4,12 @@ Each protocol's table is preceded by its description; metric columns carry their
 arrow; the best value per column is marked; a 95% bootstrap interval (``metrics_ci``) shows as
 ``value [lo, hi]``. Those decorations are for people (md, html, latex); csv is plain data (one
 header row, numbers, best marks and intervals in columns of their own) and json is structured.
+
+Per-condition columns (``frame.attrs["groups"]``: column -> (group, label)) sit under a header
+group: a second header row above the labels in html (``colspan``) and latex (``\\multicolumn``
+with a ``\\cline`` under it); md has one header row, so there each is headed ``group: label``;
+csv names them ``group.label`` (``per_class.fd``); json keeps the metric keys and lists the
+groups.
 """
 from __future__ import annotations
 
@@ -25,9 +31,38 @@ from evalkit.results.directions import ARROWS
 FORMATS = ("md", "csv", "html", "latex", "json")
 
 
-def _header(col: str, dirs: dict[str, str]) -> str:
+def _header(col: str, dirs: dict[str, str], label: str | None = None) -> str:
     arrow = ARROWS.get(dirs.get(col, "none"), "")
-    return f"{col} {arrow}".rstrip()
+    return f"{label or col} {arrow}".rstrip()
+
+
+def _groups(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    return frame.attrs.get("groups") or {}
+
+
+def _runs(frame: pd.DataFrame, cols: list[str]) -> list[tuple[str | None, list[str]]]:
+    """Consecutive columns by header group: ``[(None, overall columns), ("per class", [...])]``."""
+    groups = _groups(frame)
+    runs: list[tuple[str | None, list[str]]] = []
+    for c in cols:
+        g = groups[c][0] if c in groups else None
+        if runs and runs[-1][0] == g:
+            runs[-1][1].append(c)
+        else:
+            runs.append((g, [c]))
+    return runs
+
+
+def _label(frame: pd.DataFrame, col: str) -> str | None:
+    """A grouped column's own label (``fd`` under "per class"), None for an overall one."""
+    g = _groups(frame).get(col)
+    return g[1] if g else None
+
+
+def _csv_name(frame: pd.DataFrame, col: str) -> str:
+    """``per_class.fd`` for a grouped column, the metric key otherwise."""
+    g = _groups(frame).get(col)
+    return f"{g[0].replace(' ', '_')}.{g[1]}" if g else col
 
 
 class _Grid(dict):
@@ -82,7 +117,9 @@ def _md(tables) -> str:
         grid = _grid(frame)
         dirs = frame.attrs["directions"]
         out.append(f"**{_md_escape(_title(frame))}** (ranked by `{frame.attrs['sort']}`)\n")
-        out.append("| rank | model | " + " | ".join(_header(c, dirs) for c in cols) + " |")
+        heads = [_header(c, dirs, f"{_groups(frame)[c][0]}: {_label(frame, c)}"
+                         if _label(frame, c) else None) for c in cols]
+        out.append("| rank | model | " + " | ".join(_md_escape(h) for h in heads) + " |")
         out.append("|---:|:---|" + "---:|" * len(cols))
         for model in frame.index:
             cells = []
@@ -113,16 +150,18 @@ def _csv(tables) -> str:
         title = _title(frame)
         cols = _metric_cols(frame)
         for c in cols:
-            extra = [c, f"{c}_best"] + ([f"{c}_ci_lo", f"{c}_ci_hi"] if c in frame.attrs["ci"] else [])
+            n = _csv_name(frame, c)
+            extra = [n, f"{n}_best"] + ([f"{n}_ci_lo", f"{n}_ci_hi"] if c in frame.attrs["ci"] else [])
             header += [h for h in extra if h not in header]
         for m in frame.index:
             row = {"table": title, "rank": str(grid[m]["rank"]), "model": m}
             for c in cols:
-                row[c] = _csv_number(grid[m][c])
-                row[f"{c}_best"] = "1" if m in grid.best.get(c, ()) else "0"
+                n = _csv_name(frame, c)
+                row[n] = _csv_number(grid[m][c])
+                row[f"{n}_best"] = "1" if m in grid.best.get(c, ()) else "0"
                 if c in frame.attrs["ci"]:
                     lo, hi = frame.attrs["ci"][c].get(m, [None, None])
-                    row[f"{c}_ci_lo"], row[f"{c}_ci_hi"] = _csv_number(lo), _csv_number(hi)
+                    row[f"{n}_ci_lo"], row[f"{n}_ci_hi"] = _csv_number(lo), _csv_number(hi)
             rows.append(row)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=header, restval="", lineterminator="\n")
@@ -136,6 +175,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 2em; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: right; }
 th { background: #f4f4f4; } td.model, th.model { text-align: left; }
+th.group { text-align: center; }
 td.best { font-weight: bold; background: #eef7ee; }
 p.protocol { font-size: 0.95em; color: #444; margin-bottom: 0; }
 """
@@ -146,7 +186,21 @@ def html_table(frame: pd.DataFrame) -> str:
     cols = _metric_cols(frame)
     grid = _grid(frame)
     dirs = frame.attrs["directions"]
-    head = "".join(f"<th>{html.escape(_header(c, dirs))}</th>" for c in cols)
+    runs = _runs(frame, cols)
+    if any(g for g, _ in runs):  # a header group row above the grouped columns' labels
+        top, span = [], ' rowspan="2"'
+        for g, run in runs:
+            if g is None:
+                top += [f"<th{span}>{html.escape(_header(c, dirs))}</th>" for c in run]
+            else:
+                top.append(f'<th colspan="{len(run)}" class="group">{html.escape(g)}</th>')
+        sub_row = "".join(f"<th>{html.escape(_header(c, dirs, _label(frame, c)))}</th>"
+                          for g, run in runs if g for c in run)
+        head = (f'<tr><th{span}>rank</th><th{span} class="model">model</th>{"".join(top)}</tr>'
+                f"<tr>{sub_row}</tr>")
+    else:
+        head = ('<tr><th>rank</th><th class="model">model</th>'
+                + "".join(f"<th>{html.escape(_header(c, dirs))}</th>" for c in cols) + "</tr>")
     rows = []
     for model in frame.index:
         cells = []
@@ -156,8 +210,7 @@ def html_table(frame: pd.DataFrame) -> str:
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         rows.append(f"<tr><td>{grid[model]['rank']}</td><td class=\"model\">"
                     f"{html.escape(model)}</td>{''.join(cells)}</tr>")
-    return (f"<table><thead><tr><th>rank</th><th class=\"model\">model</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _html(tables) -> str:
@@ -194,8 +247,9 @@ def _latex(tables) -> str:
         out += [r"\begin{table}[t]", r"\centering",
                 rf"\caption{{{_tex(_title(frame))} (ranked by {_tex(frame.attrs['sort'])})}}",
                 r"\begin{tabular}{rl" + "r" * len(cols) + "}", r"\hline",
-                "rank & model & " + " & ".join(_tex(c) + _LATEX_ARROWS[dirs[c]] for c in cols)
-                + r" \\", r"\hline"]
+                *_latex_group_rows(frame, cols),
+                "rank & model & " + " & ".join(_tex(_label(frame, c) or c) + _LATEX_ARROWS[dirs[c]]
+                                               for c in cols) + r" \\", r"\hline"]
         for model in frame.index:
             cells = []
             for c in cols:
@@ -204,6 +258,23 @@ def _latex(tables) -> str:
             out.append(f"{grid[model]['rank']} & {_tex(model)} & " + " & ".join(cells) + r" \\")
         out += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
+
+
+def _latex_group_rows(frame: pd.DataFrame, cols: list[str]) -> list[str]:
+    """The header-group row (``\\multicolumn`` over each group's columns, a ``\\cline`` under
+    it), or nothing when no column is grouped."""
+    runs = _runs(frame, cols)
+    if not any(g for g, _ in runs):
+        return []
+    cells, lines, at = ["", ""], [], 3  # rank and model are columns 1 and 2
+    for g, run in runs:
+        if g is None:
+            cells += [""] * len(run)
+        else:
+            cells.append(rf"\multicolumn{{{len(run)}}}{{c}}{{{_tex(g)}}}")
+            lines.append(rf"\cline{{{at}-{at + len(run) - 1}}}")
+        at += len(run)
+    return [" & ".join(cells) + r" \\", "".join(lines)]
 
 
 def _json_value(x: float) -> float | None:
@@ -227,6 +298,7 @@ def _json(tables) -> str:
             })
         payload.append({"protocol": protocol, "references": frame.attrs["references"],
                         "directions": frame.attrs["directions"], "sort": frame.attrs["sort"],
+                        "groups": {c: list(g) for c, g in _groups(frame).items()},
                         "rows": rows})
     return json.dumps(payload, indent=2, default=lambda o: None if isinstance(o, float) and
                       np.isnan(o) else str(o)) + "\n"

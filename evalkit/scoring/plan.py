@@ -68,6 +68,9 @@ def missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
             return f"needs '{spec.array}' arrays in the {role} (use an encoder that has them)"
         if fs is not None and fs.n < spec.min_samples:
             return f"needs at least {spec.min_samples} samples, the {role} has {fs.n}"
+        if fs is not None and array_for(spec, fs).shape[1] < spec.min_dim:
+            return (f"needs features of at least {spec.min_dim} dimensions, the {role} has "
+                    f"{array_for(spec, fs).shape[1]}")
     return None
 
 

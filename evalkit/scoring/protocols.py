@@ -14,6 +14,9 @@ Protocols (details and the known differences from the originals in README "Paper
   DINOv2-L/14 (FD_DINOv2) against EDM2's published statistics, a 50,000-image subset.
 * ``dgm-eval`` - layer6ai-labs/dgm-eval (Stein et al. 2023): DINOv2-L/14 features and its
   metric set (FD, FD∞, KD, PRDC k = 5, AuthPct, C_T, FLS, Vendi, SW), up to 50,000 images.
+* ``coco30k`` - the text-to-image COCO-30k evaluation (one image per caption for 30,000
+  captions): FD on CLIP features (FD_CLIP) as clean-fid's ``model_name="clip_vit_b_32"``
+  computes it, and clip_score when the captions are given.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evalkit.errors import InputError, UnknownNameError
+from evalkit.features.featureset import FeatureSet
 from evalkit.features.options import ExtractOptions
 
 _ADM_PR = {"nearest_k": 3, "max_samples": 50000, "convention": "adm"}
@@ -45,6 +49,11 @@ class Protocol:
             ``protocol.conventions``).
         exact: metrics whose every convention is the original tool's (the numbers are
             comparable with the published tables up to the residual in ``differences``).
+        features: the encoder output every metric reads as ``features`` (``projected``: the
+            CLIP projection before normalisation), for sets with samples; a statistics-only
+            reference is taken to hold statistics of that output (its dimension is checked).
+        needs_prompts: metrics that need ``--prompts``; dropped (and listed) without them.
+        reference_hint: what to pass as ``--ref`` when the protocol has no published one.
     """
 
     name: str
@@ -58,6 +67,9 @@ class Protocol:
     differences: str = ""
     conventions: Mapping[str, str] = field(default_factory=dict)
     exact: tuple[str, ...] = ()
+    features: str = "features"
+    needs_prompts: tuple[str, ...] = ()
+    reference_hint: str = ""
 
 
 PROTOCOLS: dict[str, Protocol] = {}
@@ -124,6 +136,39 @@ register_protocol(Protocol(
                 "on float32 (dgm-eval: torchvision PIL bicubic on uint8)"))
 
 
+# COCO-30k: FD on CLIP features over one image per caption. The encoder is
+# clean-fid's clip_vit_b_32 mode (cleanfid/clip_features.py: OpenAI CLIP ViT-B/32 through the
+# `clip` package, `model.encode_image`, 512-d, not normalised; images resized by torchvision
+# Resize(224, bicubic) on the PIL image + CenterCrop(224), /255, OpenAI mean/std), the FD_CLIP
+# of Kynkäänniemi et al. ("The Role of ImageNet Classes in Fréchet Inception Distance", ICLR
+# 2023), the FD_CLIP text-to-image papers report beside the Inception FID-30k.
+COCO30K_N = 30000
+register_protocol(Protocol(
+    name="coco30k",
+    description="COCO-30k text-to-image: FD_CLIP (clean-fid clip_vit_b_32) over 30,000 "
+                "captions, one image each; clip_score with --prompts",
+    encoders={"clip": {"arch": "ViT-B-32:openai", "resize": "clean",
+                       "metrics": ("fd", "clip_score")}},
+    n_samples=COCO30K_N, features="projected", needs_prompts=("clip_score",),
+    conventions={
+        "fd": "clean-fid clip_vit_b_32: OpenAI CLIP ViT-B/32 encode_image (512-d projection, "
+              "not normalised), 224 px shorter side bicubic + centre crop, OpenAI mean/std; "
+              "np.cov (N-1) statistics",
+        "clip_score": "Hessel et al. 2021: 100 max(cos, 0) per image-caption pair, mean; the "
+                      "same ViT-B/32 model's text tower (captions beyond 77 tokens truncated "
+                      "keeping the end token)"},
+    differences="resize: clean-fid's CLIP mode resizes the uint8 PIL image (torchvision "
+                "Resize, PIL bicubic) and rounds to uint8; evalkit's clean bicubic works on "
+                "float32 without rounding (features differ at the 1e-3 relative level); "
+                "clean-fid runs the OpenAI model in float16 on a GPU (`clip.load`), evalkit in "
+                "float32; clip_score uses ViT-B/32 (torchmetrics' default is ViT-L/14: score "
+                "that with --encoder clip --arch ViT-L-14:openai --metrics clip_score)",
+    reference_hint="clean-fid publishes no COCO statistics for clip_vit_b_32: pass --ref with "
+                   "the reference images (e.g. the COCO val2014 images of the 30,000 captions, "
+                   "a folder or zip), a feature file of them, or a mu/sigma .npz of the 512-d "
+                   "projection (clean-fid's make_custom_stats(..., model_name='clip_vit_b_32'))"))
+
+
 @dataclass(frozen=True)
 class ResolvedProtocol:
     """What a protocol turns the user's options into."""
@@ -156,6 +201,8 @@ class ResolvedProtocol:
             fields["published_stats"] = {"n": getattr(published, "n", None),
                                          "made_by": meta.get("published"),
                                          "metrics": ["fd", "sfid"]}
+        if p.features != "features":
+            fields["features"] = p.features
         if self.not_run:
             fields["not_run"] = dict(self.not_run)
         if complete:
@@ -163,6 +210,25 @@ class ResolvedProtocol:
         return fields, (f"PROTOCOL {p.name.upper()} EXPECTS {p.n_samples} SAMPLES, GOT {n}: the numbers "
                 "are NOT comparable with the published tables (the record is marked "
                 "protocol.complete = false)")
+
+
+    def features_of(self, fs: FeatureSet | None) -> FeatureSet | None:
+        """``fs`` with the protocol's encoder output as its ``features`` (``fs`` itself is not
+        changed); statistics-only sets and protocols scoring ``features`` pass through.
+
+        Raises:
+            InputError: the set lacks that output (features of another encoder, or extracted
+                by an evalkit that did not store it: extract again with ``--no-cache``).
+        """
+        kind = self.protocol.features
+        if fs is None or kind == "features" or not fs.has_samples:
+            return fs
+        if kind not in fs.arrays:
+            raise InputError(f"{fs.source}: no '{kind}' array, which --protocol "
+                             f"{self.protocol.name} scores ({self.options.encoder} "
+                             f"{self.options.arch} features from an older evalkit? extract "
+                             "again with --no-cache)")
+        return replace(fs, arrays={**fs.arrays, "features": fs.arrays[kind]})
 
 
 def get_protocol(name: str) -> Protocol:
@@ -177,7 +243,8 @@ def get_protocol(name: str) -> Protocol:
 
 def resolve_protocol(name: str, options: ExtractOptions, *, explicit: Collection[str] = (),
                      metrics: tuple[str, ...] | None = None, nsample: int | None = None,
-                     ref: str | None = None, has_test: bool = False) -> ResolvedProtocol:
+                     ref: str | None = None, has_test: bool = False,
+                     has_prompts: bool = False) -> ResolvedProtocol:
     """Apply protocol ``name`` to the user's options.
 
     Args:
@@ -186,6 +253,7 @@ def resolve_protocol(name: str, options: ExtractOptions, *, explicit: Collection
             ``resize``, ``metrics``, ``nsample``): those must agree with the protocol.
         metrics, nsample, ref: the user's values (None: not given).
         has_test: whether ``--test`` was given (metrics needing it are dropped otherwise).
+        has_prompts: whether ``--prompts`` were given (likewise).
 
     Raises:
         InputError: an explicit option contradicts the protocol, or no reference is known.
@@ -212,10 +280,13 @@ def resolve_protocol(name: str, options: ExtractOptions, *, explicit: Collection
         wanted = tuple(metrics)
     not_run = {m: "needs --test (held-out real data)" for m in wanted
                if m in p.needs_test and not has_test}
+    not_run.update({m: "needs --prompts (the caption of each sample)" for m in wanted
+                    if m in p.needs_prompts and not has_prompts})
     wanted = tuple(m for m in wanted if m not in not_run)
     chosen_ref = ref or p.reference
     if not chosen_ref:
-        raise InputError(f"--protocol {p.name} has no published reference: pass --ref")
+        raise InputError(f"--protocol {p.name} has no published reference: "
+                         f"{p.reference_hint or 'pass --ref'}")
     resolved_options = replace(options, encoder=encoder, arch=options.arch or arch, resize=resize)
     return ResolvedProtocol(
         protocol=p, options=resolved_options, metrics=wanted,
