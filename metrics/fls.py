@@ -109,19 +109,29 @@ def _col_lse(d: torch.Tensor, log_s: torch.Tensor, dim: int, state: tuple[torch.
 
 
 def _fit_log_sigmas(d: torch.Tensor, dim: int, steps: int) -> torch.Tensor:
-    """dgm-eval's ``optimize_sigmas``: Adam(lr=0.5), lr x0.1 after 50 steps, clamp to [-100, 20]."""
-    log_s = torch.zeros(d.shape[1], dtype=torch.float32, device=d.device, requires_grad=True)
-    opt = torch.optim.Adam([log_s], lr=0.5)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[50], gamma=0.1)
-    for _ in range(steps):
-        with torch.no_grad():
-            _, grad = _nll_grad(d, log_s.detach(), dim)
-        log_s.grad = grad
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            log_s.clamp_(-100.0, 20.0)
-    return log_s.detach()
+    """dgm-eval's ``optimize_sigmas``: Adam(lr=0.5), lr x0.1 after 50 steps, clamp to [-100, 20].
+
+    The Adam update is written out (torch's single-tensor ``Adam`` step with its defaults,
+    betas (0.9, 0.999), eps 1e-8, the same tensor operations in the same order, so the same
+    bits as ``torch.optim.Adam`` + ``MultiStepLR``: ``tests/test_metrics_moments.py``) to spare
+    the optimiser's per-step bookkeeping, which costs more than a step on small sets.
+    """
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    lr = 0.5
+    log_s = torch.zeros(d.shape[1], dtype=torch.float32, device=d.device)
+    exp_avg = torch.zeros_like(log_s)
+    exp_avg_sq = torch.zeros_like(log_s)
+    for step in range(1, steps + 1):
+        _, grad = _nll_grad(d, log_s, dim)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = lr / (1 - beta1 ** float(step))
+        denom = (exp_avg_sq.sqrt() / (1 - beta2 ** float(step)) ** 0.5).add_(eps)
+        log_s.addcdiv_(exp_avg, denom, value=-step_size)
+        log_s.clamp_(-100.0, 20.0)
+        if step == 50:  # MultiStepLR(milestones=[50], gamma=0.1)
+            lr = lr * 0.1
+    return log_s
 
 
 def _eval_nll(data: torch.Tensor, kernels: torch.Tensor, log_s: torch.Tensor, dim: int, lse: bool):

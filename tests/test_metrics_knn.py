@@ -506,6 +506,28 @@ def test_fls_matches_autograd_reference():
     assert specs[0].directions["fls"] == "higher" and specs[1].directions["fls_pog"] == "zero"
 
 
+def test_fls_adam_is_torch_adam_bit_for_bit():
+    """The written-out Adam of the bandwidth fit gives the bits of torch.optim.Adam(lr=0.5) with
+    MultiStepLR([50], 0.1) and the clamp, driven by the same analytic gradient."""
+    from evalkit.metrics.fls import _fit_log_sigmas, _nll_grad, _sq_dists
+
+    g = rng(23)
+    x = torch.tensor(g.standard_normal((40, 12)), dtype=torch.float32)
+    k = torch.tensor(1.5 * g.standard_normal((30, 12)), dtype=torch.float32)
+    d = _sq_dists(x, k)
+    ls = torch.zeros(30, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([ls], lr=0.5)
+    sch = torch.optim.lr_scheduler.MultiStepLR(opt, [50], 0.1)
+    for _ in range(80):
+        with torch.no_grad():
+            ls.grad = _nll_grad(d, ls.detach(), 12)[1]
+        opt.step()
+        sch.step()
+        with torch.no_grad():
+            ls.clamp_(-100.0, 20.0)
+    assert torch.equal(_fit_log_sigmas(d, 12, 80), ls.detach())
+
+
 def test_fls_rounds_inputs_to_float32_before_standardising():
     """dgm-eval's preprocess_fls casts to float32 first, then standardises. Float64 features with
     a large common offset lose digits in that cast; the score is the one of the float32 values."""
