@@ -260,6 +260,35 @@ def test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation():
         assert a == pytest.approx(b, rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("nr", [30, 45])
+def test_kd_rounds_from_kernel_tables_equal_a_recomputation(nr):
+    """kd's rounds read the kernel matrices of the whole sets; each round's kd and kd_std equal
+    kd recomputed on the half-sample with the same per-round seed (nr = 30: every subset is the
+    whole of both the reference and the half-sample; 45: reference subsets vary)."""
+    from evalkit.scoring import intervals
+    from evalkit.scoring.rng import RunRNG
+
+    g = np.random.default_rng(8)
+    real = _fs(np.abs(g.standard_normal((nr, 24))).astype(np.float32))
+    fake = _fs((np.abs(g.standard_normal((60, 24))) + 0.2).astype(np.float32))
+    spec = get_metric("kd")
+    run_rng = RunRNG(5)
+    over = {"kd": {"subsets": 20}}
+    fast = intervals._kd_resampler(spec, fake, real, run_rng=run_rng, device=CPU, overrides=over)
+    slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
+                                        overrides=over)
+    x, y = real.get("features").astype(np.float64), fake.get("features").astype(np.float64)
+    scale = float(np.mean((x @ y.T / 24 + 1) ** 3))
+    tol = 16 * float(np.finfo(np.float32).eps) * scale  # float32 inner products, a few ulps apart
+    g1, g2 = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(3):
+        a, b = fast.fn(g1), slow.fn(g2)
+        assert set(a) == {"kd", "kd_std"}
+        assert a["kd"] == pytest.approx(b["kd"], abs=tol)
+        assert a["kd_std"] == pytest.approx(b["kd_std"], abs=tol)
+        assert (a["kd_std"] == 0.0) == (nr == 30)
+
+
 def test_interval_stays_inside_the_declared_range():
     """Near a bound each side's width is squeezed into the room left (R·tanh(w/R)); far from it
     the interval is the plain basic one; on the bound that side has no width."""

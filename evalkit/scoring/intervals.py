@@ -55,6 +55,7 @@ from evalkit.metrics.frechet import (
     reference_factor,
     reference_stats,
 )
+from evalkit.metrics.kernel import KernelTable
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
 from evalkit.metrics.primitives.common import take_rows
@@ -69,6 +70,8 @@ MAX_ROUNDS = 20000
 # Per-sample fast paths, by metric name.
 _PRDC = ("precision", "recall", "density", "coverage")
 _MOMENTS = ("fd", "sfid")
+# kd's rounds read kernel matrices computed once while these fit in this many bytes
+KD_TABLE_BYTES = 3 << 30
 
 
 def check_rounds(rounds: int, warn: bool = True) -> None:
@@ -201,6 +204,24 @@ def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _
     return _Resampler(spec.name, (spec.name,), n, values)
 
 
+def _kd_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
+    """kd on each half-sample from the kernel matrices of the whole sets (:class:`KernelTable`),
+    its subsets drawn on the per-round stream a recomputation would use."""
+    fake_a, real_a = array_for(spec, fake), array_for(spec, real)
+    kw = overrides.get(spec.name, {})
+    table = KernelTable(real_a, fake_a, subsets=kw.get("subsets", 100),
+                        subset_size=kw.get("subset_size", 1000), device=device)
+    n = int(fake_a.shape[0])
+    count = [0]
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        idx = np.sort(rng.choice(n, n // 2, replace=False))
+        count[0] += 1
+        return table.kd_of(idx, run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0]))
+
+    return _Resampler(stream_name(spec), spec.keys, n, values)
+
+
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
 
     n = fake.n
@@ -248,6 +269,10 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
             out.append(_mean_resampler("authpct", auth.detach().cpu().numpy(), 100.0))
         elif spec.name in _MOMENTS and real is not None:
             out.append(_moments_resampler(spec, fake, real, device))
+        elif (spec.name == "kd" and samples and set(kw) <= {"subsets", "subset_size"}
+              and KernelTable.bytes_needed(real.n, fake.n) <= KD_TABLE_BYTES):
+            out.append(_kd_resampler(spec, fake, real, run_rng=run_rng, device=device,
+                                     overrides=overrides))
         elif spec.name == "fd_inf" and samples and set(overrides.get("fd_inf", {})) <= {"num_points"}:
             out.append(_fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=device,
                                          overrides=overrides))
