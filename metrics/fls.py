@@ -26,7 +26,13 @@ import numpy as np
 
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator
+from evalkit.metrics.primitives.common import (
+    Seed,
+    check_points,
+    resolve_device,
+    seeded_generator,
+    take_rows,
+)
 
 # Bytes of one chunk of the n x M likelihood matrix (~L3-sized: the passes run from cache, and
 # there are few enough chunks that thread synchronisation stays cheap on a busy machine).
@@ -84,6 +90,22 @@ def _nll_grad(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> tuple[float, to
     return float(-total / n), grad
 
 
+def _nll_grad_batch(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
+    """:func:`_nll_grad`'s gradient for a (B, n, M) stack of distance matrices and (B, M)
+    log-bandwidths, all at once (small matrices: one chunk each)."""
+    n, m = d.shape[1], d.shape[2]
+    es = torch.exp(log_s).unsqueeze(1)
+    const = (-(dim / 2.0) * log_s + math.log(1.0 / m)).unsqueeze(1)
+    e = torch.addcdiv(const, d, es, value=-0.5)
+    mx = e.amax(2, keepdim=True)
+    e.sub_(mx).clamp_(min=_EXP_FLOOR).exp_()
+    w = (1.0 / e.sum(2, keepdim=True)).transpose(1, 2)
+    g_p = torch.bmm(w, e).squeeze(1)
+    e.mul_(d)
+    g_pd = torch.bmm(w, e).squeeze(1)
+    return -(0.5 * g_pd / es.squeeze(1) - (dim / 2.0) * g_p) / n
+
+
 def _row_nll(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
     """Per-row NLL ``-logsumexp_j E_ij`` (float64) of a chunk of distances."""
     m = d.shape[1]
@@ -118,11 +140,11 @@ def _fit_log_sigmas(d: torch.Tensor, dim: int, steps: int) -> torch.Tensor:
     """
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     lr = 0.5
-    log_s = torch.zeros(d.shape[1], dtype=torch.float32, device=d.device)
+    log_s = torch.zeros(d.shape[:-2] + d.shape[-1:], dtype=torch.float32, device=d.device)
     exp_avg = torch.zeros_like(log_s)
     exp_avg_sq = torch.zeros_like(log_s)
     for step in range(1, steps + 1):
-        _, grad = _nll_grad(d, log_s, dim)
+        grad = _nll_grad(d, log_s, dim)[1] if d.dim() == 2 else _nll_grad_batch(d, log_s, dim)
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         step_size = lr / (1 - beta1 ** float(step))
@@ -207,10 +229,26 @@ def fls(
         ``{"fls": ..., "fls_pog": ...}``; the registry lists ``fls`` (higher is better) and
         ``fls_pog`` (closer to 0 is better) as two metrics sharing this function.
     """
+    train, base, tst, gen = _fls_sets(real, fake, test, seed, max_samples, resolve_device(device))
+    dim = int(train.shape[1])
+
+    d_tg = _sq_dists(train, gen)
+    s_gen = _fit_log_sigmas(d_tg, dim, steps)
+    lse_train = _train_lse(d_tg, s_gen, dim)
+    del d_tg
+
+    d_tb = _sq_dists(train, base)
+    s_base = _fit_log_sigmas(d_tb, dim, steps)
+    del d_tb
+    return _fls_scores(base, tst, gen, s_gen, s_base, lse_train)
+
+
+def _fls_sets(real: Any, fake: Any, test: Any, seed: Seed, max_samples: int, dev: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fls's seeded train, baseline, test and generated rows, standardised (:func:`fls`)."""
     nr = check_points("fls", "reference", real, 2)
     ng = check_points("fls", "generated", fake, 1, dim=real.shape[1])
     nt = check_points("fls", "test", test, 1, dim=real.shape[1])
-    dev = resolve_device(device)
     n = min(int(max_samples), nr // 2, nt, ng)
     rng = seeded_generator(seed)
     ti = rng.choice(nt, n, replace=False)
@@ -230,27 +268,63 @@ def fls(
     std = torch.sqrt(var / max(4 * n - 1, 1))
     std[std == 0] = 1.0
     mean32, std32 = mean.to(torch.float32), std.to(torch.float32)  # dgm-eval standardises in float32
-    train, base, tst, gen = (
+    return tuple(
         torch.cat([(_tensor(x, idx[s:s + 4096], dev).to(torch.float32) - mean32) / std32
                    for s in range(0, n, 4096)])
         for x, idx in sets
     )
-    dim = int(train.shape[1])
 
-    d_tg = _sq_dists(train, gen)
-    s_gen = _fit_log_sigmas(d_tg, dim, steps)
-    lse_train = _train_lse(d_tg, s_gen, dim)
-    del d_tg
+
+def _fls_scores(base: torch.Tensor, tst: torch.Tensor, gen: torch.Tensor, s_gen: torch.Tensor,
+                s_base: torch.Tensor, lse_train: torch.Tensor) -> dict[str, float]:
+    """fls and fls_pog from the fitted log-bandwidths (:func:`fls`)."""
+    dim = int(tst.shape[1])
     nll_gen, lse_test = _eval_nll(tst, gen, s_gen, dim, lse=True)
-
-    d_tb = _sq_dists(train, base)
-    s_base = _fit_log_sigmas(d_tb, dim, steps)
-    del d_tb
     nll_base, _ = _eval_nll(tst, base, s_base, dim, lse=False)
-
     score = 100.0 * math.exp(-2.0 * (nll_gen - nll_base) / dim)
     pog = 100.0 * int(((lse_train - lse_test) > 0).sum()) / lse_train.numel() - 50.0
     return {"fls": score, "fls_pog": pog}
+
+
+# float32 entries a batched fit (fls_batch) holds at once: stacked distance matrices, and the
+# standardised rows of the sets in the batch
+BATCH_ELEMENTS = 1 << 22
+BATCH_ROW_ELEMENTS = 1 << 24
+
+
+def fls_batch(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: list[Seed], *,
+              max_samples: int = 10000, steps: int = 100, device: Any = None
+              ) -> list[dict[str, float]]:
+    """``[fls(real, fake[r], test, seed=s) for r, s in zip(rows, seeds)]`` with the bandwidth
+    fits of several of them run as one batch (for resampling: half-sampling intervals on small
+    sets, where a fit's cost is its 100 steps' per-call overhead, not arithmetic).
+
+    Equal to the one-at-a-time values to float32 round-off: the fits' column sums are batched
+    matrix products instead of one matrix-vector product per set, which may sum in another order.
+    Batches hold at most ``BATCH_ELEMENTS`` distances and ``BATCH_ROW_ELEMENTS`` feature values
+    (large sets: one set per batch, :func:`fls`'s own path).
+    """
+    dev = resolve_device(device)
+    if not rows:
+        return []
+    n = max(1, min(int(max_samples), int(real.shape[0]) // 2, int(test.shape[0]), len(rows[0])))
+    per = max(1, min(BATCH_ELEMENTS // (2 * n * n), BATCH_ROW_ELEMENTS // (4 * n * int(real.shape[1]))))
+    out = []
+    for b0 in range(0, len(rows), per):
+        if per == 1:
+            out.append(fls(real, take_rows(fake, rows[b0]), test, seed=seeds[b0],
+                           max_samples=max_samples, steps=steps, device=dev))
+            continue
+        group = [_fls_sets(real, take_rows(fake, r), test, s, max_samples, dev)
+                 for r, s in zip(rows[b0:b0 + per], seeds[b0:b0 + per])]
+        dim = int(group[0][0].shape[1])
+        d_tg = torch.stack([_sq_dists(train, gen) for train, _, _, gen in group])
+        d_tb = torch.stack([_sq_dists(train, base) for train, base, _, _ in group])
+        log_s = _fit_log_sigmas(torch.cat([d_tg, d_tb]), dim, steps)
+        for j, (_, base, tst, gen) in enumerate(group):
+            s_gen, s_base = log_s[j], log_s[len(group) + j]
+            out.append(_fls_scores(base, tst, gen, s_gen, s_base, _train_lse(d_tg[j], s_gen, dim)))
+    return out
 
 
 fls_pog = fls

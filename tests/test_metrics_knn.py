@@ -528,6 +528,26 @@ def test_fls_adam_is_torch_adam_bit_for_bit():
     assert torch.equal(_fit_log_sigmas(d, 12, 80), ls.detach())
 
 
+def test_fls_batch_equals_one_at_a_time(monkeypatch):
+    """fls_batch (the bootstrap's batched bandwidth fits) gives each row subset's fls and
+    fls_pog as fls itself does, to float32 round-off; one set per batch gives the same bits."""
+    fls_mod = sys.modules["evalkit.metrics.fls"]
+
+    g = rng(24)
+    real, test = g.standard_normal((60, 10)), g.standard_normal((40, 10))
+    fake = 1.2 * g.standard_normal((50, 10)) + 0.1
+    rows = [np.sort(g.choice(50, 25, replace=False)) for _ in range(4)]
+    seeds = [3, 4, 5, 6]
+    one = [fls(real, fake[r], test, seed=s, steps=60, device=CPU) for r, s in zip(rows, seeds)]
+    batched = fls_mod.fls_batch(real, fake, test, rows, seeds, steps=60, device=CPU)
+    for a, b in zip(batched, one):
+        # float32 likelihoods: the fit's column sums in another order move fls by ~1e-6
+        assert a["fls"] == pytest.approx(b["fls"], rel=2e-5)
+        assert a["fls_pog"] == b["fls_pog"]
+    monkeypatch.setattr(fls_mod, "BATCH_ELEMENTS", 1)
+    assert fls_mod.fls_batch(real, fake, test, rows, seeds, steps=60, device=CPU) == one
+
+
 def test_fls_rounds_inputs_to_float32_before_standardising():
     """dgm-eval's preprocess_fls casts to float32 first, then standardises. Float64 features with
     a large common offset lose digits in that cast; the score is the one of the float32 values."""

@@ -46,9 +46,11 @@ from evalkit.devices import resolve_device
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics import result_ranges
+from evalkit.metrics.fls import fls_batch
 from evalkit.metrics.frechet import (
     SubsetFrechet,
     cov_factor,
+    fd_inf_fit,
     fd_inf_from_reference,
     fd_inf_sizes,
     moments,
@@ -58,7 +60,7 @@ from evalkit.metrics.frechet import (
 from evalkit.metrics.kernel import KernelTable
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
-from evalkit.metrics.primitives.common import take_rows
+from evalkit.metrics.primitives.common import seeded_generator, take_rows
 from evalkit.scoring.plan import array_for
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import compute_metrics, stream_name
@@ -182,23 +184,31 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
 
 def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
     """fd_inf on each half-sample, with the reference's moments and factor computed once (the
-    metric's own subset draws on the same per-round stream as a recomputation would use)."""
+    metric's own subset draws on the same per-round stream as a recomputation would use). When
+    the half-sample or the factor is narrower than D, the generated set is projected once
+    (:class:`SubsetFrechet`) and each of a round's sizes is one small eigenproblem on rows of
+    that projection; else each round takes :func:`fd_inf_from_reference`'s one pass."""
     dev = resolve_device(device)
     fake_a, real_a = array_for(spec, fake), array_for(spec, real)
-    mu_r, _, factor, tr_r = reference_stats(real_a, dev, spec.name)
+    mu_r, cov_r, factor, tr_r = reference_stats(real_a, dev, spec.name)
     num_points = overrides.get(spec.name, {}).get("num_points", 15)
     n = int(fake_a.shape[0])
+    sub_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name, tr_r=tr_r)
     count = [0]
 
     def values(rng: np.random.Generator) -> dict[str, float]:
         idx = np.sort(rng.choice(n, n // 2, replace=False))
         count[0] += 1
-        sub = take_rows(fake_a, idx)
         sizes = fd_inf_sizes(len(idx), num_points)
         if len(idx) < spec.min_samples or len(np.unique(sizes)) < 2:
             raise MetricInputError(f"{spec.name}: too few samples in a half-sample")
         seed = run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0])
-        out = fd_inf_from_reference(mu_r, tr_r, factor, sub, sizes=sizes, seed=seed, dev=dev)
+        if sub_fd.small:  # fd_inf's own draws: subsets of the half-sample, as it makes them
+            draw = seeded_generator(seed)
+            fds = [sub_fd(idx[np.sort(draw.choice(len(idx), k, replace=False))]) for k in sizes.tolist()]
+            return {spec.name: fd_inf_fit(sizes, fds)[spec.name]}
+        out = fd_inf_from_reference(mu_r, tr_r, factor, take_rows(fake_a, idx), sizes=sizes, seed=seed,
+                                    dev=dev)
         return {spec.name: out[spec.name]}
 
     return _Resampler(spec.name, (spec.name,), n, values)
@@ -222,6 +232,30 @@ def _kd_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resa
     return _Resampler(stream_name(spec), spec.keys, n, values)
 
 
+def _fls_resampler(spec, fake, real, test, *, run_rng, overrides, rounds: int, device: str
+                   ) -> _Resampler:
+    """fls/fls_pog on each half-sample, the rounds' bandwidth fits run as batches
+    (:func:`fls_batch`): the half-samples of the rounds ahead are drawn from this group's own
+    stream, in the order one round at a time would draw them, and scored together."""
+    fake_a, real_a, test_a = array_for(spec, fake), array_for(spec, real), array_for(spec, test)
+    kw = overrides.get(spec.name, {})
+    n = int(fake_a.shape[0])
+    count = [0]
+    ready: list[dict[str, float]] = []
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        if not ready:
+            ahead = max(1, min(rounds - count[0], 100))
+            rows = [np.sort(rng.choice(n, n // 2, replace=False)) for _ in range(ahead)]
+            seeds = [run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0] + j + 1)
+                     for j in range(ahead)]
+            ready.extend(fls_batch(real_a, fake_a, test_a, rows, seeds, device=device, **kw))
+        count[0] += 1
+        return ready.pop(0)
+
+    return _Resampler(stream_name(spec), ("fls", "fls_pog"), n, values)
+
+
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
 
     n = fake.n
@@ -238,7 +272,8 @@ def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrid
     return _Resampler(stream_name(specs[0]), keys, n, values)
 
 
-def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=None) -> list[_Resampler]:
+def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=None, rounds: int = 1
+                    ) -> list[_Resampler]:
     """One resampler per metric group: per-sample fast paths where the metric allows, else a
     recomputation on the subset (see the module docstring). Per-sample statistics are computed
     with the seed the metric itself got (``run_rng``'s metric stream), so they average to the
@@ -282,6 +317,11 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
     for spec in generic:  # metrics sharing a function (fls, fls_pog) share a call
         groups.setdefault((id(spec.fn), spec.array), []).append(spec)
     for group in groups.values():
+        if (group[0].name in ("fls", "fls_pog") and test is not None
+                and set(overrides.get(group[0].name, {})) <= {"max_samples", "steps"}):
+            out.append(_fls_resampler(group[0], fake, real, test, run_rng=run_rng, overrides=overrides,
+                                      rounds=rounds, device=device))
+            continue
         out.append(_generic_resampler(group, fake, real, test, run_rng=run_rng, device=device,
                                       overrides=overrides))
     return out
@@ -323,7 +363,7 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
         return {}
     run_rng = rng if isinstance(rng, RunRNG) else RunRNG(int(rng))
     resamplers = plan_resamplers(specs, fake, real, test, run_rng=run_rng, device=device,
-                                 overrides=overrides)
+                                 overrides=overrides, rounds=rounds)
     # one stream per metric group: asking for another metric never moves these draws
     gens = [run_rng.generator("bootstrap", "resample", res.name) for res in resamplers]
     draws: dict[str, list[float]] = {}
