@@ -30,7 +30,7 @@ from evalkit.images.sources import is_source_arg, stats_npz_keys
 from evalkit.metrics import get_metric
 from evalkit.refs.pull import ensure
 from evalkit.refs.statsfiles import load_stats
-from evalkit.refs.store import published_stats, resolve_reference
+from evalkit.refs.store import published_stats, resolve_reference, stored_encoders
 from evalkit.results.outputs import per_sample_path, write_per_sample_csv
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
@@ -102,6 +102,24 @@ def _explicit_options(opts: ExtractOptions, metrics: tuple[str, ...] | None,
     base = ExtractOptions()
     chosen = {f for f in ("encoder", "arch", "resize") if getattr(opts, f) != getattr(base, f)}
     return chosen | ({"metrics"} if metrics else set()) | ({"nsample"} if nsample else set())
+
+
+def _check_default_encoder(ref: Any, opts: ExtractOptions, explicit: Collection[str],
+                           ref_dir: str | None) -> None:
+    """No encoder chosen, and a registered reference that holds only other encoders' features:
+    say which, and how to score against them, before the default encoder's weights (DINOv2,
+    1.2 GB) are looked for to extract new ones."""
+    if "encoder" in explicit or not isinstance(ref, (str, os.PathLike)) or is_source_arg(ref):
+        return
+    have = stored_encoders(str(ref), ref_dir)
+    if not have or opts.encoder in have:
+        return
+    which = " or ".join(f"--encoder {n}" for n in have)
+    raise InputError(
+        f"reference {str(ref)!r} holds {', '.join(have)} features, not {opts.encoder} ones "
+        f"({opts.encoder} is the default encoder when no --encoder is given): score against them "
+        f"with {which}, or pass --encoder {opts.encoder} to extract {opts.encoder} features from "
+        "its source (needs its weights)")
 
 
 def default_name(source: SourceLike) -> str:
@@ -231,6 +249,9 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
                          bootstrap=bootstrap, realism_k=realism_k, progress=not opts.quiet,
                          overrides=overrides)
     check_rounds(bootstrap)
+    if proto is None:
+        _check_default_encoder(ref, opts, _explicit_options(opts, metric_list, nsample)
+                               if explicit is None else explicit, ref_dir)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir)
     if proto and proto.protocol.published_stats and real.has_samples:
         name = real.meta.get("reference_name")  # None: the reference was a path, not a name
