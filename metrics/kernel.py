@@ -215,7 +215,7 @@ class KernelTable:
         return _kd_result(values, self.real, self.fake, idx_r, ig_full, self.dtype, self.dev)
 
 
-def _l2_normalise(x: Any, device: torch.device, which: str) -> torch.Tensor:
+def l2_normalise(x: Any, device: torch.device, which: str) -> torch.Tensor:
     t = as_tensor(x, device, torch.float64)
     norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
     if not bool(torch.isfinite(norms).all()):
@@ -275,8 +275,8 @@ def cmmd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """
     check_pair("cmmd", real, fake, 2)
     dev = resolve_device(device)
-    x = _l2_normalise(real, dev, "reference")
-    y = _l2_normalise(fake, dev, "generated")
+    x = l2_normalise(real, dev, "reference")
+    y = l2_normalise(fake, dev, "generated")
     kxx = gaussian_kernel_mean(x, None, CMMD_SIGMA)
     kyy = gaussian_kernel_mean(y, None, CMMD_SIGMA)
     kxy = gaussian_kernel_mean(x, y, CMMD_SIGMA)

@@ -294,6 +294,44 @@ def test_kd_rounds_from_kernel_tables_equal_a_recomputation(nr):
         assert (a["kd_std"] == 0.0) == (nr == 30)
 
 
+@pytest.mark.parametrize("name,over", [("rarity", {}), ("rke", {}), ("rke", {"rke": {"sigma": 4.0}}),
+                                       ("cmmd", {})])
+def test_table_rounds_equal_a_recomputation(name, over):
+    """rarity (per-sample scores), rke and cmmd (kernel matrices of the whole sets) computed once:
+    each round's values equal the metric recomputed on the half-sample, to float64 round-off."""
+    from evalkit.scoring import intervals
+    from evalkit.scoring.rng import RunRNG
+
+    g = np.random.default_rng(9)
+    real = _fs(g.standard_normal((50, 12)))
+    fake = _fs(1.2 * g.standard_normal((46, 12)) + 0.3)
+    spec = get_metric(name)
+    run_rng = RunRNG(4)
+    fast = intervals._TABLES[name](spec, fake, real, overrides=over, device=CPU)
+    assert fast is not None
+    slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
+                                        overrides=over)
+    g1, g2 = np.random.default_rng(12), np.random.default_rng(12)
+    for _ in range(4):
+        a, b = fast.fn(g1), slow.fn(g2)
+        assert set(a) == set(spec.keys) and set(b) == set(spec.keys)
+        for key in a:  # sums of m² float64 terms of size <= 1 (rke, cmmd ×1000), or means
+            assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-9), key
+
+
+def test_tables_step_aside_where_rounds_would_differ():
+    """A reference larger than rarity's max_samples (subsampled per round) or rke's max_median
+    (a per-round bandwidth) keeps the recomputation."""
+    from evalkit.scoring import intervals
+
+    g = np.random.default_rng(10)
+    real, fake = _fs(g.standard_normal((40, 6))), _fs(g.standard_normal((30, 6)))
+    assert intervals._TABLES["rarity"](get_metric("rarity"), fake, real,
+                                       overrides={"rarity": {"max_samples": 20}}, device=CPU) is None
+    assert intervals._TABLES["rke"](get_metric("rke"), fake, real,
+                                    overrides={"rke": {"max_median": 20}}, device=CPU) is None
+
+
 def test_interval_stays_inside_the_declared_range():
     """Near a bound each side's width is squeezed into the room left (R·tanh(w/R)); far from it
     the interval is the plain basic one; on the bound that side has no width."""

@@ -57,10 +57,12 @@ from evalkit.metrics.frechet import (
     reference_factor,
     reference_stats,
 )
-from evalkit.metrics.kernel import KernelTable
+from evalkit.metrics.kernel import CMMD_SCALE, CMMD_SIGMA, KernelTable, gaussian_kernel_mean, l2_normalise
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
 from evalkit.metrics.primitives.common import seeded_generator, take_rows
+from evalkit.metrics.rarity import RARITY_K, rarity_scores
+from evalkit.metrics.rke import median_distance, sq_dists
 from evalkit.scoring.plan import array_for
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import compute_metrics, stream_name
@@ -72,8 +74,9 @@ MAX_ROUNDS = 20000
 # Per-sample fast paths, by metric name.
 _PRDC = ("precision", "recall", "density", "coverage")
 _MOMENTS = ("fd", "sfid")
-# kd's rounds read kernel matrices computed once while these fit in this many bytes
-KD_TABLE_BYTES = 3 << 30
+# kd's, rke's and cmmd's rounds read kernel matrices of the whole sets, computed once, while
+# each metric's fit in this many bytes
+TABLE_BYTES = 3 << 30
 
 
 def check_rounds(rounds: int, warn: bool = True) -> None:
@@ -256,6 +259,90 @@ def _fls_resampler(spec, fake, real, test, *, run_rng, overrides, rounds: int, d
     return _Resampler(stream_name(spec), ("fls", "fls_pog"), n, values)
 
 
+def _half(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One round's half-sample: n // 2 of n rows without replacement, sorted (every
+    resampler draws exactly this from its own stream, once per round)."""
+    return np.sort(rng.choice(n, n // 2, replace=False))
+
+
+def _rarity_resampler(spec, fake, real, *, overrides, device: str) -> _Resampler | None:
+    """rarity from its per-sample scores, computed once: each generated sample's score depends
+    only on the reference (used whole when it has at most ``max_samples`` rows; else None:
+    the rounds' reference subsets would differ and the recomputation runs)."""
+    kw = overrides.get(spec.name, {})
+    max_samples = kw.get("max_samples", 10000)
+    if not set(kw) <= {"nearest_k", "max_samples"} or (max_samples is not None and real.n > max_samples):
+        return None
+    fake_a = array_for(spec, fake)
+    scores = rarity_scores(array_for(spec, real), fake_a, nearest_k=kw.get("nearest_k", RARITY_K),
+                           max_samples=max_samples, device=device)
+    n = int(fake_a.shape[0])
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        sub = scores[_half(rng, n)]
+        inside = ~np.isnan(sub)
+        return {"rarity": float(sub[inside].mean()) if inside.any() else math.nan,
+                "rarity_outside": float((~inside).sum())}
+
+    return _Resampler(stream_name(spec), spec.keys, n, values)
+
+
+def _rke_resampler(spec, fake, real, *, overrides, device: str) -> _Resampler | None:
+    """rke from the squared Gaussian kernel matrix of the whole generated set, computed once:
+    a round's sum is over its rows and columns. Only where the bandwidth is the same in every
+    round (given, or the median distance of a reference of at most ``max_median`` rows) and
+    half-samples are not subsampled further; else None (the recomputation runs)."""
+    kw = overrides.get(spec.name, {})
+    n = fake.n
+    sigma, max_median, max_samples = kw.get("sigma"), kw.get("max_median", 2000), kw.get("max_samples", 10000)
+    if (not set(kw) <= {"sigma", "max_median", "max_samples"} or (sigma is None and real.n > max_median)
+            or (max_samples is not None and n // 2 > max_samples) or 8 * n * n > TABLE_BYTES):
+        return None
+    dev = resolve_device(device)
+    if sigma is None:
+        sigma = median_distance(array_for(spec, real), max_samples=max_median, device=dev)
+    if not sigma > 0:
+        return None  # each round raises rke's own error
+    f = torch.as_tensor(np.asarray(array_for(spec, fake)), dtype=torch.float64, device=dev)
+    k2 = torch.exp(-sq_dists(f, f) / float(sigma) ** 2)
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        rows = torch.as_tensor(_half(rng, n), device=dev)
+        m = int(rows.shape[0])
+        return {"rke": float(m * m / float(k2[rows][:, rows].sum())), "rke_sigma": float(sigma)}
+
+    return _Resampler(stream_name(spec), spec.keys, n, values)
+
+
+def _cmmd_resampler(spec, fake, real, *, device: str) -> _Resampler | None:
+    """cmmd from the Gaussian kernel matrices of the whole sets, computed once (the reference's
+    own kernel mean is the same in every round); None where they would not fit in
+    ``TABLE_BYTES`` or the embeddings cannot be normalised (each round then raises cmmd's error)."""
+    n, nr = fake.n, real.n
+    if 8 * n * (n + nr) > TABLE_BYTES:
+        return None
+    dev = resolve_device(device)
+    try:
+        x = l2_normalise(array_for(spec, real), dev, "reference")
+        y = l2_normalise(array_for(spec, fake), dev, "generated")
+    except MetricInputError:
+        return None
+    kxx = gaussian_kernel_mean(x, None, CMMD_SIGMA)
+    gamma = 1.0 / (2.0 * CMMD_SIGMA * CMMD_SIGMA)
+    ny = (y * y).sum(1)
+    kyy = torch.exp(-gamma * (ny[:, None] + ny[None, :] - 2.0 * (y @ y.T)))
+    kxy = torch.exp(-gamma * ((x * x).sum(1)[:, None] + ny[None, :] - 2.0 * (x @ y.T)))
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        rows = torch.as_tensor(_half(rng, n), device=dev)
+        m = int(rows.shape[0])
+        yy = float(kyy[rows][:, rows].sum()) / (m * m)
+        xy = float(kxy[:, rows].sum()) / (nr * m)
+        return {"cmmd": CMMD_SCALE * (kxx + yy - 2.0 * xy)}
+
+    return _Resampler(stream_name(spec), spec.keys, n, values)
+
+
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
 
     n = fake.n
@@ -270,6 +357,14 @@ def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrid
         return vals
 
     return _Resampler(stream_name(specs[0]), keys, n, values)
+
+
+_TABLES = {
+    "rarity": _rarity_resampler,
+    "rke": _rke_resampler,
+    "cmmd": lambda spec, fake, real, *, overrides, device: (
+        _cmmd_resampler(spec, fake, real, device=device) if not overrides.get("cmmd") else None),
+}
 
 
 def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=None, rounds: int = 1
@@ -305,9 +400,12 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
         elif spec.name in _MOMENTS and real is not None:
             out.append(_moments_resampler(spec, fake, real, device))
         elif (spec.name == "kd" and samples and set(kw) <= {"subsets", "subset_size"}
-              and KernelTable.bytes_needed(real.n, fake.n) <= KD_TABLE_BYTES):
+              and KernelTable.bytes_needed(real.n, fake.n) <= TABLE_BYTES):
             out.append(_kd_resampler(spec, fake, real, run_rng=run_rng, device=device,
                                      overrides=overrides))
+        elif spec.name in _TABLES and samples and (res := _TABLES[spec.name](
+                spec, fake, real, overrides=overrides, device=device)) is not None:
+            out.append(res)
         elif spec.name == "fd_inf" and samples and set(overrides.get("fd_inf", {})) <= {"num_points"}:
             out.append(_fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=device,
                                          overrides=overrides))
