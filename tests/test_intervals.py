@@ -78,8 +78,7 @@ def test_rounds_reuse_per_sample_statistics(monkeypatch):
             if hasattr(sys.modules[mod], attr):
                 monkeypatch.setattr(sys.modules[mod], attr, count("knn", fn))
     counted = count("moments", real_moments)
-    monkeypatch.setattr(frechet, "moments", counted)
-    monkeypatch.setattr(sys.modules["evalkit.scoring.intervals"], "moments", counted)  # bound by name
+    monkeypatch.setattr(frechet, "moments", counted)  # reference_stats and SubsetFrechet call it
     g = np.random.default_rng(1)
     real, fake = _fs(g.standard_normal((200, 8))), _fs(g.standard_normal((150, 8)) + 0.2)
     specs = [get_metric(n) for n in ("precision", "density", "coverage", "realism", "authpct", "fd")]
@@ -330,6 +329,26 @@ def test_tables_step_aside_where_rounds_would_differ():
                                        overrides={"rarity": {"max_samples": 20}}, device=CPU) is None
     assert intervals._TABLES["rke"](get_metric("rke"), fake, real,
                                     overrides={"rke": {"max_median": 20}}, device=CPU) is None
+
+
+def test_fd_rounds_use_the_statistics_the_estimate_used():
+    """A reference with samples and published statistics attached (``--protocol adm``): fd's
+    estimate is against the statistics, and so are its rounds (as for a statistics-only
+    reference holding them), not against the samples."""
+    g = np.random.default_rng(13)
+    samples = g.standard_normal((80, 6))
+    other = 2.0 * g.standard_normal((300, 6)) + 1.0  # the published set differs from the samples
+    stats = {"features": (other.mean(0), np.cov(other, rowvar=False))}
+    real = _fs(samples)
+    real.moments = dict(stats)
+    fake = _fs(g.standard_normal((60, 6)) + 0.5)
+    spec = get_metric("fd")
+    kw = dict(estimates={"fd": 3.0}, rounds=30, rng=2, device=CPU, progress=False)
+    attached = bootstrap_intervals([spec], fake, real, None, **kw)
+    only = bootstrap_intervals([spec], fake, FeatureSet.from_moments(stats), None, **kw)
+    samples_only = bootstrap_intervals([spec], fake, _fs(samples), None, **kw)
+    assert attached["fd"] == pytest.approx(only["fd"], rel=1e-12)
+    assert attached["fd"] != pytest.approx(samples_only["fd"], rel=1e-3)
 
 
 def test_interval_stays_inside_the_declared_range():

@@ -53,8 +53,6 @@ from evalkit.metrics.frechet import (
     fd_inf_fit,
     fd_inf_from_reference,
     fd_inf_sizes,
-    moments,
-    reference_factor,
     reference_stats,
 )
 from evalkit.metrics.kernel import CMMD_SCALE, CMMD_SIGMA, KernelTable, gaussian_kernel_mean, l2_normalise
@@ -63,7 +61,7 @@ from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
 from evalkit.metrics.primitives.common import seeded_generator, take_rows
 from evalkit.metrics.rarity import RARITY_K, rarity_scores
 from evalkit.metrics.rke import median_distance, sq_dists
-from evalkit.scoring.plan import array_for
+from evalkit.scoring.plan import array_for, moments_for
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import compute_metrics, stream_name
 
@@ -169,15 +167,14 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
     dev = resolve_device(device)
     fake_a = array_for(spec, fake)
     n = int(fake_a.shape[0])
-    if real.has_samples:
-        real_a = array_for(spec, real)
-        mu_r, cov_r = moments(real_a, dev, spec.name, "reference")
-        factor = reference_factor(real_a, mu_r, cov_r, dev)  # D×Nr when Nr <= D: no D×D work
-    else:  # statistics-only reference
-        st = real.moments.get(spec.array) or real.moments.get(spec.fallback)
+    tr_r = None
+    st = moments_for(spec, real)  # the statistics the estimate itself used, when there are any
+    if st is None:  # with Nr <= D rows the factor is the centred data: no D×D matrix at all
+        mu_r, cov_r, factor, tr_r = reference_stats(array_for(spec, real), dev, spec.name)
+    else:  # a statistics-only reference, or published statistics a protocol attached (ADM)
         mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
         factor = cov_factor(cov_r)
-    subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name)
+    subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name, tr_r=tr_r)
 
     def values(rng: np.random.Generator) -> dict[str, float]:
         return {spec.name: subset_fd(np.sort(rng.choice(n, n // 2, replace=False)))}
