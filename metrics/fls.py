@@ -286,10 +286,10 @@ def _fls_scores(base: torch.Tensor, tst: torch.Tensor, gen: torch.Tensor, s_gen:
     return {"fls": score, "fls_pog": pog}
 
 
-# float32 entries a batched fit (fls_batch) holds at once: stacked distance matrices, and the
-# standardised rows of the sets in the batch
+# float32 entries a batched fit (fls_batch) holds at once: its stacked distance matrices, and
+# the standardised rows of the sets being prepared
 BATCH_ELEMENTS = 1 << 22
-BATCH_ROW_ELEMENTS = 1 << 24
+BATCH_ROW_ELEMENTS = 1 << 20
 
 
 def fls_batch(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: list[Seed], *,
@@ -301,30 +301,84 @@ def fls_batch(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: li
 
     Equal to the one-at-a-time values to float32 round-off: the fits' column sums are batched
     matrix products instead of one matrix-vector product per set, which may sum in another order.
-    Batches hold at most ``BATCH_ELEMENTS`` distances and ``BATCH_ROW_ELEMENTS`` feature values
-    (large sets: one set per batch, :func:`fls`'s own path).
+    Batches hold at most ``BATCH_ELEMENTS`` distances (large sets: one set per batch,
+    :func:`fls`'s own path), and are standardised ``BATCH_ROW_ELEMENTS`` feature values at a time.
     """
     dev = resolve_device(device)
     if not rows:
         return []
     n = max(1, min(int(max_samples), int(real.shape[0]) // 2, int(test.shape[0]), len(rows[0])))
-    per = max(1, min(BATCH_ELEMENTS // (2 * n * n), BATCH_ROW_ELEMENTS // (4 * n * int(real.shape[1]))))
+    per = max(1, BATCH_ELEMENTS // (4 * n * n))
     out = []
     for b0 in range(0, len(rows), per):
         if per == 1:
             out.append(fls(real, take_rows(fake, rows[b0]), test, seed=seeds[b0],
                            max_samples=max_samples, steps=steps, device=dev))
             continue
-        group = [_fls_sets(real, take_rows(fake, r), test, s, max_samples, dev)
-                 for r, s in zip(rows[b0:b0 + per], seeds[b0:b0 + per])]
-        dim = int(group[0][0].shape[1])
-        d_tg = torch.stack([_sq_dists(train, gen) for train, _, _, gen in group])
-        d_tb = torch.stack([_sq_dists(train, base) for train, base, _, _ in group])
-        log_s = _fit_log_sigmas(torch.cat([d_tg, d_tb]), dim, steps)
-        for j, (_, base, tst, gen) in enumerate(group):
-            s_gen, s_base = log_s[j], log_s[len(group) + j]
-            out.append(_fls_scores(base, tst, gen, s_gen, s_base, _train_lse(d_tg[j], s_gen, dim)))
+        out += _fls_group(real, fake, test, rows[b0:b0 + per], seeds[b0:b0 + per], max_samples,
+                          steps, dev)
     return out
+
+
+def _fls_group(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: list[Seed],
+               max_samples: int, steps: int, dev: torch.device) -> list[dict[str, float]]:
+    """:func:`fls` for R row subsets of ``fake`` at once: every step below is fls's, on a
+    leading batch axis of R sets (their subsets drawn one by one as fls draws them)."""
+    nr = check_points("fls", "reference", real, 2)
+    nt = check_points("fls", "test", test, 1, dim=real.shape[1])
+    real_a, test_a, fake_a = (np.asarray(a) for a in (real, test, fake))
+    n = min(int(max_samples), nr // 2, nt, len(rows[0]))
+    idx = {"train": [], "base": [], "test": [], "gen": []}
+    check_points("fls", "generated", fake, 1, dim=real.shape[1])
+    for r, seed in zip(rows, seeds):
+        rng = seeded_generator(seed)
+        ti = rng.choice(nt, n, replace=False)
+        gi = rng.choice(len(r), n, replace=False)
+        ri = rng.choice(nr, 2 * n, replace=False)
+        for key, v in (("train", ri[:n]), ("base", ri[n:]), ("test", ti), ("gen", np.asarray(r)[gi])):
+            idx[key].append(v)
+    dim = int(real_a.shape[1])
+    # standardised in chunks of rounds that stay in cache; only the n×n distances are kept
+    step = max(1, BATCH_ROW_ELEMENTS // (4 * n * dim))
+    dists: list[list[torch.Tensor]] = [[], [], [], []]
+    for c in range(0, len(rows), step):
+        # (c, 4n, D): the rounded-to-float32 rows of each set (fls's _tensor), in fls's set order
+        x32 = torch.cat([torch.as_tensor(a[np.stack(idx[key][c:c + step])]).to(torch.float32)
+                         for a, key in ((real_a, "train"), (real_a, "base"), (test_a, "test"),
+                                        (fake_a, "gen"))], dim=1).to(dev)
+        x64 = x32.to(torch.float64)
+        mean = x64.sum(1) / (4 * n)
+        std = torch.sqrt((x64 - mean[:, None]).pow_(2).sum(1) / max(4 * n - 1, 1))
+        std[std == 0] = 1.0
+        z = (x32 - mean.to(torch.float32)[:, None]) / std.to(torch.float32)[:, None]
+        train, base, tst, gen = z[:, :n], z[:, n:2 * n], z[:, 2 * n:3 * n], z[:, 3 * n:]
+        for out, (a, b) in zip(dists, ((train, gen), (train, base), (tst, gen), (tst, base))):
+            out.append(_sq_dists_batch(a, b))
+    d_tg, d_tb, d_eg, d_eb = (torch.cat(d) for d in dists)
+    log_s = _fit_log_sigmas(torch.cat([d_tg, d_tb]), dim, steps)
+    s_gen, s_base = log_s[:len(rows)], log_s[len(rows):]
+    e_tg, e_eg, e_eb = (_log_kernel(d, ls, dim) for d, ls in ((d_tg, s_gen), (d_eg, s_gen), (d_eb, s_base)))
+    nll_gen = -torch.logsumexp(e_eg, dim=2).to(torch.float64).mean(1)
+    nll_base = -torch.logsumexp(e_eb, dim=2).to(torch.float64).mean(1)
+    above = (torch.logsumexp(e_tg, dim=1) - torch.logsumexp(e_eg, dim=1)) > 0
+    return [{"fls": 100.0 * math.exp(-2.0 * (float(g) - float(b)) / dim),
+             "fls_pog": 100.0 * int(a.sum()) / n - 50.0}
+            for g, b, a in zip(nll_gen, nll_base, above)]
+
+
+def _sq_dists_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`_sq_dists` for (R, n, D) and (R, m, D) batches."""
+    d = torch.baddbmm(torch.einsum("rij,rij->ri", b, b).unsqueeze(1), a, b.transpose(1, 2),
+                      beta=1.0, alpha=-2.0)
+    d += torch.einsum("rij,rij->ri", a, a).unsqueeze(2)
+    return d.clamp_min_(0.0)
+
+
+def _log_kernel(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
+    """E = -0.5 d / exp(s) - (D/2) s - log M for (R, n, M) distances and (R, M) log-bandwidths."""
+    m = d.shape[2]
+    const = (-(dim / 2.0) * log_s + math.log(1.0 / m)).unsqueeze(1)
+    return torch.addcdiv(const, d, torch.exp(log_s).unsqueeze(1), value=-0.5)
 
 
 fls_pog = fls

@@ -541,8 +541,8 @@ def test_fls_batch_equals_one_at_a_time(monkeypatch):
     one = [fls(real, fake[r], test, seed=s, steps=60, device=CPU) for r, s in zip(rows, seeds)]
     batched = fls_mod.fls_batch(real, fake, test, rows, seeds, steps=60, device=CPU)
     for a, b in zip(batched, one):
-        # float32 likelihoods: the fit's column sums in another order move fls by ~1e-6
-        assert a["fls"] == pytest.approx(b["fls"], rel=2e-5)
+        # float32 likelihoods summed in another order: fls moves by a few float32 ulps at most
+        assert a["fls"] == pytest.approx(b["fls"], rel=1e-6)
         assert a["fls_pog"] == b["fls_pog"]
     monkeypatch.setattr(fls_mod, "BATCH_ELEMENTS", 1)
     assert fls_mod.fls_batch(real, fake, test, rows, seeds, steps=60, device=CPU) == one
