@@ -24,13 +24,24 @@ contains the estimate itself. It describes the noise of the generated set *given
 
 Cost: per round, metrics with per-sample statistics cost a subset mean, not an evaluation:
 precision / density / coverage (which real spheres each generated sample lies in, computed
-once), realism and authenticity (per-sample scores, computed once); FD and sFID reuse the
-reference's moments and factor and project the generated set once (per round: the subset's
-Gram matrix and one min(m, k) x min(m, k) eigenproblem, k the factor's rank, Nr or D; the
-D x D route only when m and k are both at least D); recall recomputes only the subset's own
-k-NN radii and its spheres against the reference. Every other metric (kd, is, vendi, fd_inf,
-ct, fls, sw_approx, cmmd) is evaluated on the half-size subset, about a quarter of a full
-evaluation for the quadratic ones.
+once), realism, authenticity and rarity (per-sample scores, computed once; rarity while the
+reference is used whole). FD, sFID and FD∞ reuse the reference's moments and factor and project
+the generated set once (per FD: the subset's Gram matrix and one min(m, k) x min(m, k)
+eigenproblem, k the factor's rank, Nr or D; the D x D route only when m and k are both at least
+D; FD∞ does this for each of its sizes). kd, rke and cmmd read kernel matrices of the whole sets
+computed once (:class:`~evalkit.metrics.kernel.KernelTable`; rke while its bandwidth is the same
+in every round), a round summing entries instead of forming inner products. fls fits the
+rounds' bandwidths as one batch (:func:`~evalkit.metrics.fls.fls_batch`). Recall recomputes
+only the subset's own k-NN radii and its spheres against the reference. The others (is, vendi,
+ct, sw_approx, ...) are evaluated on the half-size subset. Every fast path gives the values a
+recomputation on the half-sample gives, to round-off (``tests/test_intervals.py``), from the
+same per-round streams.
+
+Floors: a round cannot cost less than what the metric must recompute for a new set of rows:
+fls refits its bandwidths on every half-sample (its n is min(N_ref/2, N_gen/2) in a round and
+min(N_ref/2, N_gen) in an evaluation: the same size for N_ref <= N_gen, so each round costs
+one fls evaluation), FD needs one eigenproblem of min(m, k) rows per round, FD∞ one per size.
+Measured in ``benchmarks/README.md`` ("Bootstrap intervals").
 """
 from __future__ import annotations
 
