@@ -34,6 +34,7 @@ from evalkit.encoders.spec import (  # noqa: F401 (re-exported)
     resize_encoders,
     resize_modes,
 )
+from evalkit.errors import InputError, pip_hint
 from evalkit.registry import Registry
 
 if TYPE_CHECKING:
@@ -127,6 +128,24 @@ def encoder_summary(name: str) -> tuple[tuple[str, ...], str, Mapping[str, int],
             entry.description)
 
 
+def check_packages(name: str) -> None:
+    """InputError with the install command when a Python package that built-in encoder ``name``
+    imports (its ``Builtin.packages``) is not installed: asked of the import system
+    (``importlib.util.find_spec``), without importing it, before any weights are looked for or
+    downloaded. Plugins and unknown names pass (they are checked where they are built)."""
+    import importlib.util
+
+    decl = BUILTINS.get(name)
+    for module, extra in decl.packages if decl is not None else ():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken or half-removed installation
+            found = False
+        if not found:
+            raise InputError(f"the {name} encoder needs the Python package {module}, which is "
+                             f"not installed: {pip_hint(extra)}")
+
+
 def list_encoders() -> list[str]:
     """Names of the registered encoders, built-ins first, then plugins."""
     _load_plugins()
@@ -148,6 +167,7 @@ def build_encoder(name: str, arch: str | None = None, weights: str | None = None
     with random weights (tests, benchmarks). The module is returned on the CPU in eval mode;
     move it with ``.to(device)``.
     """
+    check_packages(name)
     spec = get_encoder_spec(name)
     encoder = spec.factory(arch=arch or spec.default_arch, weights=weights, **options)
     return encoder.eval()

@@ -129,7 +129,9 @@ class Builtin:
     ``module``: ``evalkit.encoders.<module>`` (default: ``name``), which defines
     ``SPEC = BUILTINS[name].spec(...)``. ``default_outputs``: the outputs of ``default_arch``.
     ``resizes``: the ``--resize`` modes it accepts (``legacy``: the reference tool's own
-    resize, e.g. pytorch-fid's in-network bilinear for Inception).
+    resize, e.g. pytorch-fid's in-network bilinear for Inception). ``packages``: the optional
+    Python packages it imports, as (import name, evalkit extra that installs it): checked
+    before any weights are looked for (:func:`evalkit.encoders.check_packages`).
     """
 
     name: str
@@ -139,6 +141,7 @@ class Builtin:
     default_outputs: Mapping[str, int]
     resizes: tuple[str, ...] = ("clean",)
     module: str = ""
+    packages: tuple[tuple[str, str], ...] = ()
 
     @property
     def module_name(self) -> str:
@@ -217,16 +220,18 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("clip", "open_clip image tower (dgm-eval's ViT-L-14 datacomp_xl_s13b_b90k): ln_post "
             "features before the projection + normalised embedding + the projection unnormalised",
             ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14"),
-            "ViT-L-14", {"features": 1024, "embedding": 768, "projected": 768}),
+            "ViT-L-14", {"features": 1024, "embedding": 768, "projected": 768},
+            packages=(("open_clip", "models"),)),
     Builtin("convnext", "ConvNeXt-Large IN-22k (dgm-eval): global pool + head norm (pre-logits), "
             "256->224 centre crop",
             ("convnext_large.fb_in22k",), "convnext_large.fb_in22k", {"features": 1536},
-            resizes=("clean", "legacy")),
+            resizes=("clean", "legacy"), packages=(("timm", "models"),)),
     Builtin("data2vec", "data2vec-vision ViT-L/16 pretrained (dgm-eval; transformers): "
             "pooler_output, 224×224, mean/std 0.5",
-            ("vitl16", "vitb16"), "vitl16", {"features": 1024}, resizes=("clean", "legacy")),
+            ("vitl16", "vitb16"), "vitl16", {"features": 1024}, resizes=("clean", "legacy"),
+            packages=(("transformers", "hf"),)),
     Builtin("mae", "MAE ViT-L/16 pretrain (dgm-eval): CLS token after the final norm, 224 px",
-            ("vitl16",), "vitl16", {"features": 1024}),
+            ("vitl16",), "vitl16", {"features": 1024}, packages=(("timm", "models"),)),
     Builtin("swav", "SwAV ResNet-50 800ep (dgm-eval): global average pool after layer4, "
             "224 shorter side + centre crop",
             ("rn50_800ep",), "rn50_800ep", {"features": 2048}, resizes=("clean", "legacy")),
@@ -238,5 +243,5 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("timm", "any timm model (--arch MODEL[.TAG]): pooled pre-logits features, the "
             "model's own input size, crop_pct, interpolation and mean/std",
             ("resnet50.a1_in1k",), "resnet50.a1_in1k", {"features": 2048},
-            resizes=("clean", "legacy"), module="timm_models"),
+            resizes=("clean", "legacy"), module="timm_models", packages=(("timm", "models"),)),
 )}

@@ -30,7 +30,7 @@ from evalkit.images.sources import RowSample, is_source_arg, stats_npz_keys
 from evalkit.metrics import get_metric
 from evalkit.refs.pull import ensure
 from evalkit.refs.statsfiles import load_stats
-from evalkit.refs.store import published_stats, resolve_reference
+from evalkit.refs.store import published_stats, resolve_reference, stored_encoders
 from evalkit.results.outputs import (
     PER_CLASS_METRICS,
     per_class_rows,
@@ -112,6 +112,24 @@ def _explicit_options(opts: ExtractOptions, metrics: tuple[str, ...] | None,
     base = ExtractOptions()
     chosen = {f for f in ("encoder", "arch", "resize") if getattr(opts, f) != getattr(base, f)}
     return chosen | ({"metrics"} if metrics else set()) | ({"nsample"} if nsample else set())
+
+
+def _check_default_encoder(ref: Any, opts: ExtractOptions, explicit: Collection[str],
+                           ref_dir: str | None) -> None:
+    """No encoder chosen, and a registered reference that holds only other encoders' features:
+    say which, and how to score against them, before the default encoder's weights (DINOv2,
+    1.2 GB) are looked for to extract new ones."""
+    if "encoder" in explicit or not isinstance(ref, (str, os.PathLike)) or is_source_arg(ref):
+        return
+    have = stored_encoders(str(ref), ref_dir)
+    if not have or opts.encoder in have:
+        return
+    which = " or ".join(f"--encoder {n}" for n in have)
+    raise InputError(
+        f"reference {str(ref)!r} holds {', '.join(have)} features, not {opts.encoder} ones "
+        f"({opts.encoder} is the default encoder when no --encoder is given): score against them "
+        f"with {which}, or pass --encoder {opts.encoder} to extract {opts.encoder} features from "
+        "its source (needs its weights)")
 
 
 def default_name(source: SourceLike) -> str:
@@ -260,6 +278,9 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
     def sample(role: str) -> RowSample | None:  # --nsample, drawn before any image is read
         return row_sample(nsample, run_rng, role) if nsample else None
 
+    if proto is None:
+        _check_default_encoder(ref, opts, _explicit_options(opts, metric_list, nsample)
+                               if explicit is None else explicit, ref_dir)
     real = load_source(ref, opts, role="reference", ref_dir=ref_dir, sample=sample("reference"))
     if proto:  # the encoder output the protocol scores (coco30k: CLIP's unnormalised projection)
         real = proto.features_of(real)

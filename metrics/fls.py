@@ -26,7 +26,13 @@ import numpy as np
 
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator
+from evalkit.metrics.primitives.common import (
+    Seed,
+    check_points,
+    resolve_device,
+    seeded_generator,
+    take_rows,
+)
 
 # Bytes of one chunk of the n x M likelihood matrix (~L3-sized: the passes run from cache, and
 # there are few enough chunks that thread synchronisation stays cheap on a busy machine).
@@ -84,6 +90,22 @@ def _nll_grad(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> tuple[float, to
     return float(-total / n), grad
 
 
+def _nll_grad_batch(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
+    """:func:`_nll_grad`'s gradient for a (B, n, M) stack of distance matrices and (B, M)
+    log-bandwidths, all at once (small matrices: one chunk each)."""
+    n, m = d.shape[1], d.shape[2]
+    es = torch.exp(log_s).unsqueeze(1)
+    const = (-(dim / 2.0) * log_s + math.log(1.0 / m)).unsqueeze(1)
+    e = torch.addcdiv(const, d, es, value=-0.5)
+    mx = e.amax(2, keepdim=True)
+    e.sub_(mx).clamp_(min=_EXP_FLOOR).exp_()
+    w = (1.0 / e.sum(2, keepdim=True)).transpose(1, 2)
+    g_p = torch.bmm(w, e).squeeze(1)
+    e.mul_(d)
+    g_pd = torch.bmm(w, e).squeeze(1)
+    return -(0.5 * g_pd / es.squeeze(1) - (dim / 2.0) * g_p) / n
+
+
 def _row_nll(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
     """Per-row NLL ``-logsumexp_j E_ij`` (float64) of a chunk of distances."""
     m = d.shape[1]
@@ -109,19 +131,29 @@ def _col_lse(d: torch.Tensor, log_s: torch.Tensor, dim: int, state: tuple[torch.
 
 
 def _fit_log_sigmas(d: torch.Tensor, dim: int, steps: int) -> torch.Tensor:
-    """dgm-eval's ``optimize_sigmas``: Adam(lr=0.5), lr x0.1 after 50 steps, clamp to [-100, 20]."""
-    log_s = torch.zeros(d.shape[1], dtype=torch.float32, device=d.device, requires_grad=True)
-    opt = torch.optim.Adam([log_s], lr=0.5)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[50], gamma=0.1)
-    for _ in range(steps):
-        with torch.no_grad():
-            _, grad = _nll_grad(d, log_s.detach(), dim)
-        log_s.grad = grad
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            log_s.clamp_(-100.0, 20.0)
-    return log_s.detach()
+    """dgm-eval's ``optimize_sigmas``: Adam(lr=0.5), lr x0.1 after 50 steps, clamp to [-100, 20].
+
+    The Adam update is written out (torch's single-tensor ``Adam`` step with its defaults,
+    betas (0.9, 0.999), eps 1e-8, the same tensor operations in the same order, so the same
+    bits as ``torch.optim.Adam`` + ``MultiStepLR``: ``tests/test_metrics_moments.py``) to spare
+    the optimiser's per-step bookkeeping, which costs more than a step on small sets.
+    """
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    lr = 0.5
+    log_s = torch.zeros(d.shape[:-2] + d.shape[-1:], dtype=torch.float32, device=d.device)
+    exp_avg = torch.zeros_like(log_s)
+    exp_avg_sq = torch.zeros_like(log_s)
+    for step in range(1, steps + 1):
+        grad = _nll_grad(d, log_s, dim)[1] if d.dim() == 2 else _nll_grad_batch(d, log_s, dim)
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = lr / (1 - beta1 ** float(step))
+        denom = (exp_avg_sq.sqrt() / (1 - beta2 ** float(step)) ** 0.5).add_(eps)
+        log_s.addcdiv_(exp_avg, denom, value=-step_size)
+        log_s.clamp_(-100.0, 20.0)
+        if step == 50:  # MultiStepLR(milestones=[50], gamma=0.1)
+            lr = lr * 0.1
+    return log_s
 
 
 def _eval_nll(data: torch.Tensor, kernels: torch.Tensor, log_s: torch.Tensor, dim: int, lse: bool):
@@ -197,10 +229,26 @@ def fls(
         ``{"fls": ..., "fls_pog": ...}``; the registry lists ``fls`` (higher is better) and
         ``fls_pog`` (closer to 0 is better) as two metrics sharing this function.
     """
+    train, base, tst, gen = _fls_sets(real, fake, test, seed, max_samples, resolve_device(device))
+    dim = int(train.shape[1])
+
+    d_tg = _sq_dists(train, gen)
+    s_gen = _fit_log_sigmas(d_tg, dim, steps)
+    lse_train = _train_lse(d_tg, s_gen, dim)
+    del d_tg
+
+    d_tb = _sq_dists(train, base)
+    s_base = _fit_log_sigmas(d_tb, dim, steps)
+    del d_tb
+    return _fls_scores(base, tst, gen, s_gen, s_base, lse_train)
+
+
+def _fls_sets(real: Any, fake: Any, test: Any, seed: Seed, max_samples: int, dev: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fls's seeded train, baseline, test and generated rows, standardised (:func:`fls`)."""
     nr = check_points("fls", "reference", real, 2)
     ng = check_points("fls", "generated", fake, 1, dim=real.shape[1])
     nt = check_points("fls", "test", test, 1, dim=real.shape[1])
-    dev = resolve_device(device)
     n = min(int(max_samples), nr // 2, nt, ng)
     rng = seeded_generator(seed)
     ti = rng.choice(nt, n, replace=False)
@@ -220,27 +268,117 @@ def fls(
     std = torch.sqrt(var / max(4 * n - 1, 1))
     std[std == 0] = 1.0
     mean32, std32 = mean.to(torch.float32), std.to(torch.float32)  # dgm-eval standardises in float32
-    train, base, tst, gen = (
+    return tuple(
         torch.cat([(_tensor(x, idx[s:s + 4096], dev).to(torch.float32) - mean32) / std32
                    for s in range(0, n, 4096)])
         for x, idx in sets
     )
-    dim = int(train.shape[1])
 
-    d_tg = _sq_dists(train, gen)
-    s_gen = _fit_log_sigmas(d_tg, dim, steps)
-    lse_train = _train_lse(d_tg, s_gen, dim)
-    del d_tg
+
+def _fls_scores(base: torch.Tensor, tst: torch.Tensor, gen: torch.Tensor, s_gen: torch.Tensor,
+                s_base: torch.Tensor, lse_train: torch.Tensor) -> dict[str, float]:
+    """fls and fls_pog from the fitted log-bandwidths (:func:`fls`)."""
+    dim = int(tst.shape[1])
     nll_gen, lse_test = _eval_nll(tst, gen, s_gen, dim, lse=True)
-
-    d_tb = _sq_dists(train, base)
-    s_base = _fit_log_sigmas(d_tb, dim, steps)
-    del d_tb
     nll_base, _ = _eval_nll(tst, base, s_base, dim, lse=False)
-
     score = 100.0 * math.exp(-2.0 * (nll_gen - nll_base) / dim)
     pog = 100.0 * int(((lse_train - lse_test) > 0).sum()) / lse_train.numel() - 50.0
     return {"fls": score, "fls_pog": pog}
+
+
+# float32 entries a batched fit (fls_batch) holds at once: its stacked distance matrices, and
+# the standardised rows of the sets being prepared
+BATCH_ELEMENTS = 1 << 22
+BATCH_ROW_ELEMENTS = 1 << 20
+
+
+def fls_batch(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: list[Seed], *,
+              max_samples: int = 10000, steps: int = 100, device: Any = None
+              ) -> list[dict[str, float]]:
+    """``[fls(real, fake[r], test, seed=s) for r, s in zip(rows, seeds)]`` with the bandwidth
+    fits of several of them run as one batch (for resampling: half-sampling intervals on small
+    sets, where a fit's cost is its 100 steps' per-call overhead, not arithmetic).
+
+    Equal to the one-at-a-time values to float32 round-off: the fits' column sums are batched
+    matrix products instead of one matrix-vector product per set, which may sum in another order.
+    Batches hold at most ``BATCH_ELEMENTS`` distances (large sets: one set per batch,
+    :func:`fls`'s own path), and are standardised ``BATCH_ROW_ELEMENTS`` feature values at a time.
+    """
+    dev = resolve_device(device)
+    if not rows:
+        return []
+    n = max(1, min(int(max_samples), int(real.shape[0]) // 2, int(test.shape[0]), len(rows[0])))
+    per = max(1, BATCH_ELEMENTS // (4 * n * n))
+    out = []
+    for b0 in range(0, len(rows), per):
+        if per == 1:
+            out.append(fls(real, take_rows(fake, rows[b0]), test, seed=seeds[b0],
+                           max_samples=max_samples, steps=steps, device=dev))
+            continue
+        out += _fls_group(real, fake, test, rows[b0:b0 + per], seeds[b0:b0 + per], max_samples,
+                          steps, dev)
+    return out
+
+
+def _fls_group(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: list[Seed],
+               max_samples: int, steps: int, dev: torch.device) -> list[dict[str, float]]:
+    """:func:`fls` for R row subsets of ``fake`` at once: every step below is fls's, on a
+    leading batch axis of R sets (their subsets drawn one by one as fls draws them)."""
+    nr = check_points("fls", "reference", real, 2)
+    nt = check_points("fls", "test", test, 1, dim=real.shape[1])
+    real_a, test_a, fake_a = (np.asarray(a) for a in (real, test, fake))
+    n = min(int(max_samples), nr // 2, nt, len(rows[0]))
+    idx = {"train": [], "base": [], "test": [], "gen": []}
+    check_points("fls", "generated", fake, 1, dim=real.shape[1])
+    for r, seed in zip(rows, seeds):
+        rng = seeded_generator(seed)
+        ti = rng.choice(nt, n, replace=False)
+        gi = rng.choice(len(r), n, replace=False)
+        ri = rng.choice(nr, 2 * n, replace=False)
+        for key, v in (("train", ri[:n]), ("base", ri[n:]), ("test", ti), ("gen", np.asarray(r)[gi])):
+            idx[key].append(v)
+    dim = int(real_a.shape[1])
+    # standardised in chunks of rounds that stay in cache; only the n×n distances are kept
+    step = max(1, BATCH_ROW_ELEMENTS // (4 * n * dim))
+    dists: list[list[torch.Tensor]] = [[], [], [], []]
+    for c in range(0, len(rows), step):
+        # (c, 4n, D): the rounded-to-float32 rows of each set (fls's _tensor), in fls's set order
+        x32 = torch.cat([torch.as_tensor(a[np.stack(idx[key][c:c + step])]).to(torch.float32)
+                         for a, key in ((real_a, "train"), (real_a, "base"), (test_a, "test"),
+                                        (fake_a, "gen"))], dim=1).to(dev)
+        x64 = x32.to(torch.float64)
+        mean = x64.sum(1) / (4 * n)
+        std = torch.sqrt((x64 - mean[:, None]).pow_(2).sum(1) / max(4 * n - 1, 1))
+        std[std == 0] = 1.0
+        z = (x32 - mean.to(torch.float32)[:, None]) / std.to(torch.float32)[:, None]
+        train, base, tst, gen = z[:, :n], z[:, n:2 * n], z[:, 2 * n:3 * n], z[:, 3 * n:]
+        for out, (a, b) in zip(dists, ((train, gen), (train, base), (tst, gen), (tst, base))):
+            out.append(_sq_dists_batch(a, b))
+    d_tg, d_tb, d_eg, d_eb = (torch.cat(d) for d in dists)
+    log_s = _fit_log_sigmas(torch.cat([d_tg, d_tb]), dim, steps)
+    s_gen, s_base = log_s[:len(rows)], log_s[len(rows):]
+    e_tg, e_eg, e_eb = (_log_kernel(d, ls, dim) for d, ls in ((d_tg, s_gen), (d_eg, s_gen), (d_eb, s_base)))
+    nll_gen = -torch.logsumexp(e_eg, dim=2).to(torch.float64).mean(1)
+    nll_base = -torch.logsumexp(e_eb, dim=2).to(torch.float64).mean(1)
+    above = (torch.logsumexp(e_tg, dim=1) - torch.logsumexp(e_eg, dim=1)) > 0
+    return [{"fls": 100.0 * math.exp(-2.0 * (float(g) - float(b)) / dim),
+             "fls_pog": 100.0 * int(a.sum()) / n - 50.0}
+            for g, b, a in zip(nll_gen, nll_base, above)]
+
+
+def _sq_dists_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`_sq_dists` for (R, n, D) and (R, m, D) batches."""
+    d = torch.baddbmm(torch.einsum("rij,rij->ri", b, b).unsqueeze(1), a, b.transpose(1, 2),
+                      beta=1.0, alpha=-2.0)
+    d += torch.einsum("rij,rij->ri", a, a).unsqueeze(2)
+    return d.clamp_min_(0.0)
+
+
+def _log_kernel(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
+    """E = -0.5 d / exp(s) - (D/2) s - log M for (R, n, M) distances and (R, M) log-bandwidths."""
+    m = d.shape[2]
+    const = (-(dim / 2.0) * log_s + math.log(1.0 / m)).unsqueeze(1)
+    return torch.addcdiv(const, d, torch.exp(log_s).unsqueeze(1), value=-0.5)
 
 
 fls_pog = fls

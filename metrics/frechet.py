@@ -259,16 +259,18 @@ class SubsetFrechet:
         fake: the generated features, N×D.
         m: the subset size the projection is prepared for.
         metric: the metric's name, for error messages.
+        tr_r: Tr Σr when ``cov_r`` is None (:func:`reference_stats` with Nr <= D: then only
+            the m×m / k×k route is available, ``small`` is True whenever k = Nr < D).
     """
 
     def __init__(self, mu_r, cov_r, factor: torch.Tensor, fake: Any, m: int, dev: torch.device,
-                 metric: str = "fd"):
+                 metric: str = "fd", tr_r: Any = None):
         self.mu_r, self.cov_r, self.factor, self.fake, self.dev, self.metric = \
             mu_r, cov_r, factor, fake, dev, metric
         n, d = int(fake.shape[0]), int(fake.shape[1])
         k = int(factor.shape[1])
         self.small = min(m, k) < d
-        self.tr_r = float(torch.trace(cov_r))
+        self.tr_r = float(torch.trace(cov_r)) if tr_r is None else float(tr_r)
         if not self.small:
             return
         self.mu_g = mean_rows(fake, dev, metric, "generated")
@@ -478,6 +480,11 @@ def fd_inf_from_reference(mu_r, tr_r, factor: torch.Tensor, fake: Any, *, sizes:
         diff = mu_g + mean_x - mu_r
         fds.append(float(diff @ diff) + tr_r + tr_g - 2.0 * tr_sqrt)
 
+    return fd_inf_fit(sizes, fds)
+
+
+def fd_inf_fit(sizes: np.ndarray, fds: list[float]) -> dict[str, Any]:
+    """FD∞: the intercept of the least-squares line of FD against 1/n (and the curve)."""
     x = 1.0 / sizes.astype(np.float64)
     y = np.asarray(fds, dtype=np.float64)
     slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())

@@ -111,6 +111,35 @@ def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, see
         ``{"kd": mean, "kd_std": std}`` over the subsets.
     """
     nr, ng, d = check_pair("kd", real, fake, 2)
+    m, idx_r, idx_g = kd_subsets(nr, ng, subsets, subset_size, seed)
+    dev = resolve_device(device)
+    dtype = _gram_dtype(dev, real, fake)
+    if m == nr and m == ng:
+        # every subset is the whole of both sets (in another order): the unbiased MMD² does
+        # not depend on the order, so one evaluation gives every subset's value (the subsets'
+        # spread is 0; summing each permutation anew only added round-off)
+        x = as_tensor(real, dev, dtype)[None]
+        y = as_tensor(fake, dev, dtype)[None]
+        values = poly_mmd2_unbiased(x, y).expand(subsets)
+    else:
+        # CPU: one subset at a time (BLAS is as fast per subset, and the gathered rows and Gram
+        # matrices stay small and reused); accelerators: batches of subsets for ``bmm``
+        per = 1 if dev.type == "cpu" else max(1, _BATCH_ELEMENTS // (2 * m * d + 2 * m * m))
+        mmds = []
+        for s0 in range(0, subsets, per):
+            ir, ig = idx_r[s0:s0 + per], idx_g[s0:s0 + per]
+            x = as_tensor(take_rows(real, ir.ravel()), dev, dtype).view(len(ir), m, d)
+            y = as_tensor(take_rows(fake, ig.ravel()), dev, dtype).view(len(ig), m, d)
+            mmds.append(poly_mmd2_unbiased(x, y))
+        values = torch.cat(mmds)
+    return _kd_result(values, real, fake, idx_r, idx_g, dtype, dev)
+
+
+def kd_subsets(nr: int, ng: int, subsets: int, subset_size: int, seed: Seed
+               ) -> tuple[int, np.ndarray, np.ndarray]:
+    """kd's subset size m = min(subset_size, nr, ng) and its (subsets, m) row indices into the
+    reference and generated sets, drawn as :func:`kd` draws them (reference, then generated,
+    per subset, without replacement, from ``default_rng(seed)``)."""
     if subsets < 1 or subset_size < 2:
         raise MetricInputError(f"kd: subsets must be >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
     m = min(subset_size, nr, ng)
@@ -120,18 +149,11 @@ def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, see
     for s in range(subsets):
         idx_r[s] = rng.choice(nr, m, replace=False)
         idx_g[s] = rng.choice(ng, m, replace=False)
-    dev = resolve_device(device)
-    dtype = _gram_dtype(dev, real, fake)
-    # CPU: one subset at a time (BLAS is as fast per subset, and the gathered rows and Gram
-    # matrices stay small and reused); accelerators: batches of subsets for ``bmm``
-    per = 1 if dev.type == "cpu" else max(1, _BATCH_ELEMENTS // (2 * m * d + 2 * m * m))
-    mmds = []
-    for s0 in range(0, subsets, per):
-        ir, ig = idx_r[s0:s0 + per], idx_g[s0:s0 + per]
-        x = as_tensor(take_rows(real, ir.ravel()), dev, dtype).view(len(ir), m, d)
-        y = as_tensor(take_rows(fake, ig.ravel()), dev, dtype).view(len(ig), m, d)
-        mmds.append(poly_mmd2_unbiased(x, y))
-    values = torch.cat(mmds)
+    return m, idx_r, idx_g
+
+
+def _kd_result(values: torch.Tensor, real: Any, fake: Any, idx_r: np.ndarray, idx_g: np.ndarray,
+               dtype: torch.dtype, dev: torch.device) -> dict[str, float]:
     if not bool(torch.isfinite(values).all()):  # (x.y/D + 1)^3 overflows for huge features
         big = max(float(as_tensor(take_rows(a, i[0]), dev, torch.float64).abs().max())
                   for a, i in ((real, idx_r), (fake, idx_g)))
@@ -143,7 +165,65 @@ def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, see
     return {"kd": float(values.mean()), "kd_std": float(values.std(correction=0))}
 
 
-def _l2_normalise(x: Any, device: torch.device, which: str) -> torch.Tensor:
+class KernelTable:
+    """kd on row subsets of one generated set against a fixed reference, from kernel matrices
+    computed once (for resampling: half-sampling intervals).
+
+    Holds k(r, r'), k(g, g') and k(r, g) for every pair of rows, each entry the one
+    :func:`kd` computes for that pair (inner product in the features' precision, kernel in
+    float64); each subset pair's MMD² then sums entries of those matrices (as indicator-weighted
+    matrix products, all subsets at once) instead of forming m×m×D inner products.
+    ``kd_of(rows, seed)`` equals ``kd(real, fake[rows], seed=seed, ...)`` to round-off (the
+    inner products come from one product of the whole sets, the sums in another order).
+    """
+
+    def __init__(self, real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000,
+                 device: Any = None):
+        self.nr, self.ng, self.d = check_pair("kd", real, fake, 2)
+        self.subsets, self.subset_size = subsets, subset_size
+        self.dev = resolve_device(device)
+        self.dtype = _gram_dtype(self.dev, real, fake)
+        self.real, self.fake = real, fake
+        x, y = as_tensor(real, self.dev, self.dtype), as_tensor(fake, self.dev, self.dtype)
+        if self.dev.type == "cpu":  # numpy's product: syrk for the within-set ones, as kd's
+            xs, ys = x.numpy(), y.numpy()
+            grams = (torch.from_numpy(xs @ xs.T), torch.from_numpy(ys @ ys.T), torch.from_numpy(xs @ ys.T))
+        else:
+            grams = (x @ x.T, y @ y.T, x @ y.T)
+        self.krr, self.kgg, self.krg = (_kernel(gm, self.d) for gm in grams)
+
+    def _indicator(self, idx: np.ndarray, n: int) -> torch.Tensor:
+        """(n, subsets) float64 0/1 matrix: column s marks the rows of subset s."""
+        w = torch.zeros(n, idx.shape[0], dtype=torch.float64, device=self.dev)
+        cols = np.broadcast_to(np.arange(idx.shape[0])[:, None], idx.shape)
+        w[torch.as_tensor(idx.ravel(), device=self.dev), torch.as_tensor(cols.ravel(), device=self.dev)] = 1.0
+        return w
+
+    @staticmethod
+    def bytes_needed(nr: int, ng: int) -> int:
+        """Memory the three float64 kernel matrices take."""
+        return 8 * (nr * nr + ng * ng + nr * ng)
+
+    def kd_of(self, rows: np.ndarray, seed: Seed) -> dict[str, float]:
+        rows = np.asarray(rows, dtype=np.int64)
+        m, idx_r, idx_g = kd_subsets(self.nr, len(rows), self.subsets, self.subset_size, seed)
+        ig_full = rows[idx_g]
+        if m == self.nr and m == len(rows):  # as kd: every subset the whole of both sets
+            idx_r, ig_full = idx_r[:1], ig_full[:1]
+        # Σ_{i,j∈S} K_ij = wᵀ K w with w the subset's 0/1 indicator: one matrix product per
+        # table for all subsets (a memory-bound pass over each table, no m×m gathers)
+        wr = self._indicator(idx_r, self.nr)
+        wg = self._indicator(ig_full, self.ng)
+        sxx = (wr * (self.krr @ wr)).sum(0) - wr.T @ self.krr.diagonal()
+        syy = (wg * (self.kgg @ wg)).sum(0) - wg.T @ self.kgg.diagonal()
+        sxy = (wr * (self.krg @ wg)).sum(0)
+        values = (sxx + syy) / (m * (m - 1)) - 2.0 * sxy / (m * m)
+        if len(idx_r) == 1:
+            values = values.expand(self.subsets)
+        return _kd_result(values, self.real, self.fake, idx_r, ig_full, self.dtype, self.dev)
+
+
+def l2_normalise(x: Any, device: torch.device, which: str) -> torch.Tensor:
     t = as_tensor(x, device, torch.float64)
     norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
     if not bool(torch.isfinite(norms).all()):
@@ -203,8 +283,8 @@ def cmmd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """
     check_pair("cmmd", real, fake, 2)
     dev = resolve_device(device)
-    x = _l2_normalise(real, dev, "reference")
-    y = _l2_normalise(fake, dev, "generated")
+    x = l2_normalise(real, dev, "reference")
+    y = l2_normalise(fake, dev, "generated")
     kxx = gaussian_kernel_mean(x, None, CMMD_SIGMA)
     kyy = gaussian_kernel_mean(y, None, CMMD_SIGMA)
     kxy = gaussian_kernel_mean(x, y, CMMD_SIGMA)

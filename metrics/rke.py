@@ -19,7 +19,7 @@ def _as64(x: Any, dev: torch.device) -> torch.Tensor:
     return t.to(device=dev, dtype=torch.float64)
 
 
-def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances in float64 (|a|^2 + |b|^2 - 2ab, clamped at 0)."""
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return sq.clamp_min_(0)
@@ -34,7 +34,7 @@ def median_distance(x: Any, *, max_samples: int = 2000, seed: Seed = 0, device: 
     if n > max_samples:
         idx = np.sort(seeded_generator(seed).choice(n, size=max_samples, replace=False))
     rows = _as64(x if idx is None else np.asarray(x)[idx], dev)
-    d = _sq_dists(rows, rows)
+    d = sq_dists(rows, rows)
     iu = torch.triu_indices(d.shape[0], d.shape[0], offset=1, device=dev)
     return float(torch.sqrt(torch.median(d[iu[0], iu[1]].cpu().double()))) if iu.shape[1] else 0.0
 
@@ -46,7 +46,7 @@ def rke_sum(x: Any, sigma: float, device: Any = None) -> float:
     t = _as64(x, dev)
     total = 0.0
     for s in range(0, t.shape[0], _ROWS):
-        total += float(torch.exp(-_sq_dists(t[s:s + _ROWS], t) / sigma**2).sum())
+        total += float(torch.exp(-sq_dists(t[s:s + _ROWS], t) / sigma**2).sum())
     return total
 
 

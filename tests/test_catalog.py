@@ -384,3 +384,20 @@ def test_tf_graph_statistics_serve_the_graphs_own_resize(world, monkeypatch):
     manifest = json.loads((world["refs"] / "ttur-cifar10-train" / "manifest.json").read_text())
     [entry] = manifest["entries"]
     assert entry["preprocess"] == encoder_preprocess("inception", None, "tf1").describe()
+
+
+def test_ref_list_available_fits_an_80_column_terminal(tmp_path):
+    """`ref list --available` wraps to the terminal like `encoders`: with COLUMNS=80 no line is
+    longer than 80, and each catalog entry still starts its own block."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+    from evalkit.refs.pull import available
+
+    res = CliRunner().invoke(main, ["ref", "list", "--available", "--ref-dir", str(tmp_path)],
+                             env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert [r["name"] for r in available()] == [line for line in lines if line in
+                                                 {r["name"] for r in available()}]

@@ -65,3 +65,43 @@ def test_hint_strings_in_code_use_pip_hint():
         if path.suffix == ".py" and path.name != "errors.py":
             text = path.read_text(encoding="utf-8")
             assert not re.search(r"InputError\([^)]*pip install", text), path
+
+
+@pytest.mark.parametrize("encoder,module,extra", [("data2vec", "transformers", "hf"),
+                                                  ("clip", "open_clip", "models"),
+                                                  ("convnext", "timm", "models")])
+def test_missing_package_is_reported_before_any_weights_lookup(monkeypatch, tmp_path, encoder,
+                                                               module, extra):
+    """An encoder whose package is not importable is refused with the install hint (exit 2)
+    before its weights are looked for in the caches or downloaded: from the CLI and from the
+    library's identity step (which resolves the weights)."""
+    import sys
+
+    from click.testing import CliRunner
+
+    import evalkit.encoders.weights as weights_mod
+    import evalkit.files.download as download_mod
+    from evalkit.cli import main
+    from evalkit.errors import InputError
+    from evalkit.features import identity
+    from evalkit.features.options import ExtractOptions
+
+    looked = []
+
+    def spy(*args, **kwargs):
+        looked.append(args)
+        raise AssertionError("weights looked up")
+
+    for mod, name in ((identity, "resolve_weights"), (identity, "known_sha256"),
+                      (weights_mod, "resolve_weights"), (download_mod, "download")):
+        monkeypatch.setattr(mod, name, spy)
+    monkeypatch.setitem(sys.modules, module, None)  # installed or not: unimportable now
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    hint = pip_hint(extra)
+    res = CliRunner().invoke(main, ["score", str(ROOT / "examples" / "fake"), "--ref",
+                                    str(ROOT / "examples" / "real"), "--encoder", encoder])
+    assert res.exit_code == 2, res.output
+    assert module in res.output and hint in res.output
+    with pytest.raises(InputError, match=re.escape(hint)):
+        identity.encoder_identity(ExtractOptions(encoder=encoder))
+    assert not looked

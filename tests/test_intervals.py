@@ -78,8 +78,7 @@ def test_rounds_reuse_per_sample_statistics(monkeypatch):
             if hasattr(sys.modules[mod], attr):
                 monkeypatch.setattr(sys.modules[mod], attr, count("knn", fn))
     counted = count("moments", real_moments)
-    monkeypatch.setattr(frechet, "moments", counted)
-    monkeypatch.setattr(sys.modules["evalkit.scoring.intervals"], "moments", counted)  # bound by name
+    monkeypatch.setattr(frechet, "moments", counted)  # reference_stats and SubsetFrechet call it
     g = np.random.default_rng(1)
     real, fake = _fs(g.standard_normal((200, 8))), _fs(g.standard_normal((150, 8)) + 0.2)
     specs = [get_metric(n) for n in ("precision", "density", "coverage", "realism", "authpct", "fd")]
@@ -242,8 +241,9 @@ def test_subset_fd_equals_the_d_by_d_route(nr, ng, d):
 
 
 def test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation():
-    """fd_inf's rounds reuse the reference's moments and factor; each round's value equals
-    fd_inf recomputed on the half-sample with the same per-round seed."""
+    """fd_inf's rounds reuse the reference's moments and factor and one projection of the
+    generated set; each round's value equals fd_inf recomputed on the half-sample with the same
+    per-round seed."""
     from evalkit.scoring import intervals
     from evalkit.scoring.rng import RunRNG
 
@@ -255,9 +255,100 @@ def test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation():
     slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
                                         overrides={})
     g1, g2 = np.random.default_rng(11), np.random.default_rng(11)
+    # the rounds' eigenproblems come from one projection of the whole set (SubsetFrechet): the
+    # rank-deficient Gram matrices' zero eigenvalues carry round-off ~eps·scale, whose square
+    # roots (~sqrt(eps·scale)) enter FD (as in test_subset_fd_equals_the_d_by_d_route)
+    scale = float(np.var(real.get("features"), 0).sum() + np.var(fake.get("features"), 0).sum())
     for _ in range(3):
         a, b = fast.fn(g1)["fd_inf"], slow.fn(g2)["fd_inf"]
-        assert a == pytest.approx(b, rel=1e-12, abs=1e-12)
+        assert a == pytest.approx(b, abs=8 * np.sqrt(np.finfo(np.float64).eps * scale))
+
+
+@pytest.mark.parametrize("nr", [30, 45])
+def test_kd_rounds_from_kernel_tables_equal_a_recomputation(nr):
+    """kd's rounds read the kernel matrices of the whole sets; each round's kd and kd_std equal
+    kd recomputed on the half-sample with the same per-round seed (nr = 30: every subset is the
+    whole of both the reference and the half-sample; 45: reference subsets vary)."""
+    from evalkit.scoring import intervals
+    from evalkit.scoring.rng import RunRNG
+
+    g = np.random.default_rng(8)
+    real = _fs(np.abs(g.standard_normal((nr, 24))).astype(np.float32))
+    fake = _fs((np.abs(g.standard_normal((60, 24))) + 0.2).astype(np.float32))
+    spec = get_metric("kd")
+    run_rng = RunRNG(5)
+    over = {"kd": {"subsets": 20}}
+    fast = intervals._kd_resampler(spec, fake, real, run_rng=run_rng, device=CPU, overrides=over)
+    slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
+                                        overrides=over)
+    x, y = real.get("features").astype(np.float64), fake.get("features").astype(np.float64)
+    scale = float(np.mean((x @ y.T / 24 + 1) ** 3))
+    tol = 16 * float(np.finfo(np.float32).eps) * scale  # float32 inner products, a few ulps apart
+    g1, g2 = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(3):
+        a, b = fast.fn(g1), slow.fn(g2)
+        assert set(a) == {"kd", "kd_std"}
+        assert a["kd"] == pytest.approx(b["kd"], abs=tol)
+        assert a["kd_std"] == pytest.approx(b["kd_std"], abs=tol)
+        assert (a["kd_std"] == 0.0) == (nr == 30)
+
+
+@pytest.mark.parametrize("name,over", [("rarity", {}), ("rke", {}), ("rke", {"rke": {"sigma": 4.0}}),
+                                       ("cmmd", {})])
+def test_table_rounds_equal_a_recomputation(name, over):
+    """rarity (per-sample scores), rke and cmmd (kernel matrices of the whole sets) computed once:
+    each round's values equal the metric recomputed on the half-sample, to float64 round-off."""
+    from evalkit.scoring import intervals
+    from evalkit.scoring.rng import RunRNG
+
+    g = np.random.default_rng(9)
+    real = _fs(g.standard_normal((50, 12)))
+    fake = _fs(1.2 * g.standard_normal((46, 12)) + 0.3)
+    spec = get_metric(name)
+    run_rng = RunRNG(4)
+    fast = intervals._TABLES[name](spec, fake, real, overrides=over, device=CPU)
+    assert fast is not None
+    slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
+                                        overrides=over)
+    g1, g2 = np.random.default_rng(12), np.random.default_rng(12)
+    for _ in range(4):
+        a, b = fast.fn(g1), slow.fn(g2)
+        assert set(a) == set(spec.keys) and set(b) == set(spec.keys)
+        for key in a:  # sums of m² float64 terms of size <= 1 (rke, cmmd ×1000), or means
+            assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-9), key
+
+
+def test_tables_step_aside_where_rounds_would_differ():
+    """A reference larger than rarity's max_samples (subsampled per round) or rke's max_median
+    (a per-round bandwidth) keeps the recomputation."""
+    from evalkit.scoring import intervals
+
+    g = np.random.default_rng(10)
+    real, fake = _fs(g.standard_normal((40, 6))), _fs(g.standard_normal((30, 6)))
+    assert intervals._TABLES["rarity"](get_metric("rarity"), fake, real,
+                                       overrides={"rarity": {"max_samples": 20}}, device=CPU) is None
+    assert intervals._TABLES["rke"](get_metric("rke"), fake, real,
+                                    overrides={"rke": {"max_median": 20}}, device=CPU) is None
+
+
+def test_fd_rounds_use_the_statistics_the_estimate_used():
+    """A reference with samples and published statistics attached (``--protocol adm``): fd's
+    estimate is against the statistics, and so are its rounds (as for a statistics-only
+    reference holding them), not against the samples."""
+    g = np.random.default_rng(13)
+    samples = g.standard_normal((80, 6))
+    other = 2.0 * g.standard_normal((300, 6)) + 1.0  # the published set differs from the samples
+    stats = {"features": (other.mean(0), np.cov(other, rowvar=False))}
+    real = _fs(samples)
+    real.moments = dict(stats)
+    fake = _fs(g.standard_normal((60, 6)) + 0.5)
+    spec = get_metric("fd")
+    kw = dict(estimates={"fd": 3.0}, rounds=30, rng=2, device=CPU, progress=False)
+    attached = bootstrap_intervals([spec], fake, real, None, **kw)
+    only = bootstrap_intervals([spec], fake, FeatureSet.from_moments(stats), None, **kw)
+    samples_only = bootstrap_intervals([spec], fake, _fs(samples), None, **kw)
+    assert attached["fd"] == pytest.approx(only["fd"], rel=1e-12)
+    assert attached["fd"] != pytest.approx(samples_only["fd"], rel=1e-3)
 
 
 def test_interval_stays_inside_the_declared_range():

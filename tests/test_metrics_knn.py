@@ -506,6 +506,48 @@ def test_fls_matches_autograd_reference():
     assert specs[0].directions["fls"] == "higher" and specs[1].directions["fls_pog"] == "zero"
 
 
+def test_fls_adam_is_torch_adam_bit_for_bit():
+    """The written-out Adam of the bandwidth fit gives the bits of torch.optim.Adam(lr=0.5) with
+    MultiStepLR([50], 0.1) and the clamp, driven by the same analytic gradient."""
+    from evalkit.metrics.fls import _fit_log_sigmas, _nll_grad, _sq_dists
+
+    g = rng(23)
+    x = torch.tensor(g.standard_normal((40, 12)), dtype=torch.float32)
+    k = torch.tensor(1.5 * g.standard_normal((30, 12)), dtype=torch.float32)
+    d = _sq_dists(x, k)
+    ls = torch.zeros(30, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([ls], lr=0.5)
+    sch = torch.optim.lr_scheduler.MultiStepLR(opt, [50], 0.1)
+    for _ in range(80):
+        with torch.no_grad():
+            ls.grad = _nll_grad(d, ls.detach(), 12)[1]
+        opt.step()
+        sch.step()
+        with torch.no_grad():
+            ls.clamp_(-100.0, 20.0)
+    assert torch.equal(_fit_log_sigmas(d, 12, 80), ls.detach())
+
+
+def test_fls_batch_equals_one_at_a_time(monkeypatch):
+    """fls_batch (the bootstrap's batched bandwidth fits) gives each row subset's fls and
+    fls_pog as fls itself does, to float32 round-off; one set per batch gives the same bits."""
+    fls_mod = sys.modules["evalkit.metrics.fls"]
+
+    g = rng(24)
+    real, test = g.standard_normal((60, 10)), g.standard_normal((40, 10))
+    fake = 1.2 * g.standard_normal((50, 10)) + 0.1
+    rows = [np.sort(g.choice(50, 25, replace=False)) for _ in range(4)]
+    seeds = [3, 4, 5, 6]
+    one = [fls(real, fake[r], test, seed=s, steps=60, device=CPU) for r, s in zip(rows, seeds)]
+    batched = fls_mod.fls_batch(real, fake, test, rows, seeds, steps=60, device=CPU)
+    for a, b in zip(batched, one):
+        # float32 likelihoods summed in another order: fls moves by a few float32 ulps at most
+        assert a["fls"] == pytest.approx(b["fls"], rel=1e-6)
+        assert a["fls_pog"] == b["fls_pog"]
+    monkeypatch.setattr(fls_mod, "BATCH_ELEMENTS", 1)
+    assert fls_mod.fls_batch(real, fake, test, rows, seeds, steps=60, device=CPU) == one
+
+
 def test_fls_rounds_inputs_to_float32_before_standardising():
     """dgm-eval's preprocess_fls casts to float32 first, then standardises. Float64 features with
     a large common offset lose digits in that cast; the score is the one of the float32 values."""

@@ -232,6 +232,18 @@ def test_kd_subsets_batched_equal_naive(monkeypatch):
         _kd_naive(x, y, 4, 1000, 1)[0], rel=1e-10, abs=tol)
 
 
+def test_kd_on_whole_sets_is_one_evaluation():
+    """With no more rows than the subset size every subset is the whole of both sets: kd is
+    the unbiased MMD² of the sets (each subset's value, summed in its own order, as before) and
+    the subsets' spread is 0."""
+    rng = _rng(12)
+    x, y = rng.standard_normal((50, 16)), rng.standard_normal((50, 16)) + 0.2
+    out = kd(x, y, subsets=7, subset_size=1000, seed=3)
+    ref = _kd_naive(x, y, 7, 1000, 3)
+    assert out["kd"] == pytest.approx(ref[0], rel=1e-10, abs=_kd_round_off(x, y))
+    assert out["kd_std"] == 0.0 and ref[1] <= _kd_round_off(x, y)
+
+
 def test_kd_seeding():
     rng = _rng(11)
     x, y = rng.standard_normal((80, 8)), rng.standard_normal((80, 8)) + 0.1

@@ -238,3 +238,39 @@ def test_console_table_has_directions_and_names_the_spread():
     assert by["fd"].split()[1] == "↓" and by["ct"].split()[1] == "→0"
     assert "(sd over subsets 4.2e-09)" in by["kd"] and "±" not in by["kd"]
     assert "kd_std" not in by
+
+
+def test_default_encoder_against_another_encoders_reference_says_so(tmp_path, monkeypatch):
+    """No --encoder, a registered reference holding pixel features: the error names what the
+    reference holds and the --encoder to use, before any DINOv2 weights are looked for."""
+    from pathlib import Path
+
+    import evalkit.encoders.weights as weights_mod
+    import evalkit.files.download as download_mod
+    from evalkit.features import identity
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    store = str(tmp_path / "refs")
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    res = runner.invoke(main, ["ref", "add", "toy", str(examples / "real"), "--encoder", "pixel",
+                               "--ref-dir", store, "--quiet"])
+    assert res.exit_code == 0, res.output
+    looked = []
+
+    def spy(*args, **kwargs):
+        looked.append(args)
+        raise AssertionError("weights looked up")
+
+    for mod, name in ((identity, "resolve_weights"), (weights_mod, "resolve_weights"),
+                      (download_mod, "download")):
+        monkeypatch.setattr(mod, name, spy)
+    res = runner.invoke(main, ["score", str(examples / "fake"), "--ref", "toy", "--ref-dir", store])
+    assert res.exit_code == 2, res.output
+    assert "holds pixel features" in res.output and "--encoder pixel" in res.output
+    assert "dinov2 is the default encoder" in res.output
+    assert not looked
+    # chosen on purpose, the encoder is extracted from the recorded source as before
+    res = runner.invoke(main, ["score", str(examples / "fake"), "--ref", "toy", "--ref-dir", store,
+                               "--encoder", "pixel", "--metrics", "fd", "--quiet"])
+    assert res.exit_code == 0, res.output

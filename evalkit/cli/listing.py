@@ -1,4 +1,5 @@
-"""`evalkit metrics` and `evalkit encoders`: list the registries (no model is built)."""
+"""`evalkit metrics` and `evalkit encoders`: list the registries (no model is built); the
+terminal-fitted listing layout (:func:`print_rows`, also `ref list --available`)."""
 from __future__ import annotations
 
 import click
@@ -21,7 +22,7 @@ def metrics_command():
                 needs.append("(or ref mu/sigma)")
             name = out.key if out.select else f"  {out.key}"
             rows.append((name, " ".join(needs), out.better, out.description))
-    _print_rows(rows)
+    print_rows(rows)
 
 
 @main.command("encoders")
@@ -35,10 +36,10 @@ def encoders_command():
         archs = [default_arch] + [a for a in all_archs if a != default_arch]
         rows.append((name, ",".join(archs), ",".join(f"{k}:{v}" for k, v in outs.items()),
                      description))
-    _print_rows(rows)
+    print_rows(rows)
 
 
-def _print_rows(rows, width: int | None = None):
+def print_rows(rows, width: int | None = None):
     """Aligned columns when they fit the terminal; otherwise one block per row, the first cell
     then ``header: value`` lines, each wrapped to the terminal's width."""
     import re
@@ -58,3 +59,13 @@ def _print_rows(rows, width: int | None = None):
             text = re.sub(r",(?=\S)", ", ", f"{name}: {value}")
             for line in textwrap.wrap(text, max(width - 4, 30), subsequent_indent="  "):
                 click.echo("    " + line)
+
+
+def echo_wrapped(text: str, width: int | None = None) -> None:
+    """``text`` wrapped to the terminal's width."""
+    import shutil
+    import textwrap
+
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    for line in textwrap.wrap(text, max(width, 30)):
+        click.echo(line)

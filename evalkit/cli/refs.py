@@ -86,12 +86,14 @@ def _list_available(ref_dir: str | None, as_json: bool) -> None:
               r["n"] or "?", _size(r["size"], r["size_estimate"]),
               "publisher" if r["sha256"] else "TOFU", r["serves"], ",".join(r["protocols"]) or "-",
               "yes" if r["registered"] else "no"] for r in rows]
-    click.echo(text_table(["name", "aliases", "kind", "res", "N", "size", "sha256", "serves",
-                           "protocols", "registered"], table))
-    click.echo("sizes with ~ are estimates (N x H x W x 3 bytes for image batches); TOFU: no "
-               "published sha256, recorded at first download and checked on later use. "
-               "`evalkit ref pull NAME` fetches one; EVALKIT_REF_MIRROR=http://host/prefix/ "
-               "fetches from a mirror.")
+    from evalkit.cli.listing import echo_wrapped, print_rows
+
+    print_rows([("name", "aliases", "kind", "res", "N", "size", "sha256", "serves", "protocols",
+                 "registered"), *table])
+    echo_wrapped("sizes with ~ are estimates (N x H x W x 3 bytes for image batches); TOFU: no "
+                 "published sha256, recorded at first download and checked on later use. "
+                 "`evalkit ref pull NAME` fetches one; EVALKIT_REF_MIRROR=http://host/prefix/ "
+                 "fetches from a mirror.")
 
 
 @ref.command("rm")

@@ -94,8 +94,8 @@ def score_command(samples, ref, protocol, test, metric_list, nsample, seed, boot
 def _check_cheaply(samples, test, encoder: str | None) -> None:
     """What can be refused before torch loads (seconds) or weights are looked for: sample and
     --test paths that do not exist, unknown encoder names (the registry is readable without
-    importing any encoder)."""
-    from evalkit.encoders import encoder_summary
+    importing any encoder), Python packages an encoder needs that are not installed."""
+    from evalkit.encoders import check_packages, encoder_summary
     from evalkit.images.sources import is_source_arg
 
     for path in [*samples, *([test] if test else [])]:
@@ -104,6 +104,7 @@ def _check_cheaply(samples, test, encoder: str | None) -> None:
     for name in (encoder or "").split(","):
         if name.strip():
             encoder_summary(name.strip())  # unknown: UnknownNameError with close matches
+            check_packages(name.strip())
 
 
 def _written(results, out, per_sample, per_class=None) -> list[str]:

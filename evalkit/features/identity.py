@@ -118,11 +118,13 @@ def encoder_identity(options: Any, *, download: bool = True) -> tuple[EncoderIde
     Weight-free encoders have ``weights_sha256`` None and ``weights_known`` True.
 
     Raises:
-        InputError: unknown encoder or arch, ``resize`` not valid for this encoder, a
-            ``--weights`` file that does not exist.
+        InputError: unknown encoder or arch, a Python package the encoder needs is not
+            installed, ``resize`` not valid for this encoder, a ``--weights`` file that does
+            not exist.
         OfflineError: ``download`` and the weights are nowhere on this machine and cannot be
             downloaded.
     """
+    encoders.check_packages(options.encoder)  # before any weights are looked for
     spec = encoders.get_encoder_spec(options.encoder)
     arch = options.arch or spec.default_arch
     pre = encoders.encoder_preprocess(options.encoder, arch, options.resize)

@@ -112,6 +112,19 @@ def get_manifest(name: str, ref_dir: str | os.PathLike | None = None) -> Manifes
     return read_manifest(folder)
 
 
+def stored_encoders(name: str, ref_dir: str | os.PathLike | None = None) -> list[str] | None:
+    """The encoder names reference ``name`` holds features or statistics of (sorted), or None
+    when no reference of that name is registered."""
+    try:
+        validate_name(name)
+    except InputError:
+        return None
+    folder = store_root(ref_dir) / name
+    if not is_reference_folder(folder):
+        return None
+    return sorted({entry_identity(e)[0].name for e in read_manifest(folder)["entries"]})
+
+
 def unknown_reference_message(name: str, ref_dir: str | os.PathLike | None = None) -> str:
     """An unknown name's message: the store, the names it has, how to add one."""
     names = known_names(ref_dir)

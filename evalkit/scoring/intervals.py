@@ -24,13 +24,24 @@ contains the estimate itself. It describes the noise of the generated set *given
 
 Cost: per round, metrics with per-sample statistics cost a subset mean, not an evaluation:
 precision / density / coverage (which real spheres each generated sample lies in, computed
-once), realism and authenticity (per-sample scores, computed once); FD and sFID reuse the
-reference's moments and factor and project the generated set once (per round: the subset's
-Gram matrix and one min(m, k) x min(m, k) eigenproblem, k the factor's rank, Nr or D; the
-D x D route only when m and k are both at least D); recall recomputes only the subset's own
-k-NN radii and its spheres against the reference. Every other metric (kd, is, vendi, fd_inf,
-ct, fls, sw_approx, cmmd) is evaluated on the half-size subset, about a quarter of a full
-evaluation for the quadratic ones.
+once), realism, authenticity and rarity (per-sample scores, computed once; rarity while the
+reference is used whole). FD, sFID and FD∞ reuse the reference's moments and factor and project
+the generated set once (per FD: the subset's Gram matrix and one min(m, k) x min(m, k)
+eigenproblem, k the factor's rank, Nr or D; the D x D route only when m and k are both at least
+D; FD∞ does this for each of its sizes). kd, rke and cmmd read kernel matrices of the whole sets
+computed once (:class:`~evalkit.metrics.kernel.KernelTable`; rke while its bandwidth is the same
+in every round), a round summing entries instead of forming inner products. fls fits the
+rounds' bandwidths as one batch (:func:`~evalkit.metrics.fls.fls_batch`). Recall recomputes
+only the subset's own k-NN radii and its spheres against the reference. The others (is, vendi,
+ct, sw_approx, ...) are evaluated on the half-size subset. Every fast path gives the values a
+recomputation on the half-sample gives, to round-off (``tests/test_intervals.py``), from the
+same per-round streams.
+
+Floors: a round cannot cost less than what the metric must recompute for a new set of rows:
+fls refits its bandwidths on every half-sample (its n is min(N_ref/2, N_gen/2) in a round and
+min(N_ref/2, N_gen) in an evaluation: the same size for N_ref <= N_gen, so each round costs
+one fls evaluation), FD needs one eigenproblem of min(m, k) rows per round, FD∞ one per size.
+Measured in ``benchmarks/README.md`` ("Bootstrap intervals").
 """
 from __future__ import annotations
 
@@ -46,19 +57,22 @@ from evalkit.devices import resolve_device
 from evalkit.errors import InputError, MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics import result_ranges
+from evalkit.metrics.fls import fls_batch
 from evalkit.metrics.frechet import (
     SubsetFrechet,
     cov_factor,
+    fd_inf_fit,
     fd_inf_from_reference,
     fd_inf_sizes,
-    moments,
-    reference_factor,
     reference_stats,
 )
+from evalkit.metrics.kernel import CMMD_SCALE, CMMD_SIGMA, KernelTable, gaussian_kernel_mean, l2_normalise
 from evalkit.metrics.memorization import authenticity
 from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
-from evalkit.metrics.primitives.common import take_rows
-from evalkit.scoring.plan import array_for
+from evalkit.metrics.primitives.common import seeded_generator, take_rows
+from evalkit.metrics.rarity import RARITY_K, rarity_scores
+from evalkit.metrics.rke import median_distance, sq_dists
+from evalkit.scoring.plan import array_for, moments_for
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import compute_metrics, stream_name
 
@@ -69,6 +83,9 @@ MAX_ROUNDS = 20000
 # Per-sample fast paths, by metric name.
 _PRDC = ("precision", "recall", "density", "coverage")
 _MOMENTS = ("fd", "sfid")
+# kd's, rke's and cmmd's rounds read kernel matrices of the whole sets, computed once, while
+# each metric's fit in this many bytes
+TABLE_BYTES = 3 << 30
 
 
 def check_rounds(rounds: int, warn: bool = True) -> None:
@@ -161,15 +178,14 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
     dev = resolve_device(device)
     fake_a = array_for(spec, fake)
     n = int(fake_a.shape[0])
-    if real.has_samples:
-        real_a = array_for(spec, real)
-        mu_r, cov_r = moments(real_a, dev, spec.name, "reference")
-        factor = reference_factor(real_a, mu_r, cov_r, dev)  # D×Nr when Nr <= D: no D×D work
-    else:  # statistics-only reference
-        st = real.moments.get(spec.array) or real.moments.get(spec.fallback)
+    tr_r = None
+    st = moments_for(spec, real)  # the statistics the estimate itself used, when there are any
+    if st is None:  # with Nr <= D rows the factor is the centred data: no D×D matrix at all
+        mu_r, cov_r, factor, tr_r = reference_stats(array_for(spec, real), dev, spec.name)
+    else:  # a statistics-only reference, or published statistics a protocol attached (ADM)
         mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
         factor = cov_factor(cov_r)
-    subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name)
+    subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name, tr_r=tr_r)
 
     def values(rng: np.random.Generator) -> dict[str, float]:
         return {spec.name: subset_fd(np.sort(rng.choice(n, n // 2, replace=False)))}
@@ -179,26 +195,160 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
 
 def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
     """fd_inf on each half-sample, with the reference's moments and factor computed once (the
-    metric's own subset draws on the same per-round stream as a recomputation would use)."""
+    metric's own subset draws on the same per-round stream as a recomputation would use). When
+    the half-sample or the factor is narrower than D, the generated set is projected once
+    (:class:`SubsetFrechet`) and each of a round's sizes is one small eigenproblem on rows of
+    that projection; else each round takes :func:`fd_inf_from_reference`'s one pass."""
     dev = resolve_device(device)
     fake_a, real_a = array_for(spec, fake), array_for(spec, real)
-    mu_r, _, factor, tr_r = reference_stats(real_a, dev, spec.name)
+    mu_r, cov_r, factor, tr_r = reference_stats(real_a, dev, spec.name)
     num_points = overrides.get(spec.name, {}).get("num_points", 15)
+    n = int(fake_a.shape[0])
+    sub_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name, tr_r=tr_r)
+    count = [0]
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        idx = np.sort(rng.choice(n, n // 2, replace=False))
+        count[0] += 1
+        sizes = fd_inf_sizes(len(idx), num_points)
+        if len(idx) < spec.min_samples or len(np.unique(sizes)) < 2:
+            raise MetricInputError(f"{spec.name}: too few samples in a half-sample")
+        seed = run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0])
+        if sub_fd.small:  # fd_inf's own draws: subsets of the half-sample, as it makes them
+            draw = seeded_generator(seed)
+            fds = [sub_fd(idx[np.sort(draw.choice(len(idx), k, replace=False))]) for k in sizes.tolist()]
+            return {spec.name: fd_inf_fit(sizes, fds)[spec.name]}
+        out = fd_inf_from_reference(mu_r, tr_r, factor, take_rows(fake_a, idx), sizes=sizes, seed=seed,
+                                    dev=dev)
+        return {spec.name: out[spec.name]}
+
+    return _Resampler(spec.name, (spec.name,), n, values)
+
+
+def _kd_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
+    """kd on each half-sample from the kernel matrices of the whole sets (:class:`KernelTable`),
+    its subsets drawn on the per-round stream a recomputation would use."""
+    fake_a, real_a = array_for(spec, fake), array_for(spec, real)
+    kw = overrides.get(spec.name, {})
+    table = KernelTable(real_a, fake_a, subsets=kw.get("subsets", 100),
+                        subset_size=kw.get("subset_size", 1000), device=device)
     n = int(fake_a.shape[0])
     count = [0]
 
     def values(rng: np.random.Generator) -> dict[str, float]:
         idx = np.sort(rng.choice(n, n // 2, replace=False))
         count[0] += 1
-        sub = take_rows(fake_a, idx)
-        sizes = fd_inf_sizes(len(idx), num_points)
-        if len(idx) < spec.min_samples or len(np.unique(sizes)) < 2:
-            raise MetricInputError(f"{spec.name}: too few samples in a half-sample")
-        seed = run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0])
-        out = fd_inf_from_reference(mu_r, tr_r, factor, sub, sizes=sizes, seed=seed, dev=dev)
-        return {spec.name: out[spec.name]}
+        return table.kd_of(idx, run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0]))
 
-    return _Resampler(spec.name, (spec.name,), n, values)
+    return _Resampler(stream_name(spec), spec.keys, n, values)
+
+
+def _fls_resampler(spec, fake, real, test, *, run_rng, overrides, rounds: int, device: str
+                   ) -> _Resampler:
+    """fls/fls_pog on each half-sample, the rounds' bandwidth fits run as batches
+    (:func:`fls_batch`): the half-samples of the rounds ahead are drawn from this group's own
+    stream, in the order one round at a time would draw them, and scored together."""
+    fake_a, real_a, test_a = array_for(spec, fake), array_for(spec, real), array_for(spec, test)
+    kw = overrides.get(spec.name, {})
+    n = int(fake_a.shape[0])
+    count = [0]
+    ready: list[dict[str, float]] = []
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        if not ready:
+            ahead = max(1, min(rounds - count[0], 100))
+            rows = [np.sort(rng.choice(n, n // 2, replace=False)) for _ in range(ahead)]
+            seeds = [run_rng.seed_for("metric", stream_name(spec), "bootstrap", count[0] + j + 1)
+                     for j in range(ahead)]
+            ready.extend(fls_batch(real_a, fake_a, test_a, rows, seeds, device=device, **kw))
+        count[0] += 1
+        return ready.pop(0)
+
+    return _Resampler(stream_name(spec), ("fls", "fls_pog"), n, values)
+
+
+def _half(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One round's half-sample: n // 2 of n rows without replacement, sorted (every
+    resampler draws exactly this from its own stream, once per round)."""
+    return np.sort(rng.choice(n, n // 2, replace=False))
+
+
+def _rarity_resampler(spec, fake, real, *, overrides, device: str) -> _Resampler | None:
+    """rarity from its per-sample scores, computed once: each generated sample's score depends
+    only on the reference (used whole when it has at most ``max_samples`` rows; else None:
+    the rounds' reference subsets would differ and the recomputation runs)."""
+    kw = overrides.get(spec.name, {})
+    max_samples = kw.get("max_samples", 10000)
+    if not set(kw) <= {"nearest_k", "max_samples"} or (max_samples is not None and real.n > max_samples):
+        return None
+    fake_a = array_for(spec, fake)
+    scores = rarity_scores(array_for(spec, real), fake_a, nearest_k=kw.get("nearest_k", RARITY_K),
+                           max_samples=max_samples, device=device)
+    n = int(fake_a.shape[0])
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        sub = scores[_half(rng, n)]
+        inside = ~np.isnan(sub)
+        return {"rarity": float(sub[inside].mean()) if inside.any() else math.nan,
+                "rarity_outside": float((~inside).sum())}
+
+    return _Resampler(stream_name(spec), spec.keys, n, values)
+
+
+def _rke_resampler(spec, fake, real, *, overrides, device: str) -> _Resampler | None:
+    """rke from the squared Gaussian kernel matrix of the whole generated set, computed once:
+    a round's sum is over its rows and columns. Only where the bandwidth is the same in every
+    round (given, or the median distance of a reference of at most ``max_median`` rows) and
+    half-samples are not subsampled further; else None (the recomputation runs)."""
+    kw = overrides.get(spec.name, {})
+    n = fake.n
+    sigma, max_median, max_samples = kw.get("sigma"), kw.get("max_median", 2000), kw.get("max_samples", 10000)
+    if (not set(kw) <= {"sigma", "max_median", "max_samples"} or (sigma is None and real.n > max_median)
+            or (max_samples is not None and n // 2 > max_samples) or 8 * n * n > TABLE_BYTES):
+        return None
+    dev = resolve_device(device)
+    if sigma is None:
+        sigma = median_distance(array_for(spec, real), max_samples=max_median, device=dev)
+    if not sigma > 0:
+        return None  # each round raises rke's own error
+    f = torch.as_tensor(np.asarray(array_for(spec, fake)), dtype=torch.float64, device=dev)
+    k2 = torch.exp(-sq_dists(f, f) / float(sigma) ** 2)
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        rows = torch.as_tensor(_half(rng, n), device=dev)
+        m = int(rows.shape[0])
+        return {"rke": float(m * m / float(k2[rows][:, rows].sum())), "rke_sigma": float(sigma)}
+
+    return _Resampler(stream_name(spec), spec.keys, n, values)
+
+
+def _cmmd_resampler(spec, fake, real, *, device: str) -> _Resampler | None:
+    """cmmd from the Gaussian kernel matrices of the whole sets, computed once (the reference's
+    own kernel mean is the same in every round); None where they would not fit in
+    ``TABLE_BYTES`` or the embeddings cannot be normalised (each round then raises cmmd's error)."""
+    n, nr = fake.n, real.n
+    if 8 * n * (n + nr) > TABLE_BYTES:
+        return None
+    dev = resolve_device(device)
+    try:
+        x = l2_normalise(array_for(spec, real), dev, "reference")
+        y = l2_normalise(array_for(spec, fake), dev, "generated")
+    except MetricInputError:
+        return None
+    kxx = gaussian_kernel_mean(x, None, CMMD_SIGMA)
+    gamma = 1.0 / (2.0 * CMMD_SIGMA * CMMD_SIGMA)
+    ny = (y * y).sum(1)
+    kyy = torch.exp(-gamma * (ny[:, None] + ny[None, :] - 2.0 * (y @ y.T)))
+    kxy = torch.exp(-gamma * ((x * x).sum(1)[:, None] + ny[None, :] - 2.0 * (x @ y.T)))
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        rows = torch.as_tensor(_half(rng, n), device=dev)
+        m = int(rows.shape[0])
+        yy = float(kyy[rows][:, rows].sum()) / (m * m)
+        xy = float(kxy[:, rows].sum()) / (nr * m)
+        return {"cmmd": CMMD_SCALE * (kxx + yy - 2.0 * xy)}
+
+    return _Resampler(stream_name(spec), spec.keys, n, values)
 
 
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
@@ -217,7 +367,16 @@ def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrid
     return _Resampler(stream_name(specs[0]), keys, n, values)
 
 
-def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=None) -> list[_Resampler]:
+_TABLES = {
+    "rarity": _rarity_resampler,
+    "rke": _rke_resampler,
+    "cmmd": lambda spec, fake, real, *, overrides, device: (
+        _cmmd_resampler(spec, fake, real, device=device) if not overrides.get("cmmd") else None),
+}
+
+
+def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=None, rounds: int = 1
+                    ) -> list[_Resampler]:
     """One resampler per metric group: per-sample fast paths where the metric allows, else a
     recomputation on the subset (see the module docstring). Per-sample statistics are computed
     with the seed the metric itself got (``run_rng``'s metric stream), so they average to the
@@ -248,6 +407,13 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
             out.append(_mean_resampler("authpct", auth.detach().cpu().numpy(), 100.0))
         elif spec.name in _MOMENTS and real is not None:
             out.append(_moments_resampler(spec, fake, real, device))
+        elif (spec.name == "kd" and samples and set(kw) <= {"subsets", "subset_size"}
+              and KernelTable.bytes_needed(real.n, fake.n) <= TABLE_BYTES):
+            out.append(_kd_resampler(spec, fake, real, run_rng=run_rng, device=device,
+                                     overrides=overrides))
+        elif spec.name in _TABLES and samples and (res := _TABLES[spec.name](
+                spec, fake, real, overrides=overrides, device=device)) is not None:
+            out.append(res)
         elif spec.name == "fd_inf" and samples and set(overrides.get("fd_inf", {})) <= {"num_points"}:
             out.append(_fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=device,
                                          overrides=overrides))
@@ -257,6 +423,11 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
     for spec in generic:  # metrics sharing a function (fls, fls_pog) share a call
         groups.setdefault((id(spec.fn), spec.array), []).append(spec)
     for group in groups.values():
+        if (group[0].name in ("fls", "fls_pog") and test is not None
+                and set(overrides.get(group[0].name, {})) <= {"max_samples", "steps"}):
+            out.append(_fls_resampler(group[0], fake, real, test, run_rng=run_rng, overrides=overrides,
+                                      rounds=rounds, device=device))
+            continue
         out.append(_generic_resampler(group, fake, real, test, run_rng=run_rng, device=device,
                                       overrides=overrides))
     return out
@@ -298,7 +469,7 @@ def bootstrap_intervals(specs, fake, real, test, *, estimates: dict[str, float],
         return {}
     run_rng = rng if isinstance(rng, RunRNG) else RunRNG(int(rng))
     resamplers = plan_resamplers(specs, fake, real, test, run_rng=run_rng, device=device,
-                                 overrides=overrides)
+                                 overrides=overrides, rounds=rounds)
     # one stream per metric group: asking for another metric never moves these draws
     gens = [run_rng.generator("bootstrap", "resample", res.name) for res in resamplers]
     draws: dict[str, list[float]] = {}
