@@ -34,7 +34,7 @@ from evalkit.refs.store import published_stats, resolve_reference
 from evalkit.results.outputs import per_sample_path, write_per_sample_csv
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
-from evalkit.scoring.plan import parse_metric_list
+from evalkit.scoring.plan import moment_arrays, parse_metric_list
 from evalkit.scoring.protocols import resolve_protocol
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import stream_name
@@ -74,12 +74,15 @@ class Result:
 
 
 def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "samples",
-                ref_dir: str | None = None) -> FeatureSet:
-    """Any source (path, feature array, FeatureSet, registered reference name) -> FeatureSet."""
+                ref_dir: str | None = None, moments: Sequence[str] | None = None) -> FeatureSet:
+    """Any source (path, feature array, FeatureSet, registered reference name) -> FeatureSet.
+
+    ``moments``: for a generator, the outputs to reduce to their mean and covariance as they
+    stream, keeping no rows (:func:`evalkit.features.loader.load_generated`)."""
     if isinstance(source, FeatureSet):
         return source
     if isinstance(source, GeneratedSource):
-        return load_generated(source, options)
+        return load_generated(source, options, moments=moments)
     if isinstance(source, np.ndarray):
         fs = FeatureSet({"features": source}, source=f"<array {role}>")
         validate(fs, fs.source)
@@ -239,8 +242,12 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
             real.moments = dict(published.moments)
     test_fs = load_source(test, opts, role="test") if test is not None else None
     results = []
+    # a generator scored on moments-only metrics keeps no rows: memory flat in num_samples
+    streamed = (moment_arrays(metric_list)
+                if not (nsample or bootstrap or per_sample or prompts) else None)
     for src, name in zip(sources, names):
-        fake = load_source(src, opts, role="samples")
+        fake = load_source(src, opts, role="samples",
+                           moments=streamed if isinstance(src, GeneratedSource) else None)
         # --prompts, else the prompts the source itself carries (tar .txt, a Parquet column)
         given = prompts if prompts is not None else (
             fake.prompts if fake.prompts is not None and "text" not in fake.arrays else None)

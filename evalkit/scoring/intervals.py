@@ -167,7 +167,7 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
         factor = reference_factor(real_a, mu_r, cov_r, dev)  # D×Nr when Nr <= D: no D×D work
     else:  # statistics-only reference
         st = real.moments.get(spec.array) or real.moments.get(spec.fallback)
-        mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
+        mu_r, cov_r = (torch.as_tensor(a, dtype=torch.float64, device=dev) for a in st)
         factor = cov_factor(cov_r)
     subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name)
 
