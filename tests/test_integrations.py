@@ -269,3 +269,48 @@ def test_mlflow_file_store_logger(ref, tmp_path, monkeypatch):
     assert client.list_artifacts(run_id, "samples")[0].path == "samples/step-00000010.png"
     assert scalars(recs[0])["evalkit/fd"] == recs[0]["metrics"]["fd"]
     assert np.isfinite(recs[1]["metrics"]["fd"])
+
+
+def test_lightning_ddp_two_processes_equal_one(ref, tmp_path):
+    """Lightning's ``ddp`` strategy, 2 CPU processes (gloo): every rank samples its shards
+    (each batch exactly once over the two ranks), rank 0 scores, logs and writes the records,
+    every rank gets the records, and the values equal a 1-process run (the model is the same
+    at each step: the loss depends on the step only and DDP averages equal gradients)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent / "lightning_ddp_run.py"
+    env = dict(os.environ, EVALKIT_SHARD_SIZE="4", PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"d{devices}"
+        done = subprocess.run([sys.executable, str(script), str(ref), str(out), str(devices)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        runs[devices] = out
+    one = json.loads((runs[1] / "rank-0.json").read_text())["records"]
+    ranks = [json.loads((runs[2] / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    assert [r["step"] for r in one] == [2, 4]
+    for rank in ranks:  # every rank returned rank 0's records, equal to one process's
+        assert [r["step"] for r in rank["records"]] == [2, 4]
+        for mine, single in zip(rank["records"], one):
+            assert mine["samples"]["fingerprint"] == single["samples"]["fingerprint"]
+            assert mine["metrics"] == pytest.approx(single["metrics"], rel=1e-12, abs=0)
+    # both ranks sampled: 16 samples in shards of 4, batches of 4, shards dealt round-robin
+    calls = [sorted((tmp_path / "d2" / f"calls-{r}.txt").read_text().split("\n")[:-1])
+             for r in (0, 1)]
+    single_calls = sorted((tmp_path / "d1" / "calls-0.txt").read_text().split("\n")[:-1])
+    assert len(calls[0]) == len(calls[1]) == 4 and sorted(calls[0] + calls[1]) == single_calls
+    # rank 0 alone wrote the records and the log
+    assert not (runs[2] / "calls-1.txt").samefile(runs[2] / "calls-0.txt")
+    on_disk = sorted(p.name for p in (runs[2] / "records").glob("*.json"))
+    assert on_disk == ["step-00000002.json", "step-00000004.json"]
+    with open(runs[2] / "csv" / "run" / "version_0" / "metrics.csv") as fh:
+        rows = [row for row in csv.DictReader(fh) if row.get("evalkit/fd")]
+    assert {int(r["step"]): float(r["evalkit/fd"]) for r in rows} == pytest.approx(
+        {r["step"]: r["metrics"]["fd"] for r in one}, rel=1e-12)
+    assert not list((runs[2] / "csv").glob("run/version_1"))  # no second logger directory

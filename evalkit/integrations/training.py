@@ -85,7 +85,9 @@ class TrainingEvaluator:
                                                   getattr(self.encoder, "outputs", None))
         real = load_source(ref, ref_options, role="reference", ref_dir=ref_dir)
         self.reference_loads = 1  # the reference is read here only
-        self.real = reference_on_device(real, self.streamed, dev) if self.streamed else real
+        # only rank 0 scores (the others hold a placeholder under torch.distributed)
+        self.real = (reference_on_device(real, self.streamed, dev)
+                     if self.streamed and dist.is_main() else real)
         self.labels, self.num_classes = labels, num_classes
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.name = name
