@@ -197,7 +197,7 @@ class RunningMoments:
             check_finite(self.metric, torch.from_numpy(self.shift), "generated")
             self.total = np.zeros(d, np.float64)
             self.scatter = ScatterSum(d, torch.device("cpu"))
-        step = rows_per_chunk(d)
+        step = min(rows_per_chunk(d), 256)  # a small float64 copy: memory flat in the batch
         for i in range(0, len(rows), step):
             c = np.subtract(rows[i:i + step], self.shift, dtype=np.float64)
             self.total += c.sum(0)
