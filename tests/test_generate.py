@@ -415,3 +415,31 @@ def test_moments_only_metrics_keep_no_rows_and_equal_the_kept_rows(tmp_path, mon
     few = evalkit.score(generator=tiny_generator, num_samples=90, ref=ref, metrics="fd",
                         seed=seed, **_opts())
     assert few.scored.has_samples
+
+
+def test_streamed_moments_on_two_processes_equal_one(tmp_path):
+    """fd alone under torchrun (2 CPU processes, gloo): each rank reduces its own shards to
+    running sums, rank 0 merges them; the value equals one process's (and the kept-rows
+    path's) to float64 round-off."""
+    from conftest import write_images
+
+    ref = tmp_path / "ref"
+    write_images(ref, 70, size=(22, 18), seed=3)
+    script = HERE / "moments_ddp_run.py"
+    got = {}
+    for procs, metrics in ((1, "fd"), (2, "fd"), (1, "fd,fd_inf")):
+        out = tmp_path / f"r{procs}-{metrics.replace(',', '_')}.json"
+        head = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}",
+                 f"--master_port={_free_port()}"] if procs > 1 else [sys.executable])
+        done = subprocess.run([*head, str(script), str(ref), str(out), metrics], cwd=tmp_path,
+                              env=_env(), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        got[procs, metrics] = json.loads(out.read_text())
+    one, two, rows = got[1, "fd"], got[2, "fd"], got[1, "fd,fd_inf"]
+    assert one["samples"].get("stats_only") and two["samples"].get("stats_only")
+    assert not rows["samples"].get("stats_only")
+    assert one["samples"]["fingerprint"] == two["samples"]["fingerprint"] == \
+        rows["samples"]["fingerprint"]
+    assert two["metrics"]["fd"] == pytest.approx(one["metrics"]["fd"], rel=1e-10, abs=1e-12)
+    assert rows["metrics"]["fd"] == pytest.approx(one["metrics"]["fd"], rel=1e-10, abs=1e-12)
