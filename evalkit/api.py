@@ -40,7 +40,7 @@ from evalkit.results.outputs import (
 )
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.intervals import check_rounds
-from evalkit.scoring.plan import parse_metric_list
+from evalkit.scoring.plan import moment_arrays, parse_metric_list
 from evalkit.scoring.protocols import resolve_protocol
 from evalkit.scoring.rng import RunRNG
 from evalkit.scoring.run import row_sample, stream_name
@@ -80,16 +80,19 @@ class Result:
 
 
 def load_source(source: SourceLike, options: ExtractOptions, *, role: str = "samples",
-                ref_dir: str | None = None, sample: RowSample | None = None) -> FeatureSet:
+                ref_dir: str | None = None, sample: RowSample | None = None,
+                moments: Sequence[str] | None = None) -> FeatureSet:
     """Any source (path, feature array, FeatureSet, registered reference name) -> FeatureSet.
 
     ``sample`` (``--nsample``): a source read from a path (images or a feature file) reads only
     the rows it draws (:func:`evalkit.features.loader.load_features`); the other kinds are
-    subsampled by :func:`evalkit.scoring.score.score_set` with the same rule."""
+    subsampled by :func:`evalkit.scoring.score.score_set` with the same rule.
+    ``moments``: for a generator, the outputs to reduce to their mean and covariance as they
+    stream, keeping no rows (:func:`evalkit.features.loader.load_generated`)."""
     if isinstance(source, FeatureSet):
         return source
     if isinstance(source, GeneratedSource):
-        return load_generated(source, options)
+        return load_generated(source, options, moments=moments)
     if isinstance(source, np.ndarray):
         fs = FeatureSet({"features": source}, source=f"<array {role}>")
         validate(fs, fs.source)
@@ -294,8 +297,13 @@ def score(samples: SourceLike | Sequence[SourceLike] | None = None,
     if proto:
         test_fs = proto.features_of(test_fs)
     results = []
+    # a generator scored on moments-only metrics keeps no rows: memory flat in num_samples
+    streamed = (moment_arrays(metric_list)
+                if not (nsample or bootstrap or per_sample or per_class or prompts or proto)
+                else None)
     for src, name in zip(sources, names):
-        fake = load_source(src, opts, role="samples", sample=sample("samples"))
+        fake = load_source(src, opts, role="samples", sample=sample("samples"),
+                           moments=streamed if isinstance(src, GeneratedSource) else None)
         if proto:
             fake = proto.features_of(fake)
         # --prompts, else the prompts the source itself carries (tar .txt, a Parquet column)

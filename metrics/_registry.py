@@ -81,7 +81,8 @@ class MetricSpec:
             narrower features, naming the reason).
         moments: None, or ``f(mu_real, cov_real, fake, *, device)`` computing the same outputs
             from the reference's stored float64 mean and covariance alone (statistics-only
-            references such as ADM's or pytorch-fid's ``.npz``).
+            references such as ADM's or pytorch-fid's ``.npz``); ``fake`` is the generated
+            rows or, for a generated set streamed to its moments, its own (mean, covariance).
         order_invariant: the values do not depend on the order of the rows of any input (for
             metrics that subsample: whenever no subsampling happens).
         position: where it is listed (`evalkit metrics`, record keys, table columns); the

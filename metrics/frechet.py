@@ -169,6 +169,95 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     return mu, cov
 
 
+class RunningMoments:
+    """The mean and covariance (N−1) of rows that arrive in batches, without keeping them.
+
+    The same float64 sums as :func:`moments` (rows shifted by the first batch's mean, Σ c and
+    Σ c cᵀ through BLAS ``dsyrk`` on CPU), so :meth:`result` equals :func:`moments` of all
+    the rows to float64 round-off. Memory O(D²) whatever the number of rows. Two
+    accumulators (e.g. of two processes) combine with :meth:`merge`: the other's sums are
+    re-centred on this one's shift (exact algebra, Chan et al.'s pairwise update).
+    """
+
+    def __init__(self, metric: str = "fd"):
+        self.metric = metric
+        self.n = 0
+        self.shift: np.ndarray | None = None
+        self.total: np.ndarray | None = None
+        self.scatter: ScatterSum | None = None
+
+    def add(self, rows: Any) -> None:
+        """Add the rows of an N×D float array (host memory)."""
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or not len(rows):
+            return
+        d = rows.shape[1]
+        if self.shift is None:
+            self.shift = rows.mean(0, dtype=np.float64)
+            check_finite(self.metric, torch.from_numpy(self.shift), "generated")
+            self.total = np.zeros(d, np.float64)
+            self.scatter = ScatterSum(d, torch.device("cpu"))
+        step = min(rows_per_chunk(d), 256)  # a small float64 copy: memory flat in the batch
+        for i in range(0, len(rows), step):
+            c = np.subtract(rows[i:i + step], self.shift, dtype=np.float64)
+            self.total += c.sum(0)
+            self.scatter.add(torch.from_numpy(c))
+        self.n += len(rows)
+
+    def merge(self, other: RunningMoments) -> None:
+        """Add ``other``'s rows (as if they had been added here)."""
+        if other.n == 0:
+            return
+        if self.n == 0:
+            self.n, self.shift, self.total, self.scatter = \
+                other.n, other.shift, other.total, other.scatter
+            return
+        delta = other.shift - self.shift  # other's rows relative to this shift: c + delta
+        s_o = other.scatter.total().numpy()
+        mine = self.scatter.total().numpy()
+        cross = np.outer(delta, other.total)
+        full = mine + s_o + cross + cross.T + other.n * np.outer(delta, delta)
+        self.scatter.acc = np.asfortranarray(np.triu(full))  # ScatterSum keeps the upper half
+        self.total = self.total + other.total + other.n * delta
+        self.n += other.n
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, covariance with N−1), float64 numpy (once: the covariance is built in the
+        accumulator's own memory).
+
+        Raises:
+            MetricInputError: fewer than 2 rows, or non-finite statistics.
+        """
+        if self.n < 2:
+            raise MetricInputError(f"{self.metric} needs at least 2 samples, got {self.n}")
+        n = self.n
+        m = self.total / n
+        mu = self.shift + m
+        check_finite(self.metric, torch.from_numpy(mu), "generated")
+        # (S − n m mᵀ) / (n − 1) in the accumulator itself: no D×D temporary (D = 3072 is
+        # 75 MB each); the upper triangle by BLAS dsyr, then mirrored block by block
+        acc = self.scatter.acc
+        acc *= 1.0 / (n - 1)
+        acc = scipy_blas.dsyr(-n / (n - 1), m, a=acc, lower=0, overwrite_a=1)
+        _mirror_upper(acc)
+        self.scatter = None  # consumed
+        if not np.isfinite(np.diagonal(acc)).all():
+            raise MetricInputError(f"{self.metric}: the generated covariance overflows float64; "
+                                   "rescale the features")
+        return mu, acc
+
+
+def _mirror_upper(a: np.ndarray, block: int = 256) -> None:
+    """Copy the upper triangle of a square array onto its lower one, in place."""
+    d = a.shape[0]
+    for lo in range(0, d, block):
+        hi = min(d, lo + block)
+        a[lo:hi, :lo] = a[:lo, lo:hi].T
+        diag = a[lo:hi, lo:hi]
+        low = np.tril_indices(hi - lo, -1)
+        diag[low] = diag.T[low]
+
+
 def cov_factor(cov: torch.Tensor) -> torch.Tensor:
     """A factor F with F Fᵀ = cov: Cholesky when it succeeds, else from the eigendecomposition."""
     chol, info = torch.linalg.cholesky_ex(cov)
@@ -326,13 +415,25 @@ def _fd(metric: str, real: Any, fake: Any, device: Any) -> float:
     return _combine_traces(mu_r - mu_g, tr_r, tr_g / (ng - 1), trace_sqrt_eigs(small / (ng - 1)))
 
 
+def _as64(a: Any, dev: torch.device) -> torch.Tensor:
+    """A float64 tensor on ``dev`` (no copy for one already there: a device-resident reference)."""
+    if isinstance(a, torch.Tensor):
+        return a.to(device=dev, dtype=torch.float64)
+    return torch.as_tensor(np.asarray(a, np.float64), device=dev)
+
+
 def _from_moments(metric: str):
-    """The metric's value from the reference's stored float64 mean and covariance alone."""
+    """The metric's value from the reference's float64 mean and covariance alone (numpy, or
+    tensors, e.g. kept on the device); ``fake`` is the generated rows, or their own
+    ``(mean, covariance)`` (:class:`RunningMoments` of a stream that kept no rows)."""
 
     def from_moments(mu_real: Any, cov_real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
         dev = resolve_device(device)
-        mu_g, cov_g = moments(fake, dev, metric)
-        mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in (mu_real, cov_real))
+        if isinstance(fake, tuple):  # the generated set's own (mean, covariance)
+            mu_g, cov_g = (_as64(a, dev) for a in fake)
+        else:
+            mu_g, cov_g = moments(fake, dev, metric)
+        mu_r, cov_r = (_as64(a, dev) for a in (mu_real, cov_real))
         return {metric: frechet_from_stats(mu_r, cov_r, mu_g, cov_g)}
 
     return from_moments

@@ -380,3 +380,66 @@ def test_device_resize_path_matches_the_pil_path():
     a, b = got["device"].arrays["features"], got["workers"].arrays["features"]
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 / 255)  # ≤ 1e-4 on 0-255 pixels
     assert got["device"].meta["content_fingerprint"] == got["workers"].meta["content_fingerprint"]
+
+
+def test_moments_only_metrics_keep_no_rows_and_equal_the_kept_rows(tmp_path, monkeypatch):
+    """fd alone: the samples stream to float64 running sums per shard (no rows kept) and
+    score what the same images written as PNG files and scored with their rows score; fd
+    with fd_inf, or too few samples (N <= 2·D), keep the rows."""
+    from conftest import write_images
+
+    ref = tmp_path / "ref"
+    write_images(ref, 70, size=(22, 18), seed=3)
+    # (more reference images than dimensions: a singular reference covariance would route
+    # the rows path through another, equally exact, square-root algorithm)
+    monkeypatch.setenv(dist.SHARD_SIZE_ENV, "32")  # several shards, the last one partial
+    n, seed = 120, 3  # TINY features: D = 48, so N > 2·D streams
+    gen = evalkit.score(generator=tiny_generator, num_samples=n, ref=ref, metrics="fd",
+                        seed=seed, **_opts())
+    assert not gen.scored.has_samples and gen.scored.n == n
+    folder = _write_folder(_expected_images(n, 6, seed), tmp_path / "as_png")
+    disk = evalkit.score(folder, ref, metrics="fd", seed=seed, **_opts())
+    assert disk.scored.has_samples
+    x = disk.scored.arrays["features"].astype(np.float64)  # the rows the stream never kept
+    mu, cov = gen.scored.moments["features"]
+    np.testing.assert_allclose(mu, x.mean(0), rtol=0, atol=1e-12 * np.abs(x).max())
+    np.testing.assert_allclose(cov, np.cov(x, rowvar=False), rtol=0,
+                               atol=1e-12 * np.abs(x).max() ** 2)
+    # float64 round-off of an O(1) distance, far below any float32 feature difference
+    assert gen.metrics["fd"] == pytest.approx(disk.metrics["fd"], rel=1e-10, abs=1e-12)
+    both = evalkit.score(generator=tiny_generator, num_samples=n, ref=ref, metrics="fd,fd_inf",
+                         seed=seed, **_opts())
+    assert both.scored.has_samples and both.metrics["fd"] == pytest.approx(gen.metrics["fd"],
+                                                                           rel=1e-10)
+    assert both.record["samples"]["fingerprint"] == gen.record["samples"]["fingerprint"]
+    few = evalkit.score(generator=tiny_generator, num_samples=90, ref=ref, metrics="fd",
+                        seed=seed, **_opts())
+    assert few.scored.has_samples
+
+
+def test_streamed_moments_on_two_processes_equal_one(tmp_path):
+    """fd alone under torchrun (2 CPU processes, gloo): each rank reduces its own shards to
+    running sums, rank 0 merges them; the value equals one process's (and the kept-rows
+    path's) to float64 round-off."""
+    from conftest import write_images
+
+    ref = tmp_path / "ref"
+    write_images(ref, 70, size=(22, 18), seed=3)
+    script = HERE / "moments_ddp_run.py"
+    got = {}
+    for procs, metrics in ((1, "fd"), (2, "fd"), (1, "fd,fd_inf")):
+        out = tmp_path / f"r{procs}-{metrics.replace(',', '_')}.json"
+        head = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}",
+                 f"--master_port={_free_port()}"] if procs > 1 else [sys.executable])
+        done = subprocess.run([*head, str(script), str(ref), str(out), metrics], cwd=tmp_path,
+                              env=_env(), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        got[procs, metrics] = json.loads(out.read_text())
+    one, two, rows = got[1, "fd"], got[2, "fd"], got[1, "fd,fd_inf"]
+    assert one["samples"].get("stats_only") and two["samples"].get("stats_only")
+    assert not rows["samples"].get("stats_only")
+    assert one["samples"]["fingerprint"] == two["samples"]["fingerprint"] == \
+        rows["samples"]["fingerprint"]
+    assert two["metrics"]["fd"] == pytest.approx(one["metrics"]["fd"], rel=1e-10, abs=1e-12)
+    assert rows["metrics"]["fd"] == pytest.approx(one["metrics"]["fd"], rel=1e-10, abs=1e-12)

@@ -7,7 +7,9 @@ The evaluator equals `evalkit.score(generator=...)` and its memory stays flat.
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import os
 import tracemalloc
 
 import numpy as np
@@ -41,24 +43,81 @@ def test_training_evaluator_equals_score_with_the_generator(ref):
         assert rec["metrics"][k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
 
 
+def _rss() -> int:
+    """This process's resident memory now, in bytes (Linux /proc)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def test_memory_is_flat_over_twenty_evaluations(ref):
     ev = TrainingEvaluator(ref, metrics="fd", num_samples=64, seed=0, encoder="pixel",
                            device="cpu", batch_size=16)
     for step in range(3):  # warm up: lazy imports, caches of the libraries
         ev.evaluate(tiny_generator, step=step)
-    tracemalloc.start()
+    gc.collect()
+    rss0 = _rss()
+    for step in range(3, 23):  # resident memory, torch's allocations included
+        ev.evaluate(tiny_generator, step=step)
+    gc.collect()
+    rss_grown = _rss() - rss0
+    tracemalloc.start()  # then what Python and numpy allocate, exactly (not torch)
     try:
         base = tracemalloc.get_traced_memory()[0]
-        for step in range(3, 20):
+        for step in range(23, 33):
             ev.evaluate(tiny_generator, step=step)
         grown = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
-    # one evaluation's features alone are 64 x 3072 float32 = 786 kB: keeping any of them
-    # would grow 13 MB over 17 evaluations
+    # one evaluation's features alone are 64 x 3072 float32 = 786 kB: keeping them would
+    # grow RSS 15.7 MB over 20 evaluations (allocator noise here: about ±2.5 MB), and the
+    # traced memory 7.9 MB over 10
+    assert rss_grown < 6 * 786_432, rss_grown
     assert grown < 400_000, grown
-    assert [h["step"] for h in ev.history] == list(range(20))
+    assert [h["step"] for h in ev.history] == list(range(33))
     assert len({h["metrics"]["fd"] for h in ev.history}) == 1  # same seed, same model
+
+
+def test_reference_is_read_once_and_its_moments_stay_on_the_device(tmp_path, monkeypatch):
+    """fd only with N > 2·D: the reference is read once, reduced to float64 moments held on
+    the evaluator's device (the same tensors at every evaluation, its rows dropped), the
+    samples stream to running sums, and the values equal evalkit.score with the generator."""
+    import evalkit.integrations.training as training
+
+    big = tmp_path / "big_ref"
+    write_images(big, 70, size=(22, 18), seed=3)  # 70 > D = 48: a non-singular reference
+    reads = []
+    real_load = training.load_source
+
+    def counting(*args, **kwargs):
+        reads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(training, "load_source", counting)
+    ev = TrainingEvaluator(big, metrics="fd", num_samples=100, seed=2, **OPTS)
+    mu, cov = ev.real.moments["features"]
+    assert not ev.real.has_samples and ev.streamed == ("features",)
+    assert mu.device == cov.device == ev.device and cov.dtype == torch.float64
+    for step in range(20):
+        rec = ev.evaluate(tiny_generator, step=step)
+        assert ev.real.moments["features"][1] is cov  # reused, not reloaded or copied
+    assert reads == [big]
+    assert rec["samples"]["stats_only"] and rec["samples"]["n"] == 100
+    monkeypatch.undo()
+    want = evalkit.score(generator=tiny_generator, num_samples=100, ref=big, metrics="fd,kd",
+                         seed=2, workers=0, quiet=True, use_cache=False, **OPTS)
+    assert want.scored.has_samples  # kd needs rows: this run kept them
+    from evalkit.features.loader import load_features
+    from evalkit.features.options import ExtractOptions
+
+    x = load_features(str(big), ExtractOptions(encoder=TINY, device="cpu", workers=0, quiet=True,
+                                               use_cache=False)).arrays["features"]
+    x = x.astype(np.float64)
+    scale = np.abs(x).max()
+    np.testing.assert_allclose(mu.cpu().numpy(), x.mean(0), rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(cov.cpu().numpy(), np.cov(x, rowvar=False), rtol=0,
+                               atol=1e-12 * scale ** 2)
+    # float64 round-off of an O(1) distance between the streamed and the kept-rows paths
+    assert rec["metrics"]["fd"] == pytest.approx(want.metrics["fd"], rel=1e-10, abs=1e-12)
 
 
 # -- Lightning ---------------------------------------------------------------------------------
@@ -210,3 +269,48 @@ def test_mlflow_file_store_logger(ref, tmp_path, monkeypatch):
     assert client.list_artifacts(run_id, "samples")[0].path == "samples/step-00000010.png"
     assert scalars(recs[0])["evalkit/fd"] == recs[0]["metrics"]["fd"]
     assert np.isfinite(recs[1]["metrics"]["fd"])
+
+
+def test_lightning_ddp_two_processes_equal_one(ref, tmp_path):
+    """Lightning's ``ddp`` strategy, 2 CPU processes (gloo): every rank samples its shards
+    (each batch exactly once over the two ranks), rank 0 scores, logs and writes the records,
+    every rank gets the records, and the values equal a 1-process run (the model is the same
+    at each step: the loss depends on the step only and DDP averages equal gradients)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent / "lightning_ddp_run.py"
+    env = dict(os.environ, EVALKIT_SHARD_SIZE="4", PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / f"d{devices}"
+        done = subprocess.run([sys.executable, str(script), str(ref), str(out), str(devices)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        runs[devices] = out
+    one = json.loads((runs[1] / "rank-0.json").read_text())["records"]
+    ranks = [json.loads((runs[2] / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    assert [r["step"] for r in one] == [2, 4]
+    for rank in ranks:  # every rank returned rank 0's records, equal to one process's
+        assert [r["step"] for r in rank["records"]] == [2, 4]
+        for mine, single in zip(rank["records"], one):
+            assert mine["samples"]["fingerprint"] == single["samples"]["fingerprint"]
+            assert mine["metrics"] == pytest.approx(single["metrics"], rel=1e-12, abs=0)
+    # both ranks sampled: 16 samples in shards of 4, batches of 4, shards dealt round-robin
+    calls = [sorted((tmp_path / "d2" / f"calls-{r}.txt").read_text().split("\n")[:-1])
+             for r in (0, 1)]
+    single_calls = sorted((tmp_path / "d1" / "calls-0.txt").read_text().split("\n")[:-1])
+    assert len(calls[0]) == len(calls[1]) == 4 and sorted(calls[0] + calls[1]) == single_calls
+    # rank 0 alone wrote the records and the log
+    assert not (runs[2] / "calls-1.txt").samefile(runs[2] / "calls-0.txt")
+    on_disk = sorted(p.name for p in (runs[2] / "records").glob("*.json"))
+    assert on_disk == ["step-00000002.json", "step-00000004.json"]
+    with open(runs[2] / "csv" / "run" / "version_0" / "metrics.csv") as fh:
+        rows = [row for row in csv.DictReader(fh) if row.get("evalkit/fd")]
+    assert {int(r["step"]): float(r["evalkit/fd"]) for r in rows} == pytest.approx(
+        {r["step"]: r["metrics"]["fd"] for r in one}, rel=1e-12)
+    assert not list((runs[2] / "csv").glob("run/version_1"))  # no second logger directory

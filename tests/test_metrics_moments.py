@@ -345,3 +345,25 @@ def test_frechet_from_stats_matches_fd_and_checks_shapes():
     assert from_stats == pytest.approx(fd(x, y)["fd"], rel=1e-12)
     with pytest.raises(MetricInputError, match="shapes differ"):
         frechet_mod.frechet_from_stats(mu_r, cov_r, mu_g[:5], cov_g[:5, :5])
+
+
+def test_running_moments_in_batches_and_merged_equal_numpy():
+    """Rows added in uneven batches to three accumulators (each shifted by its own first
+    batch's mean), then merged as ranks are: numpy's float64 mean and N−1 covariance."""
+    rng = _rng(5)
+    x = (_gauss(rng, 700, 24, mix=0.3) * 3 + 500.0).astype(np.float32)  # a large mean: shifts matter
+    parts = [frechet_mod.RunningMoments() for _ in range(3)]
+    edges = [0, 7, 90, 91, 300, 301, 512, 700]
+    for j, (lo, hi) in enumerate(zip(edges, edges[1:])):
+        parts[j % 3].add(x[lo:hi])
+    total = parts[0]
+    total.merge(parts[1])
+    total.merge(parts[2])
+    mu, cov = total.result()
+    x64 = x.astype(np.float64)
+    want_cov = np.cov(x64, rowvar=False)
+    assert total.n == 700
+    np.testing.assert_allclose(mu, x64.mean(0), rtol=0, atol=1e-12 * 500)
+    np.testing.assert_allclose(cov, want_cov, rtol=0, atol=1e-10 * np.abs(want_cov).max())
+    with pytest.raises(MetricInputError):
+        frechet_mod.RunningMoments().result()

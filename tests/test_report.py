@@ -221,3 +221,37 @@ def test_provenance_names_weights_and_settings_in_words():
     assert "size 32 · resize clean" in text and "seed 0 · bootstrap 20" in text and "{" not in text
     rec["encoder"]["weights_sha256"] = "ab" * 32
     assert "weights sha256 abababababababab" in _provenance(rec)
+
+
+def test_records_over_steps_add_the_track_plot(tmp_path):
+    """The per-step records of a training run (one file per step, as the integrations write
+    them): the report opens with each metric against the step (the PNG `evalkit track` draws
+    for the same records) and the table with the best step starred; records without steps,
+    or at one step only, get no such section."""
+    runs = tmp_path / "steps"
+    runs.mkdir()
+    fd = {100: 30.0, 200: 12.5, 300: 9.25}
+    for step, value in fd.items():
+        rec = {"schema": SCHEMA, "name": "run", "step": step, "metrics": {"fd": value},
+               "metrics_ci": {"fd": [value - 1, value + 1]}}
+        (runs / f"step-{step:08d}.json").write_text(json.dumps(rec))
+    out = tmp_path / "train.html"
+    r = CliRunner().invoke(main, ["report", str(runs), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text(encoding="utf-8")
+    assert "Training curves" in page and "<td>300</td><td>9.250 ★</td>" in page
+    assert "<td>100</td><td>30.00</td>" in page
+    assert r.exit_code == 0
+    t = CliRunner().invoke(main, ["track", str(runs), "--plot", str(tmp_path / "track.png")])
+    assert t.exit_code == 0, t.output
+    first = base64.b64decode(DATA_URI.findall(page)[0])
+    assert first == (tmp_path / "track.png").read_bytes()  # the track plot, inline
+    # the same records given as files: the same page
+    files = sorted(str(p) for p in runs.glob("*.json"))
+    r2 = CliRunner().invoke(main, ["report", *files, "-o", str(tmp_path / "b.html")])
+    assert r2.exit_code == 0 and (tmp_path / "b.html").read_text(encoding="utf-8") == page
+
+    plain = build_report(load_records(make_record(tmp_path / "plain")))
+    assert "Training curves" not in plain
+    one = build_report(load_records(runs / "step-00000100.json"))
+    assert "Training curves" not in one

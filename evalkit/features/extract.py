@@ -183,7 +183,7 @@ def extract(source: Source, encoder: torch.nn.Module | Sequence[torch.nn.Module]
             precision: str = "fp32", skip_bad: bool = False, quiet: bool = False,
             shards: Sequence[ShardRange] | None = None,
             on_shard: Callable[[Any], None] | None = None, resize_on: str = "auto",
-            compile: bool = False) -> Any:
+            compile: bool = False, one_buffer: bool = False) -> Any:
     """Run ``encoder`` over every image of ``source`` (or of ``shards``) once, keep all outputs.
 
     Args:
@@ -214,6 +214,9 @@ def extract(source: Source, encoder: torch.nn.Module | Sequence[torch.nn.Module]
             the workers' PIL resize runs in parallel with the network, which is the bottleneck).
             Both give the same features to float rounding (≤ 1e-4 on the [0, 255] pixels).
         compile: run each encoder through ``torch.compile`` (experimental; off by default).
+        one_buffer: with ``shards``, the shards' rows are consecutive views of one array per
+            output, which :func:`assemble` then returns without copying (for a caller that
+            keeps every shard; otherwise each shard's rows are freed with it).
 
     Returns:
         Without ``shards``: a FeatureSet with one float32 array per encoder output, ``labels``
@@ -254,7 +257,7 @@ def extract(source: Source, encoder: torch.nn.Module | Sequence[torch.nn.Module]
     if ranges:
         _run(source, encoders, ranges, deliver, batch_size=batch_size, device=device,
              workers=workers, precision=precision, skip_bad=skip_bad, quiet=quiet,
-             resize_on=resize_on, compile=compile)
+             resize_on=resize_on, compile=compile, one_buffer=one_buffer)
     if not whole:
         if on_shard is not None:
             return None
@@ -266,7 +269,8 @@ def extract(source: Source, encoder: torch.nn.Module | Sequence[torch.nn.Module]
 
 def _run(source: Source, encoders: list[torch.nn.Module], ranges: list[ShardRange],
          deliver: Callable[[list[Shard]], None], *, batch_size: int, device, workers: int,
-         precision: str, skip_bad: bool, quiet: bool, resize_on: str, compile: bool) -> None:
+         precision: str, skip_bad: bool, quiet: bool, resize_on: str, compile: bool,
+         one_buffer: bool = False) -> None:
     """One DataLoader over ``ranges`` back to back; ``deliver`` as each range completes."""
     dev = resolve_device(device)
     starts = [r.start for r in ranges]
@@ -284,7 +288,7 @@ def _run(source: Source, encoders: list[torch.nn.Module], ranges: list[ShardRang
     if make_batches is None:
         loader = _loader(source, None if on_device else tuple(preprocesses), indices,
                          batch_size, workers, dev)
-    runs = [_Run(e, ranges) for e in encoders]
+    runs = [_Run(e, ranges, one_buffer) for e in encoders]
     engine = _Engine(encoders, which, preprocesses, dev, precision, on_device, compile)
     from tqdm.auto import tqdm
 
@@ -435,10 +439,20 @@ def _loader(source: Source, preprocesses: tuple | None, indices: list[int], batc
 
 
 class _Run:
-    """Output shapes, timing and the per-shard states of one extraction pass."""
+    """Output shapes, timing and the per-shard states of one extraction pass.
 
-    def __init__(self, encoder, ranges: list[ShardRange]):
+    ``one_buffer``: the rows of every range live in one preallocated array per output, each
+    shard's arrays a consecutive view of it, so :func:`assemble` joins shards that are all
+    kept without copying a row (for callers that keep every shard; a caller that writes
+    shards out and drops them gets one array per shard, freed with it)."""
+
+    def __init__(self, encoder, ranges: list[ShardRange], one_buffer: bool = False):
         self.name = getattr(encoder, "name", "") or type(encoder).__name__
+        self.ranges = ranges
+        self.one_buffer = one_buffer
+        self.buffers: dict[str, np.ndarray] | None = None
+        self.offsets = dict(zip((r.index for r in ranges),
+                                np.cumsum([0] + [r.stop - r.start for r in ranges]).tolist()))
         self.states = [_ShardState(r) for r in ranges]
         self.dims: dict[str, int] | None = None
         self.data_wait = 0.0
@@ -466,11 +480,37 @@ class _Run:
                 raise InputError(f"encoder {self.name}: output '{key}' has shape "
                                  f"{tuple(value.shape)}, expected ({len(index)}, {dim})")
             values[key] = value.detach().float().cpu().numpy()
+        if len(index) and index[-1] - index[0] == len(index) - 1 and \
+                (len(index) < 2 or bool((np.diff(index) == 1).all())):
+            # consecutive images (every generator batch, every file batch without a skipped
+            # or odd-sized image): one slice per shard, no index arrays, no row gathers
+            lo = int(index[0])
+            sid = bisect_right(starts, lo) - 1
+            pos = 0
+            while pos < len(index):
+                state = self.states[sid]
+                take = min(len(index) - pos, state.range.stop - (lo + pos))
+                state.store_slice(lo + pos, {k: v[pos:pos + take] for k, v in values.items()},
+                                  self.dims, self)
+                pos += take
+                sid += 1
+            return
         owner = np.searchsorted(np.asarray(starts), index, side="right") - 1
         for sid in np.unique(owner):
             rows = owner == sid
             self.states[sid].store(index[rows], {k: v[rows] for k, v in values.items()},
-                                   self.dims)
+                                   self.dims, self)
+
+    def rows_for(self, rng: ShardRange, dims: dict[str, int]) -> dict[str, np.ndarray]:
+        """The (uninitialised) float32 output rows of shard ``rng``."""
+        n = rng.stop - rng.start
+        if not self.one_buffer:
+            return {k: np.empty((n, d), dtype=np.float32) for k, d in dims.items()}
+        if self.buffers is None:
+            total = sum(r.stop - r.start for r in self.ranges)
+            self.buffers = {k: np.empty((total, d), dtype=np.float32) for k, d in dims.items()}
+        lo = self.offsets[rng.index]
+        return {k: b[lo:lo + n] for k, b in self.buffers.items()}
 
     def record(self, batch: dict[str, Any], starts: list[int], skip_bad: bool,
                warn: bool = True) -> None:
@@ -519,15 +559,28 @@ class _ShardState:
         self.jpeg = False
         self.skipped: list[tuple[int, str]] = []
 
-    def store(self, index: np.ndarray, values: dict[str, np.ndarray],
-              dims: dict[str, int]) -> None:
+    def _allocate(self, dims: dict[str, int], run: _Run) -> dict[str, np.ndarray]:
         if self.arrays is None:
-            n = len(self.ok)
-            self.arrays = {k: np.zeros((n, d), dtype=np.float32) for k, d in dims.items()}
+            self.arrays = run.rows_for(self.range, dims)
+        return self.arrays
+
+    def store(self, index: np.ndarray, values: dict[str, np.ndarray],
+              dims: dict[str, int], run: _Run) -> None:
+        arrays = self._allocate(dims, run)
         local = index - self.range.start
         for key, value in values.items():
-            self.arrays[key][local] = value
+            arrays[key][local] = value
         self.ok[local] = True
+
+    def store_slice(self, start: int, values: dict[str, np.ndarray], dims: dict[str, int],
+                    run: _Run) -> None:
+        """Rows of the consecutive images ``start, start + 1, ...``: one slice copy each."""
+        arrays = self._allocate(dims, run)
+        lo = start - self.range.start
+        hi = lo + len(next(iter(values.values())))
+        for key, value in values.items():
+            arrays[key][lo:hi] = value
+        self.ok[lo:hi] = True
 
     def finish(self, timing: dict[str, float], dims: dict[str, int] | None) -> Shard:
         kept = np.flatnonzero(self.ok)
@@ -541,15 +594,19 @@ class _ShardState:
                      [self.digests[i] for i in kept], sorted(self.skipped), self.jpeg, timing)
 
 
-def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None = None
-             ) -> FeatureSet:
+def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None = None,
+             moments: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> FeatureSet:
     """Join the shards covering every image of ``source`` into one FeatureSet, in source order.
 
     The result is what :func:`extract` returns without ``shards`` (same arrays, labels,
     files and meta keys); ``timing`` sums the shards' data-wait and forward seconds, and
     ``total_s`` is ``total_s`` when given, else the sum of the shards' totals. The shards are
     consumed: each one's arrays are released once copied, so the peak memory is the result
-    plus one shard.
+    plus one shard (no copy at all when they are the views of one ``one_buffer`` extraction).
+
+    ``moments``: the shards' rows were reduced to (mean, covariance) per array as they were
+    extracted (their ``arrays`` may be empty): a statistics-only FeatureSet with these
+    ``moments``, ``meta["n"]`` kept rows and the same provenance meta.
 
     Raises:
         InputError: the shards do not cover the source exactly, their outputs disagree, or
@@ -569,6 +626,11 @@ def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None =
     full = [s for s in shards if s.n_kept]
     if not full:
         raise InputError(f"{source.arg}: none of its {n} images could be read")
+    if moments is not None:  # the rows were reduced as they came: no arrays to join
+        meta = _assembled_meta(source, shards, full, skipped, total_s)
+        meta["n"] = sum(s.n_kept for s in full)
+        meta["stats_only"] = True
+        return FeatureSet({}, None, meta, source.arg, None, dict(moments))
     keys = list(full[0].arrays)
     for s in full:
         if list(s.arrays) != keys or any(s.arrays[k].shape[1] != full[0].arrays[k].shape[1]
@@ -576,28 +638,9 @@ def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None =
             raise InputError(f"{source.arg}: feature shards hold different outputs "
                              "(rerun with --no-cache)")
     arrays = _join([s.arrays for s in full], keys)
-    kept_parts = [np.arange(s.range.start, s.range.stop) if s.kept is None
-                  else np.asarray(s.kept, dtype=np.int64) for s in full]
-    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, np.int64)
-    everything = len(kept) == n
+    meta = _assembled_meta(source, shards, full, skipped, total_s)
+    kept = _kept(full)
     labels = None if source.labels is None else source.labels[kept]
-    digests = [d for s in full for d in s.digests]
-    timing = {k: sum(s.timing.get(k, 0.0) for s in shards)
-              for k in ("data_wait_s", "forward_s", "total_s")}
-    if total_s is not None:
-        timing["total_s"] = total_s
-    meta = {
-        "n_skipped": len(skipped),
-        "skipped": [source.locators[i] for i, _ in skipped],
-        "skipped_reasons": [err for _, err in skipped],
-        "kept": None if everything else kept.tolist(),
-        # a sample (--nsample) records its whole source's, so records compare whatever the seed
-        "content_fingerprint": (source.whole_fingerprint() if isinstance(source, SampledSource)
-                                else content_fingerprint([source.names[i] for i in kept],
-                                                         digests)),
-        "jpeg": any(s.jpeg for s in shards),
-        "timing": {k: round(v, 4) for k, v in timing.items()},
-    }
     prompts = getattr(source, "prompts", None)  # webdataset .txt/.json, a Parquet prompt column
     if prompts is not None:
         prompts = [prompts[i] for i in kept]
@@ -606,10 +649,41 @@ def assemble(source: Source, shards: Sequence[Shard], *, total_s: float | None =
                       prompts=prompts)
 
 
+def _kept(full: Sequence[Shard]) -> np.ndarray:
+    parts = [np.arange(s.range.start, s.range.stop) if s.kept is None
+             else np.asarray(s.kept, dtype=np.int64) for s in full]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _assembled_meta(source: Source, shards: Sequence[Shard], full: Sequence[Shard],
+                    skipped: list, total_s: float | None) -> dict[str, Any]:
+    kept = _kept(full)
+    digests = [d for s in full for d in s.digests]
+    timing = {k: sum(s.timing.get(k, 0.0) for s in shards)
+              for k in ("data_wait_s", "forward_s", "total_s")}
+    if total_s is not None:
+        timing["total_s"] = total_s
+    return {
+        "n_skipped": len(skipped),
+        "skipped": [source.locators[i] for i, _ in skipped],
+        "skipped_reasons": [err for _, err in skipped],
+        "kept": None if len(kept) == len(source) else kept.tolist(),
+        # a sample (--nsample) records its whole source's, so records compare whatever the seed
+        "content_fingerprint": (source.whole_fingerprint() if isinstance(source, SampledSource)
+                                else content_fingerprint([source.names[i] for i in kept],
+                                                         digests)),
+        "jpeg": any(s.jpeg for s in shards),
+        "timing": {k: round(v, 4) for k, v in timing.items()},
+    }
+
+
 def _join(parts: list[dict[str, np.ndarray]], keys: list[str]) -> dict[str, np.ndarray]:
     """Rows of ``parts`` stacked per key, releasing each part's arrays once it is copied."""
     if len(parts) == 1:
         return {k: parts[0][k] for k in keys}
+    whole = {k: _one_buffer([p[k] for p in parts]) for k in keys}
+    if all(v is not None for v in whole.values()):
+        return whole
     total = sum(p[keys[0]].shape[0] for p in parts)
     out = {k: np.empty((total, parts[0][k].shape[1]), dtype=parts[0][k].dtype) for k in keys}
     row = 0
@@ -620,3 +694,20 @@ def _join(parts: list[dict[str, np.ndarray]], keys: list[str]) -> dict[str, np.n
         part.clear()
         row += m
     return out
+
+
+def _one_buffer(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The array that ``arrays`` are consecutive row views of, covering it whole (the
+    shards of one extraction with ``one_buffer``), else None."""
+    base = arrays[0].base
+    if not isinstance(base, np.ndarray) or base.ndim != 2 or not base.flags.c_contiguous:
+        return None
+    row = base.strides[0]
+    at = base.__array_interface__["data"][0]
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous or \
+                a.__array_interface__["data"][0] != at or a.shape[1] != base.shape[1]:
+            return None
+        at += a.shape[0] * row
+    return base if at == base.__array_interface__["data"][0] + base.shape[0] * row else None
+

@@ -33,7 +33,7 @@ import torch
 
 from evalkit.errors import InputError
 from evalkit.features.distributed import ShardRange, shard_ranges
-from evalkit.images.resize import prepare
+from evalkit.images.resize import prepare_batch
 from evalkit.images.sources.base import Source, hash_lines
 
 LABEL_MODES = ("random", "balanced")
@@ -242,8 +242,8 @@ class GeneratedSource(Source):
             if preprocesses is None:
                 data: Any = x.to(device, non_blocking=True)
             else:
-                data = tuple(torch.from_numpy(np.stack([prepare(img, pp) for img in host]))
-                             .to(device) for pp in preprocesses)
+                data = tuple(torch.from_numpy(prepare_batch(host, pp)).to(device)
+                             for pp in preprocesses)
             m = stop - start
             yield {"index": list(range(start, stop)), "digest": digests, "jpeg": [False] * m,
                    "error": [None] * m, "groups": [(torch.arange(start, stop), data)]}

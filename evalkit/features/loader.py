@@ -115,7 +115,7 @@ def load_features(source: str, options: ExtractOptions | None = None, *,
 
 
 def load_generated(src: Source, options: ExtractOptions | None = None, *,
-                   encoder: Any = None) -> FeatureSet:
+                   encoder: Any = None, moments: Sequence[str] | None = None) -> FeatureSet:
     """Features of a generator's samples (:class:`evalkit.features.generate.GeneratedSource`).
 
     Always the sharded path (the batches, and so the samples, follow the shard plan): under
@@ -127,6 +127,17 @@ def load_generated(src: Source, options: ExtractOptions | None = None, *,
     built (and kept on its device between calls, as in a training loop) instead of building
     ``options.encoder``; its identity must be the one ``options`` describes.
 
+    ``moments``: the encoder outputs (e.g. ``("features",)``) to reduce, shard by shard as
+    they are extracted, to their float64 mean and covariance
+    (:class:`evalkit.metrics.frechet.RunningMoments`) instead of keeping the rows: the result
+    is a statistics-only FeatureSet (``moments``, ``meta["n"]``, the same provenance), for
+    metrics that need only those (``fd``, ``sfid``). Memory is then one shard of rows plus
+    D² per output, whatever ``num_samples``. Only outputs whose N×D float32 rows outweigh
+    the D×D float64 sums (N > 2·D, :func:`stream_outputs`) are reduced; with none the rows
+    are kept (and fewer samples than dimensions also take the metric's faster rows path).
+    Under torchrun each rank reduces its own shards
+    and rank 0 merges the sums (equal to the kept-rows statistics to float64 round-off).
+
     Raises:
         InputError: as :func:`load_features`, and from the generator (bad batch shape,
             dtype or range).
@@ -137,10 +148,22 @@ def load_generated(src: Source, options: ExtractOptions | None = None, *,
                 else dist.synced(lambda: identity_for(options)))
     src, key = _agree(src, cache_key(src.fingerprint, identity))
     t0 = time.perf_counter()
-    fs = _sharded(src, key, options, identity, device or options.device, encoder)
+    if moments:  # only where the rows would outweigh the float64 sums: N > 2·D
+        encoder = encoder if encoder is not None else _build(options)
+        moments = stream_outputs(moments, len(src), getattr(encoder, "outputs", None))
+    fs = _sharded(src, key, options, identity, device or options.device, encoder,
+                  moments=tuple(moments) if moments else None)
     if fs is None:
         return _placeholder(src.arg)
     return _finish(src, fs, options, time.perf_counter() - t0)
+
+
+def stream_outputs(wanted: Sequence[str], n: int, dims: dict[str, int] | None
+                   ) -> tuple[str, ...] | None:
+    """Of the outputs ``wanted`` reduced to moments, those worth it for ``n`` samples: the
+    N×D float32 rows are larger than the D×D float64 sums (N > 2·D; dimension unknown: yes)."""
+    keep = tuple(k for k in wanted if not dims or dims.get(k) is None or n > 2 * int(dims[k]))
+    return keep if len(keep) == len(tuple(wanted)) else None
 
 
 def load_generated_many(src: Source, options: Sequence[ExtractOptions]) -> list[FeatureSet]:
@@ -307,7 +330,8 @@ def _placeholder(source: str) -> FeatureSet:
 
 
 def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderIdentity,
-             device: Any, encoder: Any = None) -> FeatureSet | None:
+             device: Any, encoder: Any = None, moments: tuple[str, ...] | None = None
+             ) -> FeatureSet | None:
     """The sharded path (cache on, or several processes); None on ranks other than 0."""
     t0 = time.perf_counter()
     cache = FeatureCache(options.cache_dir) if options.use_cache else None
@@ -321,16 +345,29 @@ def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderId
         return hit
     plan = dist.shard_ranges(len(src))
     keep = me == 0 or cache is None  # shards held in memory until rank 0 has them
+    from evalkit.metrics.frechet import RunningMoments
+
+    sums = {k: RunningMoments(k) for k in moments} if moments else None
     have, counts = dist.synced(lambda: _own_shards(
-        src, key, cache, dist.rank_shards(plan, me, world), options, device, keep, encoder))
-    have = _collect(plan, key, cache, have)
+        src, key, cache, dist.rank_shards(plan, me, world), options, device, keep, encoder,
+        sums))
+    # reduced shards carry no rows: their bookkeeping travels, never another rank's row files
+    have = _collect(plan, key, None if sums is not None else cache, have)
     counts = dist.gather(counts)
+    stats = None
+    if sums is not None:
+        every = dist.gather(sums)
+        if me == 0:
+            for other in every[1:]:  # rank order: the same sums for the same process count
+                for k in sums:
+                    sums[k].merge(other[k])
+            stats = {k: acc.result() for k, acc in sums.items() if acc.n}
 
     def finish() -> tuple[FeatureSet, bool] | None:
         if me != 0:
             return None
         fs = assemble(src, [have.pop(r.index) for r in plan if r.index in have],
-                      total_s=time.perf_counter() - t0)
+                      total_s=time.perf_counter() - t0, moments=stats)
         _annotate(fs, src, options, identity, time.perf_counter() - t0)
         fs.meta["shards"] = {"count": len(plan), "size": plan[0].stop - plan[0].start,
                              "extracted": sum(c["extracted"] for c in counts),
@@ -356,17 +393,32 @@ def _sharded(src: Source, key: str, options: ExtractOptions, identity: EncoderId
 
 
 def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, options:
-                ExtractOptions, device: Any, keep: bool, encoder: Any = None
+                ExtractOptions, device: Any, keep: bool, encoder: Any = None,
+                sums: dict[str, Any] | None = None
                 ) -> tuple[dict[int, Shard], dict[str, int]]:
-    """Reuse this rank's shard files, extract the missing shards (writing each when done)."""
+    """Reuse this rank's shard files, extract the missing shards (writing each when done).
+
+    ``sums``: output -> RunningMoments; each shard's rows are added to them and dropped (the
+    shard's bookkeeping is kept, without rows)."""
     have: dict[int, Shard] = {}
     todo = []
+
+    def reduce(shard: Shard) -> Shard:
+        for k, acc in sums.items():
+            if k not in shard.arrays:
+                raise InputError(f"{src.arg}: the encoder has no '{k}' output to reduce")
+            acc.add(shard.arrays[k])
+        shard.arrays = {}
+        return shard
+
+    if sums is not None:
+        keep = True  # only bookkeeping is kept
     for rng in mine:
         shard = cache.load_shard(key, rng, parse=Shard.from_payload) if cache is not None else None
         if shard is None:
             todo.append(rng)
         elif keep:
-            have[rng.index] = shard
+            have[rng.index] = shard if sums is None else reduce(shard)
     fail_after = dist.fail_after_shards() if cache is not None else None
     written = [0]
     unwritable: list[OSError] = []
@@ -381,7 +433,9 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
                 unwritable.append(exc)
                 warnings.warn(f"could not write feature shards under {cache.root} ({exc}); "
                               "continuing without them", CacheWarning, stacklevel=2)
-        if keep or not stored:
+        if sums is not None:
+            have[shard.range.index] = reduce(shard)
+        elif keep or not stored:
             have[shard.range.index] = shard
         if stored:
             written[0] += 1
@@ -396,7 +450,7 @@ def _own_shards(src: Source, key: str, cache: FeatureCache | None, mine: list, o
                 batch_size=options.batch_size, device=device,
                 workers=options.workers, precision=options.precision,
                 skip_bad=options.skip_bad, quiet=options.quiet or not dist.is_main(),
-                shards=todo, on_shard=on_shard)
+                shards=todo, on_shard=on_shard, one_buffer=keep and sums is None)
     return have, {"extracted": len(todo), "reused": len(mine) - len(todo)}
 
 
@@ -474,7 +528,7 @@ def _finish(src: Source, fs: FeatureSet, options: ExtractOptions, seconds: float
     if isinstance(src, SampledSource):
         meta["source"]["sampled_from"] = src.sampled_from
     fs.source = src.arg
-    fs.files = [src.locators[i] for i in rows]
+    fs.files = [src.locators[i] for i in rows] if fs.has_samples else None
     if meta.get("n_skipped") and meta.get("cache_hit"):
         warnings.warn(f"{src.arg}: {meta['n_skipped']} unreadable images skipped (cached result)",
                       UserWarning, stacklevel=3)

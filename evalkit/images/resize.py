@@ -338,3 +338,22 @@ def stylegan3_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
                                            align_corners=False)
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                                            align_corners=False)
+
+
+def prepare_batch(batch: np.ndarray, preprocess) -> np.ndarray:
+    """:func:`prepare` of every image of an N×H×W×3 uint8 batch: N×3×H'×W' float32.
+
+    Identical to stacking :func:`prepare` per image. Where that is only a conversion (no
+    resize: ``resize == "none"``, or a clean resize to the size the images already have,
+    without a crop) it runs as one batched transpose-and-convert, without a loop per image.
+    """
+    n, h, w = batch.shape[:3]
+    same = (preprocess.resize == "none" or
+            (preprocess.resize == "clean" and not preprocess.crop and
+             (h, w) == (preprocess.size, preprocess.size)))
+    if same:
+        out = np.empty((n, 3, h, w), dtype=np.float32)
+        np.copyto(out, batch.transpose(0, 3, 1, 2), casting="unsafe")
+        return out
+    return np.stack([prepare(img, preprocess) for img in batch])
+

@@ -5,8 +5,17 @@ on its device; each :meth:`TrainingEvaluator.evaluate` samples ``num_samples`` i
 through :mod:`evalkit.features.generate` (the same seeds every time, so the curves compare
 the model, not the noise, as EDM2's and ADM's periodic FID evaluations fix their seeds),
 encodes them, and scores them as :func:`evalkit.score` with the same generator would.
-Nothing is kept from one evaluation to the next but the records' summary
-(:attr:`TrainingEvaluator.history`), so memory stays flat over many evaluations.
+
+When the generated set is large enough to be reduced to its moments (every metric runs from
+mean and covariance alone, ``fd``/``sfid``, and ``num_samples > 2·D``:
+:func:`evalkit.features.loader.stream_outputs`), the reference is reduced once too: its
+float64 mean and covariance are computed (or read from its statistics file) once, held as
+tensors on the evaluator's device and reused by every evaluation; its rows are dropped. Each
+evaluation then keeps no generated rows either (running sums per shard), so its memory does
+not grow with ``num_samples``. Otherwise the reference rows stay in host memory (the metrics
+move what they need to the device per call). Nothing is kept from one evaluation to the next
+but the records' summary (:attr:`TrainingEvaluator.history`), so memory stays flat over many
+evaluations.
 """
 from __future__ import annotations
 
@@ -19,11 +28,12 @@ from evalkit.api import SourceLike, load_source
 from evalkit.devices import resolve_device
 from evalkit.encoders import build_encoder
 from evalkit.features import distributed as dist
+from evalkit.features.featureset import FeatureSet
 from evalkit.features.generate import GeneratedSource
-from evalkit.features.loader import load_generated
+from evalkit.features.loader import load_generated, stream_outputs
 from evalkit.features.options import ExtractOptions
 from evalkit.results.record import build_record, write_records
-from evalkit.scoring.plan import parse_metric_list
+from evalkit.scoring.plan import moment_arrays, parse_metric_list
 from evalkit.scoring.score import ScoreConfig, score_set
 
 
@@ -69,8 +79,15 @@ class TrainingEvaluator:
         ref_options = ExtractOptions(encoder=encoder, arch=arch, weights=weights,
                                      batch_size=batch_size, device=device, precision=precision,
                                      workers=0, quiet=True)
-        self.real = load_source(ref, ref_options, role="reference", ref_dir=ref_dir)
         self.num_samples, self.seed = int(num_samples), int(seed)
+        wanted = moment_arrays(self.config.metrics)
+        self.streamed = wanted and stream_outputs(wanted, self.num_samples,
+                                                  getattr(self.encoder, "outputs", None))
+        real = load_source(ref, ref_options, role="reference", ref_dir=ref_dir)
+        self.reference_loads = 1  # the reference is read here only
+        # only rank 0 scores (the others hold a placeholder under torch.distributed)
+        self.real = (reference_on_device(real, self.streamed, dev)
+                     if self.streamed and dist.is_main() else real)
         self.labels, self.num_classes = labels, num_classes
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.name = name
@@ -86,7 +103,7 @@ class TrainingEvaluator:
         src = GeneratedSource.make(generator, self.num_samples, seed=self.seed,
                                    batch_size=self.options.batch_size, labels=self.labels,
                                    num_classes=self.num_classes, keep_first=self.log_images)
-        fake = load_generated(src, self.options, encoder=self.encoder)
+        fake = load_generated(src, self.options, encoder=self.encoder, moments=self.streamed)
         record = None
         if dist.is_main():
             scores = score_set(fake, self.real, None, self.config, name=self.name,
@@ -102,3 +119,27 @@ class TrainingEvaluator:
         record = dist.broadcast(record)
         self.history.append({"step": int(step), "metrics": dict(record["metrics"])})
         return record
+
+
+def reference_on_device(real: FeatureSet, arrays: Sequence[str], dev: Any) -> FeatureSet:
+    """A statistics-only reference with the float64 (mean, covariance) of each of ``arrays``
+    as tensors on ``dev``: its stored statistics moved once, or computed once from its rows
+    as the Fréchet metrics compute them (:func:`evalkit.metrics.frechet.moments`)."""
+    import torch
+
+    from evalkit.errors import InputError
+    from evalkit.metrics.frechet import moments
+
+    held = {}
+    for key in arrays:
+        if key in real.moments:
+            held[key] = tuple(torch.as_tensor(a, dtype=torch.float64, device=dev)
+                              for a in real.moments[key])
+        elif real.has_samples and real.get(key) is not None:
+            held[key] = moments(real.get(key), dev, "fd" if key == "features" else key,
+                                "reference")
+        else:
+            raise InputError(f"reference {real.source}: no '{key}' features or statistics")
+    meta = dict(real.meta, stats_only=True, n=real.n)
+    return FeatureSet({}, None, meta, real.source, None, held)
+

@@ -183,7 +183,7 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
     if st is None:  # with Nr <= D rows the factor is the centred data: no D×D matrix at all
         mu_r, cov_r, factor, tr_r = reference_stats(array_for(spec, real), dev, spec.name)
     else:  # a statistics-only reference, or published statistics a protocol attached (ADM)
-        mu_r, cov_r = (torch.as_tensor(np.asarray(a, np.float64), device=dev) for a in st)
+        mu_r, cov_r = (torch.as_tensor(a, dtype=torch.float64, device=dev) for a in st)
         factor = cov_factor(cov_r)
     subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name, tr_r=tr_r)
 

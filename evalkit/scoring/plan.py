@@ -2,7 +2,9 @@
 
 A statistics-only reference (``FeatureSet.has_samples`` False) is used by the metrics whose
 registry entry declares ``moments`` (a function of the reference's mean and covariance);
-every other metric is skipped (or, asked for by name, an input error).
+every other metric is skipped (or, asked for by name, an input error). The same holds for a
+generated set streamed to its moments (:func:`evalkit.features.loader.load_generated` with
+``moments``): only those metrics run on it.
 """
 from __future__ import annotations
 
@@ -43,9 +45,21 @@ def moments_for(spec: MetricSpec, real: FeatureSet) -> tuple[np.ndarray, np.ndar
                                             if spec.fallback else None)
 
 
+def fake_moments(spec: MetricSpec, fake: FeatureSet) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (mean, covariance) of a generated set streamed to its moments (no rows kept),
+    when ``spec`` can run from them."""
+    if spec.moments is None or fake.has_samples:
+        return None
+    return fake.moments.get(spec.array) or (fake.moments.get(spec.fallback)
+                                            if spec.fallback else None)
+
+
 def missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
                     test: FeatureSet | None) -> str | None:
     """Why ``spec`` cannot run on these sets, or None when it can."""
+    if not fake.has_samples and fake_moments(spec, fake) is None:
+        return ("needs the generated rows (the samples were reduced to their mean and "
+                "covariance)")
     if spec.needs_real and not real.has_samples and moments_for(spec, real) is None:
         if spec.moments is not None:
             return f"needs {spec.array} statistics, the reference statistics have none"
@@ -61,8 +75,11 @@ def missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
     if spec.needs_text and fake.get("text") is None:
         return ("needs prompt embeddings (--prompts FILE with --encoder clip)" if fake.prompts is None
                 else "needs prompt embeddings (prompts are embedded with --encoder clip)")
-    sets = (("samples", fake), ("reference", real if spec.needs_real and real.has_samples else None),
+    sets = (("samples", fake if fake.has_samples else None),
+            ("reference", real if spec.needs_real and real.has_samples else None),
             ("test set", test if spec.needs_test else None))
+    if not fake.has_samples and fake.n is not None and fake.n < spec.min_samples:
+        return f"needs at least {spec.min_samples} samples, the samples have {fake.n}"
     for role, fs in sets:
         if fs is not None and array_for(spec, fs) is None:
             return f"needs '{spec.array}' arrays in the {role} (use an encoder that has them)"
@@ -72,6 +89,18 @@ def missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
             return (f"needs features of at least {spec.min_dim} dimensions, the {role} has "
                     f"{array_for(spec, fs).shape[1]}")
     return None
+
+
+def moment_arrays(requested: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The arrays a generated set may be reduced to (mean, covariance) as it streams, when
+    every requested metric runs from those alone (``fd``, ``sfid``); None when any needs
+    rows (``fd_inf``, ``kd``, ``is``, ...) or the list is ``all``."""
+    if not requested:
+        return None
+    specs = [get_metric(name) for name in requested]
+    if any(spec.moments is None or spec.fallback for spec in specs):
+        return None
+    return tuple(dict.fromkeys(spec.array for spec in specs))
 
 
 def plan_metrics(requested: tuple[str, ...] | None, fake: FeatureSet, real: FeatureSet,
@@ -99,7 +128,8 @@ def check_dims(specs: Iterable[MetricSpec], fake: FeatureSet, real: FeatureSet,
                test: FeatureSet | None) -> None:
     """Feature dimensions must agree between the sets a metric compares."""
     for spec in specs:
-        a = array_for(spec, fake).shape[1]
+        st = fake_moments(spec, fake)
+        a = st[0].shape[0] if st is not None else array_for(spec, fake).shape[1]
         others = []
         if spec.needs_real:
             st = moments_for(spec, real)

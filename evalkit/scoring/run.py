@@ -14,7 +14,7 @@ import numpy as np
 from evalkit.features.featureset import FeatureSet
 from evalkit.images.sources import RowSample
 from evalkit.metrics import MetricSpec
-from evalkit.scoring.plan import array_for, moments_for
+from evalkit.scoring.plan import array_for, fake_moments, moments_for
 from evalkit.scoring.rng import RunRNG
 
 
@@ -43,7 +43,9 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
             t0 = time.perf_counter()
             # moments first: a statistics-only reference, or published statistics a protocol
             # attached to a reference with samples (ADM's batch: fd/sfid vs the whole dataset)
-            if not (spec.needs_real and moments_for(spec, real) is not None):
+            if fake_moments(spec, fake) is not None:  # a stream reduced to its moments
+                done[memo_key] = _from_both_moments(spec, fake, real, device)
+            elif not (spec.needs_real and moments_for(spec, real) is not None):
                 done[memo_key] = _call(spec, fake, real, test, overrides,
                                        seed=rng.seed_for("metric", stream_name(spec), *stream),
                                        device=device)
@@ -59,6 +61,20 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
         if extra and spec.name == spec.keys[0]:
             details.setdefault(spec.name, {}).update(extra)
     return values, details, seconds
+
+
+def _from_both_moments(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
+                       device: str) -> dict[str, Any]:
+    """A moments metric of a generated set that kept only its (mean, covariance): the
+    reference's moments are its statistics, or computed from its rows as the metric does
+    (:func:`evalkit.metrics.frechet.moments`, float64 over row chunks)."""
+    from evalkit.metrics.frechet import moments
+    from evalkit.metrics.primitives.common import resolve_device
+
+    st = moments_for(spec, real)
+    if st is None:
+        st = moments(array_for(spec, real), resolve_device(device), spec.name, "reference")
+    return spec.moments(*st, fake_moments(spec, fake), device=device)
 
 
 def _call(spec: MetricSpec, fake: FeatureSet, real: FeatureSet, test: FeatureSet | None,
