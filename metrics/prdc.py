@@ -180,7 +180,7 @@ class RecallTable:
     def __init__(self, real: Any, fake: Any, *, nearest_k: int = 5, device: Any = None):
         self.k = int(nearest_k)
         space, (R, F) = prepare(real, fake, device=device)
-        self.dev, self.nr, n = space.device, R.n, F.n
+        self.dev, self.nr = space.device, R.n
         self.f_cmp = compare_dtype(fake)
 
         def table(a, b):

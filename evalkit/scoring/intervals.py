@@ -430,8 +430,8 @@ def _sw_resampler(spec, fake, real, *, overrides, device: str, rounds: int = 1) 
         ss = gram[rows[:, :, None], rows[:, None, :]].sum((1, 2)) / (m * m)
         diff2 = base - 2.0 * lin[rows].mean(1) + ss
         m2_g = (sq[rows].sum(1) - m * ss) / (m * d)
-        return [{"sw_approx": math.sqrt(float(a) / d + (math.sqrt(m2_r) - math.sqrt(max(float(b), 0.0))) ** 2)}
-                for a, b in zip(diff2, m2_g)]
+        return [{"sw_approx": math.sqrt(a / d + (math.sqrt(m2_r) - math.sqrt(max(b, 0.0))) ** 2)}
+                for a, b in zip(diff2.tolist(), m2_g.tolist())]
 
     return _Resampler(stream_name(spec), spec.keys, n, _batched(n, rounds, batch))
 
