@@ -137,8 +137,23 @@ class _Resampler:
 
 # Rounds a batched group computes together (their half-samples drawn ahead, in order)
 AHEAD = 100
-# Most n×n×D (or n×(n+Nr)×D) work a group's one-off table of the generated set may take
-GRAM_WORK = 1 << 31
+# Most n×n×D multiply-adds a group's one-off Gram table of the generated set may take, the
+# most entries it may hold, and the most entries one batch of rounds may gather from it
+GRAM_WORK = 1 << 28
+GRAM_ENTRIES = 1 << 24
+BATCH_ENTRIES = 1 << 22
+
+
+def _gram_fits(n: int, d: int) -> bool:
+    return n * n * d <= GRAM_WORK and n * n <= GRAM_ENTRIES
+
+
+def _stacks(halves: list[np.ndarray], dev) -> list[torch.Tensor]:
+    """The rounds' half-samples as (b, m) index tensors, b rounds per stack so that a stack's
+    m×m gathers hold at most ``BATCH_ENTRIES`` entries."""
+    m = len(halves[0])
+    per = max(1, BATCH_ENTRIES // (m * m))
+    return [torch.as_tensor(np.stack(halves[c:c + per]), device=dev) for c in range(0, len(halves), per)]
 
 
 def _batched(n: int, rounds: int, batch: Callable[[list[np.ndarray], int], list[dict[str, float]]]
@@ -414,7 +429,7 @@ def _sw_resampler(spec, fake, real, *, overrides, device: str, rounds: int = 1) 
 
     fake_a, real_a = array_for(spec, fake), array_for(spec, real)
     n, d = int(fake_a.shape[0]), int(fake_a.shape[1])
-    if overrides.get(spec.name) or n * n * d > GRAM_WORK or n // 2 < spec.min_samples:
+    if overrides.get(spec.name) or not _gram_fits(n, d) or n // 2 < spec.min_samples:
         return None
     dev = resolve_device(device)
     mu_r, m2_r = mean_and_m2(real_a, dev, "reference")
@@ -425,13 +440,15 @@ def _sw_resampler(spec, fake, real, *, overrides, device: str, rounds: int = 1) 
     base = float((mu_r - mu_g) @ (mu_r - mu_g))
 
     def batch(halves: list[np.ndarray], first: int) -> list[dict[str, float]]:
-        rows = torch.as_tensor(np.stack(halves), device=dev)
-        m = rows.shape[1]
-        ss = gram[rows[:, :, None], rows[:, None, :]].sum((1, 2)) / (m * m)
-        diff2 = base - 2.0 * lin[rows].mean(1) + ss
-        m2_g = (sq[rows].sum(1) - m * ss) / (m * d)
-        return [{"sw_approx": math.sqrt(a / d + (math.sqrt(m2_r) - math.sqrt(max(b, 0.0))) ** 2)}
-                for a, b in zip(diff2.tolist(), m2_g.tolist())]
+        out = []
+        for rows in _stacks(halves, dev):
+            m = rows.shape[1]
+            ss = gram[rows[:, :, None], rows[:, None, :]].sum((1, 2)) / (m * m)
+            diff2 = base - 2.0 * lin[rows].mean(1) + ss
+            m2_g = (sq[rows].sum(1) - m * ss) / (m * d)
+            out += [{"sw_approx": math.sqrt(a / d + (math.sqrt(m2_r) - math.sqrt(max(b, 0.0))) ** 2)}
+                    for a, b in zip(diff2.tolist(), m2_g.tolist())]
+        return out
 
     return _Resampler(stream_name(spec), spec.keys, n, _batched(n, rounds, batch))
 
@@ -446,7 +463,7 @@ def _vendi_resampler(spec, fake, *, overrides, device: str, rounds: int = 1) -> 
 
     fake_a = array_for(spec, fake)
     n, d = int(fake_a.shape[0]), int(fake_a.shape[1])
-    if overrides.get(spec.name) or fake.labels is not None or n // 2 > d or n * n * d > GRAM_WORK:
+    if overrides.get(spec.name) or fake.labels is not None or n // 2 > d or not _gram_fits(n, d):
         return None
     a = np.asarray(fake_a).astype(np.float64)  # as vendi's primal route normalises the rows
     norm = np.sqrt(np.einsum("ij,ij->i", a, a))
@@ -456,10 +473,12 @@ def _vendi_resampler(spec, fake, *, overrides, device: str, rounds: int = 1) -> 
     kernel = torch.as_tensor(a @ a.T, device=dev)
 
     def batch(halves: list[np.ndarray], first: int) -> list[dict[str, float]]:
-        rows = torch.as_tensor(np.stack(halves), device=dev)
-        m = rows.shape[1]
-        w = torch.linalg.eigvalsh(kernel[rows[:, :, None], rows[:, None, :]] / m).cpu().numpy()
-        return [{"vendi": float(np.exp(_entropy(wi, 1)))} for wi in w]
+        out = []
+        for rows in _stacks(halves, dev):
+            m = rows.shape[1]
+            w = torch.linalg.eigvalsh(kernel[rows[:, :, None], rows[:, None, :]] / m).cpu().numpy()
+            out += [{"vendi": float(np.exp(_entropy(wi, 1)))} for wi in w]
+        return out
 
     return _Resampler(stream_name(spec), ("vendi",), n, _batched(n, rounds, batch))
 
