@@ -405,18 +405,17 @@ def test_batched_rounds_equal_one_round_at_a_time(monkeypatch, name, tiny):
     """Groups whose rounds run in batches (recall from exact distance tables, fd/fd_inf from
     one batched eigensolver, sw_approx and vendi from Gram tables) give each round the value the
     metric recomputed on that round's half-sample gives, with the same per-round seeds, across
-    several batches (AHEAD = 3 rounds ahead, 7 rounds; ``tiny``: one round per stack): recall bit for bit, the others to
-    float64 round-off (fd, fd_inf: sqrt(eps·scale) from the rank-deficient Gram matrices' zero
+    several batches (AHEAD = 3 rounds ahead, 7 rounds; ``tiny``: one per stack): recall bit
+    for bit, the others to float64 round-off (fd, fd_inf: sqrt(eps·scale) from the rank-deficient Gram matrices' zero
     eigenvalues, as in test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation)."""
     from evalkit.scoring import intervals
     from evalkit.scoring.rng import RunRNG
 
     monkeypatch.setattr(intervals, "AHEAD", 3)
     if tiny:  # one round (or subset) per stacked batch
-        from evalkit.metrics import frechet, prdc
         monkeypatch.setattr(intervals, "BATCH_ENTRIES", 1)
-        monkeypatch.setattr(frechet, "SUBSET_BATCH_ELEMENTS", 1)
-        monkeypatch.setattr(prdc, "RECALL_BATCH_ELEMENTS", 1)
+        monkeypatch.setattr(sys.modules["evalkit.metrics.frechet"], "SUBSET_BATCH_ELEMENTS", 1)
+        monkeypatch.setattr(sys.modules["evalkit.metrics.prdc"], "RECALL_BATCH_ELEMENTS", 1)
     g = np.random.default_rng(13)
     real = _fs(g.standard_normal((50, 40)))
     fake = _fs(1.1 * g.standard_normal((60, 40)) + 0.2)
