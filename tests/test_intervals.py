@@ -407,7 +407,8 @@ def test_batched_rounds_equal_one_round_at_a_time(monkeypatch, name, tiny):
     metric recomputed on that round's half-sample gives, with the same per-round seeds, across
     several batches (AHEAD = 3 rounds ahead, 7 rounds; ``tiny``: one per stack): recall bit
     for bit, the others to float64 round-off (fd, fd_inf: sqrt(eps·scale) from the
-    rank-deficient Gram matrices' zero eigenvalues, as in test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation)."""
+    rank-deficient Gram matrices' zero eigenvalues, as in
+    test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation)."""
     from evalkit.scoring import intervals
     from evalkit.scoring.rng import RunRNG
 
