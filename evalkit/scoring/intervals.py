@@ -31,9 +31,13 @@ eigenproblem, k the factor's rank, Nr or D; the D x D route only when m and k ar
 D; FD∞ does this for each of its sizes). kd, rke and cmmd read kernel matrices of the whole sets
 computed once (:class:`~evalkit.metrics.kernel.KernelTable`; rke while its bandwidth is the same
 in every round), a round summing entries instead of forming inner products. fls fits the
-rounds' bandwidths as one batch (:func:`~evalkit.metrics.fls.fls_batch`). Recall recomputes
-only the subset's own k-NN radii and its spheres against the reference. The others (is, vendi,
-ct, sw_approx, ...) are evaluated on the half-size subset. Every fast path gives the values a
+rounds' bandwidths as one batch (:func:`~evalkit.metrics.fls.fls_batch`). On small sets the
+rounds of several groups run as batches (:func:`_batched`: the half-samples of the rounds ahead
+drawn from the group's stream in order): recall from exact distance tables of the whole sets
+(:class:`~evalkit.metrics.prdc.RecallTable`, bit-identical), FD and FD∞ from one batched
+eigensolver (:meth:`SubsetFrechet.many`), sw_approx and vendi from a Gram table of the
+generated set; larger sets recompute recall's radii and spheres per round. The others (is, ct,
+...) are evaluated on the half-size subset. Every fast path gives the values a
 recomputation on the half-sample gives, to round-off (``tests/test_intervals.py``), from the
 same per-round streams.
 
@@ -459,7 +463,7 @@ def _vendi_resampler(spec, fake, *, overrides, device: str, rounds: int = 1) -> 
     batched eigensolver. Only for the n×n (primal) route of half-samples (n/2 <= D), without
     labels (per-class scores) or options, and while the kernel costs at most ``GRAM_WORK``;
     else None (the recomputation runs)."""
-    from evalkit.metrics.vendi import _entropy
+    from evalkit.metrics.vendi import renyi_entropy
 
     fake_a = array_for(spec, fake)
     n, d = int(fake_a.shape[0]), int(fake_a.shape[1])
@@ -477,7 +481,7 @@ def _vendi_resampler(spec, fake, *, overrides, device: str, rounds: int = 1) -> 
         for rows in _stacks(halves, dev):
             m = rows.shape[1]
             w = torch.linalg.eigvalsh(kernel[rows[:, :, None], rows[:, None, :]] / m).cpu().numpy()
-            out += [{"vendi": float(np.exp(_entropy(wi, 1)))} for wi in w]
+            out += [{"vendi": float(np.exp(renyi_entropy(wi, 1)))} for wi in w]
         return out
 
     return _Resampler(stream_name(spec), ("vendi",), n, _batched(n, rounds, batch))
