@@ -341,17 +341,22 @@ def _fls_group(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: l
     # standardised in chunks of rounds that stay in cache; only the n×n distances are kept
     step = max(1, BATCH_ROW_ELEMENTS // (4 * n * dim))
     dists: list[list[torch.Tensor]] = [[], [], [], []]
+    # the sets' rows rounded to float32 once (fls's _tensor); each chunk gathers its rounds' rows
+    pools = [torch.as_tensor(np.asarray(a)).to(torch.float32).to(dev) for a in (real_a, test_a, fake_a)]
+    order = ((0, "train"), (0, "base"), (1, "test"), (2, "gen"))
     for c in range(0, len(rows), step):
-        # (c, 4n, D): the rounded-to-float32 rows of each set (fls's _tensor), in fls's set order
-        x32 = torch.cat([torch.as_tensor(a[np.stack(idx[key][c:c + step])]).to(torch.float32)
-                         for a, key in ((real_a, "train"), (real_a, "base"), (test_a, "test"),
-                                        (fake_a, "gen"))], dim=1).to(dev)
+        # (c, 4n, D): the rows of each set in fls's set order
+        x32 = torch.cat([pools[p][torch.as_tensor(np.stack(idx[key][c:c + step]), device=dev)]
+                         for p, key in order], dim=1)
         x64 = x32.to(torch.float64)
-        mean = x64.sum(1) / (4 * n)
-        std = torch.sqrt((x64 - mean[:, None]).pow_(2).sum(1) / max(4 * n - 1, 1))
+        mean = x64.sum(1, keepdim=True) / (4 * n)
+        std = torch.sqrt(x64.sub_(mean).square_().sum(1, keepdim=True) / max(4 * n - 1, 1))
         std[std == 0] = 1.0
-        z = (x32 - mean.to(torch.float32)[:, None]) / std.to(torch.float32)[:, None]
-        train, base, tst, gen = z[:, :n], z[:, n:2 * n], z[:, 2 * n:3 * n], z[:, 3 * n:]
+        z = x32.sub_(mean.to(torch.float32)).div_(std.to(torch.float32))
+        # the rows' squared norms, once per row (the products _sq_dists forms, bit for bit)
+        sq = torch.einsum("rij,rij->ri", z, z)
+        parts = [(z[:, i * n:(i + 1) * n], sq[:, i * n:(i + 1) * n]) for i in range(4)]
+        train, base, tst, gen = parts
         for out, (a, b) in zip(dists, ((train, gen), (train, base), (tst, gen), (tst, base))):
             out.append(_sq_dists_batch(a, b))
     d_tg, d_tb, d_eg, d_eb = (torch.cat(d) for d in dists)
@@ -366,11 +371,13 @@ def _fls_group(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: l
             for g, b, a in zip(nll_gen, nll_base, above)]
 
 
-def _sq_dists_batch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """:func:`_sq_dists` for (R, n, D) and (R, m, D) batches."""
-    d = torch.baddbmm(torch.einsum("rij,rij->ri", b, b).unsqueeze(1), a, b.transpose(1, 2),
-                      beta=1.0, alpha=-2.0)
-    d += torch.einsum("rij,rij->ri", a, a).unsqueeze(2)
+def _sq_dists_batch(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]
+                    ) -> torch.Tensor:
+    """:func:`_sq_dists` for (R, n, D) and (R, m, D) batches, each given with its rows' squared
+    norms (R, n) and (R, m)."""
+    (a, a_sq), (b, b_sq) = a, b
+    d = torch.baddbmm(b_sq.unsqueeze(1), a, b.transpose(1, 2), beta=1.0, alpha=-2.0)
+    d += a_sq.unsqueeze(2)
     return d.clamp_min_(0.0)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
@@ -152,6 +154,63 @@ def recall_of(real: Any, fake: Any, *, nearest_k: int = 5, device: Any = None) -
     f_rad = round_like(f_sq, compare_dtype(fake))
     counts, _, _ = sphere_pass(R, F, space, f_rad, compare_dtype(fake), cross_cmp=compare_dtype(real, fake))
     return int((counts > 0).sum()) / R.n
+
+
+# Most float64 element operations a RecallTable's one-off exact distances may take (its pairs
+# times D), and most entries one batch of its rounds' stacked matrices may hold.
+RECALL_TABLE_WORK = 1 << 27
+RECALL_BATCH_ELEMENTS = 1 << 22
+
+
+class RecallTable:
+    """PRDC recall of row subsets of one generated set against a fixed reference, from the
+    exact squared distances of every pair, computed once (for resampling: the bootstrap's
+    half-samples on small sets, where :func:`recall_of`'s cost is per-call overhead).
+
+    :func:`recall_of` decides every comparison exactly: as if from the float64 difference-form
+    squared distances :func:`exact_sq` computes, rounded by :func:`round_like` (its float32
+    screening only spares most of them). Here every pair's value comes from :func:`exact_sq`
+    itself, so ``recall(rows)`` equals ``recall_of(real, fake[rows])`` bit for bit: a subset's
+    k-th neighbour distance is the k-th smallest entry of its rows of the generated table
+    (itself excluded), and a reference sample is recalled when some subset sample's rounded
+    radius exceeds their rounded distance (strict ``<``). ``fits(nr, n, d)`` says whether the
+    tables are worth computing (``RECALL_TABLE_WORK``).
+    """
+
+    def __init__(self, real: Any, fake: Any, *, nearest_k: int = 5, device: Any = None):
+        self.k = int(nearest_k)
+        space, (R, F) = prepare(real, fake, device=device)
+        self.dev, self.nr = space.device, R.n
+        self.f_cmp = compare_dtype(fake)
+
+        def table(a, b):
+            ia = torch.arange(a.n, device=self.dev).repeat_interleave(b.n)
+            ib = torch.arange(b.n, device=self.dev).repeat(a.n)
+            return exact_sq(a.raw, b.raw, ia, ib).view(a.n, b.n)
+
+        self.ff = table(F, F)
+        self.ff.diagonal().fill_(math.inf)  # a sample is not its own neighbour
+        self.rf = round_like(table(R, F), compare_dtype(real, fake))
+
+    @staticmethod
+    def fits(nr: int, n: int, d: int) -> bool:
+        return n * (n + nr) * d <= RECALL_TABLE_WORK
+
+    def recall(self, rows: np.ndarray) -> list[float]:
+        """Recall of each subset: ``rows`` is (subsets, m) indices into the generated set."""
+        rows = np.asarray(rows, dtype=np.int64)
+        m = rows.shape[1]
+        if m <= self.k:
+            raise MetricInputError(f"prdc: recall needs more than k={self.k} generated samples, got {m}")
+        per = max(1, RECALL_BATCH_ELEMENTS // (m * (m + self.nr)))
+        out: list[float] = []
+        for c in range(0, rows.shape[0], per):
+            idx = torch.as_tensor(rows[c:c + per], device=self.dev)
+            kth = torch.kthvalue(self.ff[idx[:, :, None], idx[:, None, :]], self.k, dim=2).values
+            rad = round_like(kth, self.f_cmp)  # (b, m)
+            inside = self.rf[:, idx].permute(1, 0, 2) < rad[:, None, :]  # (b, nr, m)
+            out += (inside.any(2).sum(1).double() / self.nr).tolist()
+        return out
 
 
 def _realism_candidates(space, fc, cc, rad: torch.Tensor, eps: float):

@@ -15,7 +15,7 @@ from evalkit.metrics.primitives.common import check_points, fp32_matmul_is_ieee,
 _ROWS = 8192
 
 
-def _entropy(p: np.ndarray, q: float | str) -> float:
+def renyi_entropy(p: np.ndarray, q: float | str) -> float:
     """Order-q Rényi entropy of eigenvalues ``p`` (vendi-score's ``entropy_q``)."""
     if q == "inf" or q == float("inf"):
         return float(-np.log(np.max(p)))
@@ -81,7 +81,7 @@ def _vendi_one(x: Any, q: float | str, device: torch.device) -> float:
         dtype = torch.float32 if in32 and fp32_matmul_is_ieee(device) else torch.float64
         k = _gram_dual(x, device, dtype)
     w = scipy.linalg.eigvalsh(k, driver="evd", check_finite=False)
-    return float(np.exp(_entropy(w, q)))
+    return float(np.exp(renyi_entropy(w, q)))
 
 
 @register_metric(

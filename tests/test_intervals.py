@@ -397,3 +397,46 @@ def test_every_output_declares_a_range_its_direction_fits():
     assert ranges["coverage"] == ranges["precision"] == ranges["recall"] == (0.0, 1.0)
     assert ranges["authpct"] == (0.0, 100.0) and ranges["fls_pog"] == (-50.0, 50.0)
     assert ranges["kd_std"][0] == ranges["fd"][0] == 0.0 and ranges["vendi"][0] == ranges["is"][0] == 1.0
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+@pytest.mark.parametrize("name", ["recall", "fd", "fd_inf", "sw_approx", "vendi"])
+def test_batched_rounds_equal_one_round_at_a_time(monkeypatch, name, tiny):
+    """Groups whose rounds run in batches (recall from exact distance tables, fd/fd_inf from
+    one batched eigensolver, sw_approx and vendi from Gram tables) give each round the value the
+    metric recomputed on that round's half-sample gives, with the same per-round seeds, across
+    several batches (AHEAD = 3 rounds ahead, 7 rounds; ``tiny``: one per stack): recall bit
+    for bit, the others to float64 round-off (fd, fd_inf: sqrt(eps·scale) from the
+    rank-deficient Gram matrices' zero eigenvalues, as in
+    test_fd_inf_rounds_reuse_the_reference_and_equal_a_recomputation)."""
+    from evalkit.scoring import intervals
+    from evalkit.scoring.rng import RunRNG
+
+    monkeypatch.setattr(intervals, "AHEAD", 3)
+    if tiny:  # one round (or subset) per stacked batch
+        monkeypatch.setattr(intervals, "BATCH_ENTRIES", 1)
+        monkeypatch.setattr(sys.modules["evalkit.metrics.frechet"], "SUBSET_BATCH_ELEMENTS", 1)
+        monkeypatch.setattr(sys.modules["evalkit.metrics.prdc"], "RECALL_BATCH_ELEMENTS", 1)
+    g = np.random.default_rng(13)
+    real = _fs(g.standard_normal((50, 40)))
+    fake = _fs(1.1 * g.standard_normal((60, 40)) + 0.2)
+    names = ["precision", "recall", "density", "coverage"] if name == "recall" else [name]
+    specs = [get_metric(n) for n in names]
+    run_rng = RunRNG(6)
+    rounds = 7
+    fast = [r for r in intervals.plan_resamplers(specs, fake, real, None, run_rng=run_rng, device=CPU,
+                                                 rounds=rounds)]
+    assert len(fast) == 1 and fast[0].fn.__qualname__.startswith("_batched")
+    spec = specs[1] if name == "recall" else specs[0]
+    slow = intervals._generic_resampler([spec], fake, real, None, run_rng=run_rng, device=CPU,
+                                        overrides={})
+    scale = float(np.var(real.get("features"), 0).sum() + np.var(fake.get("features"), 0).sum())
+    tol = {"recall": 0.0, "fd": 2 * 40 * np.sqrt(np.finfo(np.float64).eps * scale),
+           "fd_inf": 8 * np.sqrt(np.finfo(np.float64).eps * scale)}.get(name)
+    g1, g2 = np.random.default_rng(14), np.random.default_rng(14)
+    for _ in range(rounds):
+        a, b = fast[0].fn(g1)[name], slow.fn(g2)[name]
+        if tol is None:
+            assert a == pytest.approx(b, rel=1e-12), name
+        else:
+            assert a == pytest.approx(b, abs=tol, rel=0), name

@@ -31,9 +31,13 @@ eigenproblem, k the factor's rank, Nr or D; the D x D route only when m and k ar
 D; FD∞ does this for each of its sizes). kd, rke and cmmd read kernel matrices of the whole sets
 computed once (:class:`~evalkit.metrics.kernel.KernelTable`; rke while its bandwidth is the same
 in every round), a round summing entries instead of forming inner products. fls fits the
-rounds' bandwidths as one batch (:func:`~evalkit.metrics.fls.fls_batch`). Recall recomputes
-only the subset's own k-NN radii and its spheres against the reference. The others (is, vendi,
-ct, sw_approx, ...) are evaluated on the half-size subset. Every fast path gives the values a
+rounds' bandwidths as one batch (:func:`~evalkit.metrics.fls.fls_batch`). On small sets the
+rounds of several groups run as batches (:func:`_batched`: the half-samples of the rounds ahead
+drawn from the group's stream in order): recall from exact distance tables of the whole sets
+(:class:`~evalkit.metrics.prdc.RecallTable`, bit-identical), FD and FD∞ from one batched
+eigensolver (:meth:`SubsetFrechet.many`), sw_approx and vendi from a Gram table of the
+generated set; larger sets recompute recall's radii and spheres per round. The others (is, ct,
+...) are evaluated on the half-size subset. Every fast path gives the values a
 recomputation on the half-sample gives, to round-off (``tests/test_intervals.py``), from the
 same per-round streams.
 
@@ -68,7 +72,7 @@ from evalkit.metrics.frechet import (
 )
 from evalkit.metrics.kernel import CMMD_SCALE, CMMD_SIGMA, KernelTable, gaussian_kernel_mean, l2_normalise
 from evalkit.metrics.memorization import authenticity
-from evalkit.metrics.prdc import prdc_parts, realism_scores, recall_of
+from evalkit.metrics.prdc import RecallTable, prdc_parts, realism_scores, recall_of
 from evalkit.metrics.primitives.common import seeded_generator, take_rows
 from evalkit.metrics.rarity import RARITY_K, rarity_scores
 from evalkit.metrics.rke import median_distance, sq_dists
@@ -135,9 +139,49 @@ class _Resampler:
         self.m = n // 2
 
 
+# Rounds a batched group computes together (their half-samples drawn ahead, in order)
+AHEAD = 100
+# Most n×n×D multiply-adds a group's one-off Gram table of the generated set may take, the
+# most entries it may hold, and the most entries one batch of rounds may gather from it
+GRAM_WORK = 1 << 28
+GRAM_ENTRIES = 1 << 24
+BATCH_ENTRIES = 1 << 22
+
+
+def _gram_fits(n: int, d: int) -> bool:
+    return n * n * d <= GRAM_WORK and n * n <= GRAM_ENTRIES
+
+
+def _stacks(halves: list[np.ndarray], dev) -> list[torch.Tensor]:
+    """The rounds' half-samples as (b, m) index tensors, b rounds per stack so that a stack's
+    m×m gathers hold at most ``BATCH_ENTRIES`` entries."""
+    m = len(halves[0])
+    per = max(1, BATCH_ENTRIES // (m * m))
+    return [torch.as_tensor(np.stack(halves[c:c + per]), device=dev) for c in range(0, len(halves), per)]
+
+
+def _batched(n: int, rounds: int, batch: Callable[[list[np.ndarray], int], list[dict[str, float]]]
+             ) -> Callable[[np.random.Generator], dict[str, float]]:
+    """A group's ``values(rng)`` whose rounds are computed in batches: when none is ready, the
+    half-samples of the next rounds (up to ``AHEAD``, at most the ``rounds`` left) are drawn from
+    the group's stream in the order one round at a time draws them, and ``batch(halves, first)``
+    (``first`` the first of their 1-based round numbers) returns their values in that order."""
+    count = [0]
+    ready: list[dict[str, float]] = []
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        if not ready:
+            ahead = max(1, min(rounds - count[0], AHEAD))
+            ready.extend(batch([_half(rng, n) for _ in range(ahead)], count[0] + 1))
+        count[0] += 1
+        return ready.pop(0)
+
+    return values
+
+
 def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str],
-                    nearest_k: int = 5, max_samples: int = 10000, convention: str = "prdc"
-                    ) -> _Resampler:
+                    nearest_k: int = 5, max_samples: int = 10000, convention: str = "prdc",
+                    rounds: int = 1) -> _Resampler:
 
     real_a, fake_a = array_for(spec, real), array_for(spec, fake)
     parts = prdc_parts(real_a, fake_a, nearest_k=nearest_k, max_samples=max_samples, seed=seed,
@@ -148,19 +192,30 @@ def _prdc_resampler(spec, fake, real, *, seed: int, device: str, wanted: set[str
     real_used = take_rows(real_a, parts["real_index"])
     fake_used = take_rows(fake_a, parts["fake_index"])
     m = n // 2
+    recall = "recall" in wanted and m > k
+    dim = int(real_used.shape[1])
+    table = (RecallTable(real_used, fake_used, nearest_k=k, device=device)
+             if recall and RecallTable.fits(nr, n, dim) else None)
 
-    def values(rng: np.random.Generator) -> dict[str, float]:
-        idx = np.sort(rng.choice(n, m, replace=False))
+    def shares(idx: np.ndarray) -> dict[str, float]:
         member = np.zeros(n, dtype=bool)
         member[idx] = True
-        out = {"precision": float((counts[idx] > 0).mean()),
-               "density": float(counts[idx].mean() / k),
-               "coverage": float(np.unique(rp[member[gp]]).size / nr)}
-        if "recall" in wanted and m > k:
+        return {"precision": float((counts[idx] > 0).mean()),
+                "density": float(counts[idx].mean() / k),
+                "coverage": float(np.unique(rp[member[gp]]).size / nr)}
+
+    def values(rng: np.random.Generator) -> dict[str, float]:
+        idx = _half(rng, n)
+        out = shares(idx)
+        if recall:
             out["recall"] = recall_of(real_used, take_rows(fake_used, idx), nearest_k=k, device=device)
         return out
 
-    return _Resampler("prdc", _PRDC, n, values)
+    def batch(halves: list[np.ndarray], first: int) -> list[dict[str, float]]:
+        rec = table.recall(np.stack(halves))  # every round's recall from the distance tables
+        return [{**shares(idx), "recall": r} for idx, r in zip(halves, rec)]
+
+    return _Resampler("prdc", _PRDC, n, values if table is None else _batched(n, rounds, batch))
 
 
 def _mean_resampler(key: str, per_sample: np.ndarray, scale: float = 1.0) -> _Resampler:
@@ -173,7 +228,7 @@ def _mean_resampler(key: str, per_sample: np.ndarray, scale: float = 1.0) -> _Re
     return _Resampler(key, (key,), n, values)
 
 
-def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
+def _moments_resampler(spec, fake, real, device: str, rounds: int = 1) -> _Resampler:
 
     dev = resolve_device(device)
     fake_a = array_for(spec, fake)
@@ -188,12 +243,15 @@ def _moments_resampler(spec, fake, real, device: str) -> _Resampler:
     subset_fd = SubsetFrechet(mu_r, cov_r, factor, fake_a, n // 2, dev, spec.name, tr_r=tr_r)
 
     def values(rng: np.random.Generator) -> dict[str, float]:
-        return {spec.name: subset_fd(np.sort(rng.choice(n, n // 2, replace=False)))}
+        return {spec.name: subset_fd(_half(rng, n))}
 
-    return _Resampler(spec.name, (spec.name,), n, values)
+    def batch(halves: list[np.ndarray], first: int) -> list[dict[str, float]]:
+        return [{spec.name: v} for v in subset_fd.many(halves)]
+
+    return _Resampler(spec.name, (spec.name,), n, _batched(n, rounds, batch) if subset_fd.small else values)
 
 
-def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
+def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides, rounds: int = 1) -> _Resampler:
     """fd_inf on each half-sample, with the reference's moments and factor computed once (the
     metric's own subset draws on the same per-round stream as a recomputation would use). When
     the half-sample or the factor is narrower than D, the generated set is projected once
@@ -222,7 +280,21 @@ def _fd_inf_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _
                                     dev=dev)
         return {spec.name: out[spec.name]}
 
-    return _Resampler(spec.name, (spec.name,), n, values)
+    def batch(halves: list[np.ndarray], first: int) -> list[dict[str, float]]:
+        """The rounds' subsets (each round's drawn as ``values`` draws them, from its own seed)
+        scored together (:meth:`SubsetFrechet.many`), then each round's line fitted."""
+        sizes = fd_inf_sizes(len(halves[0]), num_points)
+        if len(halves[0]) < spec.min_samples or len(np.unique(sizes)) < 2:
+            raise MetricInputError(f"{spec.name}: too few samples in a half-sample")
+        subsets = []
+        for j, idx in enumerate(halves):
+            draw = seeded_generator(run_rng.seed_for("metric", stream_name(spec), "bootstrap", first + j))
+            subsets += [idx[np.sort(draw.choice(len(idx), k, replace=False))] for k in sizes.tolist()]
+        fds = sub_fd.many(subsets)
+        p = len(sizes)
+        return [{spec.name: fd_inf_fit(sizes, fds[j * p:(j + 1) * p])[spec.name]} for j in range(len(halves))]
+
+    return _Resampler(spec.name, (spec.name,), n, _batched(n, rounds, batch) if sub_fd.small else values)
 
 
 def _kd_resampler(spec, fake, real, *, run_rng, device: str, overrides) -> _Resampler:
@@ -351,6 +423,70 @@ def _cmmd_resampler(spec, fake, real, *, device: str) -> _Resampler | None:
     return _Resampler(stream_name(spec), spec.keys, n, values)
 
 
+def _sw_resampler(spec, fake, real, *, overrides, device: str, rounds: int = 1) -> _Resampler | None:
+    """sw_approx on each half-sample: the reference's mean and m2 computed once (as the metric
+    computes them); each round's generated mean and centred second moment from the n×n Gram
+    matrix of the generated rows centred on their whole-set mean, all rounds of a batch at once
+    (|μr − μsub|² = |μr − μg|² − 2 (μr − μg)·s + |s|², s = μsub − μg). None where that matrix
+    would cost more than ``GRAM_WORK`` (the recomputation runs)."""
+    from evalkit.metrics.sliced import mean_and_m2
+
+    fake_a, real_a = array_for(spec, fake), array_for(spec, real)
+    n, d = int(fake_a.shape[0]), int(fake_a.shape[1])
+    if overrides.get(spec.name) or not _gram_fits(n, d) or n // 2 < spec.min_samples:
+        return None
+    dev = resolve_device(device)
+    mu_r, m2_r = mean_and_m2(real_a, dev, "reference")
+    x = torch.as_tensor(np.asarray(fake_a), device=dev).to(torch.float64)
+    mu_g = x.mean(0)
+    xc = x - mu_g
+    gram, sq, lin = xc @ xc.T, (xc * xc).sum(1), xc @ (mu_r - mu_g)
+    base = float((mu_r - mu_g) @ (mu_r - mu_g))
+
+    def batch(halves: list[np.ndarray], first: int) -> list[dict[str, float]]:
+        out = []
+        for rows in _stacks(halves, dev):
+            m = rows.shape[1]
+            ss = gram[rows[:, :, None], rows[:, None, :]].sum((1, 2)) / (m * m)
+            diff2 = base - 2.0 * lin[rows].mean(1) + ss
+            m2_g = (sq[rows].sum(1) - m * ss) / (m * d)
+            out += [{"sw_approx": math.sqrt(a / d + (math.sqrt(m2_r) - math.sqrt(max(b, 0.0))) ** 2)}
+                    for a, b in zip(diff2.tolist(), m2_g.tolist())]
+        return out
+
+    return _Resampler(stream_name(spec), spec.keys, n, _batched(n, rounds, batch))
+
+
+def _vendi_resampler(spec, fake, *, overrides, device: str, rounds: int = 1) -> _Resampler | None:
+    """vendi on each half-sample from the cosine kernel of the whole generated set, computed
+    once: a round's K/m is its rows and columns of it, and the rounds' eigenvalues come from one
+    batched eigensolver. Only for the n×n (primal) route of half-samples (n/2 <= D), without
+    labels (per-class scores) or options, and while the kernel costs at most ``GRAM_WORK``;
+    else None (the recomputation runs)."""
+    from evalkit.metrics.vendi import renyi_entropy
+
+    fake_a = array_for(spec, fake)
+    n, d = int(fake_a.shape[0]), int(fake_a.shape[1])
+    if overrides.get(spec.name) or fake.labels is not None or n // 2 > d or not _gram_fits(n, d):
+        return None
+    a = np.asarray(fake_a).astype(np.float64)  # as vendi's primal route normalises the rows
+    norm = np.sqrt(np.einsum("ij,ij->i", a, a))
+    norm[norm == 0] = 1
+    a /= norm[:, None]
+    dev = resolve_device(device)
+    kernel = torch.as_tensor(a @ a.T, device=dev)
+
+    def batch(halves: list[np.ndarray], first: int) -> list[dict[str, float]]:
+        out = []
+        for rows in _stacks(halves, dev):
+            m = rows.shape[1]
+            w = torch.linalg.eigvalsh(kernel[rows[:, :, None], rows[:, None, :]] / m).cpu().numpy()
+            out += [{"vendi": float(np.exp(renyi_entropy(wi, 1)))} for wi in w]
+        return out
+
+    return _Resampler(stream_name(spec), ("vendi",), n, _batched(n, rounds, batch))
+
+
 def _generic_resampler(specs, fake, real, test, *, run_rng, device: str, overrides) -> _Resampler:
 
     n = fake.n
@@ -394,7 +530,7 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
         if spec.name in _PRDC and samples and kw.get("convention", "prdc") == "prdc":
             if not prdc_done:  # the per-sample fast path knows the prdc convention only
                 out.append(_prdc_resampler(spec, fake, real, seed=seed, device=device,
-                                           wanted=names & set(_PRDC), **kw))
+                                           wanted=names & set(_PRDC), rounds=rounds, **kw))
             prdc_done = True
         elif spec.name == "realism" and samples:
             kw = {k: v for k, v in overrides.get("realism", {}).items()
@@ -406,7 +542,7 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
             _, _, auth = authenticity(array_for(spec, real), array_for(spec, fake), device=device)
             out.append(_mean_resampler("authpct", auth.detach().cpu().numpy(), 100.0))
         elif spec.name in _MOMENTS and real is not None:
-            out.append(_moments_resampler(spec, fake, real, device))
+            out.append(_moments_resampler(spec, fake, real, device, rounds=rounds))
         elif (spec.name == "kd" and samples and set(kw) <= {"subsets", "subset_size"}
               and KernelTable.bytes_needed(real.n, fake.n) <= TABLE_BYTES):
             out.append(_kd_resampler(spec, fake, real, run_rng=run_rng, device=device,
@@ -416,7 +552,13 @@ def plan_resamplers(specs, fake, real, test, *, run_rng, device: str, overrides=
             out.append(res)
         elif spec.name == "fd_inf" and samples and set(overrides.get("fd_inf", {})) <= {"num_points"}:
             out.append(_fd_inf_resampler(spec, fake, real, run_rng=run_rng, device=device,
-                                         overrides=overrides))
+                                         overrides=overrides, rounds=rounds))
+        elif spec.name == "sw_approx" and samples and (res := _sw_resampler(
+                spec, fake, real, overrides=overrides, device=device, rounds=rounds)) is not None:
+            out.append(res)
+        elif spec.name == "vendi" and (res := _vendi_resampler(
+                spec, fake, overrides=overrides, device=device, rounds=rounds)) is not None:
+            out.append(res)
         else:
             generic.append(spec)
     groups: dict[tuple[int, str], list] = {}
