@@ -141,10 +141,13 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     shift = None
     total = torch.zeros(d, dtype=torch.float64, device=device)
     scatter = ScatterSum(d, device)
-    on_host = device.type == "cpu" and not isinstance(x, torch.Tensor)
+    # numpy, or a tensor in host memory, on CPU: the same numpy pass for both (equal values)
+    on_host = device.type == "cpu" and (not isinstance(x, torch.Tensor) or (
+        x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)))
     for i in range(0, n, step):
-        if on_host:  # numpy on CPU: convert and centre in one pass, straight into BLAS
-            raw = np.asarray(x[i:i + step])
+        if on_host:  # convert and centre in one pass, straight into BLAS
+            raw = x[i:i + step]
+            raw = raw.detach().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
             if shift is None:
                 shift = torch.from_numpy(np.asarray(raw.mean(0, dtype=np.float64)))
                 check_finite(metric, shift, which)
@@ -443,6 +446,7 @@ def _from_moments(metric: str):
     Output("fd", "lower", "Fréchet distance between Gaussian fits of the features (FID with Inception)",
            range=(0.0, math.inf)),
     array="features", min_samples=2, moments=_from_moments("fd"), position=10,
+    device_rows=True,
 )
 def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Fréchet distance (FID when the features are Inception pool3).
@@ -469,6 +473,7 @@ def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
            "Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)",
            range=(0.0, math.inf)),
     array="spatial", min_samples=2, moments=_from_moments("sfid"), position=30,
+    device_rows=True,
 )
 def sfid(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Spatial FID (Nash et al. 2021, "Generating images with sparse representations").
@@ -491,6 +496,7 @@ def fd_inf_sizes(n_fake: int, num_points: int = 15) -> np.ndarray:
 @register_metric(
     Output("fd_inf", "lower", "FD extrapolated to infinitely many generated samples (linear fit in 1/n)"),
     array="features", min_samples=3, order_invariant=False, position=20,
+    device_rows=True,
 )
 def fd_inf(real: Any, fake: Any, *, seed: Seed = 0, num_points: int = 15,
            device: Any = None) -> dict[str, Any]:
