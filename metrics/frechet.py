@@ -141,13 +141,10 @@ def moments(x: Any, device: torch.device, metric: str = "fd", which: str = "gene
     shift = None
     total = torch.zeros(d, dtype=torch.float64, device=device)
     scatter = ScatterSum(d, device)
-    # numpy, or a tensor in host memory, on CPU: the same numpy pass for both (equal values)
-    on_host = device.type == "cpu" and (not isinstance(x, torch.Tensor) or (
-        x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)))
+    on_host = device.type == "cpu" and not isinstance(x, torch.Tensor)
     for i in range(0, n, step):
-        if on_host:  # convert and centre in one pass, straight into BLAS
-            raw = x[i:i + step]
-            raw = raw.detach().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+        if on_host:  # numpy on CPU: convert and centre in one pass, straight into BLAS
+            raw = np.asarray(x[i:i + step])
             if shift is None:
                 shift = torch.from_numpy(np.asarray(raw.mean(0, dtype=np.float64)))
                 check_finite(metric, shift, which)
