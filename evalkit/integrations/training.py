@@ -36,8 +36,8 @@ from evalkit.features.featureset import FeatureSet
 from evalkit.features.generate import GeneratedSource
 from evalkit.features.loader import load_generated, stream_outputs
 from evalkit.features.options import ExtractOptions
-from evalkit.results.record import build_record, write_records
 from evalkit.metrics import get_metric, list_metrics
+from evalkit.results.record import build_record, write_records
 from evalkit.scoring.plan import moment_arrays, parse_metric_list
 from evalkit.scoring.run import ResidentRows, resident_kinds
 from evalkit.scoring.score import ScoreConfig, score_set
