@@ -77,6 +77,9 @@ class MetricSpec:
         args: which of ``ARG_NAMES`` it needs.
         optional: inputs it uses when present (``labels`` for per-class Vendi).
         min_samples: fewest generated (and reference/test) samples it accepts.
+        device_rows: its ``real`` array may be a torch tensor already on the scoring device
+            (any device), used there without a host copy, with the same values as for the
+            numpy array (:class:`evalkit.scoring.run.ResidentRows`). False: it is given numpy.
         min_dim: fewest dimensions of its array it accepts (``--metrics all`` skips it on
             narrower features, naming the reason).
         moments: None, or ``f(mu_real, cov_real, fake, *, device)`` computing the same outputs
@@ -106,6 +109,7 @@ class MetricSpec:
     group: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     min_dim: int = 1
+    device_rows: bool = False
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -212,6 +216,7 @@ def register_metric(
     order_invariant: bool = True,
     position: int = 1000,
     min_dim: int = 1,
+    device_rows: bool = False,
 ):
     """Decorator registering a metric function with its outputs and inputs (see the module doc)."""
     first = _check_declaration(outputs, array, fallback, args, optional)
@@ -241,7 +246,8 @@ def register_metric(
         for entry in entries:
             METRICS.add(entry[0].key, MetricSpec(
                 entry[0].key, fn, tuple(entry), array, tuple(args), tuple(optional), min_samples,
-                fallback, moments, order_invariant, position, group, defaults, min_dim))
+                fallback, moments, order_invariant, position, group, defaults, min_dim,
+                device_rows))
         return fn
 
     return wrap

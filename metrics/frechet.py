@@ -485,6 +485,7 @@ def _from_moments(metric: str):
     Output("fd", "lower", "Fréchet distance between Gaussian fits of the features (FID with Inception)",
            range=(0.0, math.inf)),
     array="features", min_samples=2, moments=_from_moments("fd"), position=10,
+    device_rows=True,
 )
 def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Fréchet distance (FID when the features are Inception pool3).
@@ -511,6 +512,7 @@ def fd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
            "Fréchet distance on spatial features (sFID: Inception mixed_6/conv, 7 channels)",
            range=(0.0, math.inf)),
     array="spatial", min_samples=2, moments=_from_moments("sfid"), position=30,
+    device_rows=True,
 )
 def sfid(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Spatial FID (Nash et al. 2021, "Generating images with sparse representations").
@@ -533,6 +535,7 @@ def fd_inf_sizes(n_fake: int, num_points: int = 15) -> np.ndarray:
 @register_metric(
     Output("fd_inf", "lower", "FD extrapolated to infinitely many generated samples (linear fit in 1/n)"),
     array="features", min_samples=3, order_invariant=False, position=20,
+    device_rows=True,
 )
 def fd_inf(real: Any, fake: Any, *, seed: Seed = 0, num_points: int = 15,
            device: Any = None) -> dict[str, Any]:

@@ -82,6 +82,7 @@ def _gram_dtype(device: torch.device, *arrays: Any) -> torch.dtype:
     Output("kd_std", "none", "standard deviation of kd over the subsets", select=False,
            range=(0.0, math.inf)),
     array="features", min_samples=2, order_invariant=False, position=40,
+    device_rows=True,
 )
 def kd(real: Any, fake: Any, *, subsets: int = 100, subset_size: int = 1000, seed: Seed = 0,
        device: Any = None) -> dict[str, float]:
@@ -262,6 +263,7 @@ def gaussian_kernel_mean(a: torch.Tensor, b: torch.Tensor | None, sigma: float) 
            "CLIP-MMD: biased Gaussian-kernel MMD² (σ=10, ×1000) on L2-normalised CLIP embeddings",
            range=(0.0, math.inf)),
     array="embedding", fallback="features", min_samples=2, position=130,
+    device_rows=True,
 )
 def cmmd(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """CMMD (Jayasumana et al. 2024, "Rethinking FID: towards a better evaluation metric for

@@ -41,7 +41,7 @@ from evalkit.metrics.primitives.knn import (
            "averaged (Naeem et al. 2020)", range=(0.0, math.inf)),
     Output("coverage", "higher", "PRDC coverage: share of real k-NN spheres holding a generated sample "
            "(Naeem et al. 2020, k=5)", range=(0.0, 1.0)),
-    min_samples=6, position=60,
+    min_samples=6, position=60, device_rows=True,
 )
 def prdc(
     real: Any,
@@ -314,7 +314,7 @@ def _realism_ratio(rad: torch.Tensor, d: torch.Tensor, eps_abs: float, dtype: to
 @register_metric(
     Output("realism", "higher", "mean realism score of generated samples (Kynkäänniemi et al. 2019, "
            "k=5 as dgm-eval, spheres below the median radius)", range=(0.0, math.inf)),
-    min_samples=4, position=70,
+    min_samples=4, position=70, device_rows=True,
 )
 def realism(
     real: Any,

@@ -120,6 +120,92 @@ def test_reference_is_read_once_and_its_moments_stay_on_the_device(tmp_path, mon
     assert rec["metrics"]["fd"] == pytest.approx(want.metrics["fd"], rel=1e-10, abs=1e-12)
 
 
+ROWS_METRICS = "fd,fd_inf,kd,precision,recall,density,coverage,realism,authpct"
+
+
+def test_reference_rows_move_to_the_device_once_and_give_the_same_numbers(tmp_path, monkeypatch):
+    """Metrics that need rows (kd, prdc, fd_inf, ...): the reference rows are converted to a
+    tensor on the evaluator's device once, and every evaluation hands that same tensor to the
+    metrics declaring ``device_rows`` (the others get the host numpy rows); the values equal
+    evalkit.score with the generator, which passes numpy arrays."""
+    from evalkit.metrics._registry import MetricSpec
+    from evalkit.scoring.run import ResidentRows
+
+    big = tmp_path / "big_ref"
+    write_images(big, 70, size=(22, 18), seed=3)  # 70 > D = 48: fd's moments path
+    made = []
+    real_init = ResidentRows.__init__
+
+    def counting_init(self, *args, **kwargs):
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResidentRows, "__init__", counting_init)
+    given: dict[str, list] = {}
+    real_call = MetricSpec.__call__
+
+    def spying_call(self, **arrays):
+        given.setdefault(self.name, []).append(arrays.get("real"))
+        return real_call(self, **arrays)
+
+    monkeypatch.setattr(MetricSpec, "__call__", spying_call)
+    ev = TrainingEvaluator(big, metrics=ROWS_METRICS, num_samples=60, seed=4, **OPTS)
+    host = ev.real.get("features")
+    assert isinstance(host, np.ndarray) and ev.real.has_samples
+    recs = [ev.evaluate(tiny_generator, step=step) for step in range(4)]
+    assert len(made) == 1 and made[0].conversions == 1  # one array, converted once
+    (held,) = made[0].tensors()
+    assert isinstance(held, torch.Tensor) and held.device == ev.device
+    assert held.dtype == torch.float32 and held.shape == host.shape
+    if ev.device.type == "cpu":  # in host memory the tensor is the numpy array's own buffer
+        assert held.data_ptr() == host.ctypes.data
+    for name in ("fd", "fd_inf", "kd", "precision", "realism"):
+        assert len(given[name]) == 4, name
+        assert all(r is held for r in given[name]), name  # the same tensor every evaluation
+    assert len(given["authpct"]) == 4  # no device_rows: the host rows, as before
+    assert all(r is host for r in given["authpct"])
+    monkeypatch.undo()
+    want = evalkit.score(generator=tiny_generator, num_samples=60, ref=big, metrics=ROWS_METRICS,
+                         seed=4, workers=0, quiet=True, use_cache=False, **OPTS)
+    assert set(want.metrics) == set(recs[0]["metrics"])
+    for rec in recs:
+        for k, v in want.metrics.items():
+            # the same operations on the same float32 values: equal up to float64 round-off
+            # (identical in practice); kd ~ 1e-3 .. 1, fd ~ 1, shares exact
+            assert rec["metrics"][k] == pytest.approx(v, rel=1e-12, abs=1e-15), k
+
+
+def test_resident_rows_give_every_device_rows_metric_the_numbers_of_numpy_rows():
+    """score_set with the reference rows held as a tensor (ResidentRows) equals score_set with
+    the numpy rows bit for bit, for every metric declaring ``device_rows`` (and the metrics
+    without it still get numpy): overlapping Gaussian sets, so that precision, recall,
+    density and coverage are neither 0 nor 1, and N > D (fd from the moments pass)."""
+    from evalkit.features.featureset import FeatureSet
+    from evalkit.metrics import metric_specs
+    from evalkit.scoring.plan import parse_metric_list
+    from evalkit.scoring.run import ResidentRows, resident_kinds
+    from evalkit.scoring.score import ScoreConfig, score_set
+
+    rng = np.random.default_rng(7)
+    real = FeatureSet({"features": rng.normal(size=(300, 16)).astype(np.float32),
+                       "embedding": rng.normal(size=(300, 8)).astype(np.float32),
+                       "spatial": rng.normal(size=(300, 12)).astype(np.float32)}, source="real")
+    fake = FeatureSet({"features": (rng.normal(size=(200, 16)) * 1.3 + 0.2).astype(np.float32),
+                       "embedding": rng.normal(size=(200, 8)).astype(np.float32) + 0.1,
+                       "spatial": rng.normal(size=(200, 12)).astype(np.float32)}, source="fake")
+    names = [s.name for s in metric_specs() if s.device_rows]
+    assert {"fd", "sfid", "fd_inf", "kd", "precision", "realism", "cmmd"} <= set(names)
+    config = ScoreConfig(metrics=parse_metric_list(",".join(names)), seed=3, device="cpu",
+                         progress=False)
+    specs = [s for s in metric_specs() if s.name in names]
+    resident = ResidentRows(real, resident_kinds(specs, real), "cpu")
+    assert resident.conversions == 3  # features, spatial, embedding
+    got = score_set(fake, real, None, config, name="x", resident=resident).values
+    want = score_set(fake, real, None, config, name="x").values
+    assert got == want  # the same float operations on the same values: identical
+    assert 0 < want["precision"] < 1 and 0 < want["coverage"] < 1 and want["fd"] > 0.1
+
+
 # -- Lightning ---------------------------------------------------------------------------------
 pl = pytest.importorskip("lightning.pytorch")
 

@@ -12,8 +12,12 @@ mean and covariance alone, ``fd``/``sfid``, and ``num_samples > 2·D``:
 float64 mean and covariance are computed (or read from its statistics file) once, held as
 tensors on the evaluator's device and reused by every evaluation; its rows are dropped. Each
 evaluation then keeps no generated rows either (running sums per shard), so its memory does
-not grow with ``num_samples``. Otherwise the reference rows stay in host memory (the metrics
-move what they need to the device per call). Nothing is kept from one evaluation to the next
+not grow with ``num_samples``. Otherwise the reference rows the metrics read are moved once to
+the evaluator's device as tensors (:class:`evalkit.scoring.run.ResidentRows`, in their own
+dtype) and handed to every evaluation's metrics that take device tensors (registry
+``device_rows``: ``fd``, ``sfid``, ``fd_inf``, ``kd``, ``precision``/``recall``/``density``/
+``coverage``, ``realism``, ``cmmd``); the other metrics get the host rows and move what they
+need per call, as :func:`evalkit.score` does. Nothing is kept from one evaluation to the next
 but the records' summary (:attr:`TrainingEvaluator.history`), so memory stays flat over many
 evaluations.
 """
@@ -32,8 +36,10 @@ from evalkit.features.featureset import FeatureSet
 from evalkit.features.generate import GeneratedSource
 from evalkit.features.loader import load_generated, stream_outputs
 from evalkit.features.options import ExtractOptions
+from evalkit.metrics import get_metric, list_metrics
 from evalkit.results.record import build_record, write_records
 from evalkit.scoring.plan import moment_arrays, parse_metric_list
+from evalkit.scoring.run import ResidentRows, resident_kinds
 from evalkit.scoring.score import ScoreConfig, score_set
 
 
@@ -88,6 +94,12 @@ class TrainingEvaluator:
         # only rank 0 scores (the others hold a placeholder under torch.distributed)
         self.real = (reference_on_device(real, self.streamed, dev)
                      if self.streamed and dist.is_main() else real)
+        # the rows the metrics that take device tensors read: moved once, reused every time
+        self.resident = None
+        if dist.is_main() and self.real.has_samples:
+            kinds = resident_kinds([get_metric(n) for n in self.config.metrics or list_metrics()],
+                                   self.real)
+            self.resident = ResidentRows(self.real, kinds, dev) if kinds else None
         self.labels, self.num_classes = labels, num_classes
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.name = name
@@ -107,7 +119,8 @@ class TrainingEvaluator:
         record = None
         if dist.is_main():
             scores = score_set(fake, self.real, None, self.config, name=self.name,
-                               ref_name=self.real.meta.get("reference_name"))
+                               ref_name=self.real.meta.get("reference_name"),
+                               resident=self.resident)
             record = build_record(scores, generator=src.describe(), step=step)
             if self.out_dir is not None:
                 self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,15 +23,70 @@ def stream_name(spec: MetricSpec) -> str:
     return f"{spec.fn.__module__}.{spec.fn.__qualname__}"
 
 
+class ResidentRows:
+    """Reference arrays moved once to a device, as tensors, for the metrics that take them.
+
+    ``ResidentRows(real, kinds, device)`` converts each of ``kinds`` present in ``real``
+    (``torch.as_tensor``: its own dtype, float32 for extracted features; in host memory no copy
+    at all) and holds it with the numpy array it came from. :meth:`get` then gives the tensor
+    for that very array object (by identity, so a subsample or another set falls back to its
+    own numpy rows) and the array itself otherwise. Scoring passes the tensor to metrics whose
+    registry entry declares ``device_rows``; the others get the numpy array as before. What a
+    :class:`~evalkit.integrations.TrainingEvaluator` uses so that the reference rows cross to
+    the device once, not in every evaluation's metric calls.
+    """
+
+    def __init__(self, real: FeatureSet, kinds: Any, device: Any):
+        import warnings
+
+        from evalkit.lazy import torch
+        from evalkit.metrics.primitives.common import resolve_device
+
+        self.device = resolve_device(device)
+        self.conversions = 0  # arrays moved (once each, here)
+        self._held: dict[int, tuple[Any, Any]] = {}
+        for kind in dict.fromkeys(kinds):
+            arr = real.get(kind) if real.has_samples else None
+            if arr is None or id(arr) in self._held:
+                continue
+            with warnings.catch_warnings():  # read-only arrays: nothing writes to the tensor
+                warnings.simplefilter("ignore")
+                self._held[id(arr)] = (arr, torch.as_tensor(arr).to(self.device))
+            self.conversions += 1
+
+    def get(self, arr: Any) -> Any:
+        """The device tensor held for ``arr`` (this very object), else ``arr`` itself."""
+        held = self._held.get(id(arr))
+        return held[1] if held is not None and held[0] is arr else arr
+
+    def tensors(self) -> list[Any]:
+        """The held tensors."""
+        return [t for _, t in self._held.values()]
+
+
+def resident_kinds(specs: list[MetricSpec], real: FeatureSet) -> tuple[str, ...]:
+    """The arrays of ``real`` that the metrics of ``specs`` declaring ``device_rows`` read."""
+    kinds = []
+    for spec in specs:
+        if spec.device_rows and spec.needs_real and real.has_samples:
+            arr = array_for(spec, real)
+            kind = spec.array if real.get(spec.array) is not None else spec.fallback
+            if arr is not None and kind is not None:
+                kinds.append(kind)
+    return tuple(dict.fromkeys(kinds))
+
+
 def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
                     test: FeatureSet | None, *, rng: RunRNG, device: str,
                     overrides: dict[str, Any] | None = None, stream: tuple = (),
+                    resident: ResidentRows | None = None,
                     ) -> tuple[dict[str, float], dict[str, Any], dict[str, float]]:
     """Call each metric function once (metrics sharing a function share one call).
 
     Each function draws from its own child of ``rng`` (``("metric", <function>, *stream)``).
     Returns (values, details, seconds per metric). Keys starting with "_" that a metric
-    returns are details (curves, per-class values), kept out of the values.
+    returns are details (curves, per-class values), kept out of the values. ``resident``:
+    reference rows already on the device, given to the metrics that declare ``device_rows``.
     """
     values: dict[str, float] = {}
     details: dict[str, Any] = {}
@@ -48,7 +103,7 @@ def compute_metrics(specs: list[MetricSpec], fake: FeatureSet, real: FeatureSet,
             elif not (spec.needs_real and moments_for(spec, real) is not None):
                 done[memo_key] = _call(spec, fake, real, test, overrides,
                                        seed=rng.seed_for("metric", stream_name(spec), *stream),
-                                       device=device)
+                                       device=device, resident=resident)
             else:
                 mu, cov = moments_for(spec, real)
                 done[memo_key] = spec.moments(mu, cov, array_for(spec, fake), device=device)
@@ -78,10 +133,13 @@ def _from_both_moments(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
 
 
 def _call(spec: MetricSpec, fake: FeatureSet, real: FeatureSet, test: FeatureSet | None,
-          overrides: dict[str, Any] | None, *, seed: int, device: str) -> dict[str, Any]:
+          overrides: dict[str, Any] | None, *, seed: int, device: str,
+          resident: ResidentRows | None = None) -> dict[str, Any]:
     arrays: dict[str, Any] = {"fake": array_for(spec, fake), "labels": fake.labels}
     if spec.needs_real:
         arrays["real"] = array_for(spec, real)
+        if resident is not None and spec.device_rows:
+            arrays["real"] = resident.get(arrays["real"])
     if spec.needs_test:
         arrays["test"] = array_for(spec, test)
     if spec.needs_real_labels:

@@ -17,7 +17,7 @@ from evalkit.metrics.prdc import REALISM_K
 from evalkit.scoring.intervals import BOOTSTRAP_METHOD, bootstrap_intervals
 from evalkit.scoring.plan import check_dims, plan_metrics
 from evalkit.scoring.rng import RunRNG
-from evalkit.scoring.run import compute_metrics, subsample
+from evalkit.scoring.run import ResidentRows, compute_metrics, subsample
 
 ROLES = ("samples", "reference", "test")
 
@@ -89,8 +89,12 @@ def check_same_encoder(fake: FeatureSet, other: FeatureSet | None, role: str) ->
 
 
 def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, config: ScoreConfig,
-              *, name: str, ref_name: str | None = None) -> Scores:
-    """Score one generated set: metric values, details, skipped metrics and intervals."""
+              *, name: str, ref_name: str | None = None,
+              resident: ResidentRows | None = None) -> Scores:
+    """Score one generated set: metric values, details, skipped metrics and intervals.
+
+    ``resident``: ``real``'s rows already held on the device (:class:`ResidentRows`), given to
+    the metrics that take tensors (the point estimates; intervals resample host arrays)."""
     rng = RunRNG(config.seed)
     fake_s, real_s, test_s = (subsample(fs, config.nsample, rng, role)
                               for fs, role in zip((fake, real, test), ROLES))
@@ -101,7 +105,8 @@ def score_set(fake: FeatureSet, real: FeatureSet, test: FeatureSet | None, confi
     t0 = time.perf_counter()
     values, details, seconds = compute_metrics(specs, fake_s, real_s, test_s, rng=rng,
                                                device=config.device,
-                                               overrides=config.metric_overrides())
+                                               overrides=config.metric_overrides(),
+                                               resident=resident)
     intervals, no_interval = None, {}
     if config.bootstrap:
         intervals = bootstrap_intervals(
