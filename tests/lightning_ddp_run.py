@@ -19,36 +19,26 @@ from lightning.pytorch.loggers import CSVLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import TINY  # noqa: E402  (registers the tiny test encoder)
+from lightning_models import TinyGAN  # noqa: E402
 
 from evalkit.integrations.lightning import EvalkitCallback  # noqa: E402
 
 OUT = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".")
 
 
-class StepGAN(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        self.net = torch.nn.Conv2d(4, 3, 3, padding=1)
-        with torch.no_grad():
-            for p in self.net.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+class StepGAN(TinyGAN):
+    """TinyGAN whose loss depends on ``global_step`` only, logging which rank sampled what."""
+
+    DATA = 32
 
     def sample(self, batch_size, *, seed, labels=None):
         if not self.training:  # evalkit's calls: which rank sampled which batch
             with open(OUT / f"calls-{self.global_rank}.txt", "a") as fh:
                 fh.write(f"{self.global_step} {seed}\n")
-        z = torch.randn(batch_size, 4, 12, 12, generator=torch.Generator().manual_seed(seed))
-        return torch.sigmoid(self.net(z.to(self.device)))
+        return super().sample(batch_size, seed=seed, labels=labels)
 
-    def training_step(self, batch, batch_idx):
-        return ((self.sample(4, seed=self.global_step) - 0.7) ** 2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.zeros(32, 1), batch_size=2)
+    def loss_seed(self, batch_idx: int) -> int:
+        return self.global_step
 
 
 def main() -> None:

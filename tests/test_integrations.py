@@ -210,29 +210,7 @@ def test_resident_rows_give_every_device_rows_metric_the_numbers_of_numpy_rows()
 pl = pytest.importorskip("lightning.pytorch")
 
 
-class TinyGAN(pl.LightningModule):
-    """A generator trained for a few steps on a toy loss; ``sample`` is what evalkit calls."""
-
-    def __init__(self):
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        self.net = torch.nn.Conv2d(4, 3, 3, padding=1)
-        with torch.no_grad():
-            for p in self.net.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-
-    def sample(self, batch_size, *, seed, labels=None):
-        z = torch.randn(batch_size, 4, 12, 12, generator=torch.Generator().manual_seed(seed))
-        return torch.sigmoid(self.net(z.to(self.device)))
-
-    def training_step(self, batch, batch_idx):
-        return ((self.sample(4, seed=batch_idx) - 0.7) ** 2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.5)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.zeros(16, 1), batch_size=2)
+from lightning_models import TinyGAN  # noqa: E402
 
 
 def test_lightning_callback_logs_what_the_records_say(ref, tmp_path):
