@@ -331,3 +331,42 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+# -- seed-distribution comparisons with an anchor's own code (``*_vs_dgm_eval.py``) -----------------
+def anchor_args(description: str, module_help: str, argv: Sequence[str] | None = None):
+    """The options of a script that compares a stochastic metric with an anchor module over seeds:
+    ``--dgm`` (the path of the anchor's module, kept outside the repository), ``--seeds``,
+    ``--fixtures`` (comma list, default all) and ``--threads`` (torch threads, default 1)."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--dgm", required=True, help=module_help)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--fixtures", default="", help="comma list (default: all)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def chosen(fixtures: Mapping[str, Any], arg: str) -> list[str]:
+    """The fixture names a ``--fixtures`` comma list picks (all when empty)."""
+    return [s for s in arg.split(",") if s] or list(fixtures)
+
+
+def seed_spread(ours: Sequence[float], theirs: Sequence[float]) -> dict[str, float]:
+    """Means, standard errors, sample standard deviations and the z of the difference of means
+    of two sets of draws over seeds (``z`` = 0 when both spreads are 0)."""
+    import math
+
+    import numpy as np
+
+    a, b = np.asarray(ours, float), np.asarray(theirs, float)
+    sd_a, sd_b = float(a.std(ddof=1)), float(b.std(ddof=1))
+    se_a, se_b = sd_a / math.sqrt(len(a)), sd_b / math.sqrt(len(b))
+    se = math.hypot(se_a, se_b)
+    return {"mean_a": float(a.mean()), "mean_b": float(b.mean()), "se_a": se_a, "se_b": se_b,
+            "sd_a": sd_a, "sd_b": sd_b, "z": (a.mean() - b.mean()) / se if se > 0 else 0.0}

@@ -20,14 +20,15 @@ Two comparisons per fixture:
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import math
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
-import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import anchor_args, chosen, seed_spread  # noqa: E402
 
 
 def fixtures() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -78,18 +79,12 @@ def dgm_fd_inf(mod, real, fake, seed: int | None) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dgm", required=True, help="copy of dgm_eval/metrics/fd.py")
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--fixtures", default="", help="comma list (default: all)")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = anchor_args(__doc__.splitlines()[0], "copy of dgm_eval/metrics/fd.py", argv)
     from evalkit.metrics.frechet import fd_inf
 
     mod = load_dgm(args.dgm)
     fx = fixtures()
-    names = [s for s in args.fixtures.split(",") if s] or list(fx)
+    names = chosen(fx, args.fixtures)
     print("| fixture | evalkit mean ± se | dgm-eval mean ± se | z | sd evalkit | sd dgm-eval "
           "| sd ratio | same draws: max rel. diff |")
     print("|---|---|---|---|---|---|---|---|")
@@ -99,9 +94,8 @@ def main(argv=None) -> int:
         theirs = np.array([dgm_fd_inf(mod, real, fake, None) for _ in range(args.seeds)])
         paired = np.array([dgm_fd_inf(mod, real, fake, s) for s in range(args.seeds)])
         same = float(np.max(np.abs(paired - ours) / np.abs(paired)))
-        sa, sb = ours.std(ddof=1), theirs.std(ddof=1)
-        se_a, se_b = sa / math.sqrt(len(ours)), sb / math.sqrt(len(theirs))
-        z = (ours.mean() - theirs.mean()) / math.hypot(se_a, se_b)
+        st = seed_spread(ours, theirs)
+        sa, sb, se_a, se_b, z = st["sd_a"], st["sd_b"], st["se_a"], st["se_b"], st["z"]
         print(f"| {name} (D={real.shape[1]}, Nr={len(real)}, Ng={len(fake)}) "
               f"| {ours.mean():.4f} ± {se_a:.4f} | {theirs.mean():.4f} ± {se_b:.4f} | {z:+.2f} "
               f"| {sa:.4f} | {sb:.4f} | {sa / sb:.2f} | {same:.1e} |", flush=True)

@@ -16,13 +16,15 @@ the ratio of the two spreads (a noisier estimator would show a ratio well above 
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import anchor_args, chosen, seed_spread  # noqa: E402
 
 
 def fixtures(d: int = 32) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -84,18 +86,12 @@ def dgm_run(mod, real, fake, test, seed: int, reduced: int = 10000) -> tuple[flo
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dgm", required=True, help="CPU copy of dgm_eval/metrics/fls.py")
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--fixtures", default="", help="comma list (default: all)")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = anchor_args(__doc__.splitlines()[0], "CPU copy of dgm_eval/metrics/fls.py", argv)
     from evalkit.metrics.fls import fls
 
     mod = load_dgm(args.dgm)
     fx = fixtures()
-    names = [s for s in args.fixtures.split(",") if s] or list(fx)
+    names = chosen(fx, args.fixtures)
     print("| fixture | key | evalkit mean ± se | dgm-eval mean ± se | z | diff / anchor sd "
           "| sd evalkit / sd dgm-eval |")
     print("|---|---|---|---|---|---|---|")
@@ -106,9 +102,8 @@ def main(argv=None) -> int:
         theirs = np.array([dgm_run(mod, real, fake, test, s) for s in range(args.seeds)])
         for j, key in enumerate(("fls", "fls_pog")):
             a, b = ours[:, j], theirs[:, j]
-            se_a, se_b = a.std(ddof=1) / math.sqrt(len(a)), b.std(ddof=1) / math.sqrt(len(b))
-            se = math.hypot(se_a, se_b)
-            z = (a.mean() - b.mean()) / se if se > 0 else 0.0
+            st = seed_spread(a, b)
+            se_a, se_b, z = st["se_a"], st["se_b"], st["z"]
             sd = b.std(ddof=1)
             rel = (a.mean() - b.mean()) / sd if sd > 0 else 0.0
             spread = a.std(ddof=1) / sd if sd > 0 else float("nan")
