@@ -703,3 +703,36 @@ def test_coco30k_checks_the_sample_count(tmp_path):
     assert full.record["protocol"]["complete"] is True and full.record["samples"]["n"] == 30000
     with pytest.raises(InputError, match="no 'projected' array"):
         evalkit.score(feats(50, "old", projected=False), ref, protocol="coco30k", device="cpu")
+
+
+def test_clip_cache_entries_without_projected_are_not_served(tmp_path, clip_model):
+    """A clip entry cached before ``projected`` existed (the same source and identity, the
+    key of output set 1, arrays features + embedding) is not a hit: the run extracts again
+    and gets ``projected`` (the cache key hashes clip's outputs_version 2)."""
+    import hashlib
+
+    from evalkit.features.cache import CACHE_SCHEMA, FeatureCache
+    from evalkit.features.loader import _prepare, load_features
+    from evalkit.features.options import ExtractOptions
+
+    _, weights = clip_model
+    write_images(tmp_path / "gen", 3, size=(224, 224), seed=41)
+    gen = tmp_path / "gen"
+    opts = ExtractOptions(encoder="clip", arch="ViT-B-32:openai", weights=str(weights),
+                          device="cpu", workers=0, cache_dir=str(tmp_path / "cache"))
+    src, key, identity = _prepare(str(gen), opts)
+    payload = {"schema": CACHE_SCHEMA, "source": src.fingerprint, "encoder": identity.key()}
+    old_key = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"))
+                             .encode("utf-8")).hexdigest()  # the key before output versions
+    first = load_features(str(gen), opts)
+    assert "projected" in first.arrays
+    cache = FeatureCache(opts.cache_dir)
+    cache.path(key).unlink()  # only the old-output-set entry is left
+    old = {k: v for k, v in first.arrays.items() if k != "projected"}
+    cache.store(old_key, FeatureSet(old, first.labels, meta=dict(first.meta), source=first.source))
+    assert cache.load(old_key) is not None and "projected" not in cache.load(old_key).arrays
+    again = load_features(str(gen), opts)
+    assert "projected" in again.arrays
+    np.testing.assert_allclose(again.arrays["projected"], first.arrays["projected"],
+                               atol=1e-5 * np.abs(first.arrays["projected"]).max())
+    assert cache.path(key).is_file()  # stored under the new key
