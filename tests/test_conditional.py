@@ -744,13 +744,12 @@ def test_prdc_per_class_at_k_plus_one_samples_by_hand(monkeypatch):
     (np.argpartition with kth = k + 1 on k + 1 columns); its definition continued (k+1-th
     smallest of each distance row by a full sort) equals evalkit and the hand values. A class
     with k samples is skipped, and the per-class CSV says why."""
-    import prdc as prdc_pkg
-
     from anchors import prdc_package
 
     from evalkit.metrics import prdc_per_class
     from evalkit.results.outputs import per_class_rows
 
+    prdc_pkg = pytest.importorskip("prdc")
     k = 2
     # class 0: real radii [3, 2, 3], fake radii [1.5, 1, 1.5]; ties at the radius (3 < 3,
     # 1.5 < 1.5) are outside (strict <): precision 1, recall 2/3, density (2+3+3)/3/2 = 4/3,
