@@ -189,6 +189,14 @@ def encoder_preprocess(name: str, arch: str | None = None, resize: str = "clean"
     return _built_preprocess[key]
 
 
+def encoder_outputs_version(name: str) -> int:
+    """The declared version of ``name``'s set of outputs (``Builtin.outputs_version``; 1 for
+    an encoder not registered), read from the declaration without importing its module."""
+    _load_plugins()
+    entry = ENCODERS._entries.get(name) if name in ENCODERS else None
+    return int(getattr(entry, "outputs_version", 1) or 1)
+
+
 def encoder_weights_spec(name: str, arch: str | None = None) -> WeightsSpec | None:
     """The declared weights of ``name``/``arch`` (None for weight-free encoders)."""
     spec = get_encoder_spec(name)

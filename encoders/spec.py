@@ -93,6 +93,8 @@ class EncoderSpec:
     # arch -> WeightsSpec for open-ended arch names (raises InputError for an unknown one)
     weights_for: Callable[[str], WeightsSpec | None] | None = None
     resizes: tuple[str, ...] = ("clean",)  # the --resize modes the factory accepts
+    # bumped whenever the set of outputs changes (see Builtin.outputs_version)
+    outputs_version: int = 1
 
 
 class LazyArchTable(Mapping):
@@ -132,6 +134,11 @@ class Builtin:
     resize, e.g. pytorch-fid's in-network bilinear for Inception). ``packages``: the optional
     Python packages it imports, as (import name, evalkit extra that installs it): checked
     before any weights are looked for (:func:`evalkit.encoders.check_packages`).
+    ``outputs_version``: the version of the set of outputs the encoder produces, 1 for the
+    set it was released with; bump it whenever an output is added, removed or changes
+    meaning. It goes into the feature-cache key (:func:`evalkit.features.cache.cache_key`,
+    only when not 1, so the keys of encoders whose outputs never changed stay as they were):
+    an entry cached with another output set is never served. clip: 2 (``projected`` added).
     """
 
     name: str
@@ -142,6 +149,7 @@ class Builtin:
     resizes: tuple[str, ...] = ("clean",)
     module: str = ""
     packages: tuple[tuple[str, str], ...] = ()
+    outputs_version: int = 1
 
     @property
     def module_name(self) -> str:
@@ -163,7 +171,7 @@ class Builtin:
             outputs=outputs if outputs is not None else {arch: dict(self.default_outputs)},
             weights=weights if weights is not None else {arch: None},
             input_size=input_size or {}, preprocess=preprocess, weights_for=weights_for,
-            resizes=self.resizes)
+            resizes=self.resizes, outputs_version=self.outputs_version)
 
 
 def check_arch(encoder: str, arch: str, archs) -> None:
@@ -221,7 +229,7 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
             "features before the projection + normalised embedding + the projection unnormalised",
             ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-bigG-14"),
             "ViT-L-14", {"features": 1024, "embedding": 768, "projected": 768},
-            packages=(("open_clip", "models"),)),
+            packages=(("open_clip", "models"),), outputs_version=2),  # 2: + projected
     Builtin("convnext", "ConvNeXt-Large IN-22k (dgm-eval): global pool + head norm (pre-logits), "
             "256->224 centre crop",
             ("convnext_large.fb_in22k",), "convnext_large.fb_in22k", {"features": 1536},

@@ -223,7 +223,12 @@ def prdc_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *, neare
 
     :func:`evalkit.metrics.prdc.prdc` (Naeem et al., ICML 2020; equal to the ``prdc`` package)
     on each class's generated and reference features, every class weighing the same. A class
-    needs more than ``nearest_k`` samples in both sets; the others are listed in ``_skipped``.
+    needs more than ``nearest_k`` samples in both sets (the k-th neighbour of a sample, itself
+    excluded, must exist); the others are listed in ``_skipped`` (the per-class CSV says why).
+    At exactly ``nearest_k + 1`` samples each radius is the sample's largest distance to the
+    other k, the package's definition (the (k+1)-th smallest distance, self included) taken
+    as it reads; the ``prdc`` package itself raises there (``np.argpartition`` with
+    ``kth = k + 1`` on k + 1 columns is out of bounds), so it cannot be compared at that size.
     Each class's four values are in ``_per_class``. A class larger than ``max_samples`` is
     subsampled with seed 0 (prdc's convention), so the values take no run seed.
 

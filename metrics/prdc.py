@@ -66,7 +66,11 @@ def prdc(
 
     Equals ``prdc.compute_prdc(real, fake, nearest_k)`` of the ``prdc`` package (clovaai, v0.2)
     exactly whenever no subsampling happens, including its float32 rounding of distances for
-    float32 features (sklearn ``pairwise_distances``). Sets larger than ``max_samples`` are
+    float32 features (sklearn ``pairwise_distances``) and a set has more than ``nearest_k + 1``
+    samples; at exactly ``nearest_k + 1`` (the smallest size with a k-th neighbour besides the
+    sample itself: the radius is its largest distance to the others) the package raises
+    (``np.argpartition`` with ``kth = k + 1`` on k + 1 columns), evalkit computes its
+    definition as written. Sets larger than ``max_samples`` are
     replaced by seeded subsets (real first, then generated, from ``numpy.random.default_rng(seed)``).
 
     The four values come from one call; the registry lists four metrics sharing this function.

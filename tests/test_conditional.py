@@ -703,3 +703,84 @@ def test_coco30k_checks_the_sample_count(tmp_path):
     assert full.record["protocol"]["complete"] is True and full.record["samples"]["n"] == 30000
     with pytest.raises(InputError, match="no 'projected' array"):
         evalkit.score(feats(50, "old", projected=False), ref, protocol="coco30k", device="cpu")
+
+
+def test_clip_cache_entries_without_projected_are_not_served(tmp_path, clip_model):
+    """A clip entry cached before ``projected`` existed (the same source and identity, the
+    key of output set 1, arrays features + embedding) is not a hit: the run extracts again
+    and gets ``projected`` (the cache key hashes clip's outputs_version 2)."""
+    import hashlib
+
+    from evalkit.features.cache import CACHE_SCHEMA, FeatureCache
+    from evalkit.features.loader import _prepare, load_features
+    from evalkit.features.options import ExtractOptions
+
+    _, weights = clip_model
+    write_images(tmp_path / "gen", 3, size=(224, 224), seed=41)
+    gen = tmp_path / "gen"
+    opts = ExtractOptions(encoder="clip", arch="ViT-B-32:openai", weights=str(weights),
+                          device="cpu", workers=0, cache_dir=str(tmp_path / "cache"))
+    src, key, identity = _prepare(str(gen), opts)
+    payload = {"schema": CACHE_SCHEMA, "source": src.fingerprint, "encoder": identity.key()}
+    old_key = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"))
+                             .encode("utf-8")).hexdigest()  # the key before output versions
+    first = load_features(str(gen), opts)
+    assert "projected" in first.arrays
+    cache = FeatureCache(opts.cache_dir)
+    cache.path(key).unlink()  # only the old-output-set entry is left
+    old = {k: v for k, v in first.arrays.items() if k != "projected"}
+    cache.store(old_key, FeatureSet(old, first.labels, meta=dict(first.meta), source=first.source))
+    assert cache.load(old_key) is not None and "projected" not in cache.load(old_key).arrays
+    again = load_features(str(gen), opts)
+    assert "projected" in again.arrays
+    np.testing.assert_allclose(again.arrays["projected"], first.arrays["projected"],
+                               atol=1e-5 * np.abs(first.arrays["projected"]).max())
+    assert cache.path(key).is_file()  # stored under the new key
+
+
+def test_prdc_per_class_at_k_plus_one_samples_by_hand(monkeypatch):
+    """A class with exactly k + 1 samples: each radius is the k-th neighbour excluding the
+    sample itself, i.e. its largest distance to the other k. The prdc package raises there
+    (np.argpartition with kth = k + 1 on k + 1 columns); its definition continued (k+1-th
+    smallest of each distance row by a full sort) equals evalkit and the hand values. A class
+    with k samples is skipped, and the per-class CSV says why."""
+    from anchors import prdc_package
+
+    from evalkit.metrics import prdc_per_class
+    from evalkit.results.outputs import per_class_rows
+
+    prdc_pkg = pytest.importorskip("prdc")
+    k = 2
+    # class 0: real radii [3, 2, 3], fake radii [1.5, 1, 1.5]; ties at the radius (3 < 3,
+    # 1.5 < 1.5) are outside (strict <): precision 1, recall 2/3, density (2+3+3)/3/2 = 4/3,
+    # coverage 1. class 1: fake radii [7, 6.5, 7]; 7 lies in no real sphere: precision 2/3,
+    # recall 1, density (2+3+0)/3/2 = 5/6, coverage 1. class 2: k fake samples -> skipped.
+    real = np.array([0, 1, 3, 0, 1, 3, 0, 1, 3], dtype=np.float64)[:, None]
+    lab_r = np.repeat([0, 1, 2], 3)
+    fake = np.array([0, 0.5, 1.5, 0, 0.5, 7, 0, 1], dtype=np.float64)[:, None]
+    lab_f = np.repeat([0, 1, 2], [3, 3, 2])
+    hand = {"0": {"precision": 1, "recall": 2 / 3, "density": 4 / 3, "coverage": 1},
+            "1": {"precision": 2 / 3, "recall": 1, "density": 5 / 6, "coverage": 1}}
+    out = prdc_per_class(real, fake, lab_f, lab_r, nearest_k=k, device="cpu")
+    assert out["_skipped"] == ["2"]
+    for c, want in hand.items():
+        assert out["_per_class"][c] == pytest.approx(want, abs=1e-12)
+    for key in ("precision", "recall", "density", "coverage"):
+        assert out[f"{key}_per_class"] == pytest.approx(
+            np.mean([hand[c][key] for c in hand]), abs=1e-12)
+
+    with pytest.raises(ValueError, match="kth"):  # the package at n = k + 1
+        prdc_package(real[lab_r == 0], fake[lab_f == 0], k)
+    monkeypatch.setattr(prdc_pkg.prdc, "get_kth_value",
+                        lambda d, k, axis=-1: np.sort(d, axis=axis)[..., k - 1])
+    for c in hand:
+        got = prdc_package(real[lab_r == int(c)], fake[lab_f == int(c)], k)
+        assert got == pytest.approx(hand[c], abs=1e-12)
+
+    fs_f = FeatureSet({"features": fake}, lab_f, source="f")
+    fs_r = FeatureSet({"features": real}, lab_r, source="r")
+    rows = {r["class"]: r for r in per_class_rows(fs_f, fs_r, {"precision_per_class": out},
+                                                  nearest_k=k)}
+    assert rows["2"]["precision"] is None and rows["2"]["n_samples"] == 2
+    assert "prdc: at most k = 2 samples in a set" in rows["2"]["skipped"]
+    assert "prdc" not in rows["0"]["skipped"] and rows["0"]["recall"] == pytest.approx(2 / 3)

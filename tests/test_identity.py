@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -94,3 +95,63 @@ def test_one_identity_function_local_and_downloading(tmp_path, monkeypatch):
     digest = hashlib.sha256(b"weights").hexdigest()
     assert local_identity(given) == (identity_for(given), True)
     assert identity_for(given).weights_sha256 == digest
+
+
+# The declared output set of every built-in encoder and its outputs_version. Changing an
+# encoder's outputs without bumping its outputs_version would let the cache serve entries
+# that lack the new output: update both together (and this table).
+DECLARED_OUTPUTS = {
+    "pixel": (1, {"features"}),
+    "inception": (1, {"features", "logits", "spatial"}),
+    "dinov2": (1, {"features"}),
+    "clip": (2, {"features", "embedding", "projected"}),  # 2: projected added
+    "convnext": (1, {"features"}),
+    "data2vec": (1, {"features"}),
+    "mae": (1, {"features"}),
+    "swav": (1, {"features"}),
+    "simclr": (1, {"features"}),
+    "timm": (1, {"features"}),
+}
+
+
+def test_output_sets_are_versioned():
+    from evalkit import encoders
+
+    assert {name: (b.outputs_version, set(b.default_outputs))
+            for name, b in encoders.BUILTINS.items()} == DECLARED_OUTPUTS
+    for name, (version, _) in DECLARED_OUTPUTS.items():
+        assert encoders.encoder_outputs_version(name) == version
+    assert encoders.get_encoder_spec("clip").outputs_version == 2  # the module's spec agrees
+    assert encoders.encoder_outputs_version("not_registered") == 1
+
+
+def _cache_key_by_hand(fingerprint: str, identity_key: str, outputs: int | None = None) -> str:
+    payload = {"schema": 2, "source": fingerprint, "encoder": identity_key}
+    if outputs is not None:
+        payload["outputs"] = outputs
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"))
+                          .encode("utf-8")).hexdigest()
+
+
+def test_cache_keys_of_encoders_whose_outputs_did_not_change_are_kept():
+    """The output-set version enters the cache key only where it is not 1: pixel and
+    inception keep the keys they had before versions existed (pinned literals, computed
+    before the change); clip's key moved (its entries without ``projected`` are not served)."""
+    from evalkit.features.identity import local_identity
+    from evalkit.features.options import ExtractOptions
+
+    fp = "f" * 64
+    pixel = local_identity(ExtractOptions(encoder="pixel"))[0]
+    inception = dataclasses.replace(local_identity(ExtractOptions(encoder="inception"))[0],
+                                    weights_sha256="ab" * 32)
+    clip = dataclasses.replace(
+        local_identity(ExtractOptions(encoder="clip", arch="ViT-B-32:openai"))[0],
+        weights_sha256="ab" * 32)
+    assert cache_key(fp, pixel) == \
+        "b40456c5b000e6ef049182d2c599ab51d7497a87159fa62274a13ca703b55cfb"
+    assert cache_key(fp, inception) == \
+        "6601784ee476299aa5a369be2feecef201495195c655a635a251839125158f1b"
+    before = "19559aedb7d4e88edc116a1da6ec0b37856b1753e1f3c36f90589e8eb29c0f29"  # clip, v1 key
+    assert _cache_key_by_hand(fp, clip.key()) == before
+    assert cache_key(fp, clip) != before
+    assert cache_key(fp, clip) == _cache_key_by_hand(fp, clip.key(), outputs=2)

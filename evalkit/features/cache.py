@@ -2,7 +2,8 @@
 
 Keys hash content and configuration, as torch-fidelity's and clean-fid's caches do: the cache
 schema version, the source's fast fingerprint, the encoder identity (name, arch, weights
-sha256, preprocessing) and the precision; never a bare name (dgm-eval's cache key ignored arch
+sha256, preprocessing), the precision and the version of the encoder's declared output set;
+never a bare name (dgm-eval's cache key ignored arch
 and resizing). Entries are written atomically (temp file + ``os.replace``, as torch-fidelity
 does) and carry their key and a sha256 of their arrays in ``meta["cache"]``; an entry that
 fails to load, holds another key or whose arrays do not match the checksum is warned about,
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from evalkit import encoders
 from evalkit.errors import CacheWarning, InputError
 from evalkit.features.featureset import FeatureSet, load_feature_file, save_feature_file
 from evalkit.features.identity import EncoderIdentity
@@ -38,12 +40,20 @@ CACHE_SCHEMA = 2  # 2: keys from EncoderIdentity.key() (precision inside the ide
 
 
 def cache_key(fingerprint: str, identity: EncoderIdentity) -> str:
-    """sha256 hex of the JSON of (cache schema, source fingerprint, encoder identity key).
+    """sha256 hex of the JSON of (cache schema, source fingerprint, encoder identity key and
+    the version of the encoder's output set).
 
     The identity (:class:`evalkit.features.identity.EncoderIdentity`) carries the encoder, arch,
-    weights sha256, preprocessing and precision; changing any of them changes the key.
+    weights sha256, preprocessing and precision; changing any of them changes the key. The
+    encoder's declared ``outputs_version`` (:class:`evalkit.encoders.spec.Builtin`) is hashed
+    too, so an entry holding another set of outputs (clip features cached before
+    ``projected`` existed) is never served; it enters the payload only when it is not 1, so
+    the keys of encoders whose outputs never changed are the ones they always had.
     """
     payload = {"schema": CACHE_SCHEMA, "source": fingerprint, "encoder": identity.key()}
+    version = encoders.encoder_outputs_version(identity.name)
+    if version != 1:
+        payload["outputs"] = version
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

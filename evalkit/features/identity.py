@@ -5,7 +5,10 @@ weights (sha256 of the file loaded), the same preprocessing (``Preprocess.descri
 resize mode, crop, mean/std, in-network resize) and the same numeric precision produced them.
 This frozen type is that identity; everything else derives from it:
 
-- the feature-cache key (:func:`evalkit.features.cache.cache_key`),
+- the feature-cache key (:func:`evalkit.features.cache.cache_key`, which also hashes the
+  version of the encoder's declared output set, ``Builtin.outputs_version``: which arrays an
+  entry holds is a property of the cache entry, not of the features' comparability, so it is
+  not a field here and feature files made before an output was added still compare equal),
 - the reference store's entry file name and matching (:mod:`evalkit.refs.manifest`),
 - the ``encoder`` field of feature-file meta and result records,
 - the encoder part of a record's protocol (:func:`evalkit.results.record.protocol_of`).

@@ -217,8 +217,9 @@ class ResolvedProtocol:
         changed); statistics-only sets and protocols scoring ``features`` pass through.
 
         Raises:
-            InputError: the set lacks that output (features of another encoder, or extracted
-                by an evalkit that did not store it: extract again with ``--no-cache``).
+            InputError: the set lacks that output (features of another encoder, or a feature
+                file saved by an evalkit that did not store it: extract again from the images;
+                cache entries made then are never served, their key is of another output set).
         """
         kind = self.protocol.features
         if fs is None or kind == "features" or not fs.has_samples:
@@ -226,8 +227,8 @@ class ResolvedProtocol:
         if kind not in fs.arrays:
             raise InputError(f"{fs.source}: no '{kind}' array, which --protocol "
                              f"{self.protocol.name} scores ({self.options.encoder} "
-                             f"{self.options.arch} features from an older evalkit? extract "
-                             "again with --no-cache)")
+                             f"{self.options.arch} features saved by an older evalkit? "
+                             "extract them again from the images)")
         return replace(fs, arrays={**fs.arrays, "features": fs.arrays[kind]})
 
 
