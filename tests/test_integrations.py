@@ -127,7 +127,7 @@ ROWS_METRICS = "fd,fd_inf,kd,precision,recall,density,coverage,realism,authpct"
 def test_reference_rows_move_to_the_device_once_and_give_the_same_numbers(tmp_path, monkeypatch):
     """Metrics that need rows (kd, prdc, fd_inf, ...): the reference rows are converted to a
     tensor on the evaluator's device once, and every evaluation hands that same tensor to the
-    metrics declaring ``device_rows`` (the others get the host numpy rows); the values equal
+    metrics declaring ``device_rows`` (all of these); the values equal
     evalkit.score with the generator, which passes numpy arrays."""
     from evalkit.metrics._registry import MetricSpec
     from evalkit.scoring.run import ResidentRows
@@ -160,11 +160,9 @@ def test_reference_rows_move_to_the_device_once_and_give_the_same_numbers(tmp_pa
     assert held.dtype == torch.float32 and held.shape == host.shape
     if ev.device.type == "cpu":  # in host memory the tensor is the numpy array's own buffer
         assert held.data_ptr() == host.ctypes.data
-    for name in ("fd", "fd_inf", "kd", "precision", "realism"):
+    for name in ("fd", "fd_inf", "kd", "precision", "realism", "authpct"):
         assert len(given[name]) == 4, name
         assert all(r is held for r in given[name]), name  # the same tensor every evaluation
-    assert len(given["authpct"]) == 4  # no device_rows: the host rows, as before
-    assert all(r is host for r in given["authpct"])
     monkeypatch.undo()
     want = evalkit.score(generator=tiny_generator, num_samples=60, ref=big, metrics=ROWS_METRICS,
                          seed=4, workers=0, quiet=True, use_cache=False, **OPTS)
