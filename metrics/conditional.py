@@ -9,7 +9,7 @@ from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
 from evalkit.metrics.prdc import prdc
-from evalkit.metrics.primitives.common import check_points, resolve_device
+from evalkit.metrics.primitives.common import check_points, resolve_device, take_rows
 from evalkit.metrics.vendi import vendi
 
 # bytes of float64 one batch of per-class products may take (A B^T of every class in it)
@@ -215,7 +215,7 @@ def fd_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *,
            select=False, column=("per class", "density")),
     Output("coverage_per_class", "higher", "mean over classes of PRDC coverage within each class",
            select=False, column=("per class", "coverage")),
-    args=("real", "fake", "labels", "real_labels"), min_samples=2, position=65,
+    args=("real", "fake", "labels", "real_labels"), min_samples=2, position=65, device_rows=True,
 )
 def prdc_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *, nearest_k: int = 5,
                    max_samples: int = 10000, device: Any = None) -> dict[str, Any]:
@@ -245,7 +245,6 @@ def prdc_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *, neare
     if lab_f.shape != (n,) or lab_r.shape != (m,):
         raise MetricInputError(f"precision_per_class: {lab_f.shape[0]} labels for {n} generated and "
                                f"{lab_r.shape[0]} for {m} reference samples")
-    x, y = _as_numpy(fake), _as_numpy(real)
     rows_f, rows_r = dict(_by_label(lab_f)), dict(_by_label(lab_r))
     per: dict[str, dict[str, float]] = {}
     skipped = []
@@ -255,8 +254,9 @@ def prdc_per_class(real: Any, fake: Any, labels: Any, real_labels: Any, *, neare
         if idx_f is None or idx_r is None or min(len(idx_f), len(idx_r)) <= nearest_k:
             skipped.append(key)
             continue
-        per[key] = prdc(y[idx_r], x[idx_f], nearest_k=nearest_k, max_samples=max_samples, seed=0,
-                        device=device)
+        # rows taken where they are (a reference held on the device stays there)
+        per[key] = prdc(take_rows(real, idx_r), take_rows(fake, idx_f), nearest_k=nearest_k,
+                        max_samples=max_samples, seed=0, device=device)
     if not per:  # reported as not computed, with every class listed as skipped
         return {**dict.fromkeys(("precision_per_class", "recall_per_class", "density_per_class",
                                  "coverage_per_class")), "_per_class": {}, "_skipped": skipped}

@@ -186,6 +186,7 @@ def _train_lse(d: torch.Tensor, log_s: torch.Tensor, dim: int) -> torch.Tensor:
            "FLS overfitting: % of generated kernels more likely under train than test samples, minus 50",
            range=(-50.0, 50.0)),
     args=("real", "fake", "test"), min_samples=2, order_invariant=False, position=110,
+    device_rows=True,
 )
 def fls(
     real: Any,
@@ -326,7 +327,6 @@ def _fls_group(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: l
     leading batch axis of R sets (their subsets drawn one by one as fls draws them)."""
     nr = check_points("fls", "reference", real, 2)
     nt = check_points("fls", "test", test, 1, dim=real.shape[1])
-    real_a, test_a, fake_a = (np.asarray(a) for a in (real, test, fake))
     n = min(int(max_samples), nr // 2, nt, len(rows[0]))
     idx = {"train": [], "base": [], "test": [], "gen": []}
     check_points("fls", "generated", fake, 1, dim=real.shape[1])
@@ -337,12 +337,13 @@ def _fls_group(real: Any, fake: Any, test: Any, rows: list[np.ndarray], seeds: l
         ri = rng.choice(nr, 2 * n, replace=False)
         for key, v in (("train", ri[:n]), ("base", ri[n:]), ("test", ti), ("gen", np.asarray(r)[gi])):
             idx[key].append(v)
-    dim = int(real_a.shape[1])
+    dim = int(real.shape[1])
     # standardised in chunks of rounds that stay in cache; only the n×n distances are kept
     step = max(1, BATCH_ROW_ELEMENTS // (4 * n * dim))
     dists: list[list[torch.Tensor]] = [[], [], [], []]
     # the sets' rows rounded to float32 once (fls's _tensor); each chunk gathers its rounds' rows
-    pools = [torch.as_tensor(np.asarray(a)).to(torch.float32).to(dev) for a in (real_a, test_a, fake_a)]
+    pools = [(a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))).to(torch.float32).to(dev)
+             for a in (real, test, fake)]
     order = ((0, "train"), (0, "base"), (1, "test"), (2, "gen"))
     for c in range(0, len(rows), step):
         # (c, 4n, D): the rows of each set in fls's set order

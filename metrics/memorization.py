@@ -52,7 +52,7 @@ def authenticity(real: Any, fake: Any, *, device: Any = None,
 @register_metric(
     Output("authpct", "higher", "authenticity %: generated samples farther from their nearest real sample "
            "than it is from its own (Alaa et al. 2022)", range=(0.0, 100.0)),
-    min_samples=2, position=90,
+    min_samples=2, position=90, device_rows=True,
 )
 def authpct(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Authenticity percentage of the generated samples.
@@ -260,6 +260,7 @@ def kmeans(
     Output("ct", "zero", "C_T data-copying test: Mann-Whitney Z of nearest-train distances, generated vs "
            "test, per k-means cell (Meehan et al. 2020)"),
     args=("real", "fake", "test"), min_samples=61, order_invariant=False, position=100,
+    device_rows=True,
 )
 def ct(
     real: Any,

@@ -7,7 +7,7 @@ import numpy as np
 
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator
+from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator, take_rows
 
 RARITY_K = 3
 _ELEMENTS = 1 << 24  # float64 distances per block (128 MiB)
@@ -21,14 +21,16 @@ def rarity_scores(real: Any, fake: Any, *, nearest_k: int = RARITY_K, max_sample
                   seed: Seed = 0, device: Any = None) -> np.ndarray:
     """Per generated sample: the smallest k-NN radius among the real balls that contain it
     (strictly closer than the radius), NaN for a sample in no ball. Distances in float64.
-    A reference larger than ``max_samples`` is subsampled (seeded, as PRDC's reference)."""
+    A reference larger than ``max_samples`` is subsampled (seeded, as PRDC's reference). ``real``
+    and ``fake`` may be numpy arrays or torch tensors on any device (taken there, no host copy)."""
     dev = resolve_device(device)
-    real = np.asarray(real)
-    if max_samples is not None and real.shape[0] > max_samples:
-        real = real[np.sort(seeded_generator(seed).choice(real.shape[0], max_samples, replace=False))]
-    rows = max(1, _ELEMENTS // real.shape[0])
+    n_real = int(real.shape[0])
+    if max_samples is not None and n_real > max_samples:
+        real = take_rows(real, np.sort(seeded_generator(seed).choice(n_real, max_samples, replace=False)))
+    rows = max(1, _ELEMENTS // int(real.shape[0]))
     r = torch.as_tensor(real, dtype=torch.float64, device=dev)
-    f = torch.as_tensor(np.asarray(fake), dtype=torch.float64, device=dev)
+    f = torch.as_tensor(fake if isinstance(fake, torch.Tensor) else np.asarray(fake),
+                        dtype=torch.float64, device=dev)
     radii = torch.empty(r.shape[0], dtype=torch.float64, device=dev)
     for s in range(0, r.shape[0], rows):  # k-th other real sample (the row itself is 0th)
         radii[s:s + rows] = _sq(r[s:s + rows], r).kthvalue(nearest_k + 1, dim=1).values
@@ -46,7 +48,7 @@ def rarity_scores(real: Any, fake: Any, *, nearest_k: int = RARITY_K, max_sample
            "the smallest k-NN radius (k=3) of the real balls containing them (Han et al. 2023)"),
     Output("rarity_outside", "none", "generated samples in no real k-NN ball (left out of rarity)",
            select=False),
-    args=("real", "fake"), min_samples=RARITY_K + 1, position=75,
+    args=("real", "fake"), min_samples=RARITY_K + 1, position=75, device_rows=True,
 )
 def rarity(real: Any, fake: Any, *, nearest_k: int = RARITY_K, max_samples: int | None = 10000,
            seed: Seed = 0, device: Any = None) -> dict[str, float]:
@@ -73,7 +75,7 @@ def rarity(real: Any, fake: Any, *, nearest_k: int = RARITY_K, max_samples: int 
         device: torch device.
     """
     check_points("rarity", "reference", real, nearest_k + 1)
-    check_points("rarity", "generated", fake, 1, dim=np.shape(real)[1])
+    check_points("rarity", "generated", fake, 1, dim=int(real.shape[1]))
     s = rarity_scores(real, fake, nearest_k=nearest_k, max_samples=max_samples, seed=seed, device=device)
     inside = ~np.isnan(s)
     return {"rarity": float(s[inside].mean()) if inside.any() else float("nan"),

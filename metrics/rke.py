@@ -8,7 +8,7 @@ import numpy as np
 from evalkit.errors import MetricInputError
 from evalkit.lazy import torch
 from evalkit.metrics._registry import Output, register_metric
-from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator
+from evalkit.metrics.primitives.common import Seed, check_points, resolve_device, seeded_generator, take_rows
 
 # rows of the N x N kernel computed per step of the streamed sum
 _ROWS = 2048
@@ -33,7 +33,7 @@ def median_distance(x: Any, *, max_samples: int = 2000, seed: Seed = 0, device: 
     idx = None
     if n > max_samples:
         idx = np.sort(seeded_generator(seed).choice(n, size=max_samples, replace=False))
-    rows = _as64(x if idx is None else np.asarray(x)[idx], dev)
+    rows = _as64(take_rows(x, idx), dev)
     d = sq_dists(rows, rows)
     iu = torch.triu_indices(d.shape[0], d.shape[0], offset=1, device=dev)
     return float(torch.sqrt(torch.median(d[iu[0], iu[1]].cpu().double()))) if iu.shape[1] else 0.0
@@ -55,7 +55,7 @@ def rke_sum(x: Any, sigma: float, device: Any = None) -> float:
            "eigenvalues of the generated features (Jalali et al. 2023)"),
     Output("rke_sigma", "none", "the Gaussian kernel bandwidth rke used (--rke-sigma, default the "
            "median pairwise distance of the reference)", select=False),
-    args=("real", "fake"), min_samples=2, position=85,
+    args=("real", "fake"), min_samples=2, position=85, device_rows=True,
 )
 def rke(real: Any, fake: Any, *, sigma: float | None = None, max_median: int = 2000,
         max_samples: int | None = 10000, seed: Seed = 0, device: Any = None) -> dict[str, float]:

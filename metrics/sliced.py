@@ -24,7 +24,7 @@ def mean_and_m2(x: Any, device: torch.device, which: str) -> tuple[torch.Tensor,
 @register_metric(
     Output("sw_approx", "lower", "Approximate sliced Wasserstein-2 distance from means and second moments",
            range=(0.0, math.inf)),
-    array="features", min_samples=2, position=120,
+    array="features", min_samples=2, position=120, device_rows=True,
 )
 def sw_approx(real: Any, fake: Any, *, device: Any = None) -> dict[str, float]:
     """Approximate sliced Wasserstein distance (Nadjahi et al. 2021, "Fast approximation of the

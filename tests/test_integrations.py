@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import tracemalloc
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ ROWS_METRICS = "fd,fd_inf,kd,precision,recall,density,coverage,realism,authpct"
 def test_reference_rows_move_to_the_device_once_and_give_the_same_numbers(tmp_path, monkeypatch):
     """Metrics that need rows (kd, prdc, fd_inf, ...): the reference rows are converted to a
     tensor on the evaluator's device once, and every evaluation hands that same tensor to the
-    metrics declaring ``device_rows`` (the others get the host numpy rows); the values equal
+    metrics declaring ``device_rows`` (all of these); the values equal
     evalkit.score with the generator, which passes numpy arrays."""
     from evalkit.metrics._registry import MetricSpec
     from evalkit.scoring.run import ResidentRows
@@ -159,11 +160,9 @@ def test_reference_rows_move_to_the_device_once_and_give_the_same_numbers(tmp_pa
     assert held.dtype == torch.float32 and held.shape == host.shape
     if ev.device.type == "cpu":  # in host memory the tensor is the numpy array's own buffer
         assert held.data_ptr() == host.ctypes.data
-    for name in ("fd", "fd_inf", "kd", "precision", "realism"):
+    for name in ("fd", "fd_inf", "kd", "precision", "realism", "authpct"):
         assert len(given[name]) == 4, name
         assert all(r is held for r in given[name]), name  # the same tensor every evaluation
-    assert len(given["authpct"]) == 4  # no device_rows: the host rows, as before
-    assert all(r is host for r in given["authpct"])
     monkeypatch.undo()
     want = evalkit.score(generator=tiny_generator, num_samples=60, ref=big, metrics=ROWS_METRICS,
                          seed=4, workers=0, quiet=True, use_cache=False, **OPTS)
@@ -175,35 +174,80 @@ def test_reference_rows_move_to_the_device_once_and_give_the_same_numbers(tmp_pa
             assert rec["metrics"][k] == pytest.approx(v, rel=1e-12, abs=1e-15), k
 
 
-def test_resident_rows_give_every_device_rows_metric_the_numbers_of_numpy_rows():
-    """score_set with the reference rows held as a tensor (ResidentRows) equals score_set with
-    the numpy rows bit for bit, for every metric declaring ``device_rows`` (and the metrics
-    without it still get numpy): overlapping Gaussian sets, so that precision, recall,
-    density and coverage are neither 0 nor 1, and N > D (fd from the moments pass)."""
-    from evalkit.features.featureset import FeatureSet
+def _device_rows_functions() -> list[str]:
+    """One registry name per metric function declaring ``device_rows`` (read from the registry,
+    so a metric flagged later is covered without editing this test)."""
     from evalkit.metrics import metric_specs
+
+    names: dict[Any, str] = {}
+    for spec in metric_specs():
+        if spec.device_rows:
+            names.setdefault(spec.fn, spec.name)
+    return list(names.values())
+
+
+class _NoHostTensor(torch.Tensor):
+    """A tensor that refuses to become a numpy array (``np.asarray``, ``.numpy()``, also after
+    a no-op ``.cpu()``): what a CUDA tensor does. Derived tensors are plain tensors."""
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("np.asarray on a resident tensor (fails on CUDA)")
+
+    def numpy(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(".numpy() on a resident tensor (fails on CUDA)")
+
+
+def _resident_sets() -> tuple[Any, Any, Any]:
+    """Overlapping Gaussian reference, generated and held-out sets with labels: precision,
+    recall, density and coverage strictly inside (0, 1), N > D, and 72-wide features so that
+    ct takes its PCA path (D > 64)."""
+    from evalkit.features.featureset import FeatureSet
+
+    rng = np.random.default_rng(7)
+
+    def fs(n: int, scale: float, shift: float, source: str) -> FeatureSet:
+        return FeatureSet({"features": (rng.normal(size=(n, 72)) * scale + shift).astype(np.float32),
+                           "embedding": (rng.normal(size=(n, 8)) + shift).astype(np.float32),
+                           "spatial": rng.normal(size=(n, 12)).astype(np.float32)},
+                          labels=np.arange(n) % 2, source=source)
+
+    return fs(300, 1.0, 0.0, "real"), fs(200, 1.05, 0.05, "fake"), fs(150, 1.0, 0.0, "test")
+
+
+@pytest.mark.parametrize("name", _device_rows_functions())
+def test_resident_rows_give_every_device_rows_metric_the_numbers_of_numpy_rows(name):
+    """score_set with the reference (and held-out) rows held as tensors (ResidentRows) equals
+    score_set with the numpy rows bit for bit, for every metric function declaring
+    ``device_rows``; both as ResidentRows makes them on CPU (sharing the numpy buffer) and as a
+    separate copy that refuses any numpy conversion, as a CUDA tensor would."""
+    from evalkit.metrics import get_metric
     from evalkit.scoring.plan import parse_metric_list
     from evalkit.scoring.run import ResidentRows, resident_kinds
     from evalkit.scoring.score import ScoreConfig, score_set
 
-    rng = np.random.default_rng(7)
-    real = FeatureSet({"features": rng.normal(size=(300, 16)).astype(np.float32),
-                       "embedding": rng.normal(size=(300, 8)).astype(np.float32),
-                       "spatial": rng.normal(size=(300, 12)).astype(np.float32)}, source="real")
-    fake = FeatureSet({"features": (rng.normal(size=(200, 16)) * 1.3 + 0.2).astype(np.float32),
-                       "embedding": rng.normal(size=(200, 8)).astype(np.float32) + 0.1,
-                       "spatial": rng.normal(size=(200, 12)).astype(np.float32)}, source="fake")
-    names = [s.name for s in metric_specs() if s.device_rows]
-    assert {"fd", "sfid", "fd_inf", "kd", "precision", "realism", "cmmd"} <= set(names)
-    config = ScoreConfig(metrics=parse_metric_list(",".join(names)), seed=3, device="cpu",
-                         progress=False)
-    specs = [s for s in metric_specs() if s.name in names]
-    resident = ResidentRows(real, resident_kinds(specs, real), "cpu")
-    assert resident.conversions == 3  # features, spatial, embedding
-    got = score_set(fake, real, None, config, name="x", resident=resident).values
-    want = score_set(fake, real, None, config, name="x").values
-    assert got == want  # the same float operations on the same values: identical
-    assert 0 < want["precision"] < 1 and 0 < want["coverage"] < 1 and want["fd"] > 0.1
+    real, fake, test = _resident_sets()
+    spec = get_metric(name)
+    config = ScoreConfig(metrics=parse_metric_list(",".join(spec.group or (name,))), seed=3,
+                         device="cpu", progress=False)
+    want = score_set(fake, real, test, config, name="x").values
+    assert want and all(np.isfinite(v) for v in want.values())
+    if "precision" in want:
+        assert 0 < want["precision"] < 1 and 0 < want["coverage"] < 1
+
+    resident = ResidentRows(real, resident_kinds([spec], real), "cpu",
+                            test=test, test_kinds=resident_kinds([spec], test, role="test"))
+    assert resident.conversions == 1 + spec.needs_test  # the reference's array (and test's)
+    shared = score_set(fake, real, test, config, name="x", resident=resident).values
+    assert shared == want  # the same float operations on the same values: identical
+
+    for key, (arr, held) in list(resident._held.items()):  # copies, not views of the buffer
+        copy = torch.tensor(arr).as_subclass(_NoHostTensor)
+        assert copy.data_ptr() != held.data_ptr()
+        resident._held[key] = (arr, copy)
+    copied = score_set(fake, real, test, config, name="x", resident=resident).values
+    assert copied == want
 
 
 # -- Lightning ---------------------------------------------------------------------------------

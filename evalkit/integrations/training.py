@@ -15,11 +15,11 @@ evaluation then keeps no generated rows either (running sums per shard), so its 
 not grow with ``num_samples``. Otherwise the reference rows the metrics read are moved once to
 the evaluator's device as tensors (:class:`evalkit.scoring.run.ResidentRows`, in their own
 dtype) and handed to every evaluation's metrics that take device tensors (registry
-``device_rows``: ``fd``, ``sfid``, ``fd_inf``, ``kd``, ``precision``/``recall``/``density``/
-``coverage``, ``realism``, ``cmmd``); the other metrics get the host rows and move what they
-need per call, as :func:`evalkit.score` does. Nothing is kept from one evaluation to the next
-but the records' summary (:attr:`TrainingEvaluator.history`), so memory stays flat over many
-evaluations.
+``device_rows``: ``fd``, ``sfid``, ``fd_inf``, ``kd``, ``cmmd``, PRDC and per-class PRDC,
+``realism``, ``rarity``, ``rke``, ``authpct``, ``ct``, ``fls``, ``sw_approx``); the others
+(``fd_per_class``, TopP&R: numpy by design) get the host rows, as :func:`evalkit.score`
+does. Nothing is kept from one evaluation to the next but the records' summary
+(:attr:`TrainingEvaluator.history`), so memory stays flat over many evaluations.
 """
 from __future__ import annotations
 

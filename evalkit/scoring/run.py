@@ -28,7 +28,8 @@ class ResidentRows:
 
     ``ResidentRows(real, kinds, device)`` converts each of ``kinds`` present in ``real``
     (``torch.as_tensor``: its own dtype, float32 for extracted features; in host memory no copy
-    at all) and holds it with the numpy array it came from. :meth:`get` then gives the tensor
+    at all) and holds it with the numpy array it came from; ``test`` and ``test_kinds`` do the
+    same for a held-out set (``ct``, ``fls``). :meth:`get` then gives the tensor
     for that very array object (by identity, so a subsample or another set falls back to its
     own numpy rows) and the array itself otherwise. Scoring passes the tensor to metrics whose
     registry entry declares ``device_rows``; the others get the numpy array as before. What a
@@ -36,7 +37,8 @@ class ResidentRows:
     the device once, not in every evaluation's metric calls.
     """
 
-    def __init__(self, real: FeatureSet, kinds: Any, device: Any):
+    def __init__(self, real: FeatureSet, kinds: Any, device: Any, *,
+                 test: FeatureSet | None = None, test_kinds: Any = ()):
         import warnings
 
         from evalkit.lazy import torch
@@ -45,8 +47,9 @@ class ResidentRows:
         self.device = resolve_device(device)
         self.conversions = 0  # arrays moved (once each, here)
         self._held: dict[int, tuple[Any, Any]] = {}
-        for kind in dict.fromkeys(kinds):
-            arr = real.get(kind) if real.has_samples else None
+        wanted = [(real, k) for k in kinds] + [(test, k) for k in test_kinds if test is not None]
+        for fs, kind in wanted:
+            arr = fs.get(kind) if fs.has_samples else None
             if arr is None or id(arr) in self._held:
                 continue
             with warnings.catch_warnings():  # read-only arrays: nothing writes to the tensor
@@ -64,11 +67,13 @@ class ResidentRows:
         return [t for _, t in self._held.values()]
 
 
-def resident_kinds(specs: list[MetricSpec], real: FeatureSet) -> tuple[str, ...]:
-    """The arrays of ``real`` that the metrics of ``specs`` declaring ``device_rows`` read."""
+def resident_kinds(specs: list[MetricSpec], real: FeatureSet, role: str = "real") -> tuple[str, ...]:
+    """The arrays of ``real`` that the metrics of ``specs`` declaring ``device_rows`` read
+    (``role="test"``: of a held-out set, for the metrics that read one)."""
     kinds = []
     for spec in specs:
-        if spec.device_rows and spec.needs_real and real.has_samples:
+        needs = spec.needs_test if role == "test" else spec.needs_real
+        if spec.device_rows and needs and real.has_samples:
             arr = array_for(spec, real)
             kind = spec.array if real.get(spec.array) is not None else spec.fallback
             if arr is not None and kind is not None:
@@ -142,6 +147,8 @@ def _call(spec: MetricSpec, fake: FeatureSet, real: FeatureSet, test: FeatureSet
             arrays["real"] = resident.get(arrays["real"])
     if spec.needs_test:
         arrays["test"] = array_for(spec, test)
+        if resident is not None and spec.device_rows:
+            arrays["test"] = resident.get(arrays["test"])
     if spec.needs_real_labels:
         arrays["real_labels"] = real.labels
     if spec.needs_text:
