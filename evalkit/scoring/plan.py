@@ -84,10 +84,11 @@ def missing_inputs(spec: MetricSpec, fake: FeatureSet, real: FeatureSet,
         if fs is not None and array_for(spec, fs) is None:
             return f"needs '{spec.array}' arrays in the {role} (use an encoder that has them)"
         if fs is not None and fs.n < spec.min_samples:
-            return f"needs at least {spec.min_samples} samples, the {role} has {fs.n}"
+            return (f"needs at least {spec.min_samples} samples, the {role} "
+                    f"{'have' if role == 'samples' else 'has'} {fs.n}")
         if fs is not None and array_for(spec, fs).shape[1] < spec.min_dim:
-            return (f"needs features of at least {spec.min_dim} dimensions, the {role} has "
-                    f"{array_for(spec, fs).shape[1]}")
+            return (f"needs features of at least {spec.min_dim} dimensions, the {role} "
+                    f"{'have' if role == 'samples' else 'has'} {array_for(spec, fs).shape[1]}")
     return None
 
 
