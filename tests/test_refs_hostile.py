@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import re
 import time
 import warnings
 import zipfile
@@ -533,3 +534,26 @@ def test_full_disk_during_a_download_is_one_line_naming_the_file(world, monkeypa
     assert res.exit_code == 2 and "No space left" in res.output
     assert "VIRTUAL_t16.npz.part" in res.output and "connection" not in res.output
     assert len(world["server"].requests) == 1  # not retried as if the connection dropped
+
+
+@pytest.mark.parametrize("reader", ["manifest", "catalog", "record"])
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, "{not json", b"\xff\xfe{}"])
+def test_every_json_file_a_user_supplies_fails_as_input_naming_it(tmp_path, monkeypatch, reader,
+                                                                   content):
+    """A reference manifest, a catalog file and a record: nested past the parser's limit, not
+    JSON, or not UTF-8 -> InputError naming the file (exit 2), never a RecursionError (exit 3)."""
+    from evalkit.refs.catalog import load_catalog
+    from evalkit.refs.manifest import read_manifest
+    from evalkit.results.record import load_records
+
+    path = tmp_path / ("manifest.json" if reader == "manifest" else f"{reader}.json")
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    if reader == "catalog":
+        monkeypatch.setenv("EVALKIT_CATALOG", str(path))
+    read = {"manifest": lambda: read_manifest(tmp_path), "catalog": load_catalog,
+            "record": lambda: load_records(path)}[reader]
+    with pytest.raises(InputError, match=re.escape(str(path))):
+        read()

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from evalkit.errors import OutputError
+from evalkit.errors import InputError, OutputError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -139,6 +139,25 @@ def _hash_bytes(path: Path, block_size: int = 1 << 22) -> str:
         for block in iter(lambda: fh.read(block_size), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_json(path: str | os.PathLike, *, missing: str, bad: str) -> object:
+    """The JSON value stored in a user-supplied file (a record, a manifest, a catalog).
+
+    Raises:
+        InputError: ``"{path}: {missing}"`` when the file does not exist; ``"{path}: {bad}
+            (why)"`` when it cannot be read, is not UTF-8, is not JSON, or nests deeper than the
+            interpreter can parse (``[[[[...]]]]``: a RecursionError, never a crash).
+    """
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{p}: {missing}") from None
+    except RecursionError:
+        raise InputError(f"{p}: {bad} (nested too deeply)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{p}: {bad} ({type(exc).__name__}: {exc})") from None
 
 
 def _load_json(path: Path) -> dict:

@@ -22,12 +22,13 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.metadata import entry_points
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from evalkit.errors import CatalogWarning, InputError
 from evalkit.files.download import url_file_name
+from evalkit.files.fileio import read_json
 from evalkit.refs.layout import validate_name
 
 CATALOG_SCHEMA = "evalkit.catalog/1"
@@ -195,12 +196,8 @@ def _entries_of(data: Any, origin: str) -> list[CatalogEntry]:
 
 
 def _read_file(path: str | os.PathLike) -> list[CatalogEntry]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: catalog file not found (named in $EVALKIT_CATALOG?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"{path}: unreadable catalog file ({type(exc).__name__}: {exc})") from None
+    data = read_json(path, missing="catalog file not found (named in $EVALKIT_CATALOG?)",
+                     bad="unreadable catalog file")
     return _entries_of(data, str(path))
 
 

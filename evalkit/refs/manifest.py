@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 from evalkit.encoders import get_encoder_spec
 from evalkit.errors import InputError
 from evalkit.features.identity import EncoderIdentity
-from evalkit.files.fileio import atomic_write_text
+from evalkit.files.fileio import atomic_write_text, read_json
 from evalkit.formatting import format_size
 from evalkit.refs.layout import MANIFEST
 
@@ -76,12 +76,8 @@ def read_manifest(folder: Path) -> Manifest:
         InputError: missing, unreadable or not an evalkit reference manifest.
     """
     path = folder / FILE_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: reference manifest missing (remove the folder and add it again)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: unreadable reference manifest ({exc})") from None
+    data = read_json(path, missing="reference manifest missing (remove the folder and add it again)",
+                     bad="unreadable reference manifest")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise InputError(f"{path}: not an evalkit reference manifest (expected schema {SCHEMA!r})")
     return data

@@ -15,7 +15,7 @@ import numpy as np
 
 from evalkit.errors import InputError
 from evalkit.features.identity import IDENTITY_FIELDS, EncoderIdentity
-from evalkit.files.fileio import atomic_write_text
+from evalkit.files.fileio import atomic_write_text, read_json
 from evalkit.provenance import versions
 
 if TYPE_CHECKING:
@@ -185,14 +185,7 @@ def write_records(records: list[dict[str, Any]], path: str | os.PathLike) -> Non
 def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a record file (one object or a list); InputError naming the file when invalid."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{p}: not a JSON result record ({exc})") from None
-    except RecursionError:  # [[[[...]]]] nested past the interpreter's limit
-        raise InputError(f"{p}: not a JSON result record (nested too deeply)") from None
+    data = read_json(p, missing="no such file", bad="not a JSON result record")
     items = data if isinstance(data, list) else [data]
     for item in items:
         if not isinstance(item, dict) or item.get("schema") != SCHEMA or "metrics" not in item:
