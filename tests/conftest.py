@@ -90,6 +90,22 @@ def write_images(root, n, size=(24, 20), classes=None, seed=0, ext="png", mode="
     return sorted(paths, key=lambda p: p.relative_to(root).as_posix())
 
 
+def encoded_images(n: int, *, seed: int, height: int, width: int, jpeg_at: int):
+    """``(k, encoded bytes, is_jpeg)`` for k < n: random RGB of (height + k) × width, saved as
+    JPEG (quality 90) where ``k % 3 == jpeg_at``, else PNG — mixed formats for container tests."""
+    import io
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        rgb = rng.integers(0, 256, (height + k, width, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        jpeg = k % 3 == jpeg_at
+        Image.fromarray(rgb).save(buf, format="JPEG" if jpeg else "PNG", quality=90)
+        out.append((k, buf.getvalue(), jpeg))
+    return out
+
+
 @pytest.fixture
 def image_dir(tmp_path):
     """12 random 24×20 RGB PNGs directly in one folder."""

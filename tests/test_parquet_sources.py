@@ -4,7 +4,6 @@ A Parquet file written with pyarrow (image bytes + label + prompt columns), a fo
 a ``datasets`` ``save_to_disk`` folder give the image folder's features and labels; columns are
 found automatically or named; bad rows are errors naming the row (or skipped, counted); the
 peak memory of reading a file larger than the batch budget stays near the budget."""
-import io
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import encoded_images
 
 from evalkit.errors import InputError
 from evalkit.features.loader import load_features
@@ -29,14 +28,8 @@ N = 9
 
 def _images(seed: int = 0):
     """(name, encoded bytes, class) per image, PNG and JPEG mixed, in the folder's order."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(N):
-        rgb = rng.integers(0, 256, (18 + k, 22, 3), dtype=np.uint8)
-        buf = io.BytesIO()
-        jpeg = k % 3 == 2
-        Image.fromarray(rgb).save(buf, format="JPEG" if jpeg else "PNG", quality=90)
-        out.append((f"i{k:03d}.{'jpg' if jpeg else 'png'}", buf.getvalue(), k % 3))
+    out = [(f"i{k:03d}.{'jpg' if jpeg else 'png'}", data, k % 3)
+           for k, data, jpeg in encoded_images(N, seed=seed, height=18, width=22, jpeg_at=2)]
     return sorted(out, key=lambda t: (t[2], t[0]))
 
 

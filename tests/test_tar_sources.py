@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from conftest import encoded_images
 
 from evalkit.errors import InputError
 from evalkit.features.loader import load_features
@@ -31,16 +31,9 @@ N = 9
 
 
 def _images(seed: int = 0):
-    """(key, bytes, extension, class index, rgb as decoded) per sample: PNG and JPEG mixed."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(N):
-        rgb = rng.integers(0, 256, (20 + k, 24, 3), dtype=np.uint8)
-        buf = io.BytesIO()
-        ext = "jpg" if k % 3 == 1 else "png"
-        Image.fromarray(rgb).save(buf, format="JPEG" if ext == "jpg" else "PNG", quality=90)
-        out.append((f"s{k:03d}", buf.getvalue(), ext, k % 3))
-    return out
+    """(key, bytes, extension, class index) per sample: PNG and JPEG mixed."""
+    return [(f"s{k:03d}", data, "jpg" if jpeg else "png", k % 3)
+            for k, data, jpeg in encoded_images(N, seed=seed, height=20, width=24, jpeg_at=1)]
 
 
 def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
